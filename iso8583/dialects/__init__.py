@@ -1,0 +1,1 @@
+"""Message specs as data, one module per dialect."""

@@ -1,0 +1,1 @@
+"""The cashier application: terminal core and Textual UI."""
