@@ -1,1 +1,4 @@
-"""Payment cryptography: MACs, PIN blocks, key check values, working keys, DUKPT, EMV cryptograms."""
+"""Payment cryptography on `cryptography`.
+
+MACs, PIN blocks, key check values, working keys, DUKPT and EMV cryptograms.
+"""

@@ -1,0 +1,321 @@
+"""A dialect: field table, MTI/bitmap layout and framing, compiled once.
+
+Everything that differs between the China UnionPay POS profile and ISO
+8583:1987 is data in a :class:`DialectSpec`; :class:`Dialect` turns that data
+into encoders and decoders. A third dialect is another ``DialectSpec``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from iso8583.codec import (
+    Decoder,
+    Encoder,
+    FieldValue,
+    compile_decoder,
+    compile_encoder,
+    compile_normaliser,
+)
+from iso8583.errors import DecodeError, EncodeError, FramingError
+from iso8583.fields import Enc, FieldSpec
+from iso8583.framing import FrameDecoder, encode_length
+from iso8583.message import Message
+
+# for each byte value, the 1-based positions of its set bits, most significant first
+_BITS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(i + 1 for i in range(8) if value & (0x80 >> i)) for value in range(256)
+)
+
+
+@dataclass(frozen=True)
+class TransactionProfile:
+    """How one transaction type is coded in a dialect (DESIGN.md section 4)."""
+
+    name: str
+    mti: str
+    processing_code: str | None = None  # F3
+    condition_code: str | None = None  # F25
+    f60_type: str | None = None  # 60.1
+    net_code: str | None = None  # 60.3 (or F70 in iso87)
+    on_timeout: str = "none"  # "reverse", "resend", "retry", "none"
+    moves_money: bool = False
+
+
+@dataclass(frozen=True)
+class DialectSpec:
+    """All that distinguishes one dialect, as data."""
+
+    name: str
+    title: str
+    fields: Mapping[int, FieldSpec]
+    mti_enc: Enc = Enc.BCD  # BCD (2 bytes) or ASCII (4 characters)
+    bitmap_enc: Enc = Enc.BINARY  # BINARY (8/16 bytes) or ASCII (16/32 hex characters)
+    length_bytes: int = 2  # frame length prefix, binary big-endian, excludes itself
+    tpdu: bool = False  # frame carries a 5-byte TPDU after the length
+    header_len: int = 0  # bytes of dialect header after the TPDU
+    default_header: bytes = b""
+    max_frame: int = 4096
+    mac_field: int = 64
+    transactions: Mapping[str, TransactionProfile] = field(default_factory=dict)
+    # dialect settings the flows read instead of branching on the name
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame: routing data plus the message and its raw body."""
+
+    tpdu: bytes | None
+    header: bytes | None
+    message: Message
+    body: bytes  # MTI onwards, as received (MAC is checked over these bytes)
+
+
+class Dialect:
+    """A compiled dialect: encode, decode, frame and unframe messages."""
+
+    def __init__(self, spec: DialectSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.fields: Mapping[int, FieldSpec] = MappingProxyType(dict(spec.fields))
+        self._enc: dict[int, Encoder] = {n: compile_encoder(s) for n, s in spec.fields.items()}
+        self._dec: dict[int, Decoder] = {n: compile_decoder(s) for n, s in spec.fields.items()}
+        self.normalisers: Mapping[int, Callable[[object], FieldValue]] = MappingProxyType(
+            {n: compile_normaliser(s) for n, s in spec.fields.items()})
+        self._bit128 = {n: 1 << (128 - n) for n in range(1, 129)}
+        self._has_secondary = any(n > 64 for n in spec.fields)
+        self._mti_ascii = spec.mti_enc is Enc.ASCII
+        self._bitmap_ascii = spec.bitmap_enc is Enc.ASCII
+        self.transactions = spec.transactions
+        self.settings = spec.settings
+
+    def __repr__(self) -> str:
+        return f"Dialect({self.name!r})"
+
+    def message(self, mti: str, fields: Mapping[int, object] | None = None) -> Message:
+        """A new message that normalises values by this dialect's table."""
+        return Message(mti, fields, dialect=self)
+
+    # --- body ---------------------------------------------------------------------
+    def _encode_mti(self, mti: str) -> bytes:
+        if len(mti) != 4 or not (mti.isdigit() and mti.isascii()):
+            raise EncodeError(f"MTI {mti!r} is not 4 digits", field=0)
+        return mti.encode("ascii") if self._mti_ascii else bytes.fromhex(mti)
+
+    def _bitmap(self, numbers: list[int]) -> bytes:
+        bit = self._bit128
+        bits = 0
+        for number in numbers:
+            bits |= bit[number]
+        if numbers and numbers[-1] > 64:
+            raw = (bits | bit[1]).to_bytes(16, "big")
+        else:
+            raw = (bits >> 64).to_bytes(8, "big")
+        return raw.hex().upper().encode("ascii") if self._bitmap_ascii else raw
+
+    def encode(self, message: Message, *, mac_placeholder: bool = False) -> bytes:
+        """Encode MTI, bitmap and fields. Raises :class:`EncodeError` naming the field."""
+        items = message.raw_items()
+        numbers = sorted(items)
+        if mac_placeholder and self.spec.mac_field not in items:
+            numbers.append(self.spec.mac_field)
+            numbers.sort()
+        enc = self._enc
+        parts = [self._encode_mti(message.mti), self._bitmap(numbers)]
+        for number in numbers:
+            encoder = enc.get(number)
+            if encoder is None:
+                raise EncodeError("field is not defined in this dialect", field=number)
+            value = items.get(number)
+            if value is None:  # only the MAC placeholder
+                continue
+            parts.append(encoder(value))
+        return b"".join(parts)
+
+    def mac_block(self, message: Message) -> bytes:
+        """The MAC input: the encoded message up to the MAC field, bitmap showing it.
+
+        For CUP this is MTI .. F63 with bit 64 set; F64 itself is left out.
+        """
+        mac_field = self.spec.mac_field
+        if mac_field in message:
+            clone = message.copy()
+            del clone[mac_field]
+            return self.encode(clone, mac_placeholder=True)
+        return self.encode(message, mac_placeholder=True)
+
+    def received_mac_block(self, body: bytes) -> bytes:
+        """The MAC input of a received body: every byte before the 8-byte MAC field.
+
+        Uses the bytes as received (not a re-encoding), so a sender's harmless
+        variations (pad nibbles) cannot break MAC verification.
+        """
+        if len(body) < 8:
+            raise DecodeError("too short to carry a MAC", field=self.spec.mac_field, pos=0)
+        return body[:-8]
+
+    def decode(self, body: bytes) -> Message:
+        """Decode a body (MTI onwards). Any problem raises :class:`DecodeError`."""
+        data = bytes(body)
+        message = Message.__new__(Message)
+        message._normalisers = self.normalisers
+        fields: dict[int, FieldValue] = {}
+        message._fields = fields
+        number = 0
+        pos = 0
+        try:
+            if self._mti_ascii:
+                raw_mti = data[0:4]
+                if len(raw_mti) != 4 or not (raw_mti.isdigit() and raw_mti.isascii()):
+                    raise DecodeError("MTI is not 4 ASCII digits", field=0, pos=0)
+                message.mti = raw_mti.decode("ascii")
+                pos = 4
+            else:
+                mti = data[0:2].hex()
+                if len(mti) != 4 or not mti.isdigit():
+                    raise DecodeError("MTI is not 2 bytes of BCD", field=0, pos=0)
+                message.mti = mti
+                pos = 2
+            numbers, pos = self._read_bitmap(data, pos)
+            dec = self._dec
+            for number in numbers:
+                decoder = dec.get(number)
+                if decoder is None:
+                    raise DecodeError("bit set for a field this dialect does not define",
+                                      field=number, pos=pos)
+                fields[number], pos = decoder(data, pos)
+        except DecodeError:
+            raise
+        except (ValueError, IndexError, UnicodeDecodeError, OverflowError) as exc:
+            raise DecodeError(f"malformed ({type(exc).__name__})", field=number, pos=pos) from exc
+        if pos != len(data):
+            raise DecodeError(f"{len(data) - pos} trailing bytes after the last field",
+                              field=number or None, pos=pos)
+        return message
+
+    def _read_bitmap(self, data: bytes, pos: int) -> tuple[list[int], int]:
+        if self._bitmap_ascii:
+            text = data[pos:pos + 16]
+            try:
+                primary = bytes.fromhex(text.decode("ascii")) if len(text) == 16 else b""
+            except ValueError:
+                primary = b""
+            if len(primary) != 8:
+                raise DecodeError("bitmap is not 16 hex characters", field=1, pos=pos)
+            width = 16
+        else:
+            primary = data[pos:pos + 8]
+            if len(primary) != 8:
+                raise DecodeError("truncated bitmap", field=1, pos=pos)
+            width = 8
+        bitmap = primary
+        next_pos = pos + width
+        if primary[0] & 0x80:
+            if not self._has_secondary:
+                raise DecodeError("secondary bitmap in a dialect without fields 65-128",
+                                  field=1, pos=pos)
+            if self._bitmap_ascii:
+                text = data[next_pos:next_pos + 16]
+                try:
+                    secondary = bytes.fromhex(text.decode("ascii")) if len(text) == 16 else b""
+                except ValueError:
+                    secondary = b""
+            else:
+                secondary = data[next_pos:next_pos + 8]
+            if len(secondary) != 8:
+                raise DecodeError("truncated secondary bitmap", field=1, pos=next_pos)
+            bitmap = primary + secondary
+            next_pos += width
+        bits = _BITS
+        numbers = [index * 8 + bit
+                   for index, value in enumerate(bitmap) if value
+                   for bit in bits[value]]
+        if numbers and numbers[0] == 1:
+            numbers = numbers[1:]
+        if not numbers:
+            raise DecodeError("bitmap has no data fields", field=1, pos=pos)
+        return numbers, next_pos
+
+    # --- framing ------------------------------------------------------------------
+    def pack(self, message: Message, *, tpdu: bytes | None = None,
+             header: bytes | None = None) -> bytes:
+        """A whole frame: length prefix, TPDU and header when the dialect has them, body."""
+        return encode_length(self.payload(message, tpdu=tpdu, header=header),
+                             self.spec.length_bytes)
+
+    def payload(self, message: Message, *, tpdu: bytes | None = None,
+                header: bytes | None = None) -> bytes:
+        """The frame payload (no length prefix)."""
+        spec = self.spec
+        parts: list[bytes] = []
+        if spec.tpdu:
+            tpdu = tpdu if tpdu is not None else b"\x60\x00\x00\x00\x00"
+            if len(tpdu) != 5 or tpdu[0] != 0x60:
+                raise EncodeError("TPDU must be 5 bytes starting with 60", field="tpdu")
+            parts.append(tpdu)
+        elif tpdu is not None:
+            raise EncodeError(f"dialect {self.name} has no TPDU", field="tpdu")
+        if spec.header_len:
+            header = header if header is not None else spec.default_header
+            if len(header) != spec.header_len:
+                raise EncodeError(f"header must be {spec.header_len} bytes", field="header")
+            parts.append(header)
+        elif header:
+            raise EncodeError(f"dialect {self.name} has no header", field="header")
+        parts.append(self.encode(message))
+        return b"".join(parts)
+
+    def unpack(self, frame: bytes) -> Frame:
+        """Decode a whole frame, length prefix included."""
+        size = self.spec.length_bytes
+        if len(frame) < size:
+            raise FramingError("truncated length prefix", field="length", pos=0)
+        declared = int.from_bytes(frame[:size], "big")
+        if declared != len(frame) - size:
+            raise FramingError(
+                f"length prefix says {declared} bytes, frame has {len(frame) - size}",
+                field="length", pos=0)
+        try:
+            return self.unpack_payload(frame[size:])
+        except DecodeError as exc:
+            raise type(exc)(exc.reason, field=exc.field, pos=exc.pos + size) from None
+
+    def unpack_payload(self, payload: bytes) -> Frame:
+        """Decode a payload as :class:`FrameDecoder` yields it (no length prefix)."""
+        spec = self.spec
+        pos = 0
+        tpdu: bytes | None = None
+        header: bytes | None = None
+        if spec.tpdu:
+            tpdu = bytes(payload[0:5])
+            if len(tpdu) != 5:
+                raise FramingError("truncated TPDU", field="tpdu", pos=0)
+            if tpdu[0] != 0x60:
+                raise FramingError(f"TPDU id {tpdu[0]:02X} is not 60", field="tpdu", pos=0)
+            pos = 5
+        if spec.header_len:
+            header = bytes(payload[pos:pos + spec.header_len])
+            if len(header) != spec.header_len:
+                raise FramingError("truncated header", field="header", pos=pos)
+            pos += spec.header_len
+        body = bytes(payload[pos:])
+        try:
+            message = self.decode(body)
+        except DecodeError as exc:
+            raise type(exc)(exc.reason, field=exc.field, pos=exc.pos + pos) from None
+        return Frame(tpdu, header, message, body)
+
+    def frame_decoder(self, max_length: int | None = None) -> FrameDecoder:
+        """An incremental reassembler configured for this dialect's framing."""
+        return FrameDecoder(length_bytes=self.spec.length_bytes,
+                            max_length=max_length or self.spec.max_frame)
+
+    @staticmethod
+    def reply_tpdu(tpdu: bytes) -> bytes:
+        """The TPDU of a reply: destination and source swapped."""
+        if len(tpdu) != 5:
+            raise EncodeError("TPDU must be 5 bytes", field="tpdu")
+        return tpdu[:1] + tpdu[3:5] + tpdu[1:3]
