@@ -139,7 +139,7 @@ def compile_encoder(spec: FieldSpec) -> Encoder:
             if _Z_IN.fullmatch(text) is None:
                 raise EncodeError("track data may hold only digits and D/=", field=num)
             text = text.replace("=", "D")
-        elif not (text.isdigit() and text.isascii()):
+        elif text and not (text.isdigit() and text.isascii()):
             raise EncodeError("numeric field holds a non-digit", field=num)
         size = len(text)
         if size > max_len:

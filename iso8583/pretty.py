@@ -16,7 +16,7 @@ from iso8583.codec import FieldValue
 from iso8583.dialect import Dialect
 from iso8583.errors import Iso8583Error
 from iso8583.fields import FieldSpec, Kind, Sensitive
-from iso8583.masking import mask_pan, mask_track
+from iso8583.masking import mask_pan, mask_text, mask_track
 from iso8583.message import Message
 
 # EMV tags that carry the PAN or track data
@@ -40,8 +40,10 @@ def field_text(spec: FieldSpec | None, value: FieldValue, *, reveal: bool = Fals
             return mask_track(value)
         return _hidden(value)
     if isinstance(value, bytes):
-        return value.hex().upper()
-    return value
+        # binary fields such as F55 can embed the PAN (tag 5A) as BCD digits
+        text = value.hex().upper()
+        return text if reveal else mask_text(text)
+    return value if reveal else mask_text(value)
 
 
 def _tlv_lines(data: bytes, reveal: bool) -> list[str]:
