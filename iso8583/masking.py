@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-_PAN_RUN = re.compile(r"(?<![0-9A-Fa-f])([0-9]{6})([0-9]{3,9})([0-9]{4})(?![0-9])")
+_PAN_RUN = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{3,})([0-9]{4})(?![0-9])")
 
 
 def mask_pan(pan: str) -> str:
@@ -31,5 +31,5 @@ def mask_track(track: str) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Mask every PAN-like run of 13-19 digits inside free text (log lines)."""
+    """Mask every run of 13 or more digits (a PAN, possibly inside hex) in free text."""
     return _PAN_RUN.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
