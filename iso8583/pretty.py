@@ -87,14 +87,11 @@ def message_dict(message: Message, dialect: Dialect, *, reveal: bool = False) ->
 def summarize(message: Message) -> str:
     """Compact masked one-liner used by ``repr(Message)``."""
     from iso8583.dialects import get_dialect
-    cup = get_dialect()
+    known = get_dialect().fields
     parts = []
     for number, value in message.fields.items():
-        spec = cup.fields.get(number)
-        if spec is None or spec.sensitive is not None:
-            text = (mask_pan(value) if spec is not None and spec.sensitive is Sensitive.PAN
-                    and isinstance(value, str) else _hidden(value))
-        else:
-            text = value.hex().upper() if isinstance(value, bytes) else value
+        spec = known.get(number)
+        text = _hidden(value) if spec is None and isinstance(value, bytes) else field_text(
+            spec, value)
         parts.append(f"{number}={text}")
     return "{" + ", ".join(parts) + "}"
