@@ -1,0 +1,67 @@
+"""Shared benchmark helpers: a result record and a wall-clock ops/s measurement."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One measured operation.
+
+    ``ops`` calls ran in ``seconds`` of wall time; ``best_us`` is the mean time
+    per call of the fastest batch (the batch least disturbed by other processes
+    on a shared machine), and ``ops_per_s`` is derived from it.
+    """
+
+    name: str
+    ops: int
+    seconds: float
+    best_us: float
+
+    @property
+    def ops_per_s(self) -> float:
+        """Calls per second in the fastest batch."""
+        return 1e6 / self.best_us if self.best_us > 0 else 0.0
+
+    @property
+    def mean_ops_per_s(self) -> float:
+        """Calls per second over the whole run."""
+        return self.ops / self.seconds if self.seconds > 0 else 0.0
+
+
+def measure(name: str, fn: Callable[[], object], seconds: float = 1.0) -> BenchResult:
+    """Call ``fn`` repeatedly for about ``seconds`` (with time.perf_counter) and time it.
+
+    Calls run in batches sized so that one batch takes about 10 ms.
+    """
+    fn()  # warm caches before timing
+    batch = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        took = time.perf_counter() - t0
+        if took >= 0.01 or batch >= 1 << 24:
+            break
+        batch *= 2
+    best = took / batch
+    total_ops = batch
+    total_s = took
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        took = time.perf_counter() - t0
+        best = min(best, took / batch)
+        total_ops += batch
+        total_s += took
+    return BenchResult(name=name, ops=total_ops, seconds=total_s, best_us=best * 1e6)
+
+
+def ratio(ours: BenchResult, anchor: BenchResult) -> float:
+    """How many times faster ``ours`` is than ``anchor`` (ops/s over ops/s)."""
+    return ours.ops_per_s / anchor.ops_per_s if anchor.ops_per_s else float("inf")
