@@ -1,0 +1,790 @@
+"""The acquirer host's rules as plain code: one payload in, one outcome out.
+
+:class:`AcquirerHost` is sans-I/O: ``handle(payload, now)`` decodes a frame
+payload, applies the terminal, security, issuer and original-route rules,
+updates the in-memory state and returns a :class:`HostOutcome` carrying the
+reply payload and the ledger records the server must commit before it sends
+that reply.  Randomness (working keys) comes from an injected source; time is
+the ``now`` passed in.  Bad input of any kind gives an outcome, never an
+exception.
+
+Order of checks for a financial request (each step answers and stops):
+
+1. frame decodes, F41/F42 name a provisioned terminal (else: close; ``03``
+   when the message decodes but the terminal is unknown);
+2. the terminal is signed on (else ``77``, unMACed);
+3. the request MAC verifies under the terminal's MAK (else ``A0``, unMACed,
+   nothing stored or booked);
+4. idempotency on (TID, batch, STAN, MTI): same content -> the stored answer
+   again, re-MACed with the current MAK; different content -> ``94``;
+5. the transaction's own rules (formats ``30``, amount ``13``, settled batch
+   ``12``, original-route ``25``/``14``/``12``/``64``, PIN ``55``, ARQC ``05``,
+   magic amount, card status ``14``/``41``/``54``, funds ``51``).
+
+Magic amounts (sale and refund, after the MAC/PIN/ARQC checks): the fen part
+of the amount (``amount % 100``) forces a code -- .05 -> 05, .12 -> 12,
+.13 -> 13, .14 -> 14, .41 -> 41, .51 -> 51, .54 -> 54, .55 -> 55, .61 -> 61,
+.96 -> 96, .98 -> 98; every other ending (.00 included) is processed normally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from emulator.catalogue import CARDS, CardStatus, TestCard
+from emulator.host import codes, security
+from emulator.host.ledger import (
+    BatchRow,
+    LedgerRecord,
+    LedgerSnapshot,
+    LedgerStore,
+    TerminalRow,
+    TransactionRow,
+    TxnKey,
+    UploadRow,
+    key_text,
+    parse_key,
+    response_fields,
+    response_json,
+)
+from emulator.host.settlement import SettlementTotals, SettleResult
+from iso8583 import composite, tlv
+from iso8583.dialect import Dialect
+from iso8583.dialects import get_dialect
+from iso8583.errors import Iso8583Error
+from iso8583.masking import mask_pan
+from iso8583.message import Message
+
+log = logging.getLogger(__name__)
+
+#: F22 prefixes of chip-read requests (contact 05x, contactless 07x).
+CHIP_ENTRY = ("05", "07")
+#: Sign-on forms by 60.3 (CUP) or F70 (iso87, which has one form: 003).
+SIGN_ON_CODES = {"001": 1, "003": 3, "004": 4}
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    """What the server does with one request payload."""
+
+    reply: bytes | None  # payload to send back (TPDU swapped), without the length prefix
+    close: bool = False  # close the connection after sending the reply (if any)
+    records: tuple[LedgerRecord, ...] = ()  # commit these before the reply leaves
+    request: Message | None = field(default=None, repr=False)
+    response: Message | None = field(default=None, repr=False)
+    pan: str | None = field(default=None, repr=False)  # for fault matching; never log it
+    amount: int | None = None
+
+    @property
+    def response_code(self) -> str | None:
+        return self.response.response_code if self.response is not None else None
+
+
+@dataclass
+class _Terminal:
+    row: TerminalRow
+    keys: security.WorkingKeys | None
+    settled: set[str] = field(default_factory=set)
+
+    @property
+    def tid(self) -> str:
+        return self.row.tid
+
+
+class _Answer(Exception):  # noqa: N818  -- control flow, not an error
+    """Raised inside a rule to answer with ``code`` at once."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class _Ctx:
+    """One request in flight: what the rules found out so far."""
+
+    term: _Terminal
+    msg: Message
+    body: bytes
+    now: datetime
+    kind: str
+    batch: str
+    stan: str
+    key: TxnKey
+    fingerprint: str
+    pan: str | None = None
+    card: TestCard | None = None
+    extra: dict[int, str | bytes] = field(default_factory=dict)
+    records: list[LedgerRecord] = field(default_factory=list)
+    rrn: str | None = None
+    auth: str | None = None
+    original: TransactionRow | None = None
+    status: str = "declined"
+
+
+class AcquirerHost:
+    """The acquirer host and its issuer simulation (see the module docstring)."""
+
+    def __init__(self, dialect: Dialect | str = "cup", *,
+                 snapshot: LedgerSnapshot | None = None,
+                 random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+                 cards: Iterable[TestCard] = CARDS) -> None:
+        self.dialect = get_dialect(dialect) if isinstance(dialect, str) else dialect
+        self._random = random_bytes
+        self._cards = {c.pan: c for c in cards}
+        settings = self.dialect.settings
+        self._currency = str(settings.get("currency", "156"))
+        self._mac_field = self.dialect.spec.mac_field
+        self._terminals: dict[str, _Terminal] = {}
+        self._txns: dict[TxnKey, TransactionRow] = {}
+        self._by_rrn: dict[str, TxnKey] = {}
+        self._batches: dict[tuple[str, str], BatchRow] = {}
+        self._uploads: list[UploadRow] = []
+        self._spent: dict[str, int] = {}  # pan hash -> fen taken from the account
+        self._rrn_seq = 0
+        snap = snapshot if snapshot is not None else LedgerSnapshot(secrets.token_bytes(32))
+        self._secret = snap.secret
+        self._card_by_hash = {self.pan_hash(c.pan): c for c in self._cards.values()}
+        self._restore(snap)
+
+    @classmethod
+    def from_store(cls, store: LedgerStore, dialect: Dialect | str = "cup", *,
+                   random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> AcquirerHost:
+        """A host rebuilt from everything ``store`` holds."""
+        return cls(dialect, snapshot=store.load(), random_bytes=random_bytes)
+
+    # --- state ---------------------------------------------------------------
+    def _restore(self, snap: LedgerSnapshot) -> None:
+        for trow in snap.terminals:
+            self._terminals[trow.tid] = _Terminal(trow, _keys_of(trow))
+        for brow in snap.batches:
+            self._batches[(brow.tid, brow.batch)] = brow
+            term = self._terminals.get(brow.tid)
+            if term is not None and brow.settled:
+                term.settled.add(brow.batch)
+        for txn in snap.transactions:
+            self._put(txn)
+        self._uploads = list(snap.uploads)
+        # issuer balances are derived from the standing money movements
+        for txn in self._txns.values():
+            if txn.pan_hash is None or txn.amount is None:
+                continue
+            if txn.kind == "sale" and txn.status == "approved":
+                self._spent[txn.pan_hash] = self._spent.get(txn.pan_hash, 0) + txn.amount
+            elif txn.kind == "refund" and txn.status == "approved":
+                self._spent[txn.pan_hash] = self._spent.get(txn.pan_hash, 0) - txn.amount
+
+    def _put(self, txn: TransactionRow) -> None:
+        self._txns[txn.key] = txn
+        if txn.rrn is not None:
+            self._by_rrn[txn.rrn] = txn.key
+            if txn.rrn.isdigit():
+                self._rrn_seq = max(self._rrn_seq, int(txn.rrn))
+
+    def pan_hash(self, pan: str) -> str:
+        """Keyed hash of a PAN for matching (HMAC-SHA256 under the ledger secret)."""
+        return hmac.new(self._secret, pan.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def provision(self, tid: str, mid: str, tmk: bytes) -> TerminalRow:
+        """Add or replace a terminal; returns the record to commit."""
+        row = TerminalRow(tid, mid, tmk.hex().upper())
+        old = self._terminals.get(tid)
+        if old is not None:
+            row = replace(row, batch=old.row.batch)
+        self._terminals[tid] = _Terminal(row, None, old.settled if old else set())
+        return row
+
+    def terminals(self) -> list[TerminalRow]:
+        return [t.row for t in self._terminals.values()]
+
+    def transactions(self) -> list[TransactionRow]:
+        """Every stored transaction row, in booking order."""
+        return list(self._txns.values())
+
+    def transaction(self, key: TxnKey) -> TransactionRow | None:
+        return self._txns.get(key)
+
+    def by_rrn(self, rrn: str) -> TransactionRow | None:
+        key = self._by_rrn.get(rrn)
+        return self._txns.get(key) if key is not None else None
+
+    def batch_totals(self, tid: str, batch: str) -> SettlementTotals:
+        """Host totals of a batch: standing approved sales (debit) and refunds (credit)."""
+        totals = SettlementTotals()
+        for txn in self._txns.values():
+            if txn.tid != tid or txn.batch != batch or txn.status != "approved":
+                continue
+            if txn.amount is None or txn.scheme is None:
+                continue
+            if txn.kind == "sale":
+                totals = totals.add(txn.scheme, txn.amount, credit=False)
+            elif txn.kind == "refund":
+                totals = totals.add(txn.scheme, txn.amount, credit=True)
+        return totals
+
+    def available(self, card: TestCard) -> int:
+        """What the issuer would still approve on ``card`` (balance or open credit), fen."""
+        return card.opening_balance - self._spent.get(self.pan_hash(card.pan), 0)
+
+    # --- entry point -----------------------------------------------------------
+    def handle(self, payload: bytes, now: datetime) -> HostOutcome:
+        """Process one frame payload (no length prefix); never raises for bad input."""
+        try:
+            frame = self.dialect.unpack_payload(payload)
+        except Iso8583Error as exc:
+            log.info("undecodable payload closed: %s", exc)
+            return HostOutcome(None, close=True)
+        msg = frame.message
+        try:
+            outcome = self._dispatch(msg, frame.body, now)
+        except Iso8583Error as exc:  # a field the rules could not use at all
+            log.info("request refused: %s", exc)
+            outcome = _Plain(None, True)
+        except Exception:  # last line of defence: a host bug must not kill the server
+            log.exception("host rule failed; answering 96")
+            outcome = _Plain(self._unmaced(msg, codes.SYSTEM_ERROR), False)
+        reply_msg = outcome.response
+        reply: bytes | None = None
+        if reply_msg is not None:
+            tpdu = self.dialect.reply_tpdu(frame.tpdu) if frame.tpdu is not None else None
+            try:
+                reply = self.dialect.payload(reply_msg, tpdu=tpdu, header=frame.header)
+            except Iso8583Error:
+                log.exception("answer does not encode; closing")
+                return HostOutcome(None, close=True, records=outcome.records, request=msg)
+        return HostOutcome(reply, outcome.close, outcome.records, msg, reply_msg,
+                           _pan_of(msg), msg.amount if _digits(msg.get(4)) else None)
+
+    # --- routing ---------------------------------------------------------------
+    def _dispatch(self, msg: Message, body: bytes, now: datetime) -> _Plain:
+        tid, mid = msg.tid, msg.mid
+        term = self._terminals.get(tid or "")
+        if term is None or term.row.mid != mid:
+            if not msg.is_request:
+                return _Plain(None, True)
+            return _Plain(self._unmaced(msg, codes.INVALID_MERCHANT), True)
+        mti = msg.mti
+        if mti == "0800":
+            return self._sign_on(term, msg, now)
+        if mti == "0820":
+            return self._net_820(term, msg, now)
+        if mti not in ("0200", "0220", "0400", "0420", "0500", "0320"):
+            return _Plain(None, True)
+        if term.keys is None:
+            return _Plain(self._unmaced(msg, codes.SIGN_ON_AGAIN), False)
+        if not security.received_mac_ok(self.dialect, term.keys.mak, body, msg):
+            return _Plain(self._unmaced(msg, codes.MAC_ERROR), False)
+        stan = msg.get(11)
+        if not _digits(stan, 6):
+            return _Plain(self._maced(term, msg, codes.FORMAT_ERROR), False)
+        batch = self._batch_of(term, msg)
+        if batch is None:
+            return _Plain(self._maced(term, msg, codes.FORMAT_ERROR), False)
+        key: TxnKey = (term.tid, batch, str(stan), mti)
+        fingerprint = self._fingerprint(msg)
+        stored = self._txns.get(key)
+        if stored is not None:
+            if hmac.compare_digest(stored.fingerprint, fingerprint):
+                return _Plain(self._replay(term, msg, stored), False)
+            return _Plain(self._maced(term, msg, codes.DUPLICATE), False)
+        kind = self._classify(msg)
+        ctx = _Ctx(term, msg, body, now, kind, batch, str(stan), key, fingerprint)
+        ctx.pan = _pan_of(msg)
+        return self._financial(ctx)
+
+    def _classify(self, msg: Message) -> str:
+        mti = msg.mti
+        proc = str(msg.get(3) or "")
+        if mti in ("0400", "0420"):
+            return "reversal"
+        if mti == "0500":
+            return "settlement"
+        if mti == "0320":
+            net = self._net_code(msg)
+            return "batch_upload_end" if net == "202" else "batch_upload"
+        f60_type = self._f60(msg).msg_type if isinstance(msg.get(60), str) else None
+        if proc.startswith("31"):
+            return "balance"
+        if proc.startswith("00"):
+            return "sale"
+        if proc.startswith("02"):
+            return "void"
+        if proc.startswith("20"):
+            if mti == "0200" and f60_type == "23":
+                return "void"
+            return "refund"
+        return "unknown"
+
+    def _f60(self, msg: Message) -> composite.F60:
+        value = msg.get(60)
+        return composite.F60.decode(value if isinstance(value, str) else "")
+
+    def _net_code(self, msg: Message) -> str | None:
+        value = msg.get(70)
+        if isinstance(value, str):
+            return value
+        try:
+            return self._f60(msg).net_code
+        except Iso8583Error:
+            return None
+
+    def _batch_of(self, term: _Terminal, msg: Message) -> str | None:
+        """The batch a request belongs to: 60.2 (CUP); dialects without F60 use the host's."""
+        if 60 not in msg:
+            sale = self.dialect.transactions.get("sale")
+            return term.row.batch if sale is not None and sale.f60_type is None else None
+        try:
+            return self._f60(msg).batch
+        except Iso8583Error:
+            return None
+
+    def _fingerprint(self, msg: Message) -> str:
+        clone = msg.copy()
+        clone.pop(self._mac_field)
+        data = self.dialect.encode(clone)
+        return hmac.new(self._secret, data, hashlib.sha256).hexdigest()
+
+    # --- answers ---------------------------------------------------------------
+    def _base_answer(self, msg: Message, code: str) -> Message:
+        resp = self.dialect.message(msg.response_mti)
+        for number in (2, 3, 4, 11, 12, 13, 25, 41, 42, 49, 60, 70):
+            value = msg.get(number)
+            if value is not None:
+                resp[number] = value
+        resp[39] = code
+        return resp
+
+    def _unmaced(self, msg: Message, code: str) -> Message | None:
+        if not msg.is_request:
+            return None
+        try:
+            return self._base_answer(msg, code)
+        except Iso8583Error:
+            return None
+
+    def _maced(self, term: _Terminal, msg: Message, code: str,
+               extra: dict[int, str | bytes] | None = None) -> Message:
+        resp = self._base_answer(msg, code)
+        for number, value in (extra or {}).items():
+            resp[number] = value
+        if term.keys is not None:
+            security.apply_mac(self.dialect, term.keys.mak, resp)
+        return resp
+
+    def _replay(self, term: _Terminal, msg: Message, stored: TransactionRow) -> Message:
+        mti, fields = response_fields(stored.response)
+        resp = self.dialect.message(mti)
+        pan = msg.get(2)
+        if pan is not None:
+            resp[2] = pan
+        for number, value in fields.items():
+            resp[number] = value
+        if term.keys is not None and stored.response_code not in (
+                codes.MAC_ERROR, codes.SIGN_ON_AGAIN):
+            security.apply_mac(self.dialect, term.keys.mak, resp)
+        return resp
+
+    # --- network management ----------------------------------------------------
+    def _sign_on(self, term: _Terminal, msg: Message, now: datetime) -> _Plain:
+        net = self._net_code(msg) or "003"
+        form = SIGN_ON_CODES.get(net)
+        if form is None:
+            return _Plain(self._unmaced(msg, codes.FORMAT_ERROR), False)
+        keys = security.new_working_keys(self._random, form,
+                                         double_mak=security.uses_x919(self.dialect))
+        f62 = security.wrap_keys(bytes.fromhex(term.row.tmk), keys, form)
+        row = replace(term.row, pik=keys.pik.hex().upper(), mak=keys.mak.hex().upper(),
+                      tdk=(keys.tdk or b"").hex().upper(), signed_on=True)
+        term.row = row
+        term.keys = keys
+        resp = self._base_answer(msg, codes.APPROVED)
+        resp[12] = now.strftime("%H%M%S")
+        resp[13] = now.strftime("%m%d")
+        if 60 in msg:
+            resp[60] = composite.F60(msg_type="00", batch=row.batch, net_code=net).encode()
+        resp[62] = f62 if self.dialect.fields[62].kind == "b" else f62.hex().upper()
+        return _Plain(resp, False, (row,))
+
+    def _net_820(self, term: _Terminal, msg: Message, now: datetime) -> _Plain:
+        net = self._net_code(msg)
+        resp = self._base_answer(msg, codes.APPROVED)
+        resp[12] = now.strftime("%H%M%S")
+        resp[13] = now.strftime("%m%d")
+        if net == "002":  # sign-off: the working keys die here
+            term.keys = None
+            term.row = replace(term.row, pik="", mak="", tdk="", signed_on=False)
+            return _Plain(resp, False, (term.row,))
+        return _Plain(resp, False)
+
+    # --- financial -------------------------------------------------------------
+    def _financial(self, ctx: _Ctx) -> _Plain:
+        rules: dict[str, Callable[[_Ctx], None]] = {
+            "sale": self._sale, "balance": self._balance, "void": self._void,
+            "refund": self._refund, "reversal": self._reversal,
+            "settlement": self._settlement, "batch_upload": self._batch_upload,
+            "batch_upload_end": self._batch_upload_end,
+        }
+        rule = rules.get(ctx.kind)
+        code = codes.APPROVED
+        try:
+            if rule is None:
+                raise _Answer(codes.INVALID_TRANSACTION)
+            rule(ctx)
+        except _Answer as answer:
+            code = answer.code
+            ctx.records.clear()  # a refusal books nothing but its own row
+            ctx.status = "declined"
+        if ctx.kind in ("sale", "void", "refund", "balance") and ctx.rrn is None:
+            ctx.rrn = self._next_rrn()
+        extra: dict[int, str | bytes] = {}
+        if ctx.rrn is not None:
+            extra[37] = ctx.rrn
+            if code == codes.APPROVED:
+                ctx.auth = self._auth_code(ctx.rrn)
+                extra[38] = ctx.auth
+        extra.update(ctx.extra)
+        resp = self._maced(ctx.term, ctx.msg, code, {
+            12: ctx.now.strftime("%H%M%S"), 13: ctx.now.strftime("%m%d"), **extra})
+        stored_fields = {k: v for k, v in resp.fields.items() if k not in (2, self._mac_field)}
+        card = ctx.card
+        row = TransactionRow(
+            tid=ctx.term.tid, batch=ctx.batch, stan=ctx.stan, mti=ctx.msg.mti, kind=ctx.kind,
+            fingerprint=ctx.fingerprint, status=ctx.status if code == codes.APPROVED
+            else "declined", response_code=code, received_at=ctx.now.isoformat(),
+            response=response_json(resp.mti, stored_fields),
+            pan_masked=mask_pan(ctx.pan) if ctx.pan else None,
+            pan_hash=self.pan_hash(ctx.pan) if ctx.pan else None,
+            scheme=card.scheme if card is not None else (
+                ctx.original.scheme if ctx.original is not None else None),
+            amount=ctx.msg.amount if _digits(ctx.msg.get(4)) else None,
+            rrn=ctx.rrn, auth_code=ctx.auth if code == codes.APPROVED else None,
+            date=str(ctx.msg.get(13)) if _digits(ctx.msg.get(13), 4) else None,
+            original=key_text(ctx.original.key) if ctx.original is not None else None)
+        if ctx.kind in ("reversal", "settlement", "batch_upload", "batch_upload_end") \
+                and code == codes.APPROVED:
+            row = replace(row, status="acknowledged")
+        self._apply(ctx.records)
+        self._put(row)
+        return _Plain(resp, False, (*ctx.records, row))
+
+    def _apply(self, records: list[LedgerRecord]) -> None:
+        """Make a rule's side effects (original updates, batches, terminals) current."""
+        for record in records:
+            if isinstance(record, TransactionRow):
+                self._put(record)
+            elif isinstance(record, BatchRow):
+                self._batches[(record.tid, record.batch)] = record
+            elif isinstance(record, TerminalRow):
+                self._terminals[record.tid].row = record
+            else:
+                self._uploads.append(record)
+
+    def _next_rrn(self) -> str:
+        self._rrn_seq += 1
+        return f"{self._rrn_seq:012d}"
+
+    @staticmethod
+    def _auth_code(rrn: str) -> str:
+        return rrn[-6:]
+
+    def _spend(self, pan_hash: str, amount: int) -> None:
+        self._spent[pan_hash] = self._spent.get(pan_hash, 0) + amount
+
+    # --- shared checks -----------------------------------------------------------
+    def _amount(self, ctx: _Ctx) -> int:
+        value = ctx.msg.get(4)
+        if not _digits(value) or int(str(value)) <= 0:
+            raise _Answer(codes.INVALID_AMOUNT)
+        currency = ctx.msg.get(49)
+        if currency is not None and currency != self._currency:
+            raise _Answer(codes.INVALID_AMOUNT)
+        return int(str(value))
+
+    def _open_batch(self, ctx: _Ctx) -> None:
+        """New money movements go into an unsettled batch; moves the host's batch forward."""
+        if ctx.batch in ctx.term.settled:
+            raise _Answer(codes.INVALID_TRANSACTION)
+        if ctx.batch.isdigit() and int(ctx.batch) > int(ctx.term.row.batch):
+            ctx.records.append(replace(ctx.term.row, batch=ctx.batch))
+
+    def _card(self, ctx: _Ctx) -> TestCard:
+        if ctx.pan is None:
+            raise _Answer(codes.FORMAT_ERROR)
+        card = self._cards.get(ctx.pan)
+        if card is None:
+            raise _Answer(codes.INVALID_CARD)
+        ctx.card = card
+        return card
+
+    def _check_pin(self, ctx: _Ctx, card: TestCard, *, required: bool) -> None:
+        block = ctx.msg.get(52)
+        if block is None:
+            if required and card.pin_required:
+                raise _Answer(codes.WRONG_PIN)
+            return
+        if card.pin is None:
+            return  # the issuer has no PIN for this card: nothing to check
+        keys = ctx.term.keys
+        if not isinstance(block, bytes) or keys is None or not security.pin_matches(
+                keys.pik, block, card.pan, card.pin):
+            raise _Answer(codes.WRONG_PIN)
+
+    def _check_arqc(self, ctx: _Ctx, card: TestCard, *, required: bool) -> None:
+        entry = str(ctx.msg.get(22) or "")
+        f55 = ctx.msg.get(55)
+        if f55 is None:
+            if required and entry.startswith(CHIP_ENTRY):
+                raise _Answer(codes.FORMAT_ERROR)
+            return
+        if not isinstance(f55, bytes):
+            raise _Answer(codes.FORMAT_ERROR)
+        try:
+            tags = tlv.decode_flat(f55)
+        except Iso8583Error:
+            raise _Answer(codes.FORMAT_ERROR) from None
+        if 0x9F26 not in tags:
+            if required and entry.startswith(CHIP_ENTRY):
+                raise _Answer(codes.FORMAT_ERROR)
+            return
+        if not security.arqc_matches(card.imk_ac, card.pan, card.psn, tags):
+            raise _Answer(codes.DO_NOT_HONOUR)
+
+    def _check_status(self, ctx: _Ctx, card: TestCard) -> None:
+        if card.status is CardStatus.BLOCKED:
+            raise _Answer(codes.INVALID_CARD)
+        if card.status is CardStatus.LOST:
+            raise _Answer(codes.LOST_CARD)
+        expiry = str(ctx.msg.get(14) or card.expiry)
+        if card.status is CardStatus.EXPIRED or not _digits(expiry, 4) \
+                or expiry < ctx.now.strftime("%y%m"):
+            raise _Answer(codes.EXPIRED_CARD)
+
+    def _magic(self, amount: int) -> None:
+        forced = codes.forced_code(amount)
+        if forced is not None:
+            raise _Answer(forced)
+
+    def _original(self, ctx: _Ctx) -> TransactionRow:
+        """The approved sale F37 names, checked against F61 (batch, STAN, date) and the TID."""
+        rrn = ctx.msg.get(37)
+        original = self.by_rrn(str(rrn)) if isinstance(rrn, str) else None
+        if original is None or original.kind != "sale" or original.tid != ctx.term.tid:
+            raise _Answer(codes.ORIGINAL_NOT_FOUND)
+        if original.status not in ("approved", "voided"):
+            raise _Answer(codes.ORIGINAL_NOT_FOUND)
+        f61 = ctx.msg.get(61)
+        if f61 is not None:
+            try:
+                named = composite.F61.decode(f61)
+            except Iso8583Error:
+                raise _Answer(codes.ORIGINAL_NOT_FOUND) from None
+            if (named.batch, named.stan) != (original.batch, original.stan):
+                raise _Answer(codes.ORIGINAL_NOT_FOUND)
+            if named.date is not None and named.date != original.date:
+                raise _Answer(codes.ORIGINAL_NOT_FOUND)
+        elif ctx.kind == "refund" and self.dialect.settings.get(
+                "reversal_original_data") == "f61":
+            raise _Answer(codes.ORIGINAL_NOT_FOUND)
+        ctx.original = original
+        if ctx.pan is None or self.pan_hash(ctx.pan) != original.pan_hash:
+            raise _Answer(codes.INVALID_CARD)
+        ctx.card = self._cards.get(ctx.pan)
+        return original
+
+    # --- rules -------------------------------------------------------------------
+    def _sale(self, ctx: _Ctx) -> None:
+        amount = self._amount(ctx)
+        self._open_batch(ctx)
+        card = self._card(ctx)
+        self._check_pin(ctx, card, required=True)
+        self._check_arqc(ctx, card, required=True)
+        self._magic(amount)
+        self._check_status(ctx, card)
+        if amount > self.available(card):
+            raise _Answer(codes.INSUFFICIENT_FUNDS)
+        self._spend(self.pan_hash(card.pan), amount)
+        ctx.status = "approved"
+
+    def _balance(self, ctx: _Ctx) -> None:
+        card = self._card(ctx)
+        self._check_pin(ctx, card, required=True)
+        self._check_arqc(ctx, card, required=False)
+        self._check_status(ctx, card)
+        available = self.available(card)
+        sign = "C" if available >= 0 else "D"
+        ctx.extra[54] = f"1002{self._currency}{sign}{abs(available):012d}"
+        ctx.status = "approved"
+
+    def _void(self, ctx: _Ctx) -> None:
+        amount = self._amount(ctx)
+        original = self._original(ctx)
+        if original.status == "voided" or original.refunded > 0:
+            raise _Answer(codes.INVALID_TRANSACTION)
+        auth = ctx.msg.get(38)
+        if auth is not None and auth != original.auth_code:
+            raise _Answer(codes.ORIGINAL_NOT_FOUND)
+        if original.batch != ctx.batch or original.batch in ctx.term.settled:
+            raise _Answer(codes.INVALID_TRANSACTION)
+        if amount != original.amount:
+            raise _Answer(codes.ORIGINAL_AMOUNT_MISMATCH)
+        if ctx.card is not None:
+            self._check_pin(ctx, ctx.card, required=False)
+        self._open_batch(ctx)
+        ctx.records.append(replace(original, status="voided", voided_by=key_text(ctx.key)))
+        self._spend(original.pan_hash or "", -amount)
+        ctx.status = "approved"
+
+    def _refund(self, ctx: _Ctx) -> None:
+        amount = self._amount(ctx)
+        self._open_batch(ctx)
+        original = self._original(ctx)
+        if original.status == "voided":
+            raise _Answer(codes.INVALID_TRANSACTION)
+        if amount > (original.amount or 0) - original.refunded:
+            raise _Answer(codes.ORIGINAL_AMOUNT_MISMATCH)
+        if ctx.card is not None:
+            self._check_pin(ctx, ctx.card, required=False)
+        self._magic(amount)
+        ctx.records.append(replace(original, refunded=original.refunded + amount))
+        self._spend(original.pan_hash or "", -amount)
+        ctx.status = "approved"
+
+    def _reversal(self, ctx: _Ctx) -> None:
+        """Undo exactly the request named; unknown or mismatched ones are acknowledged only."""
+        target = self._reversal_target(ctx)
+        ctx.status = "acknowledged"
+        if target is None:
+            return
+        ctx.original = target
+        ctx.card = self._cards.get(ctx.pan or "")
+        if target.status in ("declined", "reversed", "acknowledged") or target.kind == "balance":
+            return
+        if target.batch in ctx.term.settled:
+            raise _Answer(codes.INVALID_TRANSACTION)
+        amount = target.amount or 0
+        if target.kind == "sale":
+            if target.refunded > 0:
+                raise _Answer(codes.INVALID_TRANSACTION)
+            if target.status == "voided":
+                return  # the void already gave the money back
+            ctx.records.append(replace(target, status="reversed"))
+            self._spend(target.pan_hash or "", -amount)
+        elif target.kind == "void":
+            sale = self._txns.get(parse_key(target.original)) if target.original else None
+            ctx.records.append(replace(target, status="reversed"))
+            if sale is not None and sale.status == "voided":
+                ctx.records.append(replace(sale, status="approved", voided_by=None))
+                self._spend(sale.pan_hash or "", sale.amount or 0)
+        elif target.kind == "refund":
+            sale = self._txns.get(parse_key(target.original)) if target.original else None
+            ctx.records.append(replace(target, status="reversed"))
+            if sale is not None:
+                ctx.records.append(replace(sale, refunded=sale.refunded - amount))
+            self._spend(target.pan_hash or "", amount)
+
+    def _reversal_target(self, ctx: _Ctx) -> TransactionRow | None:
+        msg = ctx.msg
+        tid, batch = ctx.term.tid, ctx.batch
+        f90 = msg.get(90)
+        if isinstance(f90, str):
+            try:
+                data = composite.F90.decode(f90)
+            except Iso8583Error:
+                return None
+            candidates = [self._txns.get((tid, batch, data.stan, data.mti))]
+        else:
+            candidates = [self._txns.get((tid, batch, ctx.stan, mti)) for mti in ("0200", "0220")]
+        for target in candidates:
+            if target is None or target.kind in ("reversal", "settlement"):
+                continue
+            if _digits(msg.get(4)) and target.amount is not None \
+                    and int(str(msg.get(4))) != target.amount:
+                continue
+            proc = msg.get(3)
+            if proc is not None and target.kind != "balance" and not self._same_proc(
+                    target, str(proc)):
+                continue
+            return target
+        return None
+
+    def _same_proc(self, target: TransactionRow, proc: str) -> bool:
+        _, fields = response_fields(target.response)
+        return fields.get(3, proc) == proc
+
+    def _settlement(self, ctx: _Ctx) -> None:
+        f48 = ctx.msg.get(48)
+        try:
+            theirs, _, _ = SettlementTotals.decode(str(f48 or ""))
+        except ValueError:
+            raise _Answer(codes.FORMAT_ERROR) from None
+        ours = self.batch_totals(ctx.term.tid, ctx.batch)
+        dom_ok, for_ok = ours.agrees_with(theirs)
+        ctx.extra[48] = ours.encode(
+            SettleResult.BALANCED if dom_ok else SettleResult.NOT_BALANCED,
+            SettleResult.BALANCED if for_ok else SettleResult.NOT_BALANCED)
+        ctx.term.settled.add(ctx.batch)
+        ctx.records.append(BatchRow(ctx.term.tid, ctx.batch, True, ours.encode(),
+                                    theirs.encode(), dom_ok and for_ok))
+        if int(ctx.batch) >= int(ctx.term.row.batch):
+            ctx.records.append(replace(ctx.term.row, batch=f"{int(ctx.batch) % 999_999 + 1:06d}"))
+        ctx.status = "acknowledged"
+
+    def _batch_upload(self, ctx: _Ctx) -> None:
+        amount = self._amount(ctx)
+        rrn = ctx.msg.get(37)
+        f61 = ctx.msg.get(61)
+        try:
+            named = composite.F61.decode(f61 if f61 is not None else "")
+        except Iso8583Error:
+            raise _Answer(codes.FORMAT_ERROR) from None
+        known = self.by_rrn(str(rrn)) if isinstance(rrn, str) else None
+        matched = (known is not None and known.tid == ctx.term.tid
+                   and known.status == "approved" and known.amount == amount
+                   and (known.batch, known.stan) == (named.batch, named.stan))
+        ctx.records.append(UploadRow(ctx.term.tid, ctx.batch, ctx.stan,
+                                     str(rrn) if isinstance(rrn, str) else None,
+                                     named.batch, named.stan, amount, matched))
+        ctx.status = "acknowledged"
+
+    def _batch_upload_end(self, ctx: _Ctx) -> None:
+        received = sum(1 for u in self._uploads
+                       if u.tid == ctx.term.tid and u.batch == ctx.batch)
+        ctx.extra[48] = f"{received % 10_000:04d}"
+        ctx.status = "acknowledged"
+
+
+@dataclass(frozen=True)
+class _Plain:
+    response: Message | None
+    close: bool
+    records: tuple[LedgerRecord, ...] = ()
+
+
+def _digits(value: object, width: int | None = None) -> bool:
+    if not isinstance(value, str) or not value.isdigit():
+        return False
+    return width is None or len(value) == width
+
+
+def _pan_of(msg: Message) -> str | None:
+    pan = msg.get(2)
+    if isinstance(pan, str) and pan:
+        return pan
+    track = msg.get(35)
+    if isinstance(track, str):
+        head = track.replace("=", "D").split("D", 1)[0]
+        return head or None
+    return None
+
+
+def _keys_of(row: TerminalRow) -> security.WorkingKeys | None:
+    if not row.signed_on or not row.mak:
+        return None
+    return security.WorkingKeys(bytes.fromhex(row.pik), bytes.fromhex(row.mak),
+                                bytes.fromhex(row.tdk) if row.tdk else None)
