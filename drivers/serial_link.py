@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Literal, Protocol
 
 import serial
 
@@ -360,8 +360,8 @@ class LinkProtocol:
 class SerialTraceSink(Protocol):
     """Anything that records serial traffic (``drivers.trace.TraceWriter`` fits)."""
 
-    def serial(self, direction: str, data: bytes) -> None:
-        """Record one unit: a frame or a control byte; ``direction`` is "tx" or "rx"."""
+    def serial(self, direction: Literal["out", "in"], data: bytes) -> None:
+        """Record one unit: a frame or a control byte, ``out`` = sent by us, ``in`` = received."""
         ...
 
 
@@ -497,7 +497,7 @@ class SerialLink:
 
     def _trace_rx(self, data: bytes) -> None:
         if self._trace is not None and data:
-            self._trace.serial("rx", data)
+            self._trace.serial("in", data)
 
     def _write(self, data: bytes, traced: bytes) -> None:
         try:
@@ -506,7 +506,7 @@ class SerialLink:
         except (serial.SerialException, OSError) as exc:
             raise LinkClosedError(f"serial write failed: {exc}") from exc
         if self._trace is not None:
-            self._trace.serial("tx", traced)
+            self._trace.serial("out", traced)
 
     def _flush(self) -> None:
         for unit in self._proto.outgoing():

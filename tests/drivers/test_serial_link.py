@@ -6,6 +6,7 @@ import os
 import select
 import threading
 import time
+from typing import Literal
 
 import pytest
 from hypothesis import example, given, settings
@@ -338,7 +339,7 @@ def test_trace_records_units_with_redaction() -> None:
         def __init__(self) -> None:
             self.units: list[tuple[str, bytes]] = []
 
-        def serial(self, direction: str, data: bytes) -> None:
+        def serial(self, direction: Literal["out", "in"], data: bytes) -> None:
             self.units.append((direction, data))
 
     sink = Sink()
@@ -348,6 +349,6 @@ def test_trace_records_units_with_redaction() -> None:
     with SerialLink.open("loop://", trace=sink, redact=mask) as link:
         link.send(b"PN1234")
         link.receive(1.0)
-    tx = [d for direction, d in sink.units if direction == "tx"]
+    tx = [d for direction, d in sink.units if direction == "out"]
     assert encode_frame(b"PN****") in tx
     assert all(b"1234" not in d for _, d in sink.units)
