@@ -10,7 +10,6 @@ number and the offset of the offending byte.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from iso8583.errors import DecodeError, EncodeError
@@ -20,9 +19,6 @@ FieldValue = str | bytes
 Encoder = Callable[[FieldValue], bytes]
 Decoder = Callable[[bytes, int], tuple[FieldValue, int]]
 
-_AN = re.compile(r"[0-9A-Za-z ]*")
-_Z_IN = re.compile(r"[0-9D=]*")
-_Z_OUT = re.compile(r"[0-9d]*")
 
 
 def _truncated(spec: FieldSpec, pos: int, want: int, have: int) -> DecodeError:
@@ -79,12 +75,19 @@ def _prefix_codec(spec: FieldSpec) -> tuple[int, Callable[[int], bytes],
 
 
 # --- value encoders ------------------------------------------------------------------
+# Each field gets the narrowest closure for its layout: a fixed BCD field is a
+# length check, a digit check and bytes.fromhex, with no helper calls between.
+
+_DIGITS = "0123456789"
+_TRACK_IN = "0123456789D="
+_TRACK_OUT = "0123456789d"
+_AN_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x61, 0x7B)) + b" "
+_ANS_CHARS = bytes(range(0x20, 0x7F))
 
 
-def _to_text(spec: FieldSpec, value: FieldValue) -> str:
-    if isinstance(value, str):
-        return value
-    raise EncodeError(f"expected str for a {spec.kind.value} field, got bytes", field=spec.number)
+def _type_error(num: int, kind: Kind) -> EncodeError:
+    want = "bytes" if kind is Kind.B else "str"
+    return EncodeError(f"expected {want} for a {kind.value} field", field=num)
 
 
 def compile_encoder(spec: FieldSpec) -> Encoder:
@@ -93,65 +96,98 @@ def compile_encoder(spec: FieldSpec) -> Encoder:
     max_len = spec.max_len
     fixed = spec.fixed
     kind = spec.kind
-    prefix_write = _prefix_codec(spec)[1] if not fixed else None
-
-    def with_prefix(count: int, payload: bytes) -> bytes:
-        if prefix_write is None:
-            return payload
-        return prefix_write(count) + payload
+    write_prefix = _prefix_codec(spec)[1] if not fixed else None
 
     if kind is Kind.B:
-        def enc_b(value: FieldValue) -> bytes:
-            if not isinstance(value, bytes | bytearray):
-                raise EncodeError("expected bytes for a binary field", field=num)
+        if fixed:
+            def enc_b_fixed(value: FieldValue) -> bytes:
+                if type(value) is not bytes:
+                    raise _type_error(num, kind)
+                if len(value) != max_len:
+                    raise EncodeError(f"needs exactly {max_len} bytes, got {len(value)}",
+                                      field=num)
+                return value
+            return enc_b_fixed
+        assert write_prefix is not None
+        prefix_b = write_prefix
+
+        def enc_b_var(value: FieldValue) -> bytes:
+            if type(value) is not bytes:
+                raise _type_error(num, kind)
             size = len(value)
-            if fixed and size != max_len:
-                raise EncodeError(f"needs exactly {max_len} bytes, got {size}", field=num)
             if size > max_len:
                 raise EncodeError(f"{size} bytes is over the maximum {max_len}", field=num)
-            return with_prefix(size, bytes(value))
-        return enc_b
+            return prefix_b(size) + value
+        return enc_b_var
 
     if kind in (Kind.AN, Kind.ANS):
-        check_an = kind is Kind.AN
+        allowed = _AN_CHARS if kind is Kind.AN else _ANS_CHARS
 
         def enc_text(value: FieldValue) -> bytes:
-            text = _to_text(spec, value)
-            size = len(text)
+            if type(value) is not str:
+                raise _type_error(num, kind)
+            size = len(value)
             if size > max_len:
                 raise EncodeError(f"{size} characters is over the maximum {max_len}", field=num)
-            if not (text.isascii() and text.isprintable()) or (
-                    check_an and _AN.fullmatch(text) is None):
-                raise EncodeError(f"characters not allowed in an {kind.value} field", field=num)
-            if fixed and size < max_len:
-                text = text.ljust(max_len)
-            return with_prefix(size, text.encode("ascii"))
+            if not value.isascii():
+                raise EncodeError(f"non-ASCII character in an {kind.value} field", field=num)
+            raw = value.encode("ascii")
+            if raw.translate(None, allowed):
+                raise EncodeError(f"character not allowed in an {kind.value} field", field=num)
+            if write_prefix is not None:
+                return write_prefix(size) + raw
+            if size < max_len:
+                raw = raw.ljust(max_len)
+            return raw
         return enc_text
 
     # n and z: digits (z also D), BCD or ASCII
     is_z = kind is Kind.Z
     right = spec.align == "right"
     bcd = spec.data_enc is Enc.BCD
+    chars = _TRACK_IN if is_z else _DIGITS
+
+    def check_digits(value: FieldValue) -> str:
+        if type(value) is not str:
+            raise _type_error(num, kind)
+        if value.strip(chars):
+            what = "track data may hold only digits and D/=" if is_z else \
+                "numeric field holds a non-digit"
+            raise EncodeError(what, field=num)
+        return value.replace("=", "D") if is_z else value
+
+    if fixed and bcd and not is_z:
+        odd = max_len & 1
+
+        def enc_n_fixed(value: FieldValue) -> bytes:
+            if type(value) is not str or value.strip(_DIGITS):
+                check_digits(value)
+            assert isinstance(value, str)
+            size = len(value)
+            if size != max_len:
+                if size > max_len:
+                    raise EncodeError(f"{size} digits is over the maximum {max_len}", field=num)
+                value = value.zfill(max_len)
+            if odd:
+                value = "0" + value if right else value + "0"
+            return bytes.fromhex(value)
+        return enc_n_fixed
 
     def enc_digits(value: FieldValue) -> bytes:
-        text = _to_text(spec, value)
-        if is_z:
-            if _Z_IN.fullmatch(text) is None:
-                raise EncodeError("track data may hold only digits and D/=", field=num)
-            text = text.replace("=", "D")
-        elif text and not (text.isdigit() and text.isascii()):
-            raise EncodeError("numeric field holds a non-digit", field=num)
+        text = check_digits(value)
         size = len(text)
         if size > max_len:
             raise EncodeError(f"{size} digits is over the maximum {max_len}", field=num)
         if fixed and size < max_len:
             text = text.zfill(max_len)
             size = max_len
-        if not bcd:
-            return with_prefix(size, text.encode("ascii"))
-        if size & 1:
-            text = "0" + text if right else text + "0"
-        return with_prefix(size, bytes.fromhex(text))
+        if bcd:
+            if size & 1:
+                text = "0" + text if right else text + "0"
+            raw = bytes.fromhex(text)
+        else:
+            raw = text.encode("ascii")
+        return raw if write_prefix is None else write_prefix(size) + raw
     return enc_digits
 
 
@@ -164,20 +200,26 @@ def compile_decoder(spec: FieldSpec) -> Decoder:
     max_len = spec.max_len
     kind = spec.kind
     fixed = spec.fixed
-    if fixed:
-        def read_len(data: bytes, pos: int) -> tuple[int, int]:
-            return max_len, pos
-    else:
-        size, _, read_prefix = _prefix_codec(spec)
+    prefix_size, _, read_prefix = _prefix_codec(spec)
 
-        def read_len(data: bytes, pos: int) -> tuple[int, int]:
-            count = read_prefix(data, pos)
-            if count > max_len:
-                raise DecodeError(f"length {count} is over the maximum {max_len}",
-                                  field=num, pos=pos)
-            return count, pos + size
+    def read_len(data: bytes, pos: int) -> tuple[int, int]:
+        if fixed:
+            return max_len, pos
+        count = read_prefix(data, pos)
+        if count > max_len:
+            raise DecodeError(f"length {count} is over the maximum {max_len}", field=num, pos=pos)
+        return count, pos + prefix_size
 
     if kind is Kind.B:
+        if fixed:
+            def dec_b_fixed(data: bytes, pos: int) -> tuple[FieldValue, int]:
+                end = pos + max_len
+                value = data[pos:end]
+                if len(value) != max_len:
+                    raise _truncated(spec, pos, max_len, len(data) - pos)
+                return value, end
+            return dec_b_fixed
+
         def dec_b(data: bytes, pos: int) -> tuple[FieldValue, int]:
             count, start = read_len(data, pos)
             end = start + count
@@ -188,7 +230,7 @@ def compile_decoder(spec: FieldSpec) -> Decoder:
         return dec_b
 
     if kind in (Kind.AN, Kind.ANS):
-        check_an = kind is Kind.AN
+        allowed = _AN_CHARS if kind is Kind.AN else _ANS_CHARS
 
         def dec_text(data: bytes, pos: int) -> tuple[FieldValue, int]:
             count, start = read_len(data, pos)
@@ -196,18 +238,17 @@ def compile_decoder(spec: FieldSpec) -> Decoder:
             raw = data[start:end]
             if len(raw) != count:
                 raise _truncated(spec, start, count, len(data) - start)
-            if not raw.isascii():
-                raise DecodeError("non-ASCII byte in a text field", field=num, pos=start)
-            text = raw.decode("ascii")
-            if not text.isprintable() or (check_an and _AN.fullmatch(text) is None):
+            if raw.translate(None, allowed):
                 raise DecodeError(f"character not allowed in an {kind.value} field",
                                   field=num, pos=start)
-            return text, end
+            return raw.decode("ascii"), end
         return dec_text
 
     is_z = kind is Kind.Z
     right = spec.align == "right"
     if spec.data_enc is Enc.ASCII:
+        chars = _TRACK_IN if is_z else _DIGITS
+
         def dec_ascii_digits(data: bytes, pos: int) -> tuple[FieldValue, int]:
             count, start = read_len(data, pos)
             end = start + count
@@ -215,14 +256,35 @@ def compile_decoder(spec: FieldSpec) -> Decoder:
             if len(raw) != count:
                 raise _truncated(spec, start, count, len(data) - start)
             text = raw.decode("latin-1")
-            if is_z:
-                if _Z_IN.fullmatch(text) is None:
-                    raise DecodeError("bad track character", field=num, pos=start)
-                text = text.replace("=", "D")
-            elif count and not (text.isdigit() and text.isascii()):
-                raise DecodeError("non-digit in a numeric field", field=num, pos=start)
-            return text, end
+            if text.strip(chars):
+                raise DecodeError("bad track character" if is_z else
+                                  "non-digit in a numeric field", field=num, pos=start)
+            return (text.replace("=", "D") if is_z else text), end
         return dec_ascii_digits
+
+    if fixed and not is_z:
+        nbytes = (max_len + 1) >> 1
+        odd = max_len & 1
+
+        def dec_n_fixed(data: bytes, pos: int) -> tuple[FieldValue, int]:
+            end = pos + nbytes
+            raw = data[pos:end]
+            if len(raw) != nbytes:
+                raise _truncated(spec, pos, nbytes, len(data) - pos)
+            text = raw.hex()
+            if odd:
+                if right:
+                    pad, text = text[0], text[1:]
+                else:
+                    pad, text = text[-1], text[:-1]
+                if pad != "0":
+                    raise DecodeError(f"pad nibble {pad.upper()} is not 0", field=num, pos=pos)
+            if not text.isdigit():
+                raise DecodeError("non-decimal BCD nibble", field=num, pos=pos)
+            return text, end
+        return dec_n_fixed
+
+    out_chars = _TRACK_OUT if is_z else _DIGITS
 
     def dec_bcd(data: bytes, pos: int) -> tuple[FieldValue, int]:
         digits, start = read_len(data, pos)
@@ -239,13 +301,10 @@ def compile_decoder(spec: FieldSpec) -> Decoder:
                 pad, text = text[-1], text[:-1]
             if pad != "0" and not (is_z and pad == "f"):
                 raise DecodeError(f"pad nibble {pad.upper()} is not 0", field=num, pos=start)
-        if is_z:
-            if _Z_OUT.fullmatch(text) is None:
-                raise DecodeError("non-decimal nibble in track data", field=num, pos=start)
-            return text.upper(), end
-        if digits and not text.isdigit():
-            raise DecodeError("non-decimal BCD nibble", field=num, pos=start)
-        return text, end
+        if text.strip(out_chars):
+            raise DecodeError("non-decimal nibble in track data" if is_z else
+                              "non-decimal BCD nibble", field=num, pos=start)
+        return (text.upper() if is_z else text), end
     return dec_bcd
 
 

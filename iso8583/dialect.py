@@ -23,6 +23,9 @@ from iso8583.errors import DecodeError, EncodeError, FramingError
 from iso8583.fields import Enc, FieldSpec
 from iso8583.framing import FrameDecoder, encode_length
 from iso8583.message import Message
+from iso8583.plan import DecodePlan, EncodePlan, SlowPath, build_decode_plan, build_encode_plan
+
+_PLAN_CACHE_MAX = 512
 
 # for each byte value, the 1-based positions of its set bits, most significant first
 _BITS: tuple[tuple[int, ...], ...] = tuple(
@@ -77,8 +80,9 @@ class Frame:
 class Dialect:
     """A compiled dialect: encode, decode, frame and unframe messages."""
 
-    def __init__(self, spec: DialectSpec) -> None:
+    def __init__(self, spec: DialectSpec, *, plans: bool = True) -> None:
         self.spec = spec
+        self._use_plans = plans
         self.name = spec.name
         self.fields: Mapping[int, FieldSpec] = MappingProxyType(dict(spec.fields))
         self._enc: dict[int, Encoder] = {n: compile_encoder(s) for n, s in spec.fields.items()}
@@ -91,6 +95,10 @@ class Dialect:
         self._bitmap_ascii = spec.bitmap_enc is Enc.ASCII
         self.transactions = spec.transactions
         self.settings = spec.settings
+        # per field set: (bitmap bytes, plan); per received bitmap: (numbers, plan)
+        self._enc_plans: dict[tuple[tuple[int, ...], bool], tuple[bytes, EncodePlan]] = {}
+        self._dec_plans: dict[bytes, tuple[list[int], DecodePlan | None]] = {}
+        self._mti_cache: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return f"Dialect({self.name!r})"
@@ -119,21 +127,42 @@ class Dialect:
     def encode(self, message: Message, *, mac_placeholder: bool = False) -> bytes:
         """Encode MTI, bitmap and fields. Raises :class:`EncodeError` naming the field."""
         items = message.raw_items()
-        numbers = sorted(items)
-        if mac_placeholder and self.spec.mac_field not in items:
-            numbers.append(self.spec.mac_field)
-            numbers.sort()
-        enc = self._enc
-        parts = [self._encode_mti(message.mti), self._bitmap(numbers)]
+        numbers = tuple(sorted(items))
+        key = (numbers, mac_placeholder and self.spec.mac_field not in items)
+        cached = self._enc_plans.get(key)
+        if cached is None:
+            cached = self._encode_plan(numbers, key[1])
+        bitmap, plan = cached
+        try:
+            if not self._use_plans:
+                raise SlowPath
+            chunks = plan(items)
+        except SlowPath:
+            chunks = self._encode_fields(numbers, items)
+        mti = self._mti_cache.get(message.mti)
+        if mti is None:
+            mti = self._encode_mti(message.mti)
+            if len(self._mti_cache) < _PLAN_CACHE_MAX:
+                self._mti_cache[message.mti] = mti
+        return b"".join([mti, bitmap, *chunks])
+
+    def _encode_plan(self, numbers: tuple[int, ...], placeholder: bool
+                     ) -> tuple[bytes, EncodePlan]:
         for number in numbers:
-            encoder = enc.get(number)
-            if encoder is None:
+            if number not in self._enc:
                 raise EncodeError("field is not defined in this dialect", field=number)
-            value = items.get(number)
-            if value is None:  # only the MAC placeholder
-                continue
-            parts.append(encoder(value))
-        return b"".join(parts)
+        with_mac = sorted({*numbers, self.spec.mac_field}) if placeholder else list(numbers)
+        entry = (self._bitmap(with_mac), build_encode_plan(numbers, self.fields, self._enc))
+        if len(self._enc_plans) >= _PLAN_CACHE_MAX:
+            self._enc_plans.clear()
+        self._enc_plans[(numbers, placeholder)] = entry
+        return entry
+
+    def _encode_fields(self, numbers: tuple[int, ...], items: dict[int, FieldValue]
+                       ) -> list[bytes]:
+        """The reference per-field encoder: exact errors for any bad value."""
+        enc = self._enc
+        return [enc[number](items[number]) for number in numbers]
 
     def mac_block(self, message: Message) -> bytes:
         """The MAC input: the encoded message up to the MAC field, bitmap showing it.
@@ -179,24 +208,53 @@ class Dialect:
                     raise DecodeError("MTI is not 2 bytes of BCD", field=0, pos=0)
                 message.mti = mti
                 pos = 2
-            numbers, pos = self._read_bitmap(data, pos)
-            dec = self._dec
-            for number in numbers:
-                decoder = dec.get(number)
-                if decoder is None:
-                    raise DecodeError("bit set for a field this dialect does not define",
-                                      field=number, pos=pos)
-                fields[number], pos = decoder(data, pos)
+            bitmap, pos = self._read_bitmap(data, pos)
+            cached = self._dec_plans.get(bitmap)
+            if cached is None:
+                cached = self._decode_plan(bitmap, pos)
+            numbers, plan = cached
+            start = pos
+            try:
+                if plan is None or not self._use_plans:
+                    raise SlowPath
+                pos = plan(data, pos, fields)
+            except SlowPath:
+                fields.clear()
+                pos = start
+                dec = self._dec
+                for number in numbers:
+                    decoder = dec.get(number)
+                    if decoder is None:
+                        raise DecodeError("bit set for a field this dialect does not define",
+                                          field=number, pos=pos) from None
+                    fields[number], pos = decoder(data, pos)
         except DecodeError:
             raise
         except (ValueError, IndexError, UnicodeDecodeError, OverflowError) as exc:
             raise DecodeError(f"malformed ({type(exc).__name__})", field=number, pos=pos) from exc
         if pos != len(data):
             raise DecodeError(f"{len(data) - pos} trailing bytes after the last field",
-                              field=number or None, pos=pos)
+                              field=max(fields) if fields else None, pos=pos)
         return message
 
-    def _read_bitmap(self, data: bytes, pos: int) -> tuple[list[int], int]:
+    def _decode_plan(self, bitmap: bytes, pos: int) -> tuple[list[int], DecodePlan | None]:
+        bits = _BITS
+        numbers = [index * 8 + bit
+                   for index, value in enumerate(bitmap) if value
+                   for bit in bits[value]]
+        if numbers and numbers[0] == 1:
+            numbers = numbers[1:]
+        if not numbers:
+            raise DecodeError("bitmap has no data fields", field=1, pos=pos - len(bitmap))
+        plan = None
+        if all(number in self._dec for number in numbers):
+            plan = build_decode_plan(numbers, self.fields, self._dec)
+        if len(self._dec_plans) >= _PLAN_CACHE_MAX:
+            self._dec_plans.clear()
+        self._dec_plans[bitmap] = (numbers, plan)
+        return numbers, plan
+
+    def _read_bitmap(self, data: bytes, pos: int) -> tuple[bytes, int]:
         if self._bitmap_ascii:
             text = data[pos:pos + 16]
             try:
@@ -229,15 +287,7 @@ class Dialect:
                 raise DecodeError("truncated secondary bitmap", field=1, pos=next_pos)
             bitmap = primary + secondary
             next_pos += width
-        bits = _BITS
-        numbers = [index * 8 + bit
-                   for index, value in enumerate(bitmap) if value
-                   for bit in bits[value]]
-        if numbers and numbers[0] == 1:
-            numbers = numbers[1:]
-        if not numbers:
-            raise DecodeError("bitmap has no data fields", field=1, pos=pos)
-        return numbers, next_pos
+        return bitmap, next_pos
 
     # --- framing ------------------------------------------------------------------
     def pack(self, message: Message, *, tpdu: bytes | None = None,
