@@ -224,6 +224,10 @@ class SimTerminal:
         self._sent[(msg.mti, str(msg[11]))] = info
         return msg
 
+    def remac(self, request: Message) -> Message:
+        """Re-MAC ``request`` (in place) with the current MAK, e.g. to resend after re-sign-on."""
+        return security.apply_mac(self.dialect, self._mak(), request)
+
     # --- requests ------------------------------------------------------------
     def sign_on_request(self, form: int = 3) -> Message:
         """0800 sign-on asking for working keys in F62 form 1, 3 or 4 (60.3 001/003/004)."""

@@ -554,6 +554,11 @@ class AcquirerHost:
             return
         if not security.arqc_matches(card.imk_ac, card.pan, card.psn, tags):
             raise _Answer(codes.DO_NOT_HONOUR)
+        # the cryptogram must cover the amount asked for, not some other amount
+        signed = tags.get(0x9F02)
+        amount = ctx.msg.get(4)
+        if signed is not None and _digits(amount) and signed.hex() != f"{int(str(amount)):012d}":
+            raise _Answer(codes.DO_NOT_HONOUR)
 
     def _check_status(self, ctx: _Ctx, card: TestCard) -> None:
         if card.status is CardStatus.BLOCKED:
