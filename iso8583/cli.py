@@ -225,7 +225,7 @@ def cmd_pinblock(args: argparse.Namespace) -> int:
             _fail("format 4 is always enciphered: give --key (16/24/32-byte AES key)")
         block = pinblock.encrypt_format4(key, args.pin, pan)
     elif key is None:
-        block = pinblock.format0_clear(args.pin, pan)
+        block = pinblock.clear_format0(args.pin, pan)
     else:
         block = pinblock.encrypt_format0(key, args.pin, pan)
     # a PIN block is sensitive: show it only on request
