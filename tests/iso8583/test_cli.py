@@ -98,3 +98,40 @@ def test_console_script_stdin_and_no_traceback() -> None:
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+VECTORS = {
+    "tmk": "CA5D92598DCA48CE8A4C76361A9269E9",
+    "f62": "6701EAD6A9AD51E51AA406E2C27FCFA98D0A74B8B651F9E9BACE9AE10000000000000000AB7153CA",
+}
+
+
+def test_signon_keys_hides_keys_unless_revealed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "signon-keys", "--tmk", VECTORS["tmk"], "--f62", VECTORS["f62"])
+    assert code == 0
+    assert "every check value matches" in out
+    assert "807A23AD32B36D457AE91FDF927570EA" not in out
+    code, out, _ = run(capsys, "signon-keys", "--tmk", VECTORS["tmk"], "--f62",
+                       VECTORS["f62"], "--reveal", "--json")
+    assert json.loads(out)["pik"]["key"] == "807A23AD32B36D457AE91FDF927570EA"
+    bad = VECTORS["f62"][:-2] + "00"
+    code, _, err = run(capsys, "signon-keys", "--tmk", VECTORS["tmk"], "--f62", bad)
+    assert code == 2
+    assert "check" in err.lower()
+
+
+def test_pinblock_clear_and_encrypted_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "pinblock", "--pin", "1234", "--pan", "5544332211009966",
+                       "--reveal")
+    assert (code, out.strip()) == (0, "041277CDDEEFF669")
+    code, out, _ = run(capsys, "pinblock", "--pin", "1234", "--pan", "5544332211009966")
+    assert "1277CDDEEFF669" not in out
+    key = "0123456789ABCDEFFEDCBA9876543210"
+    code, out, _ = run(capsys, "pinblock", "--pin", "1234", "--pan", "5544332211009966",
+                       "--key", key, "--reveal")
+    block = out.strip()
+    code, out, _ = run(capsys, "pinblock", "--pan", "5544332211009966", "--key", key,
+                       "--decrypt", block)
+    assert code == 0
+    assert "1234" not in out
+    assert "4 digits" in out
