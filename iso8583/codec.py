@@ -35,9 +35,11 @@ def _prefix_codec(spec: FieldSpec) -> tuple[int, Callable[[int], bytes],
     num = spec.number
     if spec.len_enc is Enc.BCD:
         size = (digits + 1) // 2
+        table = tuple(bytes.fromhex(f"{n:0{size * 2}d}")
+                      for n in range(spec.max_len + 1)) if size else ()
 
         def write(length: int) -> bytes:
-            return bytes.fromhex(f"{length:0{size * 2}d}")
+            return table[length]
 
         def read(data: bytes, pos: int) -> int:
             raw = data[pos:pos + size]

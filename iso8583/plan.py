@@ -32,9 +32,20 @@ _AN_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x
 _ANS_CHARS = bytes(range(0x20, 0x7F))
 
 
+# BCD byte -> its value 0..99, or -1 when a nibble is not decimal
+BCD_VALUE: tuple[int, ...] = tuple(
+    (b >> 4) * 10 + (b & 15) if (b >> 4) < 10 and (b & 15) < 10 else -1 for b in range(256))
+
+
 def _fast_class(spec: FieldSpec) -> str | None:
-    """Which inline treatment a field gets: n, an, ans or b (fixed only), else None."""
+    """Which inline treatment a field gets: n, an, ans, b (fixed), vn/vb (BCD-length var)."""
     if not spec.fixed:
+        if spec.len_enc is not Enc.BCD:
+            return None
+        if spec.kind in (Kind.N, Kind.Z) and spec.data_enc is Enc.BCD:
+            return "vn"
+        if spec.kind is Kind.B:
+            return "vb"
         return None
     if spec.kind is Kind.N and spec.data_enc is Enc.BCD:
         return "n"
@@ -62,7 +73,7 @@ def _namespace(prefix: str, numbers: Sequence[int], funcs: Mapping[int, object]
                ) -> dict[str, object]:
     namespace: dict[str, object] = {
         "SlowPath": SlowPath, "DIGITS": "0123456789", "fromhex": bytes.fromhex,
-        "AN": _AN_CHARS, "ANS": _ANS_CHARS}
+        "AN": _AN_CHARS, "ANS": _ANS_CHARS, "BCD": BCD_VALUE, "TRACK": "0123456789d"}
     namespace.update({f"{prefix}{n}": funcs[n] for n in numbers})
     return namespace
 
@@ -74,7 +85,7 @@ def build_encode_plan(numbers: Sequence[int], specs: Mapping[int, FieldSpec],
     out: list[str] = []
     for cls, group in _runs(numbers, specs):
         tag = group[0]
-        if cls is None:
+        if cls in (None, "vn", "vb"):
             out.append(f"E{tag}(items[{tag}])")
             continue
         if cls == "b":
@@ -113,11 +124,44 @@ def build_encode_plan(numbers: Sequence[int], specs: Mapping[int, FieldSpec],
 def build_decode_plan(numbers: Sequence[int], specs: Mapping[int, FieldSpec],
                       decoders: Mapping[int, Decoder]) -> DecodePlan:
     """A function ``(data, pos, fields) -> end`` for exactly these fields."""
-    lines = ["def plan(data, pos, fields):"]
+    lines = ["def plan(data, pos, fields):", " try:"]
     for cls, group in _runs(numbers, specs):
         tag = group[0]
+        spec = specs[tag]
         if cls is None:
             lines.append(f"  fields[{tag}], pos = D{tag}(data, pos)")
+            continue
+        if cls in ("vn", "vb"):
+            if spec.len_type.value == 2:
+                lines.append("  n = BCD[data[pos]]")
+                lines.append("  start = pos + 1")
+            else:
+                lines.append("  lo = BCD[data[pos + 1]]")
+                lines.append("  if data[pos] > 9 or lo < 0: raise SlowPath")
+                lines.append("  n = data[pos] * 100 + lo")
+                lines.append("  start = pos + 2")
+            lines.append(f"  if n < 0 or n > {spec.max_len}: raise SlowPath")
+            if cls == "vb":
+                lines.append("  end = start + n")
+                lines.append("  v = data[start:end]")
+                lines.append("  if len(v) != n: raise SlowPath")
+                lines.append(f"  fields[{tag}] = v")
+            else:
+                lines.append("  end = start + ((n + 1) >> 1)")
+                lines.append("  h = data[start:end].hex()")
+                lines.append("  if len(h) != (n + (n & 1)): raise SlowPath")
+                lines.append("  if n & 1:")
+                pad_ok = 'h[-1] != "0" and h[-1] != "f"' if spec.kind is Kind.Z else \
+                    'h[-1] != "0"'
+                lines.append(f"    if {pad_ok}: raise SlowPath")
+                lines.append("    h = h[:-1]")
+                if spec.kind is Kind.Z:
+                    lines.append("  if h.strip(TRACK): raise SlowPath")
+                    lines.append(f"  fields[{tag}] = h.upper()")
+                else:
+                    lines.append("  if h.strip(DIGITS): raise SlowPath")
+                    lines.append(f"  fields[{tag}] = h")
+            lines.append("  pos = end")
             continue
         if cls == "b":
             size = specs[tag].max_len
@@ -165,7 +209,9 @@ def build_decode_plan(numbers: Sequence[int], specs: Mapping[int, FieldSpec],
             check = " or ".join(f'h[{p}] != "0"' for p in pads)
             lines.append(f"  if {check}: raise SlowPath")
         lines.append("  pos = end")
-    lines.append("  return pos")
+    lines.append(" except IndexError:")
+    lines.append("  raise SlowPath from None")
+    lines.append(" return pos")
     namespace = _namespace("D", numbers, decoders)
     exec("\n".join(lines), namespace)  # noqa: S102 - code generated from our own field table
     plan: DecodePlan = namespace["plan"]  # type: ignore[assignment]

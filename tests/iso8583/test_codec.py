@@ -216,3 +216,13 @@ def test_fast_plan_falls_back_for_odd_values() -> None:
     assert CUP.decode(CUP.encode(m))[4] == "000000001234"
     m[41] = "T1"  # short ans: space-padded
     assert CUP.decode(CUP.encode(m))[41] == "T1      "
+
+
+@pytest.mark.parametrize("prefix", ["0A10", "01A0", "1000", "0256"])
+def test_lll_prefix_with_bad_nibbles_is_rejected_by_both_roads(prefix: str) -> None:
+    from iso8583.dialect import Dialect
+    body = _body_with(bytes.fromhex(prefix) + bytes(300), 55)
+    for dialect in (CUP, Dialect(CUP.spec, plans=False)):
+        with pytest.raises(DecodeError) as err:
+            dialect.decode(body)
+        assert (err.value.field, err.value.pos) == (55, 10)
