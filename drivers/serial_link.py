@@ -420,6 +420,7 @@ class SerialLink:
         self._inbox: deque[bytes] = deque()
         self._send_result: FrameAcked | SendFailed | None = None
         self._eot_count = 0
+        self._retries = 0
         self._closed = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._reader, name="serial-link", daemon=True)
@@ -445,6 +446,11 @@ class SerialLink:
     def eot_count(self) -> int:
         """How many bare EOTs the peer has sent (a spurious EOT is logged, not fatal)."""
         return self._eot_count
+
+    @property
+    def retries(self) -> int:
+        """How many frames of ours have been resent (after a NAK or an ACK timeout)."""
+        return self._retries
 
     # -- reader thread -------------------------------------------------------------
     def _reader(self) -> None:
@@ -482,6 +488,7 @@ class SerialLink:
                 self._trace_rx(bytes([ACK]) if isinstance(ev, FrameAcked) else b"")
                 self._send_result = ev
             elif isinstance(ev, FrameRetried):
+                self._retries += 1
                 log.info("frame resent (attempt %d, %s)", ev.attempt, ev.reason)
                 if ev.reason == "nak":
                     self._trace_rx(bytes([NAK]))
