@@ -40,10 +40,12 @@ def field_text(spec: FieldSpec | None, value: FieldValue, *, reveal: bool = Fals
             return mask_track(value)
         return _hidden(value)
     if isinstance(value, bytes):
-        # binary fields such as F55 can embed the PAN (tag 5A) as BCD digits
         text = value.hex().upper()
-        return text if reveal else mask_text(text)
-    return value if reveal else mask_text(value)
+        if reveal or spec is None or spec.fixed:
+            return text
+        # variable binary fields (F55 ICC data) can carry the PAN (tag 5A) as BCD
+        return mask_text(text)
+    return value
 
 
 def _tlv_lines(data: bytes, reveal: bool) -> list[str]:
