@@ -11,6 +11,7 @@ restores both, leaving ``import iso8583`` pointing at ours.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import re
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def load_isolated(target_dir: Path, module_name: str, alias: str) -> ModuleType:
     """Import ``module_name`` from ``target_dir`` only, register it as ``alias``, and return it.
 
     While importing, ``sys.path`` starts with ``target_dir`` and any already
-    imported ``module_name`` (and its submodules) are set aside; afterwards the
+    imported ``module_name`` (and its submodules) are set aside; all of the
+    package's submodules are imported eagerly; afterwards the
     freshly imported modules are renamed ``alias``/``alias.sub`` in
     ``sys.modules`` and the originals are put back.
     """
@@ -82,6 +84,12 @@ def load_isolated(target_dir: Path, module_name: str, alias: str) -> ModuleType:
         origin = Path(getattr(module, "__file__", "") or "").resolve()
         if target_dir.resolve() not in origin.parents:
             raise BenchDependencyError(f"{module_name} did not load from {target_dir}")
+        # Import every submodule now, while the name still means theirs: a
+        # later lazy import of one would resolve their absolute imports to ours.
+        # __main__ modules run programs on import and are left out.
+        for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix):
+            if not info.name.endswith(".__main__"):
+                importlib.import_module(info.name)
         loaded = {name: mod for name, mod in sys.modules.items() if ours(name)}
     finally:
         sys.path[:] = saved_path

@@ -39,17 +39,19 @@ def measure(name: str, fn: Callable[[], object], seconds: float = 1.0) -> BenchR
     """
     fn()  # warm caches before timing
     batch = 1
+    total_ops = 0
+    total_s = 0.0
     while True:
         t0 = time.perf_counter()
         for _ in range(batch):
             fn()
         took = time.perf_counter() - t0
+        total_ops += batch
+        total_s += took
         if took >= 0.01 or batch >= 1 << 24:
             break
         batch *= 2
     best = took / batch
-    total_ops = batch
-    total_s = took
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
