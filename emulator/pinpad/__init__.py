@@ -1,4 +1,4 @@
-"""Virtual serial PIN pad (and magstripe reader) on ptys, with a scripted cardholder and link faults."""
+"""Virtual serial PIN pad and magstripe reader on ptys: scripted cardholder, link faults."""
 
 from emulator.pinpad.cardholder import Cardholder, EnterPin, PressCancel, WalkAway
 from emulator.pinpad.device import (
