@@ -36,7 +36,13 @@ import time
 from types import ModuleType
 from typing import Any, cast
 
-from drivers.errors import CardRemovedError, CardTimeoutError, NoReaderError, ReaderError
+from drivers.errors import (
+    CardRemovedError,
+    CardTimeoutError,
+    DriverError,
+    NoReaderError,
+    ReaderError,
+)
 from drivers.masking import install_masking_filter
 
 __all__ = [
@@ -51,6 +57,7 @@ __all__ = [
 log = install_masking_filter(logging.getLogger(__name__))
 
 _MAX_GET_RESPONSE = 32  # rounds of 61xx before the card is called broken
+_REMOVAL_CONFIRM_S = 1.0  # pcscd polls about every 400 ms: two polls and a margin
 _ESTABLISH_RETRY_S = 0.1  # pcscd has no "service is back" event to wait on
 # SCardStatus card states of pcsc-lite (a bit mask; pyscard does not export them):
 # present, swallowed, powered, negotiable, specific all mean "a card is in".
@@ -390,6 +397,10 @@ class PcscCardTransport:
         if code != api.SCARD_S_SUCCESS:
             raise self._transmit_error(code)
         if len(response) < 2:
+            # vpcd (and some readers) answer "success, no bytes" when the card is
+            # pulled mid-command; pcscd only notices at its next poll.
+            if self._removal_confirmed():
+                raise CardRemovedError("card removed during the dialogue (empty response)")
             raise ReaderError(f"reader returned {len(response)} bytes (no status word)")
         out = bytes(response)
         sw = int.from_bytes(out[-2:], "big")
@@ -415,9 +426,19 @@ class PcscCardTransport:
                                  cashier_zh="读卡器已断开", cashier_en="Card reader disconnected")
         # A card pulled out mid-exchange often shows as "not transacted" first;
         # ask pcscd whether it is still there to give the cashier the real reason.
-        if not self._card_still_there():
+        if self._removal_confirmed():
             return CardRemovedError(f"card removed during the dialogue: {_message(api, code)}")
         return ReaderError(f"card exchange failed: {_message(api, code)}")
+
+    def _removal_confirmed(self) -> bool:
+        """After a failed exchange: is the card gone (now, or by pcscd's next poll)?"""
+        if not self._card_still_there():
+            return True
+        try:
+            self.reader.wait_for_removal(_REMOVAL_CONFIRM_S)
+        except DriverError:
+            return False
+        return True
 
     def _card_still_there(self) -> bool:
         api = self.api

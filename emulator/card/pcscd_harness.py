@@ -43,6 +43,7 @@ __all__ = [
     "PcscdHarness",
     "PcscdStartError",
     "find_vpcd_driver",
+    "socket_path_for",
     "unavailable_reason",
     "vpcd_reader_name",
 ]
@@ -64,6 +65,11 @@ def find_vpcd_driver() -> str | None:
         if found:
             return found[0]
     return None
+
+
+def socket_path_for(workdir: str | Path) -> Path:
+    """Where a harness with this ``workdir`` puts the pcscd socket (for ``PCSCLITE_CSOCK_NAME``)."""
+    return Path(workdir) / "run" / "pcscd.comm"
 
 
 def vpcd_reader_name(slot: int) -> str:
@@ -166,7 +172,7 @@ class PcscdHarness:
 
     @property
     def socket_path(self) -> Path:
-        return self.run_dir / "pcscd.comm"
+        return socket_path_for(self.workdir)
 
     def port(self, slot: int) -> int:
         """vpcd TCP port of ``slot`` (0 or 1)."""

@@ -378,6 +378,17 @@ def test_not_transacted_with_card_gone_is_a_removal(fake: FakeScard) -> None:
         transport.transmit(bytes.fromhex("00B2010C00"))
 
 
+def test_empty_response_then_card_gone_is_a_removal(fake: FakeScard) -> None:
+    fake.insert(READER, FakeCard(CONTACT_ATR, lambda _apdu: b""))
+    transport = PcscReader(READER, scard_api=api(fake)).connect()
+    with pytest.raises(ReaderError, match="no status word") as err:
+        transport.transmit(bytes.fromhex("00B2010C00"))  # still present: a reader error
+    assert not isinstance(err.value, CardRemovedError)
+    fake.script.append(lambda: fake.remove(READER))  # pcscd notices at its next poll
+    with pytest.raises(CardRemovedError):
+        transport.transmit(bytes.fromhex("00B2010C00"))
+
+
 def test_restart_mid_dialogue_then_reconnect(fake: FakeScard) -> None:
     card = FakeCard(CONTACT_ATR, ok(b""))
     fake.insert(READER, card)
