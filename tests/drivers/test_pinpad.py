@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -151,6 +152,28 @@ def test_dukpt_pin_block_decrypts_with_the_host_key(pad: VirtualPinPad, client: 
                                result.pin_block, PAN) == pin
         ksns.append(result.ksn)
     assert [dukpt.ksn_counter(k) for k in ksns] == [1, 2]
+
+
+def test_no_secret_reaches_the_log(pad: VirtualPinPad, client: PinPad,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    _load_pik(client)
+    pad.cardholder.enter_pin("123456")
+    result = client.get_pin_block(PAN, 100, 5)
+    logged = caplog.text + repr(result)
+    assert "PIN entry for 622588******0019" in caplog.text
+    assert PAN not in logged
+    assert result.pin_block.hex().upper() not in logged.upper()
+    assert encrypt_ecb(DEFAULT_MASTER_KEY, PIK).hex().upper() not in logged.upper()
+
+
+def test_pad_gone_is_a_link_error(pad: VirtualPinPad, client: PinPad) -> None:
+    assert client.status().model == "VPP-100"
+    pad.stop()
+    with pytest.raises(PinPadLinkError):
+        for _ in range(20):  # the reader thread notices the dead pty within a read or two
+            client.status()
+            time.sleep(0.05)
 
 
 def test_wrong_check_value_is_refused(client: PinPad) -> None:

@@ -133,6 +133,27 @@ def test_naks_give_exactly_max_attempts_then_eot(attempts: int) -> None:
     assert tx.data_to_send() == b""
 
 
+@given(st.lists(st.booleans(), min_size=8, max_size=8), st.integers(1, 5))
+def test_any_mix_of_naks_and_timeouts_gives_max_attempts_then_eot(
+        use_nak: list[bool], attempts: int) -> None:
+    tx = LinkProtocol(ack_timeout=1.0, max_attempts=attempts)
+    transmissions = [tx.send(b"PING", 0.0)]
+    now = 0.0
+    events: list[object] = []
+    for nak in use_nak:
+        if not tx.awaiting_ack:
+            break
+        now += 1.0
+        events += tx.receive_data(bytes([NAK]), now - 0.5) if nak else tx.tick(now)
+        units = tx.outgoing()
+        transmissions += [u.data for u in units if u.kind is UnitKind.FRAME]
+        eots = [u for u in units if u.kind is UnitKind.EOT]
+        assert len(eots) == (0 if tx.awaiting_ack else 1)
+    assert len(transmissions) == attempts
+    assert isinstance(events[-1], SendFailed)
+    assert events[-1].attempts == attempts
+
+
 def test_ack_timeouts_retry_then_eot() -> None:
     tx = LinkProtocol(ack_timeout=0.5)
     tx.send(b"PING", 0.0)
