@@ -170,10 +170,14 @@ def test_no_secret_reaches_the_log(pad: VirtualPinPad, client: PinPad,
 def test_pad_gone_is_a_link_error(pad: VirtualPinPad, client: PinPad) -> None:
     assert client.status().model == "VPP-100"
     pad.stop()
-    with pytest.raises(PinPadLinkError):
+
+    def poll_status() -> None:
         for _ in range(20):  # the reader thread notices the dead pty within a read or two
             client.status()
             time.sleep(0.05)
+
+    with pytest.raises(PinPadLinkError):
+        poll_status()
 
 
 def test_wrong_check_value_is_refused(client: PinPad) -> None:
