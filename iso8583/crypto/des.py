@@ -117,8 +117,13 @@ class CbcMacEngine:
     __slots__ = ("_cipher", "_free")
 
     def __init__(self, key: bytes) -> None:
-        self._cipher = Cipher(TripleDES(expand_key(key)), modes.CBC(_ZERO_IV))
+        self._cipher = self.cipher_for(key)
         self._free: list[tuple[CipherContext, int]] = []
+
+    @staticmethod
+    def cipher_for(key: bytes) -> Cipher[modes.CBC]:
+        """The zero-IV CBC cipher for ``key`` (8, 16 or 24 bytes), warning-free."""
+        return Cipher(TripleDES(expand_key(key)), modes.CBC(_ZERO_IV))
 
     def __repr__(self) -> str:
         return "CbcMacEngine(<key hidden>)"
