@@ -161,6 +161,7 @@ class PcscdHarness:
     """
 
     def __init__(self, workdir: str | Path | None = None, *, base_port: int | None = None) -> None:
+        self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(
             tempfile.mkdtemp(prefix="pos-pcscd-"))
         self.run_dir = self.workdir / "run"
@@ -280,3 +281,5 @@ class PcscdHarness:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        if self._own_workdir:  # a directory we made up ourselves: leave nothing behind
+            shutil.rmtree(self.workdir, ignore_errors=True)
