@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import threading
 import time
 from typing import Literal
@@ -353,6 +354,40 @@ def test_link_over_a_pty_recovers_from_two_naks_and_fails_on_three() -> None:
         peer.thread.join()
         link.close()
         os.close(master)
+
+
+def test_link_over_a_socket_url() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        proto = LinkProtocol()
+        with conn:
+            while not got:
+                data = conn.recv(256)
+                if not data:
+                    return
+                events = proto.receive_data(data, time.monotonic())
+                out = proto.data_to_send()
+                for e in events:
+                    if isinstance(e, FrameReceived):
+                        got.append(e.payload)
+                        out += proto.send(b"OVER-TCP", time.monotonic())
+                conn.sendall(out)
+            conn.recv(1)  # the ACK of our answer
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with SerialLink.open(f"socket://127.0.0.1:{port}", ack_timeout=0.5) as link:
+            link.send(b"HELLO")
+            assert link.receive(2.0) == b"OVER-TCP"
+        assert got == [b"HELLO"]
+    finally:
+        t.join(timeout=2)
+        server.close()
 
 
 def test_trace_records_units_with_redaction() -> None:
