@@ -1,0 +1,174 @@
+"""The SQLite ledger: durable settings, group commit, restart reproduces the host's state."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.catalogue import card_by_name
+from emulator.host import (
+    AcquirerHost,
+    BatchRow,
+    LedgerError,
+    MemoryLedgerStore,
+    SqliteLedgerStore,
+    TerminalRow,
+    TransactionRow,
+)
+from emulator.simterminal import Approved
+from iso8583.message import Message
+from tests.emulator.host.harness import MID, TID, TMK, Lane, make_lane
+
+DEBIT = card_by_name("cup-debit")
+VISA = card_by_name("visa-credit")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteLedgerStore]:
+    ledger = SqliteLedgerStore(tmp_path / "ledger.db")
+    yield ledger
+    ledger.close()
+
+
+def run_day(lane: Lane) -> list[Message]:
+    """A mixed day: sales, a void, refunds, a reversal, declines. Returns every request sent."""
+    sent: list[Message] = []
+
+    def go(msg: Message) -> Approved | None:
+        sent.append(msg)
+        result = lane.exchange(msg)
+        return result if isinstance(result, Approved) else None
+
+    sale = go(lane.term.sale(DEBIT, 10_000, pin="123456"))
+    visa = go(lane.term.sale(VISA, 5_000, pin=None))
+    assert sale is not None
+    assert visa is not None
+    go(lane.term.refund(sale, 2_500))
+    go(lane.term.refund(sale, 99_999))  # 64
+    go(lane.term.void(visa))
+    go(lane.term.sale(DEBIT, 1_051, pin="123456"))  # 51
+    reversed_sale = lane.term.sale(DEBIT, 700, pin="123456")
+    go(reversed_sale)
+    go(lane.term.reversal(reversed_sale, "98"))
+    go(lane.term.balance(DEBIT, pin="123456"))
+    return sent
+
+
+def test_sqlite_uses_wal_and_full_sync(store: SqliteLedgerStore) -> None:
+    db = sqlite3.connect(store.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_restart_from_sqlite_reproduces_state_and_answers(store: SqliteLedgerStore) -> None:
+    lane = make_lane(store=store)
+    sent = run_day(lane)
+    answers = [lane.send(msg).reply for msg in sent]
+    before = {t.key: t for t in lane.host.transactions()}
+    available = lane.host.available(DEBIT)
+    lane.restart()
+    assert {t.key: t for t in lane.host.transactions()} == before
+    assert lane.host.available(DEBIT) == available
+    for msg, answer in zip(sent, answers, strict=True):
+        outcome = lane.send(msg)
+        assert outcome.reply == answer  # same stored answer, same keys, byte for byte
+        assert outcome.records == ()
+    # and the rules go on from the restored state
+    sale = lane.host.by_rrn("000000000001")
+    assert sale is not None
+    assert sale.refunded == 2_500
+    assert lane.host.available(DEBIT) == available
+
+
+def test_restart_continues_rrns_and_batches(store: SqliteLedgerStore) -> None:
+    lane = make_lane(store=store)
+    first = lane.exchange(lane.term.sale(DEBIT, 1_000, pin="123456"))
+    lane.exchange(lane.term.settlement())
+    lane.restart()
+    second = lane.exchange(lane.term.sale(DEBIT, 1_000, pin="123456"))
+    assert isinstance(first, Approved)
+    assert isinstance(second, Approved)
+    assert second.rrn is not None
+    assert first.rrn is not None
+    assert int(second.rrn) > int(first.rrn)
+    assert second.batch == "000002"
+    assert [t.row.batch for t in lane.host._terminals.values()] == ["000002"]
+
+
+def test_restart_from_sqlite_matches_memory_store(tmp_path: Path) -> None:
+    sqlite_lane = make_lane(store=SqliteLedgerStore(tmp_path / "a.db"))
+    memory_lane = make_lane(store=MemoryLedgerStore(secret=b"k" * 32))
+    run_day(sqlite_lane)
+    run_day(memory_lane)
+    snap_a, snap_b = sqlite_lane.store.load(), memory_lane.store.load()
+    strip = [(t.key, t.status, t.amount, t.refunded, t.response_code) for t in snap_a.transactions]
+    assert strip == [(t.key, t.status, t.amount, t.refunded, t.response_code)
+                     for t in snap_b.transactions]
+
+
+def test_no_full_pan_anywhere_in_the_ledger_files(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    lane = make_lane(store=SqliteLedgerStore(path))
+    run_day(lane)
+    blobs = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    for card in (DEBIT, VISA):
+        assert card.pan.encode() not in blobs
+        assert bytes.fromhex(card.pan) not in blobs  # BCD as in a stored message
+    rows = lane.store.load().transactions
+    assert {r.pan_masked for r in rows if r.pan_masked} == {"622588******0019",
+                                                             "476173******0010"}
+
+
+def test_refunds_table_lists_refunds_against_their_original(store: SqliteLedgerStore) -> None:
+    lane = make_lane(store=store)
+    run_day(lane)
+    db = sqlite3.connect(store.path)
+    rows = db.execute("SELECT original_key, amount, status FROM refunds ORDER BY amount").fetchall()
+    db.close()
+    assert rows == [(f"{TID}/000001/000002/0200", 2_500, "approved"),
+                    (f"{TID}/000001/000002/0200", 99_999, "declined")]
+
+
+def test_one_commit_is_one_transaction(store: SqliteLedgerStore) -> None:
+    good = TerminalRow("20000001", MID, TMK.hex())
+    broken = BatchRow("20000001", "000001", True, "x", "y", None)
+    object.__setattr__(broken, "host_totals", object())  # not storable: the commit must fail
+    with pytest.raises(LedgerError):
+        store.commit([good, broken])
+    assert store.load().terminals == ()
+    store.commit([good])
+    assert store.load().terminals == (good,)
+
+
+def test_commit_is_an_idempotent_upsert(store: SqliteLedgerStore) -> None:
+    lane = make_lane(store=store)
+    run_day(lane)
+    records = [r for o in lane.outcomes for r in o.records]
+    store.commit(records)  # replaying every record again changes nothing
+    assert store.load().transactions == tuple(lane.host.transactions())
+
+
+def test_secret_survives_reopen(tmp_path: Path) -> None:
+    first = SqliteLedgerStore(tmp_path / "x.db")
+    secret = first.load().secret
+    first.close()
+    again = SqliteLedgerStore(tmp_path / "x.db")
+    assert again.load().secret == secret
+    again.close()
+
+
+def test_unopenable_ledger_is_a_ledger_error(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError):
+        SqliteLedgerStore(tmp_path / "missing-dir" / "x.db")
+
+
+def test_host_from_store_knows_provisioned_terminals(store: SqliteLedgerStore) -> None:
+    host = AcquirerHost.from_store(store)
+    store.commit([host.provision(TID, MID, TMK)])
+    again = AcquirerHost.from_store(store)
+    assert [t.tid for t in again.terminals()] == [TID]
+    assert all(isinstance(t, TransactionRow) for t in store.load().transactions)
