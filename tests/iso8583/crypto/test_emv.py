@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from iso8583.crypto import emv
 from iso8583.crypto.des import encrypt_ecb, has_odd_parity
+from iso8583.crypto.kcv import tdes_kcv
 from iso8583.crypto.mac import retail_mac
 from iso8583.errors import CryptoError
 from tests.iso8583.crypto._vectors import h
@@ -108,3 +109,21 @@ def test_bad_inputs_rejected() -> None:
         emv.compute_arpc_method1(IMK, bytes(8), b"0")
     with pytest.raises(CryptoError, match="9F36"):
         emv.compute_arqc(IMK, PAN, "01", {t: v for t, v in TAGS.items() if t != 0x9F36})
+
+
+# Cross-implementation answers from the pyemv project's published docstring and
+# tests (an independent EMV library): option A master keys, a common-session-key
+# cryptogram over a 16-byte input, and ARPC method 1 under the ICC master key.
+def test_option_a_matches_pyemv_published_examples() -> None:
+    assert emv.derive_icc_master_key(IMK, "99012345678901234", "45") == h(
+        "67F8292358083E5EA7AB7FDA58D53B6B"
+    )
+    mk = emv.derive_icc_master_key(IMK, "12345678901234567", "45")
+    assert tdes_kcv(mk, 2) == h("FF08")
+    # Common session key with R = 1234567890123456 (ours fixes R = ATC || 00 x 6,
+    # so the halves are built here the same way A1.3.1 does).
+    sk = encrypt_ecb(mk, h("1234F07890123456")) + encrypt_ecb(mk, h("12340F7890123456"))
+    assert tdes_kcv(sk, 2) == h("DF82")
+    arqc = emv.generate_ac(sk, h("0123456789ABCDEF0123456789ABCDEF"))
+    assert arqc == h("19C1FBC83EBDC0D5")
+    assert emv.compute_arpc_method1(mk, arqc, h("0000")) == h("78A372523FA35A03")
