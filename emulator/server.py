@@ -40,6 +40,7 @@ from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from emulator.faults import NO_FAULT, FaultAction, FaultKind, FaultPlan, RequestFacts
+from emulator.host import AcquirerHost, HostOutcome, LedgerRecord, LedgerStore, security
 from iso8583.errors import Iso8583Error
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class _MessageLike(Protocol):
     @property
     def amount(self) -> int | None: ...
 
-    def get(self, key: int) -> str | bytes | None: ...
+    def get(self, number: int) -> str | bytes | None: ...
 
     def __contains__(self, key: object) -> bool: ...
 
@@ -281,8 +282,10 @@ class HostServer(Generic[R]):
         faults: FaultPlan | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = datetime.now,
+        refuse: Callable[[bytes, str, datetime], Outcome[R]] | None = None,
     ) -> None:
         self.handler = handler
+        self._refuse_with = refuse
         self.dialect = dialect
         self.config = config or ServerConfig()
         self.faults = faults if faults is not None else FaultPlan()
@@ -460,9 +463,46 @@ class HostServer(Generic[R]):
         return not outcome.close
 
     def _refuse(self, payload: bytes, code: str) -> Outcome[R]:
-        """The host core's answer with a forced response code, booking nothing."""
-        refuse = getattr(self.handler, "refuse", None)
-        if refuse is None:
-            raise ServerError("this host core cannot answer with a chosen code")
-        result: Outcome[R] = refuse(payload, code, self._clock())
-        return result
+        """The answer with a forced response code, booking nothing."""
+        if self._refuse_with is None:
+            raise ServerError("this server was built without a way to force a response code")
+        return self._refuse_with(payload, code, self._clock())
+
+
+# --- wiring for the real host core ------------------------------------------------------
+def forced_answer(host: AcquirerHost, payload: bytes, code: str, now: datetime) -> HostOutcome:
+    """The ``code=XX`` fault: answer ``payload`` with F39 = ``code``, booking nothing.
+
+    The answer echoes the request's identifying fields, as the host's own refusals
+    do, and is MACed with the terminal's current MAK when it has one (F39 is set
+    before MACing, so the terminal sees a genuine-looking decline).
+    """
+    dialect = host.dialect
+    try:
+        frame = dialect.unpack_payload(payload)
+        request = frame.message
+        if not request.is_request:
+            return HostOutcome(None, close=True)
+        answer = dialect.message(request.response_mti)
+        for number in (2, 3, 4, 11, 12, 13, 25, 37, 41, 42, 49, 60, 70):
+            value = request.get(number)
+            if value is not None and number in dialect.fields:
+                answer[number] = value
+        answer[39] = code
+        row = next((t for t in host.terminals() if t.tid == request.tid), None)
+        if row is not None and row.signed_on and row.mak and request.mti not in ("0800", "0820"):
+            security.apply_mac(dialect, bytes.fromhex(row.mak), answer)
+        tpdu = dialect.reply_tpdu(frame.tpdu) if frame.tpdu is not None else None
+        reply = dialect.payload(answer, tpdu=tpdu, header=frame.header)
+    except Iso8583Error:
+        return HostOutcome(None, close=True)
+    return HostOutcome(reply, False, (), request, answer, request.pan, None)
+
+
+def acquirer_server(host: AcquirerHost, store: LedgerStore, *,
+                    config: ServerConfig | None = None, faults: FaultPlan | None = None,
+                    rng: random.Random | None = None,
+                    clock: Callable[[], datetime] = datetime.now) -> HostServer[LedgerRecord]:
+    """A server for the real host core and ledger store."""
+    return HostServer(host, store, host.dialect, config=config, faults=faults, rng=rng,
+                      clock=clock, refuse=lambda p, c, n: forced_answer(host, p, c, n))

@@ -319,7 +319,7 @@ async def test_commit_failure_is_fatal_and_nothing_is_answered(rig: Rig) -> None
 async def faulty_rig(spec: str) -> Rig:
     host, store = StandInHost(), ListStore()
     server: HostServer[str] = HostServer(
-        host, store, host.dialect, faults=FaultPlan.from_specs([spec]),
+        host, store, host.dialect, faults=FaultPlan.from_specs([spec]), refuse=host.refuse,
         config=ServerConfig(port=0, idle_timeout=5, read_timeout=1))
     _, port = await server.start()
     return Rig(server, host, store, port)
