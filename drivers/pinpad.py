@@ -17,18 +17,28 @@ CMD    request fields                              response fields (RC 00)
 =====  ==========================================  ================================
 EC     [text]  echo / status                       model | state | keys | text
 DT     line1 | line2  (GB18030, hex)               (none)
-LK     PIK under master key (hex 16/32 bytes) |    (none)
-       check value (hex, 2..8 bytes)
-PN     mode (M session key, D DUKPT) | PAN |       PIN block (hex 8 bytes)
-       min | max | timeout s | amount fen          [ | KSN (hex 10 bytes) in mode D ]
+LK     PIK under master key (hex; TDES 8/16/24,   (none)
+       AES 16/24/32 bytes) | check value (hex,
+       2..8 bytes) [| T (default) or A]
+PN     mode (M session TDES key, A session AES     PIN block (hex 8 bytes; 16 in mode A)
+       key, D DUKPT) | PAN | min | max |           [ | KSN (hex 10 bytes) in mode D ]
+       timeout s | amount fen
 CN     (none)  cancel a running PIN entry          (none)
 =====  ==========================================  ================================
 
 ``state`` is ``IDLE`` or ``PIN``; ``keys`` lists the PIN keys ready: ``M``
-(a session PIK loaded), ``D`` (a DUKPT key present), or ``-``. A PIN block is
-ISO 9564 format 0 with the PAN, encrypted with the session PIK (TDES), or with
-the DUKPT PIN key of the returned KSN (ANSI X9.24-1). ``amount`` (fen) is only
-shown to the cardholder; ``-1`` shows none.
+(a TDES session PIK loaded), ``A`` (an AES session PIK loaded), ``D`` (a DUKPT
+key present), or ``-``. In mode ``M`` the PIN block is ISO 9564 format 0 with
+the PAN under the session PIK; in mode ``D`` format 0 under the DUKPT PIN key
+of the returned KSN (ANSI X9.24-1); in mode ``A`` ISO 9564 format 4 (AES).
+
+``LK`` loads a TDES PIK (``T``, the default: CUP sign-on delivers it as is)
+or an AES PIK (``A``). Either is sent encrypted with the pad's TDES master key
+in ECB mode (for AES a simplification of this emulated set: real AES keys
+travel in TR-31 key blocks); the check value is the TDES KCV (first bytes of
+E_K(00..00)) or the AES-CMAC KCV of the clear key.
+
+In ``PN``, ``amount`` (fen) is only shown to the cardholder; ``-1`` shows none.
 
 Result codes: ``00`` ok, ``01`` unknown command, ``02`` bad request, ``03`` busy
 (PIN entry running), ``10`` cancelled by the cardholder, ``11`` PIN entry timed
@@ -72,6 +82,7 @@ RC_KCV_MISMATCH = "21"
 RC_KEY_ERROR = "22"
 
 MODE_SESSION = "M"
+MODE_AES = "A"
 MODE_DUKPT = "D"
 MAX_LINE_BYTES = 64  # GB18030 bytes per display line
 
@@ -193,7 +204,7 @@ def redact_payload(payload: bytes) -> bytes:
 # --- results -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PinBlockResult:
-    """An encrypted PIN block (format 0) and, for DUKPT, the KSN it was made under."""
+    """An encrypted PIN block (format 0, or 4 in mode A) and, for DUKPT, its KSN."""
 
     pin_block: bytes = field(repr=False)
     ksn: bytes | None = field(default=None, repr=False)
@@ -201,7 +212,7 @@ class PinBlockResult:
 
     def __repr__(self) -> str:
         ksn = "" if self.ksn is None else ", ksn=<10 bytes>"
-        return f"PinBlockResult(mode={self.mode}, pin_block=<8 bytes>{ksn})"
+        return f"PinBlockResult(mode={self.mode}, pin_block=<{len(self.pin_block)} bytes>{ksn})"
 
 
 @dataclass(frozen=True)
@@ -323,18 +334,28 @@ class PinPad:
             raise PinPadError(f"display text not accepted: {exc}") from None
         self._check(self._exchange("DT", fields, self._answer_timeout))
 
-    def load_working_key(self, encrypted_pik: bytes, check_value: bytes) -> None:
-        """Load the PIN key (encrypted under the pad's master key); the pad verifies the KCV."""
-        if len(encrypted_pik) not in (8, 16, 24) or not 2 <= len(check_value) <= 8:
-            raise PinPadError("working key must be 8/16/24 bytes, check value 2..8 bytes")
-        fields = (encrypted_pik.hex().upper(), check_value.hex().upper())
+    def load_working_key(self, encrypted_pik: bytes, check_value: bytes, *,
+                         aes: bool = False) -> None:
+        """Load the PIN key (encrypted under the pad's master key); the pad verifies the KCV.
+
+        ``aes``: the key is an AES PIK for format 4 PIN blocks (16/24/32 bytes).
+        """
+        sizes = (16, 24, 32) if aes else (8, 16, 24)
+        if len(encrypted_pik) not in sizes or not 2 <= len(check_value) <= 8:
+            raise PinPadError(f"working key must be {'/'.join(map(str, sizes))} bytes, "
+                              "check value 2..8 bytes")
+        fields = (encrypted_pik.hex().upper(), check_value.hex().upper(), "A" if aes else "T")
         self._check(self._exchange("LK", fields, self._answer_timeout))
 
     def get_pin_block(self, pan: str, amount: int | None, timeout: float, *,
-                      min_len: int = 4, max_len: int = 12, dukpt: bool = False) -> PinBlockResult:
-        """Ask the cardholder for the PIN; return the encrypted format 0 PIN block.
+                      min_len: int = 4, max_len: int = 12, dukpt: bool = False,
+                      aes: bool = False) -> PinBlockResult:
+        """Ask the cardholder for the PIN; return the encrypted PIN block.
 
-        ``amount`` in fen is shown on the pad (None: not shown). Raises
+        Format 0 under the session PIK by default, under the DUKPT PIN key with
+        ``dukpt`` (the result carries the KSN), or format 4 under the AES
+        session PIK with ``aes``. ``amount`` in fen is shown on the pad (None:
+        not shown). Raises
         :class:`PinEntryCancelledError`, :class:`PinPadTimeoutError`, or another
         :class:`PinPadError` (including :class:`PinPadLinkError`).
         """
@@ -344,7 +365,9 @@ class PinPad:
             raise PinPadError("PIN length limits must satisfy 4 <= min <= max <= 12")
         if timeout <= 0 or timeout > 999:
             raise PinPadError("PIN timeout must be 1..999 s")
-        mode = MODE_DUKPT if dukpt else MODE_SESSION
+        if dukpt and aes:
+            raise PinPadError("choose DUKPT or AES, not both")
+        mode = MODE_DUKPT if dukpt else MODE_AES if aes else MODE_SESSION
         fields = (mode, pan, str(min_len), str(max_len), str(max(1, round(timeout))),
                   str(-1 if amount is None else amount))
         log.info("PIN entry for %s (%s)", mask_pan(pan), mode)
@@ -355,7 +378,7 @@ class PinPad:
             ksn = bytes.fromhex(resp.fields[1]) if mode == MODE_DUKPT else None
         except (IndexError, ValueError):
             raise PinPadProtocolError("PIN pad answer without a readable PIN block") from None
-        if len(block) != 8 or (ksn is not None and len(ksn) != 10):
+        if len(block) != (16 if mode == MODE_AES else 8) or (ksn is not None and len(ksn) != 10):
             raise PinPadProtocolError("PIN pad answer with a PIN block or KSN of bad length")
         return PinBlockResult(block, ksn, mode)
 

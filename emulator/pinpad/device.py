@@ -7,8 +7,9 @@ one documented in :mod:`drivers.pinpad`; it is re-implemented here from that
 text, not imported, so the two sides check each other.
 
 Keys: the pad holds a master key (the terminal master key of the CUP test
-vectors by default) and, after ``LK``, a session PIN key that it unwrapped with
-the master key and checked against the check value sent with it. With a BDK and
+vectors by default) and, after ``LK``, a session PIN key (TDES for format 0, or
+AES for format 4) that it unwrapped with the master key and checked against the
+check value sent with it. With a BDK and
 an initial KSN it also holds a DUKPT key (ANSI X9.24-1): every DUKPT PIN entry
 advances the KSN and encrypts under that transaction's PIN key.
 """
@@ -16,6 +17,7 @@ advances the KSN and encrypts under that transaction's PIN key.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import select
@@ -28,7 +30,7 @@ from emulator.pinpad.link import DeviceLink, LinkFaults
 from emulator.pty_pair import PtyPair
 from iso8583.crypto import dukpt, pinblock
 from iso8583.crypto.des import decrypt_ecb
-from iso8583.crypto.kcv import kcv_matches
+from iso8583.crypto.kcv import aes_kcv, kcv_matches
 from iso8583.errors import CryptoError
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class PinPadDevice:
         self.master_key = master_key
         self.cardholder = cardholder or Cardholder()
         self.session_pik: bytes | None = None
+        self.session_aes_pik: bytes | None = None
         self._ipek = dukpt.derive_ipek(bdk, initial_ksn) if bdk is not None else None
         self.ksn = initial_ksn
         self.display_lines: tuple[str, str] = ("欢迎", "WELCOME")
@@ -101,7 +104,8 @@ class PinPadDevice:
 
     def _dispatch(self, cmd: str, seq: int, fields: list[str], now: float) -> list[bytes]:
         if cmd == "EC":
-            keys = ("M" if self.session_pik else "") + ("D" if self._ipek else "")
+            keys = (("M" if self.session_pik else "") + ("A" if self.session_aes_pik else "")
+                    + ("D" if self._ipek else ""))
             state = "PIN" if self._entry else "IDLE"
             return [self._answer(cmd, seq, "00", MODEL, state, keys or "-", *fields[:1])]
         if cmd == "CN":
@@ -136,15 +140,22 @@ class PinPadDevice:
             enc, kcv = bytes.fromhex(fields[0]), bytes.fromhex(fields[1])
         except (IndexError, ValueError):
             return self._answer("LK", seq, "02")
-        if len(enc) not in (8, 16, 24) or not 2 <= len(kcv) <= 8:
+        alg = fields[2] if len(fields) > 2 else "T"
+        sizes = (16, 24, 32) if alg == "A" else (8, 16, 24)
+        if alg not in ("T", "A") or len(enc) not in sizes or not 2 <= len(kcv) <= 8:
             return self._answer("LK", seq, "02")
         try:
             key = decrypt_ecb(self.master_key, enc)
-            if not kcv_matches(key, kcv):
-                return self._answer("LK", seq, "21")
+            good = (hmac.compare_digest(aes_kcv(key, len(kcv)), kcv) if alg == "A"
+                    else kcv_matches(key, kcv))
         except CryptoError:
             return self._answer("LK", seq, "22")
-        self.session_pik = key
+        if not good:
+            return self._answer("LK", seq, "21")
+        if alg == "A":
+            self.session_aes_pik = key
+        else:
+            self.session_pik = key
         return self._answer("LK", seq, "00")
 
     def _start_entry(self, seq: int, fields: list[str], now: float) -> list[bytes]:
@@ -153,9 +164,10 @@ class PinPadDevice:
             min_len, max_len, timeout, amount = (int(f) for f in fields[2:6])
         except (IndexError, ValueError):
             return [self._answer("PN", seq, "02")]
-        if mode not in ("M", "D") or not pan.isdigit() or not 4 <= min_len <= max_len <= 12:
+        if mode not in ("M", "A", "D") or not pan.isdigit() or not 4 <= min_len <= max_len <= 12:
             return [self._answer("PN", seq, "02")]
-        if (mode == "M" and self.session_pik is None) or (mode == "D" and self._ipek is None):
+        keys = {"M": self.session_pik, "A": self.session_aes_pik, "D": self._ipek}
+        if keys[mode] is None:
             return [self._answer("PN", seq, "20")]
         self.pin_entries += 1
         self._entry = _PinEntry(seq, mode, pan, min_len, max_len, amount, now + timeout)
@@ -202,6 +214,10 @@ class PinPadDevice:
         if e.mode == "M":
             assert self.session_pik is not None
             block = pinblock.encrypt_format0(self.session_pik, pin, e.pan)
+            return self._answer("PN", e.seq, "00", block.hex().upper())
+        if e.mode == "A":
+            assert self.session_aes_pik is not None
+            block = pinblock.encrypt_format4(self.session_aes_pik, pin, e.pan)
             return self._answer("PN", e.seq, "00", block.hex().upper())
         assert self._ipek is not None
         self.ksn = dukpt.next_ksn(self.ksn)

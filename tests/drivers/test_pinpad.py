@@ -37,8 +37,8 @@ from drivers.serial_link import check_payload
 from emulator.pinpad import DEFAULT_BDK, DEFAULT_MASTER_KEY, VirtualPinPad
 from iso8583.crypto import dukpt
 from iso8583.crypto.des import encrypt_ecb
-from iso8583.crypto.kcv import tdes_kcv
-from iso8583.crypto.pinblock import decrypt_format0
+from iso8583.crypto.kcv import aes_kcv, tdes_kcv
+from iso8583.crypto.pinblock import decrypt_format0, decrypt_format4
 
 PIK = bytes.fromhex("807A23AD32B36D457AE91FDF927570EA")
 PAN = "6225880000000019"
@@ -239,3 +239,21 @@ def test_silent_pad_fails_with_link_error(pad: VirtualPinPad, client: PinPad) ->
 def test_open_missing_port_is_a_pinpad_error() -> None:
     with pytest.raises(PinPadLinkError):
         PinPad.open("/dev/no-such-pinpad")
+
+
+def test_aes_session_key_gives_a_format4_block(pad: VirtualPinPad, client: PinPad) -> None:
+    aes_pik = bytes(range(16))
+    with pytest.raises(KeyCheckValueError):
+        client.load_working_key(encrypt_ecb(DEFAULT_MASTER_KEY, aes_pik), b"\x00\x01\x02",
+                                aes=True)
+    with pytest.raises(NoPinKeyError):
+        client.get_pin_block(PAN, 100, 5, aes=True)
+    client.load_working_key(encrypt_ecb(DEFAULT_MASTER_KEY, aes_pik), aes_kcv(aes_pik, 5),
+                            aes=True)
+    assert "A" in client.status().keys
+    pad.cardholder.enter_pin("2468")
+    result = client.get_pin_block(PAN, 100, 5, aes=True)
+    assert (result.mode, len(result.pin_block)) == ("A", 16)
+    assert decrypt_format4(aes_pik, result.pin_block, PAN) == "2468"
+    with pytest.raises(PinPadError):
+        client.get_pin_block(PAN, 100, 5, aes=True, dukpt=True)

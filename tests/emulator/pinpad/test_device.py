@@ -30,6 +30,8 @@ def test_unknown_and_malformed_requests() -> None:
     assert dev.handle(b"PN02M|123", 0.0) == [b"PN0202"]
     assert dev.handle(b"LK03XYZ|00", 0.0) == [b"LK0302"]
     assert dev.handle(b"DT04ZZ", 0.0) == [b"DT0402"]
+    assert dev.handle(b"LK05" + b"00" * 16 + b"|0000|X", 0.0) == [b"LK0502"]  # no such key type
+    assert dev.handle(b"LK06" + b"00" * 8 + b"|0000|A", 0.0) == [b"LK0602"]  # 8 bytes: not AES
     assert dev.handle(b"E", 0.0) == []
 
 
