@@ -321,6 +321,24 @@ class CardReadResult:
         """
         return b"".join(tlv.encode_tlv(t, self.tags[t]) for t in tags if t in self.tags)
 
+    def message_fields(self, *, pin_entered: bool,
+                       f55_tags: Iterable[int] | None = DEFAULT_F55_TAGS
+                       ) -> dict[int, str | bytes]:
+        """The card's ISO 8583 fields: F2 PAN, F14 expiry, F22, F23, F35 track 2, F55.
+
+        Values are in the form :class:`iso8583.message.Message` takes (digit
+        strings, ``D`` in track 2, bytes for F55). F23 is left out when the card
+        has no PSN; F55 when ``f55_tags`` is None (a dialect that sends none).
+        """
+        fields: dict[int, str | bytes] = {2: self.pan, 14: self.expiry,
+                                          22: self.entry_mode_for(pin_entered=pin_entered)}
+        if self.card_sequence_number is not None:
+            fields[23] = self.card_sequence_number
+        fields[35] = self.track2
+        if f55_tags is not None:
+            fields[55] = self.f55(f55_tags)
+        return fields
+
     def __repr__(self) -> str:
         crypt = self.cryptogram.type.value if self.cryptogram else None
         return (f"CardReadResult(pan={self.masked_pan!r}, psn={self.psn!r}, "

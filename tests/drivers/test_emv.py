@@ -569,3 +569,29 @@ def test_unpredictable_number_is_random_when_not_given() -> None:
     b = read_card(FakeCard([cup()]), t1)
     assert len(a.tags[0x9F37]) == 4
     assert a.tags[0x9F37] != b.tags[0x9F37]  # two 32-bit draws
+
+
+# --- ISO 8583 fields ---------------------------------------------------------------
+
+
+def test_message_fields_encode_in_the_cup_dialect() -> None:
+    from iso8583.dialects import get_dialect
+    from iso8583.message import Message
+
+    res = read_card(FakeCard([cup()]), txn(), AAC)
+    fields = res.message_fields(pin_entered=False)
+    assert fields[2] == "6225880000000019"
+    assert fields[14] == "3012"
+    assert fields[22] == "052"
+    assert fields[23] == "001"
+    assert fields[35] == "6225880000000019D30122200000000000"
+    assert fields[55] == res.f55()
+    m = Message("0220")
+    for number, value in fields.items():
+        m[number] = value
+    dialect = get_dialect("cup")
+    back = dialect.decode(dialect.encode(m))
+    assert {n: back.get(n) for n in fields} == fields
+    no_psn = read_card(FakeCard([cup(psn=None)]), txn(), AAC)
+    assert 23 not in no_psn.message_fields(pin_entered=True, f55_tags=None)
+    assert 55 not in no_psn.message_fields(pin_entered=True, f55_tags=None)
