@@ -38,12 +38,15 @@ def ensure(package_spec: str, import_name: str, *, no_deps: bool = False) -> Pat
     ``cryptography``).
     """
     target = DEPS_ROOT / _dir_name(package_spec)
-    if (target / import_name).exists() or (target / f"{import_name}.py").exists():
+    # The marker is written only after pip succeeded: an interrupted install
+    # is redone, not mistaken for a finished one.
+    marker = target / ".installed"
+    if marker.exists() and _has_module(target, import_name):
         return target
     target.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        "--retries", "1", "--timeout", "20", "--target", str(target),
+        "--upgrade", "--retries", "1", "--timeout", "20", "--target", str(target),
     ]
     if no_deps:
         cmd.append("--no-deps")
@@ -52,9 +55,14 @@ def ensure(package_spec: str, import_name: str, *, no_deps: bool = False) -> Pat
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
         raise BenchDependencyError(f"cannot install {package_spec}: {last}")
-    if not ((target / import_name).exists() or (target / f"{import_name}.py").exists()):
+    if not _has_module(target, import_name):
         raise BenchDependencyError(f"{package_spec} installed no module named {import_name}")
+    marker.write_text(package_spec + "\n", encoding="utf-8")
     return target
+
+
+def _has_module(target: Path, import_name: str) -> bool:
+    return (target / import_name).is_dir() or (target / f"{import_name}.py").is_file()
 
 
 def load_isolated(target_dir: Path, module_name: str, alias: str) -> ModuleType:
