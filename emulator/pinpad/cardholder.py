@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class EnterPin:
-    """Type ``digits`` and press Enter after ``delay`` seconds."""
+    """Wait ``delay`` s, type ``digits`` one every ``per_digit`` s, then press Enter."""
 
     digits: str = field(repr=False)
     delay: float = 0.0
+    per_digit: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.digits.isdigit() or not 1 <= len(self.digits) <= 12:
             raise ValueError("a PIN is 1..12 digits")
-        if self.delay < 0:
+        if self.delay < 0 or self.per_digit < 0:
             raise ValueError("delay must not be negative")
 
 
@@ -52,9 +53,9 @@ class Cardholder:
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
 
-    def enter_pin(self, digits: str, *, delay: float = 0.0) -> None:
-        """At the next PIN entry, type ``digits`` and press Enter after ``delay`` s."""
-        self.push(EnterPin(digits, delay))
+    def enter_pin(self, digits: str, *, delay: float = 0.0, per_digit: float = 0.0) -> None:
+        """At the next PIN entry: wait ``delay`` s, type ``digits`` ``per_digit`` s apart, Enter."""
+        self.push(EnterPin(digits, delay, per_digit))
 
     def press_cancel(self, *, delay: float = 0.0) -> None:
         """At the next PIN entry, press Cancel after ``delay`` s."""

@@ -3,7 +3,9 @@
 Prints the device path to give the terminal (``PIN pad URL``), then reads
 control commands, one per line, from stdin::
 
-    pin DIGITS [DELAY]      next PIN entry: type DIGITS, Enter after DELAY s
+    pin DIGITS [DELAY [PER_DIGIT]]
+                            next PIN entry: wait DELAY s, type DIGITS PER_DIGIT s
+                            apart, then Enter
     cancel [DELAY]          next PIN entry: press Cancel
     walkaway                next PIN entry: never answer (the pad times out)
     fault bad-lrc N[,N..]   corrupt the LRC on these attempt numbers
@@ -80,7 +82,8 @@ def apply_command(line: str, pad: VirtualPinPad) -> str | None:
         if cmd == "quit":
             return None
         if cmd == "pin":
-            ch.enter_pin(args[0], delay=float(args[1]) if len(args) > 1 else 0.0)
+            ch.enter_pin(args[0], delay=float(args[1]) if len(args) > 1 else 0.0,
+                         per_digit=float(args[2]) if len(args) > 2 else 0.0)
         elif cmd == "cancel":
             ch.press_cancel(delay=float(args[0]) if args else 0.0)
         elif cmd == "walkaway":

@@ -52,6 +52,8 @@ class _PinEntry:
     deadline: float
     action: CardholderAction | None = None
     act_at: float | None = None
+    started_at: float = 0.0  # when the cardholder began (first digit comes after the delay)
+    shown: int = 0  # digits shown as "*" so far
 
 
 def _amount_text(fen: int) -> str:
@@ -193,8 +195,12 @@ class PinPadDevice:
             return []
         if e.action is None:
             e.action = self.cardholder.take()
-            if isinstance(e.action, EnterPin | PressCancel):
+            e.started_at = now
+            if isinstance(e.action, PressCancel):
                 e.act_at = now + e.action.delay
+            elif isinstance(e.action, EnterPin):
+                e.act_at = now + e.action.delay + e.action.per_digit * len(e.action.digits)
+        self._show_typed(e, now)
         if e.act_at is not None and now >= e.act_at and now < e.deadline:
             action = e.action
             if isinstance(action, PressCancel):
@@ -209,6 +215,20 @@ class PinPadDevice:
             self._finish_entry()
             return [self._answer("PN", e.seq, "11")]
         return []
+
+    @staticmethod
+    def _digit_times(e: _PinEntry) -> list[float]:
+        a = e.action
+        if not isinstance(a, EnterPin) or a.per_digit <= 0:
+            return []
+        start = e.started_at + a.delay
+        return [start + a.per_digit * (i + 1) for i in range(min(len(a.digits), e.max_len))]
+
+    def _show_typed(self, e: _PinEntry, now: float) -> None:
+        typed = sum(1 for t in self._digit_times(e) if t <= now)
+        if typed != e.shown:
+            e.shown = typed
+            self.display_lines = (self.display_lines[0], "*" * typed)
 
     def _pin_answer(self, e: _PinEntry, pin: str) -> bytes:
         if e.mode == "M":
@@ -228,9 +248,13 @@ class PinPadDevice:
         e = self._entry
         if e is None:
             return None
+        times = [e.deadline]
         if e.act_at is not None:
-            return min(e.act_at, e.deadline)
-        return e.deadline
+            times.append(e.act_at)
+        pending = self._digit_times(e)[e.shown:]
+        if pending:
+            times.append(pending[0])  # wake up to show the next "*"
+        return min(times)
 
 
 class VirtualPinPad:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from drivers.pinpad import PinPad
-from emulator.pinpad import VirtualPinPad
+from emulator.pinpad import EnterPin, VirtualPinPad
 from emulator.pinpad.cli import apply_command, main
 from emulator.pinpad.link import LinkFaults
 
@@ -40,8 +40,10 @@ def test_control_commands_set_cardholder_and_faults(pad: VirtualPinPad) -> None:
     assert apply_command("pin 1234 0.5", pad) == "ok"
     assert apply_command("cancel", pad) == "ok"
     assert apply_command("walkaway", pad) == "ok"
+    assert apply_command("pin 5678 0 0.2", pad) == "ok"
     assert [type(pad.cardholder.take()).__name__ for _ in range(3)] == [
         "EnterPin", "PressCancel", "WalkAway"]
+    assert pad.cardholder.take() == EnterPin("5678", 0.0, 0.2)
     assert apply_command("fault bad-lrc 1,3", pad) == "ok"
     assert pad.faults.bad_lrc_on == {1, 3}
     assert apply_command("fault late-ack 0.8", pad) == "ok"

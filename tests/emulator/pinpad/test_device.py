@@ -58,6 +58,21 @@ def test_pin_entered_after_delay() -> None:
     assert not dev.busy
 
 
+def test_digits_typed_one_by_one_show_as_stars() -> None:
+    ch = Cardholder()
+    dev = loaded(ch)
+    ch.enter_pin("1234", delay=1.0, per_digit=0.5)
+    assert dev.handle(pn(3), 0.0) == []
+    assert dev.next_deadline() == 1.5
+    assert dev.poll(1.5) == []
+    assert dev.display_lines[1] == "*"
+    assert dev.poll(2.6) == []
+    assert dev.display_lines[1] == "***"
+    assert dev.next_deadline() == 3.0
+    [answer] = dev.poll(3.0)
+    assert decrypt_format0(PIK, bytes.fromhex(answer[6:].decode()), PAN) == "1234"
+
+
 def test_pin_queued_while_waiting_is_taken() -> None:
     ch = Cardholder()
     dev = loaded(ch)
