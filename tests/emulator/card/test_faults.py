@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.errors import CardRemovedError
-from emulator.card import InProcessCardTransport, VirtualCard
+from emulator.card import CardPoweredOff, InProcessCardTransport, VirtualCard
 from emulator.card.app import PSE_NAME
 from emulator.card.faults import (
     CardFaults,
@@ -187,3 +189,34 @@ def test_flags_on_a_plan_object() -> None:
     card = VirtualCard(DEBIT, faults=plan)
     t = InProcessCardTransport(card)
     assert t.transmit(select(card.aid)) == (b"", 0x6283)
+
+
+RULES = ["sw=6F00", "sw=6283", "corrupt", "truncate", "break_chain", "remove", "random=0.3",
+         "delay=1", "blocked", "aac_only"]
+TRIGGERS = ["", "@any", "@gpo", "@read_record:2", "@select:once", "@any:every=2",
+            "@generate_ac:p=0.5", "@C0"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rules=st.lists(st.tuples(st.sampled_from(RULES), st.sampled_from(TRIGGERS)), max_size=4),
+       seed=st.integers(0, 1000), t0=st.booleans(),
+       commands=st.lists(st.sampled_from([
+           select(PSE_NAME), select(bytes.fromhex("A000000333010101")), gpo(),
+           read_record(2, 1), read_record(2, 2), read_record(3, 1), generate_ac(0x80),
+           generate_ac(0x00), apdu(0x00, 0xC0, 0, 0, None, 0x10),
+           apdu(0x80, 0xCA, 0x9F, 0x36, None, 0)]), max_size=15))
+def test_any_fault_plan_gives_a_status_word_or_a_removal(
+        rules: list[tuple[str, str]], seed: int, t0: bool, commands: list[bytes]) -> None:
+    spec = ";".join(f"{r}{trig}" if r not in ("blocked", "aac_only") else r for r, trig in rules)
+    card = VirtualCard(DEBIT, t0=t0, faults=parse_card_faults(f"seed={seed};{spec}"),
+                       sleep=lambda _s: None)
+    card.power_on(contactless=False)
+    removed = False
+    for command in commands:
+        try:
+            response = card.process(command)
+        except CardPoweredOff:
+            removed = True
+            continue
+        assert not removed, "a removed card answered"
+        assert len(response) >= 2
