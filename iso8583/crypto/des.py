@@ -23,18 +23,18 @@ from iso8583.errors import CryptoError
 
 BLOCK = 8
 _ZERO_IV = bytes(BLOCK)
-_VALID_LENGTHS = (8, 16, 24)
 
 
 def expand_key(key: bytes) -> bytes:
     """Return the 24-byte EDE form of an 8-, 16- or 24-byte DES key."""
+    key = bytes(key)  # bytearray/memoryview in, hashable cache key out
     n = len(key)
     if n == 16:
         return key + key[:8]
     if n == 8:
         return key * 3
     if n == 24:
-        return bytes(key)
+        return key
     raise CryptoError(f"DES key must be 8, 16 or 24 bytes, got {n}")
 
 

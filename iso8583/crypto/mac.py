@@ -32,6 +32,7 @@ _NATIVE = sys.byteorder
 
 def pad_method1(data: bytes) -> bytes:
     """ISO/IEC 9797-1 padding method 1: zeros up to a whole block (empty input: one block)."""
+    data = bytes(data)
     rem = len(data) % BLOCK
     if rem:
         return data + bytes(BLOCK - rem)
@@ -40,7 +41,7 @@ def pad_method1(data: bytes) -> bytes:
 
 def pad_method2(data: bytes) -> bytes:
     """ISO/IEC 9797-1 padding method 2: one 0x80 byte, then zeros up to a whole block."""
-    data += b"\x80"
+    data = bytes(data) + b"\x80"
     rem = len(data) % BLOCK
     return data + bytes(BLOCK - rem) if rem else data
 
@@ -112,6 +113,8 @@ class RetailMac:
 
     def compute(self, data: bytes) -> bytes:
         """Return the 8-byte MAC of ``data``."""
+        if type(data) is not bytes:
+            data = bytes(data)  # never extend a caller's bytearray in place
         if self._pad80:
             data += b"\x80"
         rem = len(data) & 7

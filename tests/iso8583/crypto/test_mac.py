@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -140,3 +142,18 @@ def test_bad_keys_and_padding_rejected() -> None:
         X919Mac(bytes(8))
     with pytest.raises(CryptoError):
         RetailMac(bytes(16), padding=3)
+
+
+def test_buffers_are_accepted_and_never_modified() -> None:
+    # Typed as bytes, but callers holding bytearrays must not see them grow.
+    for padding in (1, 2):
+        buf = bytearray(b"abc" * 5)
+        mac = RetailMac(ISO9797_KEY, padding)
+        assert mac.compute(cast("bytes", buf)) == mac.compute(bytes(buf))
+        assert buf == bytearray(b"abc" * 5)
+        assert mac.compute(cast("bytes", memoryview(bytes(buf)))) == mac.compute(bytes(buf))
+    buf = bytearray(b"mab" * 5)
+    assert cup_pos_mac(cast("bytes", bytearray(8)), cast("bytes", buf)) == cup_pos_mac(
+        bytes(8), bytes(buf)
+    )
+    assert buf == bytearray(b"mab" * 5)
