@@ -136,7 +136,16 @@ def main(argv: list[str]) -> int:
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_signal) if in_main else None
+    try:
+        return _serve(args, default, stop)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _serve(args: argparse.Namespace, default: EnterPin | None, stop: threading.Event) -> int:
     pad = VirtualPinPad(master_key=args.master_key, bdk=args.bdk, initial_ksn=args.ksn,
                         cardholder=Cardholder(default), ack_timeout=args.ack_timeout)
     with pad:

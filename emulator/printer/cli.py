@@ -64,7 +64,17 @@ def main(argv: list[str]) -> int:
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_signal) if in_main else None
+    try:
+        _serve(args, stop)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _serve(args: argparse.Namespace, stop: threading.Event) -> None:
     with VirtualPrinter(width=args.width) as printer:
         printer.paper_out = args.paper_out
         print(printer.path, flush=True)
@@ -87,7 +97,6 @@ def main(argv: list[str]) -> int:
             pass
         stop.set()
         watcher.join(timeout=1.0)
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from drivers.printer import PaperStatus, ReceiptPrinter
 from emulator.printer import EscPosDecoder, render, status_byte
 from emulator.printer.cli import main
 
@@ -86,3 +90,26 @@ def test_cli_bad_input_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["--width", "x"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 2
+
+
+def test_cli_serves_a_pty_and_takes_paper_commands(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    class Stdin:
+        def __iter__(self) -> Iterator[str]:
+            path = capsys.readouterr().out.splitlines()[0]
+            yield "paper out\n"
+            with ReceiptPrinter.open(path) as p:
+                assert p.paper_status() is PaperStatus.OUT
+            yield "paper in\n"
+            with ReceiptPrinter.open(path) as p:
+                assert p.paper_status() is PaperStatus.OK
+            yield "jump\n"
+            yield "quit\n"
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(sys, "stdin", Stdin())
+    assert main([]) == 0
+    assert signal.getsignal(signal.SIGTERM) == before
+    out = capsys.readouterr().out
+    assert out.count("ok") == 2
+    assert "error: unknown command 'jump'" in out
