@@ -721,7 +721,11 @@ class _Dialogue:
 
     def run(self) -> CardReadResult:
         candidates, blocked = self._candidates()
+        tried: set[bytes] = set()
         for cand in candidates:
+            if cand.aid in tried:
+                continue  # listed twice (two terminal AIDs matched it)
+            tried.add(cand.aid)
             data, sw = self._select(cand.aid)
             if sw == _SW_SELECTED_FILE_INVALIDATED:
                 blocked.append(cand.aid)

@@ -595,3 +595,11 @@ def test_message_fields_encode_in_the_cup_dialect() -> None:
     no_psn = read_card(FakeCard([cup(psn=None)]), txn(), AAC)
     assert 23 not in no_psn.message_fields(pin_entered=True, f55_tags=None)
     assert 55 not in no_psn.message_fields(pin_entered=True, f55_tags=None)
+
+
+def test_application_matched_by_two_terminal_aids_is_tried_once() -> None:
+    config = TerminalConfig(aids=(AID_VISA[:5], AID_VISA), refund_ends_with="aac")
+    card = FakeCard([visa(gpo_sw=0x6985)], pse=False)
+    with pytest.raises(NoApplicationError):
+        read_card(card, txn(), config)
+    assert card.commands().count("A8") == 1
