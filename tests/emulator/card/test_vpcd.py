@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from emulator.card import VirtualCard, parse_card_faults
-from emulator.card.app import PSE_NAME, contact_atr
+from emulator.card.app import PSE_NAME, contact_atr, contactless_atr
 from emulator.card.cli import main
 from emulator.card.vpcd import VpcdCardServer, vpcd_port
 from emulator.catalogue import card_by_name
@@ -190,3 +191,32 @@ def test_cli_serves_until_sigterm(vpcd: FakeVpcd) -> None:
     assert "6225880000000019" not in out + err
     assert "stopped after 1 APDUs" in out
     assert vpcd.closed_by_card()
+
+
+def test_cli_interactive_keys_on_a_tty(vpcd: FakeVpcd) -> None:
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.card.cli", "--card", "visa-credit", "--contactless",
+         "--vpcd-port", str(vpcd.port)],
+        cwd=ROOT, stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+    os.close(follower)
+    try:
+        vpcd.accept()
+        assert vpcd.exchange(b"\x04") == contactless_atr()
+        os.write(leader, b"r\n")
+        assert vpcd.closed_by_card()
+        os.write(leader, b"i\n")
+        vpcd.accept()
+        assert vpcd.exchange(b"\x04") == contactless_atr()
+        os.write(leader, b"q\n")
+        out, err = proc.communicate(timeout=20)
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "card removed" in out
+    assert "card inserted" in out
+    assert "476173******0010" in out
