@@ -218,6 +218,13 @@ class SimTerminal:
             out[0x84] = card.aid
         return tlv.encode(out)
 
+    def _network(self, msg: Message, kind: str, net_code: str) -> None:
+        """Network management code: 60.3 (CUP) or F70 (iso87, batch and form still in F60)."""
+        profile = self.dialect.transactions[kind]
+        if profile.f60_type is None and 70 in self.dialect.fields:
+            msg[70] = profile.net_code or net_code
+        msg[60] = composite.F60(msg_type="00", batch=self.batch, net_code=net_code).encode()
+
     def _finish(self, msg: Message, info: _Sent, *, mac: bool = True) -> Message:
         if mac:
             security.apply_mac(self.dialect, self._mak(), msg)
@@ -233,7 +240,7 @@ class SimTerminal:
         """0800 sign-on asking for working keys in F62 form 1, 3 or 4 (60.3 001/003/004)."""
         net_code = {1: "001", 3: "003", 4: "004"}[form]
         msg = self._new("sign_on")
-        msg[60] = composite.F60(msg_type="00", batch=self.batch, net_code=net_code).encode()
+        self._network(msg, "sign_on", net_code)
         return self._finish(msg, _Sent("sign_on", None, self.batch), mac=False)
 
     def accept_sign_on(self, response: Message) -> None:
@@ -243,6 +250,11 @@ class SimTerminal:
         if response.response_code != "00":
             raise ResponseError(f"sign-on refused with {response.response_code}")
         f62 = response.get(62)
+        if isinstance(f62, str):  # iso87 carries F62 as text: the key block in hex
+            try:
+                f62 = bytes.fromhex(f62)
+            except ValueError:
+                raise ResponseError("sign-on answer F62 is not hex") from None
         if not isinstance(f62, bytes):
             raise ResponseError("sign-on answer carries no F62 working keys")
         self.keys = security.unwrap_keys(self._tmk, f62)
@@ -252,13 +264,13 @@ class SimTerminal:
 
     def sign_off(self) -> Message:
         msg = self._new("sign_off")
-        msg[60] = self._f60("sign_off")
+        self._network(msg, "sign_off", "002")
         return self._finish(msg, _Sent("sign_off", None, self.batch), mac=False)
 
     def echo(self) -> Message:
         """0820 echo test (60.3 = 301)."""
         msg = self._new("echo")
-        msg[60] = self._f60("echo")
+        self._network(msg, "echo", "301")
         return self._finish(msg, _Sent("echo", None, self.batch), mac=False)
 
     def sale(self, card: TestCard, amount: int, *, pin: str | None = None,
@@ -348,6 +360,11 @@ class SimTerminal:
             if value is not None:
                 msg[number] = value
         msg[39] = reason
+        if self.dialect.settings.get("reversal_original_data") == "f90":
+            # iso87: the reversal is a new message; F90 names the original
+            msg[11] = self._take_stan()
+            when = f"{request.get(13) or '0000'}{request.get(12) or '000000'}"
+            msg[90] = composite.F90(request.mti, str(request.get(11)), when).encode()
         batch = orig_info.batch if orig_info else self.batch
         info = _Sent("reversal", orig_info.scheme if orig_info else None, batch,
                      reverses=(request.mti, str(request.get(11))))

@@ -271,6 +271,8 @@ class AcquirerHost:
             return _Plain(self._unmaced(msg, codes.INVALID_MERCHANT), True)
         mti = msg.mti
         if mti == "0800":
+            if msg.get(70) in ("301", "002"):  # iso87: echo and sign-off are 0800s
+                return self._net_820(term, msg, now)
             return self._sign_on(term, msg, now)
         if mti == "0820":
             return self._net_820(term, msg, now)
@@ -353,7 +355,7 @@ class AcquirerHost:
     # --- answers ---------------------------------------------------------------
     def _base_answer(self, msg: Message, code: str) -> Message:
         resp = self.dialect.message(msg.response_mti)
-        for number in (2, 3, 4, 11, 12, 13, 25, 41, 42, 49, 60, 70):
+        for number in (2, 3, 4, 11, 12, 13, 25, 41, 42, 49, 60, 70, 90):
             value = msg.get(number)
             if value is not None:
                 resp[number] = value
@@ -393,6 +395,14 @@ class AcquirerHost:
     # --- network management ----------------------------------------------------
     def _sign_on(self, term: _Terminal, msg: Message, now: datetime) -> _Plain:
         net = self._net_code(msg) or "003"
+        if isinstance(msg.get(70), str):
+            # iso87: F70 001 (sign-on) / 161 (key change); the key form rides in 60.3 if sent
+            try:
+                net = self._f60(msg).net_code if 60 in msg else "003"
+            except Iso8583Error:
+                net = "003"
+            if msg.get(70) not in ("001", "161"):
+                return _Plain(self._unmaced(msg, codes.FORMAT_ERROR), False)
         form = SIGN_ON_CODES.get(net)
         if form is None:
             return _Plain(self._unmaced(msg, codes.FORMAT_ERROR), False)
