@@ -363,7 +363,9 @@ class SimTerminal:
         if self.dialect.settings.get("reversal_original_data") == "f90":
             # iso87: the reversal is a new message; F90 names the original
             msg[11] = self._take_stan()
-            when = f"{request.get(13) or '0000'}{request.get(12) or '000000'}"
+            date, time = request.get(13), request.get(12)
+            when = (date if isinstance(date, str) else "0000") + (
+                time if isinstance(time, str) else "000000")
             msg[90] = composite.F90(request.mti, str(request.get(11)), when).encode()
         batch = orig_info.batch if orig_info else self.batch
         info = _Sent("reversal", orig_info.scheme if orig_info else None, batch,
