@@ -230,13 +230,8 @@ def _parse_trigger(text: str, rule: str) -> Trigger:
         ins = None
     elif command in COMMAND_INS:
         ins = COMMAND_INS[command]
-    elif len(command) == 2:
-        try:
-            ins = int(command, 16)
-        except ValueError:
-            ins = -1
-        if ins < 0:
-            raise FaultSpecError(f"unknown command {command!r} in rule {rule!r}")
+    elif len(command) == 2 and all(c in "0123456789abcdef" for c in command):
+        ins = int(command, 16)
     else:
         known = ", ".join([*COMMAND_INS, "any"])
         raise FaultSpecError(f"unknown command {command!r} in rule {rule!r} (known: {known})")

@@ -92,9 +92,9 @@ class VpcdCardServer:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._connected = threading.Event()
+        self.apdu_count = 0
         self._thread = threading.Thread(target=self._run, name=f"vpcd-card-{port}", daemon=True)
         self._thread.start()
-        self.apdu_count = 0
 
     # --- control (any thread) ------------------------------------------------------
     @property
