@@ -10,6 +10,8 @@ cards and skip with the reason.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from drivers.errors import CardRemovedError, CardTimeoutError, ReaderError
@@ -199,11 +201,37 @@ def test_wait_spans_a_pcscd_restart(pcscd_harness: PcscdHarness | None,
     assert pcscd_harness is not None
     assert not card_reader.card_present()
     pcscd_harness.stop()
-    with pytest.raises(ReaderError):
+    with pytest.raises(ReaderError) as err:
         card_reader.readers()
+    assert err.value.cashier_en == "Card reader service not running"
+    with pytest.raises(ReaderError) as err:
+        card_reader.wait_for_card(0.3)  # keeps trying until the deadline, then says why
+    assert err.value.cashier_en == "Card reader service not running"
     pcscd_harness.start()
     virtual_card_slot.insert("cup-low-funds")
     assert card_reader.wait_for_card(EVENT_TIMEOUT) == contact_atr()
+
+
+def test_cancel_wakes_a_waiting_reader(virtual_card_slot: VirtualCardSlot,
+                                       card_reader: PcscReader) -> None:
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            card_reader.wait_for_card(30)
+        except ReaderError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    # Cancel as soon as the waiter is blocked inside pcscd; SCardCancel before that
+    # would be lost, so repeat until the thread ends (each call is a no-op otherwise).
+    while waiter.is_alive():
+        card_reader.cancel()
+        waiter.join(0.05)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], CardTimeoutError)
+    assert "cancelled" in str(outcome[0])
 
 
 def test_real_card_is_read() -> None:
