@@ -456,7 +456,9 @@ class ReplayTransport:
             try:
                 sw = int(str(sw_text), 16)
             except ValueError:
-                raise TraceFormatError(f"{where} step {n}: bad sw {sw_text!r}") from None
+                sw = -1
+            if not 0 <= sw <= 0xFFFF:
+                raise TraceFormatError(f"{where} step {n}: bad sw {sw_text!r}")
             steps.append(_Step(len(steps) + 1, command, data, sw, None, ""))
         return steps
 

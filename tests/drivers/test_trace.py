@@ -20,7 +20,7 @@ from drivers.emv import (
     TransactionType,
     read_card,
 )
-from drivers.errors import CardRemovedError, DriverError
+from drivers.errors import CardRemovedError, DriverError, ReaderError
 from drivers.masking import mask_pan, substitute_pan
 from drivers.trace import (
     CardDataMasker,
@@ -31,6 +31,9 @@ from drivers.trace import (
     TraceWriter,
     read_trace,
 )
+from emulator.card.app import VirtualCard
+from emulator.card.transport import InProcessCardTransport
+from emulator.catalogue import CARDS, CardStatus
 from iso8583 import tlv
 from tests.drivers.emv_fakes import FakeApp, FakeCard
 
@@ -240,7 +243,6 @@ def test_unknown_recorded_error_replays_as_reader_error(tmp_path: Path) -> None:
     path.write_text('{"kind":"card","t":0,"atr":"3B00","contactless":false}\n'
                     '{"kind":"apdu","t":0,"step":1,"dir":"out","hex":"00"}\n'
                     '{"kind":"apdu","t":0,"step":1,"dir":"in","error":"OSError","message":"x"}\n')
-    from drivers.errors import ReaderError
     with pytest.raises(ReaderError, match="x"):
         ReplayTransport(path).transmit(b"\x00")
 
@@ -288,3 +290,67 @@ def test_masker_never_changes_lengths_or_raises(data: bytes) -> None:
     assert len(masker.response(data)) == len(data)
     assert len(masker.command(data)) == len(data)
     assert len(masker.text(data)) == len(data)
+
+
+# --- every catalogue card through the product's virtual card --------------------------
+
+VIRTUAL_READS = [pytest.param(c.name, cl, id=f"{c.name}-{'cl' if cl else 'ct'}")
+                 for c in CARDS if c.chip and c.status is not CardStatus.BLOCKED
+                 for cl in (False, True) if (c.contactless if cl else c.contact)]
+
+
+@pytest.mark.parametrize(("name", "contactless"), VIRTUAL_READS)
+def test_virtual_card_traces_are_masked_and_replay(tmp_path: Path, name: str,
+                                                   contactless: bool) -> None:
+    card = next(c for c in CARDS if c.name == name)
+    path = tmp_path / "t.jsonl"
+    inner = InProcessCardTransport(VirtualCard(card, t0=True), contactless)
+    with TraceWriter(path) as writer:
+        live = read_card(RecordingTransport(inner, writer), TXN, AAC)
+    text = path.read_text()
+    assert card.pan not in text
+    assert card.pan + "D" not in text
+    replay = ReplayTransport(path)
+    again = read_card(replay, TXN, AAC)
+    replay.assert_finished()
+    assert again.masked_pan == live.masked_pan
+    assert again.pan == substitute_pan(card.pan)
+    assert again.f55() == live.f55()
+
+
+# --- trace files are input too: only TraceFormatError for garbage --------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 70000) | st.text(max_size=12)
+    | st.sampled_from(["out", "in", "9000", "00A4", "apdu", "card", "meta", "zz"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["kind", "step", "dir", "hex", "sw", "atr", "error", "contactless"]),
+        inner, max_size=6),
+    max_leaves=12)
+_lines = st.dictionaries(
+    st.sampled_from(["kind", "step", "dir", "hex", "sw", "atr", "error", "message",
+                     "contactless"]),
+    _json_values, max_size=7)
+
+
+@given(st.lists(_lines, max_size=8), st.binary(max_size=8))
+def test_random_trace_files_raise_only_trace_format_errors(
+        tmp_path_factory: pytest.TempPathFactory, lines: list[dict[str, object]],
+        apdu: bytes) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "t.jsonl"
+    head = {"kind": "card", "t": 0, "atr": "3B00", "contactless": False}
+    path.write_text("\n".join(json.dumps(x) for x in [head, *lines]) + "\n")
+    try:
+        replay = ReplayTransport(path)
+        replay.transmit(apdu)
+    except DriverError:
+        return
+
+
+@given(st.sampled_from(list(TransactionType)), st.integers(0, 10**12 - 1),
+       st.dates(), st.times().map(lambda t: t.replace(microsecond=0)),
+       st.binary(min_size=4, max_size=4) | st.none(), st.integers(0, 99_999_999))
+def test_transaction_json_round_trip(kind: TransactionType, amount: int, date: dt.date,
+                                     time: dt.time, un: bytes | None, seq: int) -> None:
+    t = TransactionData(kind, amount, date, time, unpredictable_number=un, sequence_counter=seq)
+    assert TransactionData.from_json(json.loads(json.dumps(t.to_json()))) == t
