@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Union
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iso8583 import tlv
@@ -274,3 +274,19 @@ def test_sensitive_values_are_masked() -> None:
 def test_mask_pan() -> None:
     assert tlv.mask_pan("6225881234560019") == "622588******0019"
     assert tlv.mask_pan("12345678") == "****5678"
+
+
+@pytest.mark.slow
+@settings(max_examples=20_000, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_raise_only_tlv_error_long_run(data: bytes) -> None:
+    err = _decode_error(data)
+    assert err is None or 0 <= err.pos <= len(data)
+
+
+@pytest.mark.slow
+@settings(max_examples=5_000, deadline=None)
+@given(trees)
+def test_encode_decode_round_trip_long_run(nodes: list[Node]) -> None:
+    data = encode_tree(nodes)
+    assert matches(tlv.decode(data), nodes)
