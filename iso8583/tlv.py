@@ -373,7 +373,7 @@ SENSITIVE_TAGS: frozenset[int] = frozenset({
 
 
 def mask_pan(pan: str) -> str:
-    """``6225881234560019`` -> ``622588******0019`` (last 4 only for short numbers)."""
+    """Keep the first 6 and last 4 digits: ``622588******0019``; last 4 only when short."""
     if len(pan) <= 10:
         return "*" * max(0, len(pan) - 4) + pan[-4:]
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
