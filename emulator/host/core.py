@@ -603,8 +603,7 @@ class AcquirerHost:
                 raise _Answer(codes.ORIGINAL_NOT_FOUND)
             if named.date is not None and named.date != original.date:
                 raise _Answer(codes.ORIGINAL_NOT_FOUND)
-        elif ctx.kind == "refund" and self.dialect.settings.get(
-                "reversal_original_data") == "f61":
+        elif ctx.kind == "refund":  # a refund must name its original by F61 as well
             raise _Answer(codes.ORIGINAL_NOT_FOUND)
         ctx.original = original
         if ctx.pan is None or self.pan_hash(ctx.pan) != original.pan_hash:
