@@ -423,13 +423,6 @@ def _hex(data: bytes) -> str:
     return data.hex().upper()
 
 
-def _is_constructed(tag: int) -> bool:
-    first = tag
-    while first > 0xFF:
-        first >>= 8
-    return bool(first & 0x20)
-
-
 def _decode(data: bytes, what: str) -> list[tlv.Tlv]:
     try:
         return tlv.decode(data, context="card")
@@ -445,8 +438,8 @@ def _flatten(items: Iterable[tlv.Tlv], out: dict[int, bytes], what: str,
     (EMV Book 3 10.2), so a card cannot say two things about itself.
     """
     for item in items:
-        if _is_constructed(item.tag):
-            _flatten(item.children or (), out, what, strict)
+        if tlv.is_constructed(item.tag):
+            _flatten(item.children, out, what, strict)
             continue
         old = out.get(item.tag)
         if strict and old is not None and old != item.value:
@@ -483,7 +476,7 @@ def _parse_entries(items: Iterable[tlv.Tlv], what: str, start_index: int) -> lis
     for item in items:
         if item.tag == 0x61:
             entry: dict[int, bytes] = {}
-            _flatten(item.children or (), entry, what)
+            _flatten(item.children, entry, what)
             aid = entry.get(0x4F)
             if aid is None:
                 continue  # a DDF entry (9D) or proprietary data: not an application
@@ -496,19 +489,19 @@ def _parse_entries(items: Iterable[tlv.Tlv], what: str, start_index: int) -> lis
                 priority=prio[0] & 0x0F if len(prio) == 1 else 0,
                 index=start_index + len(out),
             ))
-        elif _is_constructed(item.tag):
-            out.extend(_parse_entries(item.children or (), what, start_index + len(out)))
+        elif tlv.is_constructed(item.tag):
+            out.extend(_parse_entries(item.children, what, start_index + len(out)))
     return out
 
 
 def _parse_fci(data: bytes, what: str) -> _Fci:
     fci = _single_template(data, what, (0x6F,))
     tags: dict[int, bytes] = {}
-    _flatten(fci.children or (), tags, what)
+    _flatten(fci.children, tags, what)
     df_name = tags.get(0x84)
     if df_name is None or not 5 <= len(df_name) <= 16:
         raise CardDataError(f"{what}: FCI without a valid DF name (84)")
-    return _Fci(df_name, tags, _parse_entries(fci.children or (), what, 0))
+    return _Fci(df_name, tags, _parse_entries(fci.children, what, 0))
 
 
 @dataclass(frozen=True)
@@ -684,7 +677,7 @@ class _Dialogue:
             if sw != _SW_OK:
                 raise CardError(f"{what} answered {_sw(sw)}")
             record = _single_template(data, what, (0x70,))
-            entries.extend(_parse_entries(record.children or (), what, len(entries)))
+            entries.extend(_parse_entries(record.children, what, len(entries)))
         return self._matching(entries)
 
     def _from_aid_list(self) -> tuple[list[_Candidate], list[bytes]]:
@@ -763,7 +756,7 @@ class _Dialogue:
             out[0x82] = template.value[:2]
             out[0x94] = template.value[2:]
         else:
-            _flatten(template.children or (), out, "GPO", strict=True)
+            _flatten(template.children, out, "GPO", strict=True)
             if 0x82 not in out or len(out[0x82]) != 2:
                 raise CardDataError("GPO format 2 answer without a valid AIP (82)")
             if 0x94 not in out and not self.contactless:
@@ -782,7 +775,7 @@ class _Dialogue:
                     raise CardError(f"{what} answered {_sw(sw)}")
                 if entry.sfi <= 10:  # SFIs 11-30 are issuer-proprietary, not TLV-coded by rule
                     record = _single_template(data, what, (0x70,))
-                    _flatten(record.children or (), card, what, strict=True)
+                    _flatten(record.children, card, what, strict=True)
 
         pan, track2, expiry, psn = self._card_data(card)
         cryptogram = self._gpo_cryptogram(card)
@@ -900,7 +893,7 @@ class _Dialogue:
             if len(v) > 11:
                 values[0x9F10] = v[11:]
         else:
-            _flatten(template.children or (), values, what, strict=True)
+            _flatten(template.children, values, what, strict=True)
         crypt = self._cryptogram(values, what, want)
         if want is CryptogramType.AAC and crypt.type is not CryptogramType.AAC:
             if crypt.type is CryptogramType.TC:
