@@ -19,8 +19,9 @@ The network namespace is left alone: the virtual card connects to vpcd over
 client and the test in one process.
 
 When ``unshare`` is not permitted (a container without CAP_SYS_ADMIN) but no
-other pcscd runs, pcscd is started directly with ``PCSCLITE_CSOCK_NAME``
-pointing at the private socket. When neither works, or pcscd / vpcd are not
+other pcscd runs, pcscd is started directly in the host's ``/run/pcscd`` and
+``<workdir>/run/pcscd.comm`` is made a symbolic link to its socket, so clients
+are configured the same way in both modes. When neither works, or pcscd / vpcd are not
 installed, or the process is not root, :func:`unavailable_reason` says why and
 what to install; callers skip.
 """
@@ -50,6 +51,7 @@ __all__ = [
 
 INSTALL_HINT = "apt-get install --no-install-recommends pcscd vsmartcard-vpcd libpcsclite-dev"
 SOCKET_ENV = "PCSCLITE_CSOCK_NAME"
+HOST_SOCKET = Path("/run/pcscd/pcscd.comm")
 
 
 class PcscdStartError(RuntimeError):
@@ -160,7 +162,8 @@ class PcscdHarness:
     sets it.
     """
 
-    def __init__(self, workdir: str | Path | None = None, *, base_port: int | None = None) -> None:
+    def __init__(self, workdir: str | Path | None = None, *, base_port: int | None = None,
+                 mode: str | None = None) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(
             tempfile.mkdtemp(prefix="pos-pcscd-"))
@@ -168,7 +171,9 @@ class PcscdHarness:
         self.conf_dir = self.workdir / "reader.conf.d"
         self.log_path = self.workdir / "pcscd.log"
         self.base_port = base_port if base_port is not None else _free_port_pair()
-        self.mode = "unshare" if _unshare_works() else "host"
+        if mode not in (None, "unshare", "host"):
+            raise ValueError("mode is 'unshare' or 'host'")
+        self.mode = mode or ("unshare" if _unshare_works() else "host")
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -222,7 +227,13 @@ class PcscdHarness:
             argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script,
                     str(self.run_dir), pcscd, str(self.conf_dir)]
         else:
-            env[SOCKET_ENV] = str(self.socket_path)
+            if _other_pcscd_running():
+                raise PcscdStartError("another pcscd owns /run/pcscd and unshare -m is not "
+                                      "permitted here")
+            # pcscd itself ignores PCSCLITE_CSOCK_NAME: it listens in /run/pcscd, and
+            # our socket path is a symbolic link to it, so clients need not know.
+            env.pop(SOCKET_ENV, None)
+            self.socket_path.symlink_to(HOST_SOCKET)
             argv = [pcscd, "--foreground", "--config", str(self.conf_dir)]
         log = self.log_path.open("ab")
         try:
