@@ -5,7 +5,9 @@ OWN pcscd with the vpcd driver, isolated from any pcscd already running by a
 private mount namespace (``unshare -m``, root) with a per-run socket directory
 bind-mounted over ``/run/pcscd`` and vpcd on free ports; the test process
 reaches it through ``PCSCLITE_CSOCK_NAME``, set here at import time, before
-any PC/SC context exists. Virtual cards connect to vpcd from this process.
+any PC/SC context exists (without mount namespaces, and with no other pcscd
+running, pcscd runs in the host's /run/pcscd and that path is a link to it).
+Virtual cards connect to vpcd from this process.
 When ``POS_HIL_READER`` names a real reader, the system pcscd and that reader
 are used instead and virtual-card fixtures skip.
 

@@ -10,8 +10,11 @@ How the suite gets a PC/SC stack (see also :mod:`emulator.card.pcscd_harness`):
   collides with a pcscd already running or another test run. The pyscard
   client in this process talks to it because :func:`configure_client` sets
   ``PCSCLITE_CSOCK_NAME`` at conftest import time, before any test creates a
-  PC/SC context (libpcsclite reads it once per process). When pcscd/vpcd are
-  missing or we are not root, the tests skip with what to install.
+  PC/SC context (libpcsclite reads it once per process). Where mount
+  namespaces are not permitted (some containers) and no other pcscd runs,
+  pcscd runs in the host's ``/run/pcscd`` and the same socket path is a
+  symbolic link to it. When pcscd/vpcd are missing or we are not root, the
+  tests skip with what to install.
 """
 
 from __future__ import annotations
