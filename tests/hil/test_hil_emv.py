@@ -94,8 +94,14 @@ def replay_matches(path: Path, live: CardReadResult) -> None:
     assert luhn_valid(again.pan)  # ... of valid format
 
 
-@pytest.mark.parametrize("ending", ["aac", "records"])
-@pytest.mark.parametrize(("name", "contactless"), CHIP_READS)
+# Every card once with the AAC ending; the simple flow (records) on two cards is
+# enough, as the ending does not depend on the card (keeps the HIL run short).
+REFUND_READS = [pytest.param(*p.values, "aac", id=f"{p.id}-aac") for p in CHIP_READS] + [
+    pytest.param(*p.values, "records", id=f"{p.id}-records") for p in CHIP_READS
+    if p.values[0] in ("cup-debit", "visa-credit")]
+
+
+@pytest.mark.parametrize(("name", "contactless", "ending"), REFUND_READS)
 def test_refund_read_of_each_card_traced_and_replayed(
         name: str, contactless: bool, ending: str, virtual_card_slot: VirtualCardSlot,
         card_reader: PcscReader, trace_dir: Path) -> None:
