@@ -331,8 +331,12 @@ class PcscReader:
         code, hcard, protocol = self._ctx.call("Connect", self.name, api.SCARD_SHARE_SHARED,
                                                protocols)
         if code != api.SCARD_S_SUCCESS:
-            if _card_gone(api, code) or _u32(code) == _u32(api.SCARD_W_UNRESPONSIVE_CARD):
-                raise CardRemovedError(f"no usable card in {self.name}: {_message(api, code)}",
+            if _u32(code) == _u32(api.SCARD_W_UNRESPONSIVE_CARD):
+                raise CardRemovedError(f"the card in {self.name} does not answer (no ATR)",
+                                       cashier_zh="卡片无响应，请重新插卡",
+                                       cashier_en="Card not responding, insert it again")
+            if _card_gone(api, code):
+                raise CardRemovedError(f"no card in {self.name}: {_message(api, code)}",
                                        cashier_zh="请插卡", cashier_en="Please insert the card")
             if _reader_gone(api, code):
                 self._name = None

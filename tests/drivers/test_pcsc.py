@@ -64,6 +64,7 @@ class FakeScard:
     script: deque[Callable[[], None]] = field(default_factory=deque)
     sent: list[bytes] = field(default_factory=list)
     transmit_error: int | None = None
+    connect_error: int | None = None
     _handles: int = 0
     _cards: dict[int, tuple[int, str, FakeCard]] = field(default_factory=dict)
 
@@ -135,6 +136,8 @@ class FakeScard:
                      protocols: int) -> tuple[int, int, int]:
         if self._dead(ctx):
             return real.SCARD_E_NO_SERVICE, 0, 0
+        if self.connect_error is not None:
+            return self.connect_error, 0, 0
         reader = self.readers.get(name)
         if reader is None:
             return real.SCARD_E_UNKNOWN_READER, 0, 0
@@ -415,6 +418,14 @@ def test_connect_without_card(fake: FakeScard) -> None:
     with pytest.raises(CardRemovedError) as err:
         PcscReader(READER, scard_api=api(fake)).connect()
     assert err.value.cashier_en == "Please insert the card"
+
+
+def test_connect_to_a_mute_card(fake: FakeScard) -> None:
+    fake.insert(READER, FakeCard(CONTACT_ATR, ok(b"")))
+    fake.connect_error = real.SCARD_W_UNRESPONSIVE_CARD
+    with pytest.raises(CardRemovedError) as err:
+        PcscReader(READER, scard_api=api(fake)).connect()
+    assert err.value.cashier_en == "Card not responding, insert it again"
 
 
 def test_contactless_detection() -> None:
