@@ -17,6 +17,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from smartcard import scard as real
 
 from drivers.errors import CardRemovedError, CardTimeoutError, NoReaderError, ReaderError
@@ -454,3 +456,22 @@ def test_logs_never_carry_apdu_payloads(fake: FakeScard, caplog: pytest.LogCaptu
     assert "6225880000000019" not in text
     assert record.hex().upper() not in text
     assert "5A08" not in text
+
+
+@given(answers=st.lists(st.tuples(st.binary(max_size=8), st.integers(0, 0xFFFF)), min_size=40,
+                        max_size=40),
+       apdu=st.binary(min_size=4, max_size=20))
+def test_chaining_always_ends(answers: list[tuple[bytes, int]], apdu: bytes) -> None:
+    queue = deque(answers)
+    sent: list[bytes] = []
+
+    def raw(command: bytes) -> tuple[bytes, int]:
+        sent.append(command)
+        return queue.popleft()
+
+    data, sw = transmit_with_chaining(raw, apdu)
+    assert len(sent) <= 34  # command, one 6Cxx resend, at most 32 GET RESPONSEs
+    assert sw == answers[len(sent) - 1][1]
+    first = 1 if answers[0][1] >> 8 == 0x6C else 0  # a 6Cxx answer's data is dropped
+    assert data == b"".join(d for d, _sw in answers[first:len(sent)])
+    assert all(c[:4] == b"\x00\xC0\x00\x00" for c in sent[1:] if c[1] == 0xC0)
