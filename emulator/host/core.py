@@ -73,7 +73,7 @@ SIGN_ON_CODES = {"001": 1, "003": 3, "004": 4}
 class HostOutcome:
     """What the server does with one request payload."""
 
-    reply: bytes | None  # payload to send back (TPDU swapped), without the length prefix
+    reply: bytes | None = field(repr=False)  # payload to send back (TPDU swapped), no length
     close: bool = False  # close the connection after sending the reply (if any)
     records: tuple[LedgerRecord, ...] = ()  # commit these before the reply leaves
     request: Message | None = field(default=None, repr=False)
@@ -248,7 +248,7 @@ class AcquirerHost:
             outcome = _Plain(None, True)
         except Exception:  # last line of defence: a host bug must not kill the server
             log.exception("host rule failed; answering 96")
-            outcome = _Plain(self._unmaced(msg, codes.SYSTEM_ERROR), False)
+            outcome = _Plain(self._system_error(msg), False)
         reply_msg = outcome.response
         reply: bytes | None = None
         if reply_msg is not None:
@@ -369,6 +369,16 @@ class AcquirerHost:
             return self._base_answer(msg, code)
         except Iso8583Error:
             return None
+
+    def _system_error(self, msg: Message) -> Message | None:
+        """96 for a request the host failed on, MACed when the terminal has a key."""
+        term = self._terminals.get(msg.tid or "")
+        if term is None or term.keys is None or msg.mti in ("0800", "0820"):
+            return self._unmaced(msg, codes.SYSTEM_ERROR)
+        try:
+            return self._maced(term, msg, codes.SYSTEM_ERROR)
+        except Iso8583Error:
+            return self._unmaced(msg, codes.SYSTEM_ERROR)
 
     def _maced(self, term: _Terminal, msg: Message, code: str,
                extra: dict[int, str | bytes] | None = None) -> Message:
@@ -685,10 +695,9 @@ class AcquirerHost:
         if target.kind == "sale":
             if target.refunded > 0:
                 raise _Answer(codes.INVALID_TRANSACTION)
-            if target.status == "voided":
-                return  # the void already gave the money back
             ctx.records.append(replace(target, status="reversed"))
-            self._spend(target.pan_hash or "", -amount)
+            if target.status != "voided":  # a void already gave the money back
+                self._spend(target.pan_hash or "", -amount)
         elif target.kind == "void":
             sale = self._txns.get(parse_key(target.original)) if target.original else None
             ctx.records.append(replace(target, status="reversed"))

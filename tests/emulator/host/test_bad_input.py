@@ -146,3 +146,25 @@ def test_mutated_sales_never_raise_and_never_book_unmaced(data: st.DataObject) -
         assert outcome.records == ()
     if outcome.reply is not None:
         lane.term.dialect.unpack_payload(outcome.reply)  # whatever is answered decodes
+
+
+def test_a_host_bug_answers_96_and_books_nothing(lane: Lane,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lane.host, "_sale", broken)
+    outcome = lane.send(lane.term.sale(DEBIT, 1_000, pin="123456"))
+    assert outcome.response is not None
+    assert outcome.response.response_code == "96"
+    assert outcome.records == ()
+    assert not outcome.close
+    assert outcome.request is not None
+    lane.term.check_response(outcome.request, outcome.response)  # MACed: a usable refusal
+
+
+def test_outcome_names_card_and_amount_for_fault_matching(lane: Lane) -> None:
+    outcome = lane.send(lane.term.sale(DEBIT, 4_321, pin="123456"))
+    assert outcome.pan == DEBIT.pan
+    assert outcome.amount == 4_321
+    assert DEBIT.pan not in repr(outcome)

@@ -639,3 +639,18 @@ def test_malformed_settlement_totals_get_30(lane: Lane) -> None:
 def test_catalogue_cards_are_known_to_the_host(lane: Lane) -> None:
     for card in CARDS:
         assert lane.host.available(card) == card.opening_balance
+
+
+def test_reversed_voided_sale_stays_undone_when_the_void_is_reversed(lane: Lane) -> None:
+    # found by the stateful test: sale, void, reverse the sale, reverse the void
+    request = lane.term.sale(DEBIT, 100, pin=PIN)
+    sale = lane.exchange(request)
+    assert isinstance(sale, Approved)
+    void = lane.term.void(sale)
+    lane.exchange(void)
+    assert isinstance(lane.exchange(lane.term.reversal(request, "98")), Approved)
+    assert booked(lane, sale).status == "reversed"
+    assert isinstance(lane.exchange(lane.term.reversal(void, "98")), Approved)
+    assert booked(lane, sale).status == "reversed"
+    assert lane.host.available(DEBIT) == DEBIT.opening_balance
+    assert lane.host.batch_totals(TID, lane.term.batch) == lane.term.totals() == SettlementTotals()

@@ -167,10 +167,9 @@ class HostMachine(RuleBasedStateMachine):
                 return "12"
             if sale.refunded > 0:
                 return "12"
-            if sale.status == "voided":
-                return "00"
+            if sale.status != "voided":  # a voided sale's money is back already
+                self.spent[sale.card.pan] -= amount
             sale.status = "reversed"
-            self.spent[sale.card.pan] -= amount
             return "00"
         if target.approved.batch in self.settled:
             return "12"
