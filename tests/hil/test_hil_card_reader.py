@@ -10,7 +10,12 @@ cards and skip with the reason.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -232,6 +237,35 @@ def test_cancel_wakes_a_waiting_reader(virtual_card_slot: VirtualCardSlot,
     assert len(outcome) == 1
     assert isinstance(outcome[0], CardTimeoutError)
     assert "cancelled" in str(outcome[0])
+
+
+def test_card_cli_serves_through_pcscd(pcscd_harness: PcscdHarness | None,
+                                       virtual_card_slot_1: VirtualCardSlot) -> None:
+    """``pos-emulator card`` in its own process, read through pcscd in slot 1."""
+    assert pcscd_harness is not None
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.card.cli", "--slot", "1", "--card", "cup-credit",
+         "--contactless", "--vpcd-port", str(pcscd_harness.port(0))],
+        cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)}, text=True)
+    try:
+        with PcscReader(pcscd_harness.reader_name(1)) as reader:
+            with connect(reader) as t:
+                assert t.contactless
+                sw, tags = read_application(t)
+                assert sw == 0x9000
+                assert tags[0x5A].hex().upper().rstrip("F") == card_by_name("cup-credit").pan
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+            reader.wait_for_removal(EVENT_TIMEOUT)  # stopping the CLI takes the card out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "625000******0012" in out
+    assert card_by_name("cup-credit").pan not in out + err
 
 
 def test_real_card_is_read() -> None:
