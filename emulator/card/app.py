@@ -20,6 +20,16 @@ What the card holds
   from the F55 tags alone.
 * The ATC increments on every GENERATE AC and lives as long as the object.
 
+Status words: 9000 ok; 6A82 file not found (unknown AID, PSE on the
+contactless interface, PPSE on the contact one, unknown SFI); 6A83 record not
+found (end of the PSE directory); 6A86 bad P1/P2; 6A88 GET DATA of an unknown
+tag; 6D00 unknown INS; 6E00 wrong class (e.g. GET DATA with CLA 00); 6700 wrong
+length (short APDU, Lc mismatch, PDOL/CDOL data of the wrong size); 6985
+conditions not satisfied (GPO without a selected application, GENERATE AC
+before GPO or after the transaction ended, GET RESPONSE with nothing pending);
+6283 selected file invalidated (SELECT of a blocked application); 6A81 function
+not supported (GENERATE AC asking for CDA: the card has no certificates).
+
 Transmission behaviour: with ``t0=True`` the card behaves like a T=0 card seen
 through an APDU-level reader: a command that returns data answers ``61xx``
 and the data is fetched with GET RESPONSE; a command with an expected length
