@@ -150,7 +150,6 @@ class AcquirerHost:
         self._rrn_seq = 0
         snap = snapshot if snapshot is not None else LedgerSnapshot(secrets.token_bytes(32))
         self._secret = snap.secret
-        self._card_by_hash = {self.pan_hash(c.pan): c for c in self._cards.values()}
         self._restore(snap)
 
     @classmethod

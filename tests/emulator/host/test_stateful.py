@@ -6,7 +6,10 @@ refunded not voidable, host totals = terminal totals = model totals, balances ag
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -22,7 +25,7 @@ from hypothesis.stateful import (
 from emulator.catalogue import TestCard as Card
 from emulator.catalogue import card_by_name
 from emulator.host.codes import forced_code
-from emulator.host.ledger import key_text
+from emulator.host.ledger import LedgerStore, MemoryLedgerStore, SqliteLedgerStore, key_text
 from emulator.host.settlement import SettlementTotals
 from emulator.simterminal import Approved
 from iso8583.message import Message
@@ -60,12 +63,15 @@ class Sent:
 class HostMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.lane = make_lane()
+        self.lane = make_lane(store=self.new_store())
         self.sales: list[ModelSale] = []
         self.sent: list[Sent] = []
         self.spent: dict[str, int] = {}
         self.settled: set[str] = set()
         self.reversed: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+
+    def new_store(self) -> LedgerStore:
+        return MemoryLedgerStore(secret=b"k" * 32)
 
     # --- helpers -----------------------------------------------------------------
     def _send(self, request: Message, kind: str, sale: ModelSale | None = None) -> Sent:
@@ -270,12 +276,35 @@ class HostMachine(RuleBasedStateMachine):
         assert self.lane.term.totals() == model
 
 
+class SqliteHostMachine(HostMachine):
+    """The same machine over the SQLite ledger: every restart reloads from the file."""
+
+    def new_store(self) -> LedgerStore:
+        self.tmp = Path(tempfile.mkdtemp(prefix="host-machine-"))
+        return SqliteLedgerStore(self.tmp / "ledger.db")
+
+    def teardown(self) -> None:
+        self.lane.store.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 def test_money_rules_hold_over_random_days() -> None:
     run_state_machine_as_test(HostMachine, settings=settings(
         max_examples=60, stateful_step_count=30, deadline=None))
+
+
+def test_money_rules_hold_with_the_sqlite_ledger() -> None:
+    run_state_machine_as_test(SqliteHostMachine, settings=settings(
+        max_examples=15, stateful_step_count=30, deadline=None))
 
 
 @pytest.mark.slow
 def test_money_rules_hold_over_long_random_days() -> None:
     run_state_machine_as_test(HostMachine, settings=settings(
         max_examples=400, stateful_step_count=80, deadline=None))
+
+
+@pytest.mark.slow
+def test_money_rules_hold_over_long_random_days_with_sqlite() -> None:
+    run_state_machine_as_test(SqliteHostMachine, settings=settings(
+        max_examples=150, stateful_step_count=80, deadline=None))
