@@ -7,6 +7,7 @@ interface and ``SqliteLedgerStore`` its durable implementation.
 
 from __future__ import annotations
 
+from emulator.host import security
 from emulator.host.core import AcquirerHost, HostOutcome
 from emulator.host.errors import HostError, LedgerError, ProvisioningError
 from emulator.host.ledger import (
@@ -36,4 +37,5 @@ __all__ = [
     "TerminalRow",
     "TransactionRow",
     "UploadRow",
+    "security",
 ]

@@ -129,7 +129,12 @@ class _Ctx:
 
 
 class AcquirerHost:
-    """The acquirer host and its issuer simulation (see the module docstring)."""
+    """The acquirer host and its issuer simulation (see the module docstring).
+
+    Not thread-safe: one caller at a time (the server's event loop).  The state
+    in memory is authoritative; the records of each outcome must be committed
+    (in outcome order) before its reply is sent.
+    """
 
     def __init__(self, dialect: Dialect | str = "cup", *,
                  snapshot: LedgerSnapshot | None = None,
