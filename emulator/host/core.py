@@ -152,6 +152,8 @@ class AcquirerHost:
         self._batches: dict[tuple[str, str], BatchRow] = {}
         self._uploads: list[UploadRow] = []
         self._spent: dict[str, int] = {}  # pan hash -> fen taken from the account
+        # reversals that named a request never seen: (TID, batch, STAN) -> (F3, amount)
+        self._tombstones: dict[tuple[str, str, str], tuple[str | None, int | None]] = {}
         self._rrn_seq = 0
         snap = snapshot if snapshot is not None else LedgerSnapshot(secrets.token_bytes(32))
         self._secret = snap.secret
@@ -175,6 +177,8 @@ class AcquirerHost:
         for txn in snap.transactions:
             self._put(txn)
         self._uploads = list(snap.uploads)
+        for txn in self._txns.values():
+            self._note_tombstone(txn)
         # issuer balances are derived from the standing money movements
         for txn in self._txns.values():
             if txn.pan_hash is None or txn.amount is None:
@@ -190,6 +194,32 @@ class AcquirerHost:
             self._by_rrn[txn.rrn] = txn.key
             if txn.rrn.isdigit():
                 self._rrn_seq = max(self._rrn_seq, int(txn.rrn))
+
+    def _note_tombstone(self, txn: TransactionRow) -> None:
+        """Remember a reversal that arrived before (or instead of) its original."""
+        if txn.kind != "reversal" or txn.status != "acknowledged" or txn.original is not None:
+            return
+        _, fields = response_fields(txn.response)
+        stan = txn.stan
+        f90 = fields.get(90)
+        if isinstance(f90, str):
+            try:
+                stan = composite.F90.decode(f90).stan
+            except Iso8583Error:
+                return
+        proc = fields.get(3)
+        self._tombstones[(txn.tid, txn.batch, stan)] = (
+            proc if isinstance(proc, str) else None, txn.amount)
+
+    def _reversed_in_advance(self, ctx: _Ctx) -> bool:
+        """True when a reversal for exactly this request was acknowledged before it arrived."""
+        seen = self._tombstones.get((ctx.term.tid, ctx.batch, ctx.stan))
+        if seen is None:
+            return False
+        proc, amount = seen
+        if proc is not None and ctx.msg.get(3) != proc:
+            return False
+        return amount is None or not _digits(ctx.msg.get(4)) or amount == ctx.msg.amount
 
     def pan_hash(self, pan: str) -> str:
         """Keyed hash of a PAN for matching (HMAC-SHA256 under the ledger secret)."""
@@ -459,6 +489,9 @@ class AcquirerHost:
         try:
             if rule is None:
                 raise _Answer(codes.INVALID_TRANSACTION)
+            if ctx.kind in ("sale", "void", "refund") and self._reversed_in_advance(ctx):
+                # the terminal already reversed this request: it must not book now
+                raise _Answer(codes.INVALID_TRANSACTION)
             rule(ctx)
         except _Answer as answer:
             code = answer.code
@@ -495,6 +528,7 @@ class AcquirerHost:
             row = replace(row, status="acknowledged")
         self._apply(ctx.records)
         self._put(row)
+        self._note_tombstone(row)
         return _Plain(resp, False, (*ctx.records, row))
 
     def _apply(self, records: list[LedgerRecord]) -> None:

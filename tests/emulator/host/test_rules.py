@@ -654,3 +654,24 @@ def test_reversed_voided_sale_stays_undone_when_the_void_is_reversed(lane: Lane)
     assert booked(lane, sale).status == "reversed"
     assert lane.host.available(DEBIT) == DEBIT.opening_balance
     assert lane.host.batch_totals(TID, lane.term.batch) == lane.term.totals() == SettlementTotals()
+
+
+def test_original_arriving_after_its_reversal_is_not_booked(lane: Lane) -> None:
+    request = lane.term.sale(DEBIT, 3_000, pin=PIN)
+    assert isinstance(lane.exchange(lane.term.reversal(request, "98")), Approved)
+    late = lane.send(request)  # delayed in the network, arrives after the reversal
+    assert late.response is not None
+    assert late.response.response_code == "12"
+    assert lane.host.available(DEBIT) == DEBIT.opening_balance
+    lane.restart()
+    other = lane.term.sale(DEBIT, 3_000, pin=PIN)  # a new STAN: normal business
+    assert isinstance(lane.exchange(other), Approved)
+
+
+def test_tombstone_survives_a_restart(lane: Lane) -> None:
+    request = lane.term.sale(DEBIT, 3_000, pin=PIN)
+    lane.exchange(lane.term.reversal(request, "98"))
+    lane.restart()
+    late = lane.send(request)
+    assert late.response is not None
+    assert late.response.response_code == "12"

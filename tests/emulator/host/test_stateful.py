@@ -196,6 +196,21 @@ class HostMachine(RuleBasedStateMachine):
         target.undone = True
         return "00"
 
+    @rule(name=st.sampled_from(sorted(CARDS)), amount=AMOUNTS)
+    def original_after_its_reversal(self, name: str, amount: int) -> None:
+        """A timed-out sale is reversed; the sale itself reaches the host only afterwards."""
+        card, pin = CARDS[name]
+        request = self.lane.term.sale(card, amount, pin=pin)
+        reversal = self.lane.term.reversal(request, "98")
+        outcome = self.lane.send(reversal)
+        assert outcome.reply is not None
+        frame = self.lane.term.dialect.unpack_payload(outcome.reply)
+        assert frame.message.response_code == "00"
+        self.lane.term.check_response(reversal, frame.message, body=frame.body)
+        self.reversed[(request.mti, str(request[11]), str(request[60]))] = ("98", outcome.reply)
+        late = self._send(request, "sale")
+        assert self._code(late) == "12"  # never booked: the terminal counts it as reversed
+
     @precondition(lambda self: bool(self.sent))
     @rule(pick=st.integers(0, 10**6))
     def resend(self, pick: int) -> None:
