@@ -675,3 +675,31 @@ def test_tombstone_survives_a_restart(lane: Lane) -> None:
     late = lane.send(request)
     assert late.response is not None
     assert late.response.response_code == "12"
+
+
+def second_terminal(lane: Lane, tid: str = "10000002") -> SimTerminal:
+    lane.store.commit([lane.host.provision(tid, MID, TMK)])
+    term = SimTerminal("cup", tid, MID, TMK, lambda: NOW)
+    term.accept_sign_on(lane.answer(term.sign_on_request()))
+    return term
+
+
+def test_refund_from_another_terminal_gets_25(lane: Lane) -> None:
+    sale = approved_sale(lane)
+    other = second_terminal(lane)
+    refund = other.refund(sale, 100)
+    answer = lane.answer(refund)
+    assert answer.response_code == "25"
+    assert isinstance(other.check_response(refund, answer), Declined)
+
+
+def test_stan_spaces_of_terminals_are_independent(lane: Lane) -> None:
+    other = second_terminal(lane)
+    first = lane.term.sale(DEBIT, 1_000, pin=PIN)
+    mine = other.sale(DEBIT, 2_000, pin=PIN)
+    other_stan = mine[11]
+    assert first[11] == other_stan  # both terminals are at STAN 000002
+    assert isinstance(lane.exchange(first), Approved)
+    answer = lane.answer(mine)
+    assert answer.response_code == "00"
+    assert lane.host.available(DEBIT) == DEBIT.opening_balance - 3_000
