@@ -33,11 +33,12 @@ import contextlib
 import logging
 import random
 import signal
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from emulator.faults import NO_FAULT, FaultAction, FaultKind, FaultPlan, RequestFacts
 from emulator.host import AcquirerHost, HostOutcome, LedgerRecord, LedgerStore, security
@@ -185,18 +186,22 @@ def garble(reply: bytes) -> bytes:
 
 
 # --- group commit --------------------------------------------------------------------
+Released = Callable[[BaseException | None], None]
+
+
 class GroupCommitter(Generic[R]):
     """One task that makes queued records durable in batches, FIFO.
 
-    ``submit`` returns once the records submitted with it (and everything
-    submitted before) are committed; it raises :class:`CommitFailedError` after a
-    failed commit, for that batch and every later one.
+    Each submission carries a callback; the committer takes everything queued,
+    commits all of its records in one ``store.commit`` call on a dedicated
+    thread, then calls the callbacks in submission order with ``None``. After a
+    failed commit every pending and later callback gets the error instead.
     """
 
     def __init__(self, store: Store[R], stats: ServerStats | None = None) -> None:
         self._store = store
         self._stats = stats if stats is not None else ServerStats()
-        self._queue: list[tuple[Sequence[R], asyncio.Future[None]]] = []
+        self._queue: list[tuple[Sequence[R], Released]] = []
         self._wake = asyncio.Event()
         self._failed: BaseException | None = None
         self._closing = False
@@ -209,12 +214,28 @@ class GroupCommitter(Generic[R]):
     def failed(self) -> BaseException | None:
         return self._failed
 
-    async def submit(self, records: Sequence[R]) -> None:
+    def submit_nowait(self, records: Sequence[R], released: Released) -> None:
+        """Queue ``records``; ``released(None)`` runs once they (and all before) are durable."""
         if self._failed is not None:
-            raise CommitFailedError("ledger commit failed earlier") from self._failed
+            released(CommitFailedError("ledger commit failed earlier"))
+            return
+        self._queue.append((records, released))
+        if not self._wake.is_set():
+            self._wake.set()
+
+    async def submit(self, records: Sequence[R]) -> None:
+        """Queue ``records`` and wait until they are durable (raises CommitFailedError)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((records, future))
-        self._wake.set()
+
+        def released(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.submit_nowait(records, released)
         await future
 
     async def run(self) -> None:
@@ -239,22 +260,20 @@ class GroupCommitter(Generic[R]):
                     self._stats.commits += 1
                     self._stats.records_committed += len(records)
                     self._stats.largest_batch = max(self._stats.largest_batch, len(records))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                for _, released in batch:
+                    released(None)
         finally:
             self._executor.shutdown(wait=False)
 
-    def _fail(self, exc: Exception, batch: list[tuple[Sequence[R], asyncio.Future[None]]]) -> None:
+    def _fail(self, exc: Exception, batch: list[tuple[Sequence[R], Released]]) -> None:
         log.critical("ledger commit failed, the host stops answering: %s", type(exc).__name__)
         self._failed = exc
         error = CommitFailedError(f"ledger commit failed: {exc}")
-        for _, future in batch + self._queue:
-            if not future.done():
-                future.set_exception(error)
-        self._queue = []
+        pending, self._queue = batch + self._queue, []
         if self.on_failure is not None:
             self.on_failure(exc)
+        for _, released in pending:
+            released(error)
 
     def close(self) -> None:
         """Finish what is queued, then let :meth:`run` return."""
@@ -263,14 +282,184 @@ class GroupCommitter(Generic[R]):
 
 
 # --- the server --------------------------------------------------------------------------
-@dataclass
-class _Connection:
-    task: asyncio.Task[None]
-    reading: bool = True  # waiting for bytes (safe to cancel on shutdown)
+@dataclass(eq=False)
+class _Pending:
+    """A reply waiting for its commit (and for any fault delay) before it may leave."""
+
+    reply: bytes | None
+    close: bool
+    action: FaultAction
+    ready: bool = False
+
+
+class _HostConnection(asyncio.Protocol):
+    """One terminal connection: frames in, ordered replies out (see HostServer)."""
+
+    def __init__(self, server: HostServer[Any]) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.decoder = server.dialect.frame_decoder()
+        self.pending: deque[_Pending] = deque()
+        self.closing = False  # no more requests are read; close once pending is empty
+        self.timer: asyncio.TimerHandle | None = None
+        self.paused = False
+        self.closed = asyncio.Event()
+
+    @property
+    def reading(self) -> bool:
+        """Whether requests are still taken from this connection."""
+        return not self.closing and self.transport is not None
+
+    # transport callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        if server._stopping:
+            transport.abort()
+            return
+        server._connections.add(self)
+        server.stats.connections_open += 1
+        server.stats.connections_total += 1
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self in self.server._connections:
+            self.server._connections.discard(self)
+            self.server.stats.connections_open -= 1
+        self.transport = None
+        self.pending.clear()
+        self.closed.set()
+
+    def pause_writing(self) -> None:
+        # the terminal does not read its answers: stop reading its requests too
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self.transport is None:
+            return
+        try:
+            payloads = self.decoder.feed(data)
+        except Iso8583Error as exc:
+            self.server.stats.framing_errors += 1
+            log.info("closing a connection: %s", exc)
+            self.close_after_replies()
+            return
+        for payload in payloads:
+            self.server._accept(self, payload)
+            if not self.reading:
+                return
+        if len(self.pending) > MAX_PIPELINE and self.transport is not None:
+            self.transport.pause_reading()  # resumed when the replies drain
+        self._arm()
+
+    # timeouts ----------------------------------------------------------------------------
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        config = self.server.config
+        delay = config.read_timeout if self.decoder.buffered else config.idle_timeout
+        self.timer = self.loop.call_later(delay, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.transport is None:
+            return
+        if self.pending:  # still answering: the terminal is waiting on us, not idle
+            self._arm()
+            return
+        self.server.stats.timeouts += 1
+        self.transport.close()
+
+    # replies -------------------------------------------------------------------------------
+    def enqueue(self, entry: _Pending) -> None:
+        self.pending.append(entry)
+
+    def committed(self, entry: _Pending, error: BaseException | None) -> None:
+        if error is not None:
+            self.abort()
+            return
+        if entry.action.kind is FaultKind.DELAY and entry.action.delay_ms:
+            self.loop.call_later(entry.action.delay_ms / 1000, self._ready, entry)
+        else:
+            self._ready(entry)
+
+    def _ready(self, entry: _Pending) -> None:
+        entry.ready = True
+        self.flush()
+
+    def flush(self) -> None:
+        """Send every reply at the head of the queue that may leave, in order."""
+        pending = self.pending
+        while pending and pending[0].ready:
+            entry = pending.popleft()
+            if self.transport is None:
+                return
+            if not self._send(entry):
+                self.transport.close()
+                return
+        if not pending:
+            if self.closing and self.transport is not None:
+                self.transport.close()
+            elif self.transport is not None and not self.paused:
+                self.transport.resume_reading()
+
+    def _send(self, entry: _Pending) -> bool:
+        """Write one reply as its fault says; False when the connection must close."""
+        assert self.transport is not None
+        kind = entry.action.kind
+        reply = entry.reply
+        if reply is None:
+            return not entry.close
+        if kind is FaultKind.DROP:
+            return True
+        if kind is FaultKind.CLOSE_AFTER:
+            return False
+        if kind is FaultKind.BAD_MAC:
+            reply = bad_mac(self.server.dialect, reply)
+        elif kind is FaultKind.GARBLE:
+            reply = garble(reply)
+        framed = frame_reply(reply)
+        self.transport.write(framed + framed if kind is FaultKind.TWICE else framed)
+        self.server.stats.replies += 1
+        return not entry.close
+
+    def close_after_replies(self) -> None:
+        """Read nothing more; close once the replies already owed have left."""
+        self.closing = True
+        if self.transport is None:
+            return
+        self.transport.pause_reading()
+        if not self.pending:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        self.pending.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+MAX_PIPELINE = 64  # replies owed on one connection before its reading pauses
 
 
 class HostServer(Generic[R]):
-    """Serves one host core over TCP (or over any reader/writer pair, for tests)."""
+    """Serves one host core over TCP.
+
+    Per connection, requests are handed to the core in arrival order the moment
+    they are complete, and their replies leave in the same order, each after its
+    records are durable (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -296,8 +485,8 @@ class HostServer(Generic[R]):
         self._committer.on_failure = self._on_commit_failure
         self._committer_task: asyncio.Task[None] | None = None
         self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[None], _Connection] = {}
-        self._stopping = False  # no new requests are read
+        self._connections: set[_HostConnection] = set()
+        self._stopping = False  # no new connections or requests
         self._stop_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.address: tuple[str, int] | None = None
@@ -308,17 +497,15 @@ class HostServer(Generic[R]):
         return self._committer.failed
 
     # lifecycle -----------------------------------------------------------------------
-    def _ensure_committer(self) -> None:
-        if self._committer_task is None:
-            self._committer_task = asyncio.get_running_loop().create_task(
-                self._committer.run(), name="ledger-committer")
-
     async def start(self) -> tuple[str, int]:
         """Bind and listen; returns the (host, port) actually bound."""
-        self._ensure_committer()
-        self._server = await asyncio.start_server(
-            self.handle_connection, self.config.host, self.config.port,
-            reuse_address=True, limit=self.config.read_size)
+        loop = asyncio.get_running_loop()
+        if self._committer_task is None:
+            self._committer_task = loop.create_task(self._committer.run(),
+                                                    name="ledger-committer")
+        self._server = await loop.create_server(
+            lambda: _HostConnection(self), self.config.host, self.config.port,
+            reuse_address=True, backlog=1024)
         sockname = self._server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
         log.info("acquirer host listening on %s:%d", *self.address)
@@ -339,7 +526,7 @@ class HostServer(Generic[R]):
         await self._stopped.wait()
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop accepting, finish requests already read, flush."""
+        """Graceful shutdown: stop accepting, answer requests already read, flush, close."""
         self.request_stop()
         await self._stopped.wait()
 
@@ -347,16 +534,17 @@ class HostServer(Generic[R]):
         self._stopping = True
         if self._server is not None:
             self._server.close()
-        for conn in list(self._connections.values()):
-            if conn.reading:
-                conn.task.cancel()
-        pending = [c.task for c in self._connections.values()]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=self.config.shutdown_timeout)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
+        connections = list(self._connections)
+        for conn in connections:
+            conn.close_after_replies()
+        waits = [asyncio.ensure_future(c.closed.wait()) for c in connections]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=self.config.shutdown_timeout)
+            for wait in late:
+                wait.cancel()
+            for conn in connections:
+                if not conn.closed.is_set():
+                    conn.abort()
         self._committer.close()
         if self._committer_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -366,66 +554,17 @@ class HostServer(Generic[R]):
         self._stopped.set()
 
     def _on_commit_failure(self, exc: BaseException) -> None:
-        # fatal: no more answers; close every connection now
+        # fatal: no more answers; drop every connection now
         self._stopping = True
         if self._server is not None:
             self._server.close()
-        for conn in list(self._connections.values()):
-            conn.task.cancel()
+        for conn in list(self._connections):
+            conn.abort()
         self.request_stop()
 
-    # connections ---------------------------------------------------------------------
-    async def handle_connection(self, reader: asyncio.StreamReader,
-                                writer: asyncio.StreamWriter) -> None:
-        """Serve one terminal connection until it closes, times out or misbehaves."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._ensure_committer()
-        if self._stopping:
-            writer.close()
-            return
-        conn = _Connection(task)
-        self._connections[task] = conn
-        self.stats.connections_open += 1
-        self.stats.connections_total += 1
-        try:
-            await self._serve(conn, reader, writer)
-        except (ConnectionError, CommitFailedError, asyncio.CancelledError):
-            pass
-        finally:
-            self._connections.pop(task, None)
-            self.stats.connections_open -= 1
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _serve(self, conn: _Connection, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
-        decoder = self.dialect.frame_decoder()
-        while not self._stopping:
-            timeout = self.config.read_timeout if decoder.buffered else self.config.idle_timeout
-            conn.reading = True
-            try:
-                chunk = await asyncio.wait_for(reader.read(self.config.read_size), timeout)
-            except TimeoutError:
-                self.stats.timeouts += 1
-                return
-            finally:
-                conn.reading = False
-            if not chunk:
-                return
-            try:
-                payloads = decoder.feed(chunk)
-            except Iso8583Error as exc:
-                self.stats.framing_errors += 1
-                log.info("closing a connection: %s", exc)
-                return
-            for payload in payloads:
-                if not await self._process(payload, writer):
-                    return
-
-    async def _process(self, payload: bytes, writer: asyncio.StreamWriter) -> bool:
-        """Handle one request; False when the connection must close."""
+    # requests ----------------------------------------------------------------------------
+    def _accept(self, conn: _HostConnection, payload: bytes) -> None:
+        """Hand one complete request to the core and queue its reply behind its commit."""
         self.stats.requests += 1
         action: FaultAction = NO_FAULT
         if self.faults:
@@ -436,31 +575,18 @@ class HostServer(Generic[R]):
                 name = action.kind.value
                 self.stats.faults[name] = self.stats.faults.get(name, 0) + 1
         if action.kind is FaultKind.CLOSE_BEFORE:
-            return False
+            conn.abort()
+            return
         if action.kind is FaultKind.CODE:
             outcome = self._refuse(payload, action.code or "96")
         else:
             outcome = self.handler.handle(payload, self._clock())
-        await self._committer.submit(outcome.records)
-        reply = outcome.reply
-        if reply is None:
-            return not outcome.close
-        kind = action.kind
-        if kind is FaultKind.DELAY:
-            await asyncio.sleep(action.delay_ms / 1000)
-        elif kind is FaultKind.DROP:
-            return True
-        elif kind is FaultKind.CLOSE_AFTER:
-            return False
-        elif kind is FaultKind.BAD_MAC:
-            reply = bad_mac(self.dialect, reply)
-        elif kind is FaultKind.GARBLE:
-            reply = garble(reply)
-        framed = frame_reply(reply)
-        writer.write(framed + framed if kind is FaultKind.TWICE else framed)
-        await writer.drain()
-        self.stats.replies += 1
-        return not outcome.close
+        entry = _Pending(outcome.reply, outcome.close, action)
+        conn.enqueue(entry)
+        if outcome.close:
+            conn.close_after_replies()
+        self._committer.submit_nowait(outcome.records,
+                                      lambda error: conn.committed(entry, error))
 
     def _refuse(self, payload: bytes, code: str) -> Outcome[R]:
         """The answer with a forced response code, booking nothing."""
