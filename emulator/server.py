@@ -1,15 +1,19 @@
 """The acquirer host's asyncio TCP server: a thin adapter over the sans-I/O host core.
 
-Each connection reassembles frames with the dialect's :class:`FrameDecoder`, hands
-every payload to the host core (``handle(payload, now) -> outcome``) in the order
-received, and writes the replies back in that order with a 2-byte length prefix.
-The server itself holds no payment rules.
+Each connection (an :class:`asyncio.Protocol`, for speed) reassembles frames with
+the dialect's :class:`FrameDecoder`, hands every complete payload to the host core
+(``handle(payload, now) -> outcome``) at once, in the order received, and writes
+the replies back in that order with a 2-byte length prefix: a reply that is
+delayed (waiting for its commit, or by a ``delay`` fault) holds back the later
+replies of the same connection. A terminal that pipelines more than
+``MAX_PIPELINE`` unanswered requests, or stops reading its answers, is paused
+until it catches up. The server itself holds no payment rules.
 
 Durability (group commit). The host core decides synchronously in the event loop
 and returns the ledger records a request books. Every outcome, from every
 connection, is queued FIFO to one committer task; the committer takes everything
-queued, writes all of its records in one ``store.commit(batch)`` call in a worker
-thread, and only then releases those replies. So no reply leaves before its
+queued, writes all of its records in one ``store.commit(batch)`` call on one
+dedicated worker thread, and only then releases those replies. So no reply leaves before its
 records are durable, and because *every* outcome goes through the same FIFO queue
 (even ones that book nothing), the stored answer to a duplicate can never overtake
 the commit of the original it repeats. A batch that books nothing skips the
@@ -18,9 +22,11 @@ host that cannot book must not approve.
 
 Timeouts: a connection with no partial frame is closed after ``idle_timeout``;
 one holding half a frame is closed after ``read_timeout`` of silence. A length
-prefix over the dialect's maximum closes that connection. SIGINT/SIGTERM stop
-accepting, let requests already received finish (up to ``shutdown_timeout``),
-flush the committer and return.
+prefix over the dialect's maximum closes that connection (after the replies it is
+already owed). A request the core refuses with ``close`` is answered (if it has
+an answer) and the connection closed. SIGINT/SIGTERM stop accepting, answer the
+requests already received (up to ``shutdown_timeout``), flush the committer and
+return.
 
 Faults (:mod:`emulator.faults`) are decided before the host core sees the
 request, so the faults that must not book (close-before, code=XX) never reach it.
