@@ -9,7 +9,7 @@ import pytest
 
 import iso8583
 from bench._deps import BenchDependencyError, ensure, load_isolated
-from bench._util import measure, ratio
+from bench._util import measure, measure_interleaved, ratio
 
 
 def _fake_clashing_package(root: Path) -> Path:
@@ -69,3 +69,17 @@ def test_measure_counts_calls() -> None:
     assert result.ops == len(calls) - 1  # one warm-up call is not counted
     assert result.ops_per_s > 0
     assert ratio(result, result) == pytest.approx(1.0)
+
+
+def test_measure_interleaved_merges_rounds_in_case_order() -> None:
+    counts = {"a": 0, "b": 0}
+
+    def bump(key: str) -> None:
+        counts[key] += 1
+
+    results = measure_interleaved([("a", lambda: bump("a")), ("b", lambda: bump("b"))],
+                                  seconds=0.02, rounds=3)
+    assert [r.name for r in results] == ["a", "b"]
+    # Each of the 3 rounds makes one untimed warm-up call per case.
+    assert results[0].ops == counts["a"] - 3
+    assert results[1].ops == counts["b"] - 3
