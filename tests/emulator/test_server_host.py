@@ -239,3 +239,22 @@ async def test_lost_refund_answer_is_resent_never_reversed(tmp_path: Path) -> No
     await client.close()
     await rig.server.stop()
     rig.store.close()
+
+
+async def test_iso87_dialect_over_the_wire(tmp_path: Path) -> None:
+    store = SqliteLedgerStore(tmp_path / "iso87.db")
+    host = AcquirerHost.from_store(store, "iso87")
+    store.commit([host.provision(TID, MID, TMK)])
+    server = acquirer_server(host, store, config=ServerConfig(port=0))
+    _, port = await server.start()
+    term = SimTerminal("iso87", TID, MID, TMK, datetime.now, rng=random.Random(3))
+    client = HostClient("127.0.0.1", port, "iso87", timeout=3)
+    await sign_on(term, client)
+    sale = await run_terminal(term, client, term.sale(DEBIT, 5_500, pin="123456"))
+    assert isinstance(sale.result, Approved)
+    refund = await run_terminal(term, client, term.refund(sale.result, 500))
+    assert isinstance(refund.result, Approved)
+    await client.close()
+    await server.stop()
+    assert sorted(r.kind for r in store.load().transactions) == ["refund", "sale"]
+    store.close()
