@@ -7,8 +7,8 @@ warning never fires and single DES runs as EDE with three equal keys.
 
 Building a ``Cipher`` context costs about 8 us, which dominates an 8-byte
 encryption, so ECB contexts are cached per key and reused (ECB has no state
-between ``update`` calls) and CBC-MAC uses a pool of long-lived CBC contexts
-whose chaining value is tracked and cancelled (see :class:`CbcMacEngine`).
+between ``update`` calls); the retail MAC keeps long-lived CBC contexts
+(:class:`iso8583.crypto.mac.RetailMac`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def _ecb_contexts(key24: bytes) -> tuple[CipherContext, CipherContext]:
     # pair per key serves every call.
     cipher = Cipher(TripleDES(key24), modes.ECB())
     return cipher.encryptor(), cipher.decryptor()
+
+
+def cbc_cipher(key: bytes) -> Cipher[modes.CBC]:
+    """The zero-IV CBC cipher for ``key`` (8, 16 or 24 bytes), cached and warning-free."""
+    return _cbc_cipher(expand_key(key))
 
 
 @lru_cache(maxsize=128)
@@ -102,52 +107,6 @@ def set_odd_parity(key: bytes) -> bytes:
 def has_odd_parity(key: bytes) -> bool:
     """True when every byte of ``key`` has an odd number of one bits."""
     return all(b.bit_count() & 1 for b in key)
-
-
-class CbcMacEngine:
-    """Last block of zero-IV CBC encryption under one key, without per-call cipher set-up.
-
-    A CBC context that is never finalised keeps its chaining value (the last
-    ciphertext block) between ``update`` calls. To start a new message from a
-    zero IV we XOR that remembered block into the message's first block, which
-    cancels it. Contexts live in a free list: ``list.pop``/``append`` are atomic
-    under the GIL, so concurrent callers each get their own context and chain.
-    """
-
-    __slots__ = ("_cipher", "_free")
-
-    def __init__(self, key: bytes) -> None:
-        self._cipher = self.cipher_for(key)
-        self._free: list[tuple[CipherContext, int]] = []
-
-    @staticmethod
-    def cipher_for(key: bytes) -> Cipher[modes.CBC]:
-        """The zero-IV CBC cipher for ``key`` (8, 16 or 24 bytes), warning-free."""
-        return Cipher(TripleDES(expand_key(key)), modes.CBC(_ZERO_IV))
-
-    def __repr__(self) -> str:
-        return "CbcMacEngine(<key hidden>)"
-
-    def last_block(self, data: bytes) -> bytes:
-        """Return the final ciphertext block of CBC(data); ``data`` is whole, non-empty blocks."""
-        return self.chain(data).to_bytes(BLOCK, "big")
-
-    def chain(self, data: bytes) -> int:
-        """Like :meth:`last_block`, as a big-endian integer (callers that XOR skip a conversion)."""
-        if not data or len(data) % BLOCK:
-            raise CryptoError(f"CBC-MAC input must be whole 8-byte blocks, got {len(data)}")
-        try:
-            ctx, chain = self._free.pop()
-        except IndexError:
-            ctx, chain = self._cipher.encryptor(), 0
-        if chain:
-            # int.from_bytes/to_bytes default to big-endian (Python >= 3.11).
-            data = (int.from_bytes(data[:BLOCK]) ^ chain).to_bytes(BLOCK) + data[BLOCK:]
-        # Only the last block matters; slicing the C result is cheaper than a
-        # Python loop per block.
-        last = int.from_bytes(ctx.update(data)[-BLOCK:])
-        self._free.append((ctx, last))
-        return last
 
 
 class DesKey:
@@ -211,8 +170,8 @@ class DesKey:
 
 __all__ = [
     "BLOCK",
-    "CbcMacEngine",
     "DesKey",
+    "cbc_cipher",
     "decrypt_cbc",
     "decrypt_ecb",
     "ecb_contexts",

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from functools import lru_cache, reduce
 
-from iso8583.crypto.des import BLOCK, CbcMacEngine, ecb_contexts
+from iso8583.crypto.des import BLOCK, cbc_cipher, ecb_contexts
 from iso8583.errors import CryptoError, MacError
 
 _ZERO_BLOCK = bytes(BLOCK)
@@ -93,11 +93,17 @@ class CupMac:
 class RetailMac:
     """ISO/IEC 9797-1 MAC algorithm 3 (retail MAC) under a 16-byte key K1||K2.
 
-    Blocks 1..n-1 run single-DES CBC under K1 in one C call on a long-lived
-    context (see :class:`~iso8583.crypto.des.CbcMacEngine` for how its chain
-    is cancelled); the last block's E_K1(D_K2(E_K1(x))) is exactly TDES-EDE
-    under K1K2K1, one more C call. The body is inlined: at ~7 us per 200-byte
-    MAC, method calls and attribute look-ups are a measurable share.
+    Blocks 1..n-1 run single-DES CBC under K1 in one C call; the last block's
+    E_K1(D_K2(E_K1(x))) is exactly TDES-EDE under K1K2K1, one more C call.
+
+    Setting up a CBC context costs about as much as the whole MAC, so contexts
+    are kept and never finalised. Such a context remembers its chaining value
+    (the last ciphertext block); XORing that value into the next message's
+    first block cancels it, so each message still starts from a zero IV.
+    Contexts sit in a free list with their chaining value: ``list.pop`` and
+    ``append`` are atomic under the GIL, so concurrent callers never share one.
+    At ~7 us per 200-byte MAC, method calls and attribute look-ups are a
+    measurable share, hence the inlined body.
     """
 
     __slots__ = ("_ede", "_free", "_new", "_pad80")
@@ -108,7 +114,7 @@ class RetailMac:
         if padding not in (1, 2):
             raise CryptoError(f"unsupported ISO 9797-1 padding method {padding}")
         self._pad80 = padding == 2
-        self._new = CbcMacEngine.cipher_for(key[:8]).encryptor
+        self._new = cbc_cipher(key[:8]).encryptor
         self._free: list[tuple[Callable[[bytes], bytes], int]] = []
         self._ede = ecb_contexts(key)[0].update
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,7 +30,7 @@ def test_two_key_and_single_des_emit_no_warning() -> None:
         des.encrypt_ecb(KEY16[:8], bytes(8))
         des.encrypt_cbc(KEY16, bytes(16))
         des.DesKey(bytes(range(16))).encrypt_ecb(bytes(8))
-        des.CbcMacEngine(bytes(range(8))).last_block(bytes(16))
+        des.cbc_cipher(bytes(range(8))).encryptor().update(bytes(16))
     assert caught == []
 
 
@@ -54,25 +52,6 @@ def test_block_alignment_enforced() -> None:
 def test_ecb_and_cbc_invert(key: bytes, data: bytes) -> None:
     assert des.decrypt_ecb(key, des.encrypt_ecb(key, data)) == data
     assert des.decrypt_cbc(key, des.encrypt_cbc(key, data)) == data
-
-
-@given(st.lists(st.binary(min_size=1, max_size=40).map(lambda b: (b * 8)[: len(b) * 8]),
-                min_size=1, max_size=6))
-def test_cbc_mac_engine_restarts_from_zero_iv_every_call(messages: list[bytes]) -> None:
-    # The engine reuses one context across calls; each answer must still be
-    # the last block of a fresh zero-IV CBC.
-    engine = des.CbcMacEngine(KEY16)
-    for msg in messages:
-        fresh = Cipher(TripleDES(KEY16 + KEY16[:8]), modes.CBC(bytes(8))).encryptor()
-        assert engine.last_block(msg) == fresh.update(msg)[-8:]
-
-
-def test_cbc_mac_engine_rejects_partial_blocks() -> None:
-    engine = des.CbcMacEngine(KEY16)
-    with pytest.raises(CryptoError):
-        engine.last_block(b"")
-    with pytest.raises(CryptoError):
-        engine.last_block(b"123456789")
 
 
 @given(st.binary(min_size=1, max_size=24))
