@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
-from iso8583.crypto.des import encrypt_ecb, set_odd_parity
+from iso8583.crypto.des import encrypt_ecb, set_odd_parity, xor_bytes
 from iso8583.crypto.mac import retail_mac
 from iso8583.errors import CryptoError
 
@@ -25,7 +25,6 @@ AC_INPUT_TAGS: tuple[int, ...] = (
     0x9F02, 0x9F03, 0x9F1A, 0x95, 0x5F2A, 0x9A, 0x9C, 0x9F37, 0x82, 0x9F36,
 )
 _AMOUNT_OTHER_DEFAULT = bytes(6)
-_FF8 = 0xFFFFFFFFFFFFFFFF
 
 
 def _check_key16(key: bytes, name: str) -> None:
@@ -41,7 +40,7 @@ def derive_icc_master_key(imk: bytes, pan: str, psn: str) -> bytes:
     if not (psn.isascii() and psn.isdigit() and len(psn) <= 2):
         raise CryptoError("PAN sequence number must be 0-2 decimal digits")
     y = bytes.fromhex((pan + psn)[-16:].rjust(16, "0"))
-    y_inverted = (int.from_bytes(y) ^ _FF8).to_bytes(8)
+    y_inverted = xor_bytes(y, b"\xff" * 8)
     return set_odd_parity(encrypt_ecb(imk, y) + encrypt_ecb(imk, y_inverted))
 
 
@@ -99,8 +98,7 @@ def compute_arpc_method1(icc_mk_or_session_key: bytes, arqc: bytes, arc: bytes) 
         raise CryptoError(f"ARQC must be 8 bytes, got {len(arqc)}")
     if len(arc) != 2:
         raise CryptoError(f"ARC must be 2 bytes, got {len(arc)}")
-    block = (int.from_bytes(arqc) ^ int.from_bytes(arc + bytes(6))).to_bytes(8)
-    return encrypt_ecb(icc_mk_or_session_key, block)
+    return encrypt_ecb(icc_mk_or_session_key, xor_bytes(arqc, arc + bytes(6)))
 
 
 __all__ = [

@@ -18,7 +18,7 @@ import secrets
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from iso8583.crypto.des import decrypt_ecb, encrypt_ecb
+from iso8583.crypto.des import decrypt_ecb, encrypt_ecb, xor_bytes
 from iso8583.errors import CryptoError
 
 PIN_MIN, PIN_MAX = 4, 12
@@ -113,17 +113,13 @@ def _aes(key: bytes) -> Cipher[modes.ECB]:
     return Cipher(algorithms.AES(key), modes.ECB())
 
 
-def _xor16(a: bytes, b: bytes) -> bytes:
-    return (int.from_bytes(a) ^ int.from_bytes(b)).to_bytes(AES_BLOCK)
-
-
 def encrypt_format4(key: bytes, pin: str, pan: str, fill: bytes | None = None) -> bytes:
     """Format 4 PIN block (16 bytes) under an AES key; ``fill`` defaults to 8 random bytes."""
     pin_field = pin_field_format4(pin, fill)
     pan_field = pan_field_format4(pan)
     enc = _aes(key).encryptor()
     intermediate = enc.update(pin_field)
-    return enc.update(_xor16(intermediate, pan_field)) + enc.finalize()
+    return enc.update(xor_bytes(intermediate, pan_field)) + enc.finalize()
 
 
 def decrypt_format4(key: bytes, block: bytes, pan: str) -> str:
@@ -132,7 +128,7 @@ def decrypt_format4(key: bytes, block: bytes, pan: str) -> str:
         raise CryptoError(f"format 4 PIN block must be 16 bytes, got {len(block)}")
     pan_field = pan_field_format4(pan)
     dec = _aes(key).decryptor()
-    intermediate = _xor16(dec.update(block), pan_field)
+    intermediate = xor_bytes(dec.update(block), pan_field)
     pin_field = dec.update(intermediate) + dec.finalize()
     return parse_pin_field_format4(pin_field)
 
