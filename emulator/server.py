@@ -39,6 +39,7 @@ import contextlib
 import logging
 import random
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -149,6 +150,8 @@ class ServerStats:
     commits: int = 0
     records_committed: int = 0
     largest_batch: int = 0
+    commit_seconds: float = 0.0  # time spent in store.commit, all commits
+    slowest_commit_ms: float = 0.0
     faults: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -258,11 +261,15 @@ class GroupCommitter(Generic[R]):
                 batch, self._queue = self._queue, []
                 records = [r for recs, _ in batch for r in recs]
                 if records:
+                    started = time.perf_counter()
                     try:
                         await loop.run_in_executor(self._executor, self._store.commit, records)
                     except Exception as exc:
                         self._fail(exc, batch)
                         return
+                    took = time.perf_counter() - started
+                    self._stats.commit_seconds += took
+                    self._stats.slowest_commit_ms = max(self._stats.slowest_commit_ms, took * 1000)
                     self._stats.commits += 1
                     self._stats.records_committed += len(records)
                     self._stats.largest_batch = max(self._stats.largest_batch, len(records))
