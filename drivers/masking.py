@@ -24,6 +24,8 @@ import logging
 import re
 from typing import Final
 
+from iso8583.masking import mask_pan
+
 __all__ = [
     "PAN_FILLER_DIGIT",
     "MaskingFilter",
@@ -47,30 +49,6 @@ _KEEP_TAIL: Final = 4
 # is matched first so its tail is hidden too.
 _TRACK2_RE: Final = re.compile(r"(?<![0-9])([0-9]{12,19})([=Dd])([0-9]{0,30})(?![0-9])")
 _PAN_RE: Final = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
-
-
-def mask_pan(pan: str) -> str:
-    """Mask a PAN for display: first 6 and last 4 digits kept, ``*`` in between.
-
-    Short numbers are masked so that at least half of the digits stay hidden:
-    a 12-digit number keeps 4 + 2, anything of 8 digits or less keeps only the
-    last 2 (or nothing when that would reveal most of it).
-
-    >>> mask_pan("6225880000000019")
-    '622588******0019'
-    >>> mask_pan("1234")
-    '****'
-    """
-    n = len(pan)
-    if n >= 13:
-        head, tail = _KEEP_HEAD, _KEEP_TAIL
-    elif n >= 9:
-        head, tail = max(0, n // 2 - 2), 2
-    elif n >= 5:
-        head, tail = 0, 2
-    else:
-        head, tail = 0, 0
-    return pan[:head] + "*" * (n - head - tail) + pan[n - tail:]
 
 
 def mask_track2(track2: str) -> str:

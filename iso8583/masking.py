@@ -12,13 +12,26 @@ _PAN_RUN = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{3,})([0-9]{4})(?![0-9])")
 
 
 def mask_pan(pan: str) -> str:
-    """``6225880000000019`` -> ``622588******0019``; short numbers keep only the last 4."""
-    digits = pan.strip()
-    if len(digits) >= 13:
-        return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
-    if len(digits) > 4:
-        return "*" * (len(digits) - 4) + digits[-4:]
-    return "*" * len(digits)
+    """Mask a PAN for display: first 6 and last 4 digits kept, ``*`` in between.
+
+    Short numbers keep at least half of their digits hidden: a 12-digit number
+    keeps 4 + 2, 5 to 8 digits keep only the last 2, 4 or fewer keep nothing.
+
+    >>> mask_pan("6225880000000019")
+    '622588******0019'
+    >>> mask_pan("1234")
+    '****'
+    """
+    n = len(pan)
+    if n >= 13:
+        head, tail = 6, 4
+    elif n >= 9:
+        head, tail = max(0, n // 2 - 2), 2
+    elif n >= 5:
+        head, tail = 0, 2
+    else:
+        head, tail = 0, 0
+    return pan[:head] + "*" * (n - head - tail) + pan[n - tail:]
 
 
 def mask_track(track: str) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from iso8583.errors import EncodeError, TlvError
+from iso8583.masking import mask_pan
 
 MAX_TAG_BYTES = 4
 MAX_DEPTH = 16
@@ -370,13 +371,6 @@ TAG_NAMES: dict[int, str] = {
 SENSITIVE_TAGS: frozenset[int] = frozenset({
     0x56, 0x57, 0x5A, 0x5F20, 0x99, 0x9F0B, 0x9F1F, 0x9F20, 0x9F6B,
 })
-
-
-def mask_pan(pan: str) -> str:
-    """Keep the first 6 and last 4 digits: ``622588******0019``; last 4 only when short."""
-    if len(pan) <= 10:
-        return "*" * max(0, len(pan) - 4) + pan[-4:]
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 
 def display_value(tag: int, value: bytes) -> str:
