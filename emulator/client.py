@@ -20,6 +20,16 @@ load benchmark and QA scripts.
 
 After any failed exchange the connection is dropped and a new one opened, as a
 dial-up terminal would, so a late answer can never be taken for the next one.
+
+A QA script against a running ``pos-emulator serve``::
+
+    term = SimTerminal("cup", DEMO_TID, DEMO_MID, DEMO_TMK, datetime.now)
+    client = HostClient("127.0.0.1", 5858, "cup", timeout=5)
+    await sign_on(term, client)
+    sale = await run_terminal(term, client, term.sale(card_by_name("cup-debit"), 12_300,
+                                                      pin="123456"))
+    if sale.approved:
+        refund = await run_terminal(term, client, term.refund(sale.result, 5_000))
 """
 
 from __future__ import annotations
