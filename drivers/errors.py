@@ -8,10 +8,14 @@ contains a full PAN, track data, PIN, PIN block or key.
 from __future__ import annotations
 
 
-class DriverError(Exception):
-    """Root of every error raised by :mod:`drivers`."""
+class CashierFacingError(Exception):
+    """An error that carries the text a cashier sees, in Chinese and English.
 
-    title = "Device error"
+    ``message`` is for logs and developers; ``cashier_zh`` / ``cashier_en``
+    default to the class's texts and may be overridden per instance. The
+    terminal's own error root shares this base, so the UI handles both alike.
+    """
+
     cashier_zh = "设备错误"
     cashier_en = "Device error"
 
@@ -23,6 +27,12 @@ class DriverError(Exception):
             self.cashier_zh = cashier_zh
         if cashier_en is not None:
             self.cashier_en = cashier_en
+
+
+class DriverError(CashierFacingError):
+    """Root of every error raised by :mod:`drivers`."""
+
+    title = "Device error"
 
 
 # --- card readers (PC/SC and serial) ---------------------------------------

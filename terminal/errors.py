@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
+from drivers.errors import CashierFacingError
 
-class TerminalError(Exception):
+
+class TerminalError(CashierFacingError):
     """Root of every error raised by :mod:`terminal`."""
 
     cashier_zh = "终端错误"
     cashier_en = "Terminal error"
-
-    def __init__(self, message: str, *, cashier_zh: str | None = None,
-                 cashier_en: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if cashier_zh is not None:
-            self.cashier_zh = cashier_zh
-        if cashier_en is not None:
-            self.cashier_en = cashier_en
 
 
 class HostLinkError(TerminalError):
