@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emulator.faults import FaultPlan, FaultSpecError
+from emulator.host.errors import HostError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ MAX_LINE = 16_384
 UNIX_PATH_MAX = 107
 
 
-class AdminError(Exception):
+class AdminError(HostError):
     """The admin channel cannot be reached, or its address or answer is bad."""
 
 

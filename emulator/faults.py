@@ -55,9 +55,10 @@ from enum import StrEnum
 from typing import Protocol
 
 from emulator.catalogue import card_by_name
+from emulator.host.errors import HostError
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(HostError, ValueError):
     """A fault spec does not follow the syntax documented in :mod:`emulator.faults`."""
 
 

@@ -49,6 +49,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from emulator.faults import NO_FAULT, FaultAction, FaultKind, FaultPlan, RequestFacts
 from emulator.host import AcquirerHost, HostOutcome, LedgerRecord, LedgerStore, security
+from emulator.host.errors import HostError
 from iso8583.errors import Iso8583Error
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ R_contra = TypeVar("R_contra", contravariant=True)
 DEFAULT_PORT = 5858
 
 
-class ServerError(Exception):
+class ServerError(HostError):
     """The host server cannot go on (for example, the ledger refused a commit)."""
 
 
