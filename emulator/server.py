@@ -159,9 +159,9 @@ class ServerStats:
         return asdict(self)
 
 
-def frame_reply(reply: bytes) -> bytes:
-    """A reply payload with its 2-byte big-endian length prefix."""
-    return len(reply).to_bytes(2, "big") + reply
+def frame_reply(reply: bytes, length_bytes: int = 2) -> bytes:
+    """A reply payload with its big-endian length prefix (2 bytes in both dialects)."""
+    return len(reply).to_bytes(length_bytes, "big") + reply
 
 
 def request_facts(dialect: ServerDialect, payload: bytes) -> RequestFacts | None:
@@ -443,7 +443,7 @@ class _HostConnection(asyncio.Protocol):
             reply = bad_mac(self.server.dialect, reply)
         elif kind is FaultKind.GARBLE:
             reply = garble(reply)
-        framed = frame_reply(reply)
+        framed = frame_reply(reply, self.server.length_bytes)
         self.transport.write(framed + framed if kind is FaultKind.TWICE else framed)
         self.server.stats.replies += 1
         return not entry.close
@@ -490,6 +490,8 @@ class HostServer(Generic[R]):
         self.handler = handler
         self._refuse_with = refuse
         self.dialect = dialect
+        # the reply prefix follows the dialect's framing (its spec says how long)
+        self.length_bytes = int(getattr(getattr(dialect, "spec", None), "length_bytes", 2))
         self.config = config or ServerConfig()
         self.faults = faults if faults is not None else FaultPlan()
         self.stats = ServerStats()
