@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -45,7 +46,7 @@ from emulator.catalogue import card_by_name
 from emulator.client import HostClient, NoAnswerError, sign_on
 from emulator.host import AcquirerHost, SqliteLedgerStore
 from emulator.host.errors import ResponseError
-from emulator.server import ServerConfig, acquirer_server
+from emulator.server import HostServer, ServerConfig, acquirer_server
 from emulator.simterminal import Approved, SimTerminal
 from iso8583.message import Message
 
@@ -88,13 +89,13 @@ def _serve(ledger: str, tids: list[str], ports: Queue[object], stop: Event) -> N
         host = AcquirerHost.from_store(store, "cup")
         store.commit([host.provision(tid, MID, TMK) for tid in tids])
         server = acquirer_server(host, store, config=ServerConfig(
-            port=0, idle_timeout=600, read_timeout=30))
+            port=0, idle_timeout=600, read_timeout=30, gc_freeze_interval=1.0))
         _, port = await server.start()
         ports.put(port)
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
         await server.stop()
         store.close()
-        ports.put(server.stats.as_dict())
+        ports.put({**server.stats.as_dict(), "cpu_seconds": time.process_time()})
 
     asyncio.run(main())
 
@@ -203,6 +204,11 @@ async def _drive(port: int, connections: int, seconds: float, warmup: float, rat
     loop = asyncio.get_running_loop()
     lanes = [_Lane(i, port, prebuilt) for i in range(connections)]
     await asyncio.gather(*(lane.prepare() for lane in lanes))
+    # the generator's own full GC pauses would show up as host latency: keep them short
+    # the same way the server does (collect, then freeze the survivors, every second)
+    freezer = loop.create_task(HostServer._gc_rounds(1.0))
+    gc.collect()
+    gc.freeze()
     closed = Phase()
     closed.start = loop.time() + warmup
     closed.end = closed.start + seconds
@@ -214,6 +220,8 @@ async def _drive(port: int, connections: int, seconds: float, warmup: float, rat
         paced.end = paced.start + seconds
         await asyncio.gather(*(lane.run(paced) for lane in lanes))
     await asyncio.gather(*(lane.client.close() for lane in lanes))
+    freezer.cancel()
+    gc.unfreeze()
     return closed, paced
 
 
@@ -227,6 +235,8 @@ class PhaseResult:
     tps: float
     p50_ms: float
     p99_ms: float
+    p90_ms: float
+    max_ms: float
 
     @classmethod
     def of(cls, phase: Phase, seconds: float) -> PhaseResult:
@@ -235,8 +245,9 @@ class PhaseResult:
         p50 = statistics.median(lat) * 1000 if lat else 0.0
         p99 = lat[min(count - 1, int(count * 0.99))] * 1000 if lat else 0.0
         load = phase.load
+        p90 = lat[min(count - 1, int(count * 0.90))] * 1000 if lat else 0.0
         return cls(count, load.sales, load.refunds, load.approved, load.failures,
-                   count / seconds, p50, p99)
+                   count / seconds, p50, p99, p90, lat[-1] * 1000 if lat else 0.0)
 
 
 @dataclass
@@ -253,6 +264,10 @@ class HostLoadResult:
     largest_batch: int
     commit_seconds: float
     slowest_commit_ms: float
+    server_cpu_s: float  # CPU time of the server process (all threads), whole run
+    generator_cpu_s: float  # CPU time of the load generator, from sign-on to the end
+    wall_s: float
+    load_average: tuple[float, float]  # 1-minute load average before and after
 
     @property
     def target_met(self) -> bool:
@@ -279,10 +294,14 @@ def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = 
         try:
             port = ports.get(timeout=60)
             assert isinstance(port, int)
+            load_before = os.getloadavg()[0]
+            cpu0, wall0 = time.process_time(), time.perf_counter()
             closed, paced = asyncio.run(_drive(port, connections, seconds, warmup, rate,
                                                prebuilt))
         finally:
             stop.set()
+            generator_cpu = time.process_time() - cpu0
+            wall = time.perf_counter() - wall0
         stats = ports.get(timeout=60)
         server.join(30)
     assert isinstance(stats, dict)
@@ -292,7 +311,8 @@ def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = 
         PhaseResult.of(paced, seconds) if paced is not None else None, rate, ceiling,
         closed_result.tps / ceiling if ceiling else float("inf"),
         int(stats["commits"]), int(stats["records_committed"]), int(stats["largest_batch"]),
-        float(stats["commit_seconds"]), float(stats["slowest_commit_ms"]))
+        float(stats["commit_seconds"]), float(stats["slowest_commit_ms"]),
+        float(stats["cpu_seconds"]), generator_cpu, wall, (load_before, os.getloadavg()[0]))
 
 
 def _print_phase(title: str, r: PhaseResult) -> None:
@@ -301,7 +321,8 @@ def _print_phase(title: str, r: PhaseResult) -> None:
           f"({r.sales} sales, {r.refunds} refunds; {r.approved} approved; "
           f"{r.failures} failed exchanges)")
     print(f"    durable financial TPS: {r.tps:8.0f}")
-    print(f"    latency p50 / p99:     {r.p50_ms:7.2f} ms / {r.p99_ms:.2f} ms")
+    print(f"    latency p50 / p99:     {r.p50_ms:7.2f} ms / {r.p99_ms:.2f} ms   "
+          f"(p90 {r.p90_ms:.2f} ms, max {r.max_ms:.1f} ms)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  anchor, bare SQLite insert+commit per transaction (WAL, synchronous=FULL), same "
           f"directory: {r.sqlite_commits_per_s:.0f} commits/s")
     print(f"  ratio closed-loop host TPS / anchor: {r.ratio:.2f}x")
+    print(f"  CPU: server process {r.server_cpu_s:.1f} s, load generator {r.generator_cpu_s:.1f} s "
+          f"in {r.wall_s:.1f} s wall; 1-min load average {r.load_average[0]:.2f} before, "
+          f"{r.load_average[1]:.2f} after")
     print(f"  target >= 2000 TPS (closed loop) and p99 <= 50 ms "
           f"({'paced' if r.paced is not None else 'closed loop'}): "
           f"{'MET' if r.target_met else 'MISSED'}")

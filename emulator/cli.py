@@ -205,7 +205,8 @@ def _serve(args: argparse.Namespace) -> int:
                   f"MID {DEMO_MID}", flush=True)
         config = ServerConfig(host=args.host, port=args.port, idle_timeout=args.idle_timeout,
                               read_timeout=args.read_timeout,
-                              shutdown_timeout=args.shutdown_timeout)
+                              shutdown_timeout=args.shutdown_timeout,
+                              gc_freeze_interval=1.0)  # this process only serves
         rng = random.Random(args.fault_seed)
         return asyncio.run(_run(host, store, config, plan, rng, admin, ledger, args.dialect))
     except HostError as exc:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -136,6 +137,12 @@ class ServerConfig:
     read_timeout: float = 10.0  # part of a frame received, then silence
     shutdown_timeout: float = 10.0  # time given to in-flight requests on shutdown
     read_size: int = 65536
+    # Seconds between "collect, then gc.freeze()" rounds, or None. The host keeps
+    # every transaction in memory, so CPython's full collections scan an ever
+    # larger heap and stall every answer (50-100+ ms measured at 3,000 TPS).
+    # Freezing the survivors each round keeps each collection to what is new
+    # (~10 ms). Process-wide: only for a process that runs nothing but the host.
+    gc_freeze_interval: float | None = None
 
 
 @dataclass
@@ -500,6 +507,7 @@ class HostServer(Generic[R]):
         self._committer: GroupCommitter[R] = GroupCommitter(store, self.stats)
         self._committer.on_failure = self._on_commit_failure
         self._committer_task: asyncio.Task[None] | None = None
+        self._gc_task: asyncio.Task[None] | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[_HostConnection] = set()
         self._stopping = False  # no new connections or requests
@@ -519,6 +527,11 @@ class HostServer(Generic[R]):
         if self._committer_task is None:
             self._committer_task = loop.create_task(self._committer.run(),
                                                     name="ledger-committer")
+        if self.config.gc_freeze_interval and self._gc_task is None:
+            gc.collect()
+            gc.freeze()
+            self._gc_task = loop.create_task(self._gc_rounds(self.config.gc_freeze_interval),
+                                             name="gc-freeze")
         self._server = await loop.create_server(
             lambda: _HostConnection(self), self.config.host, self.config.port,
             reuse_address=True, backlog=1024)
@@ -526,6 +539,13 @@ class HostServer(Generic[R]):
         self.address = (str(sockname[0]), int(sockname[1]))
         log.info("acquirer host listening on %s:%d", *self.address)
         return self.address
+
+    @staticmethod
+    async def _gc_rounds(interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            gc.collect()  # garbage first, so nothing dead is frozen
+            gc.freeze()
 
     def install_signal_handlers(self) -> None:
         """Stop gracefully on SIGINT and SIGTERM."""
@@ -561,6 +581,8 @@ class HostServer(Generic[R]):
             for conn in connections:
                 if not conn.closed.is_set():
                     conn.abort()
+        if self._gc_task is not None:
+            self._gc_task.cancel()
         self._committer.close()
         if self._committer_task is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -405,3 +405,20 @@ async def test_committer_batches_and_skips_empty_batches() -> None:
     assert stats.commits == len(store.batches)
     committer.close()
     await runner
+
+
+async def test_gc_freeze_rounds_when_asked() -> None:
+    import gc
+    host, store = StandInHost(), ListStore()
+    server: HostServer[str] = HostServer(
+        host, store, host.dialect, config=ServerConfig(port=0, gc_freeze_interval=0.05))
+    try:
+        _, port = await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert b"39=00" in await sale(reader, writer, "000001")
+        await asyncio.sleep(0.15)
+        assert gc.get_freeze_count() > 0
+        writer.close()
+        await server.stop()
+    finally:
+        gc.unfreeze()  # give the test process its collector back
