@@ -10,8 +10,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Say plainly that the cashier UI is still to come and what exists today."""
     del argv
     print("pos-terminal: the cashier application is not built yet.\n"
-          "Today you can run the acquirer emulator (pos-emulator serve) and the\n"
-          "developer tool (pos-iso decode|encode|mac|pinblock|kcv|signon-keys).",
+          "Today: the end-to-end demo (bash scripts/demo.sh, or python -m terminal.demo),\n"
+          "the acquirer emulator (pos-emulator serve) and the developer tool\n"
+          "(pos-iso decode|encode|mac|pinblock|kcv|signon-keys).",
           file=sys.stderr)
     return 1
 
