@@ -155,7 +155,8 @@ class HostClient:
             if remaining <= 0:
                 raise AnswerTimeoutError(f"no answer within {timeout:.3f} s")
             try:
-                chunk = await asyncio.wait_for(self._reader.read(65536), remaining)
+                async with asyncio.timeout(remaining):  # no extra task, unlike wait_for
+                    chunk = await self._reader.read(65536)
             except TimeoutError:
                 raise AnswerTimeoutError(f"no answer within {timeout:.3f} s") from None
             except OSError as exc:
