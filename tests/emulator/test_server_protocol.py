@@ -94,11 +94,11 @@ async def test_replies_wait_for_the_commit_and_keep_request_order() -> None:
 
 
 async def test_a_delayed_reply_holds_back_the_next_ones() -> None:
-    server, _, conn, transport, committer = make("delay=150@amount=7")
+    server, _, conn, transport, committer = make("delay=1000@amount=7")
     conn.data_received(sale(1, 7) + sale(2) + sale(3))
     await settle(5)
     assert transport.written == []  # 000002 and 000003 are committed but must wait
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(1.2)
     assert transport.stans() == ["000001", "000002", "000003"]
     server._committer.close()
     await committer
