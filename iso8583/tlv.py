@@ -139,53 +139,70 @@ def _read_tag(data: bytes, pos: int, base: int, context: str) -> tuple[int, int]
     return tag, pos
 
 
-def _read_length(data: bytes, pos: int, base: int, field: str) -> tuple[int, int]:
+def _read_length(data: bytes, pos: int, base: int, context: str, tag: int) -> tuple[int, int]:
+    # the error context ("55.9F26") is only formatted when there is an error to report
     if pos >= len(data):
-        raise TlvError("length missing", field=field, pos=base + pos)
+        raise TlvError("length missing", field=f"{context}.{format_tag(tag)}", pos=base + pos)
     first = data[pos]
     if first < 0x80:
         return first, pos + 1
     if first == 0x80:
-        raise TlvError("indefinite length (80) is not allowed", field=field, pos=base + pos)
+        raise TlvError("indefinite length (80) is not allowed",
+                       field=f"{context}.{format_tag(tag)}", pos=base + pos)
     count = first & 0x7F
     if count > 2:
-        raise TlvError(f"length form {first:02X} is not supported", field=field, pos=base + pos)
+        raise TlvError(f"length form {first:02X} is not supported",
+                       field=f"{context}.{format_tag(tag)}", pos=base + pos)
     if pos + 1 + count > len(data):
-        raise TlvError("length runs past the end of the data", field=field, pos=base + pos)
+        raise TlvError("length runs past the end of the data",
+                       field=f"{context}.{format_tag(tag)}", pos=base + pos)
     return int.from_bytes(data[pos + 1 : pos + 1 + count]), pos + 1 + count
 
 
-def _decode(data: bytes, base: int, context: str, depth: int) -> list[Tlv]:
+def _walk(data: bytes, base: int, context: str, depth: int,
+          tree: list[Tlv] | None, flat: dict[int, bytes] | None) -> None:
+    """Parse ``data`` once, into a tree of :class:`Tlv` or a flat tag -> value map."""
     if depth > MAX_DEPTH:
         raise TlvError(f"constructed objects nested deeper than {MAX_DEPTH}", field=context,
                        pos=base)
-    out: list[Tlv] = []
     pos, end = 0, len(data)
     while pos < end:
-        if data[pos] in _PADDING:
+        first = data[pos]
+        if first in _PADDING:
             pos += 1
             continue
         tag_pos = pos
-        tag, pos = _read_tag(data, pos, base, context)
-        field = f"{context}.{format_tag(tag)}"
-        length, pos = _read_length(data, pos, base, field)
+        if first & 0x1F == 0x1F:
+            tag, pos = _read_tag(data, pos, base, context)
+        else:
+            tag, pos = first, pos + 1
+        if pos < end and data[pos] < 0x80:
+            length = data[pos]
+            pos += 1
+        else:
+            length, pos = _read_length(data, pos, base, context, tag)
         if pos + length > end:
-            raise TlvError(
-                f"value of {length} bytes runs past the end of the data",
-                field=field, pos=base + tag_pos,
-            )
-        value = bytes(data[pos : pos + length])
-        children: tuple[Tlv, ...] = ()
-        if is_constructed(tag):
-            children = tuple(_decode(value, base + pos, context, depth + 1))
-        out.append(Tlv(tag, value, children))
+            raise TlvError(f"value of {length} bytes runs past the end of the data",
+                           field=f"{context}.{format_tag(tag)}", pos=base + tag_pos)
+        value = data[pos : pos + length]
+        constructed = first & 0x20
+        if tree is not None:
+            children: list[Tlv] = []
+            if constructed:
+                _walk(value, base + pos, context, depth + 1, children, None)
+            tree.append(Tlv(tag, value, tuple(children)))
+        elif constructed:
+            _walk(value, base + pos, context, depth + 1, None, flat)
+        elif flat is not None and tag not in flat:
+            flat[tag] = value
         pos += length
-    return out
 
 
 def decode(data: bytes, *, context: str = "55") -> list[Tlv]:
     """Decode a sequence of BER-TLV objects strictly; constructed ones get ``children``."""
-    return _decode(bytes(data), 0, context, 0)
+    out: list[Tlv] = []
+    _walk(bytes(data), 0, context, 0, out, None)
+    return out
 
 
 def iter_primitives(tlvs: Iterable[Tlv]) -> Iterable[Tlv]:
@@ -198,10 +215,13 @@ def iter_primitives(tlvs: Iterable[Tlv]) -> Iterable[Tlv]:
 
 
 def decode_flat(data: bytes, *, context: str = "55") -> dict[int, bytes]:
-    """Every primitive tag at any depth mapped to its value; the first occurrence wins."""
+    """Every primitive tag at any depth mapped to its value; the first occurrence wins.
+
+    Same strictness as :func:`decode`, without building a tree (the host reads
+    F55 this way on every chip transaction).
+    """
     flat: dict[int, bytes] = {}
-    for item in iter_primitives(decode(data, context=context)):
-        flat.setdefault(item.tag, item.value)
+    _walk(bytes(data), 0, context, 0, None, flat)
     return flat
 
 

@@ -290,3 +290,31 @@ def test_random_bytes_raise_only_tlv_error_long_run(data: bytes) -> None:
 def test_encode_decode_round_trip_long_run(nodes: list[Node]) -> None:
     data = encode_tree(nodes)
     assert matches(tlv.decode(data), nodes)
+
+
+def _tree_or_error(data: bytes) -> dict[int, bytes] | tuple[object, int]:
+    try:
+        tree = tlv.decode(data)
+    except TlvError as exc:
+        return (exc.field, exc.pos)
+    expected: dict[int, bytes] = {}
+    for item in tlv.iter_primitives(tree):
+        expected.setdefault(item.tag, item.value)
+    return expected
+
+
+def _flat_or_error(data: bytes) -> dict[int, bytes] | tuple[object, int]:
+    try:
+        return tlv.decode_flat(data)
+    except TlvError as exc:
+        return (exc.field, exc.pos)
+
+
+@settings(max_examples=400)
+@given(st.one_of(st.binary(max_size=200), st.builds(
+    tlv.encode, st.lists(st.tuples(
+        st.sampled_from([0x9F26, 0x5A, 0x82, 0x9F10, 0x70, 0x77, 0xBF0C]),
+        st.binary(max_size=40)), max_size=8))))
+def test_decode_flat_agrees_with_the_tree(data: bytes) -> None:
+    """The flat fast path and the tree decoder accept, reject and report alike."""
+    assert _flat_or_error(data) == _tree_or_error(data)
