@@ -48,7 +48,7 @@ def ecb_contexts(key: bytes) -> tuple[CipherContext, CipherContext]:
     return _ecb_contexts(expand_key(key))
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=4096)
 def _ecb_contexts(key24: bytes) -> tuple[CipherContext, CipherContext]:
     # ECB contexts are never finalised: each update() is independent, so one
     # pair per key serves every call.
@@ -61,9 +61,19 @@ def cbc_cipher(key: bytes) -> Cipher[modes.CBC]:
     return _cbc_cipher(expand_key(key))
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=1024)
 def _cbc_cipher(key24: bytes) -> Cipher[modes.CBC]:
     return Cipher(TripleDES(key24), modes.CBC(_ZERO_IV))
+
+
+def fresh_ecb_encryptor(key: bytes) -> CipherContext:
+    """A new, uncached ECB encryptor: for keys used once (EMV session keys)."""
+    return Cipher(TripleDES(expand_key(key)), modes.ECB()).encryptor()
+
+
+def fresh_cbc_encryptor(key: bytes) -> CipherContext:
+    """A new, uncached zero-IV CBC encryptor: for keys used once."""
+    return Cipher(TripleDES(expand_key(key)), modes.CBC(_ZERO_IV)).encryptor()
 
 
 def encrypt_ecb(key: bytes, data: bytes) -> bytes:

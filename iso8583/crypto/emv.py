@@ -18,7 +18,7 @@ import hmac
 from collections.abc import Mapping
 
 from iso8583.crypto.des import encrypt_ecb, set_odd_parity, xor_bytes
-from iso8583.crypto.mac import retail_mac
+from iso8583.crypto.mac import one_shot_retail_mac
 from iso8583.errors import CryptoError
 
 AC_INPUT_TAGS: tuple[int, ...] = (
@@ -70,7 +70,7 @@ def ac_input(tags: Mapping[int, bytes]) -> bytes:
 def generate_ac(session_key: bytes, data: bytes) -> bytes:
     """8-byte application cryptogram: ISO/IEC 9797-1 MAC algorithm 3, padding method 2."""
     _check_key16(session_key, "session key")
-    return retail_mac(session_key, data, padding=2)
+    return one_shot_retail_mac(session_key, data, padding=2)
 
 
 def _atc(tags: Mapping[int, bytes]) -> bytes:

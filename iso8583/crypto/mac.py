@@ -24,7 +24,13 @@ import sys
 from collections.abc import Callable
 from functools import lru_cache, reduce
 
-from iso8583.crypto.des import BLOCK, cbc_cipher, ecb_contexts
+from iso8583.crypto.des import (
+    BLOCK,
+    cbc_cipher,
+    ecb_contexts,
+    fresh_cbc_encryptor,
+    fresh_ecb_encryptor,
+)
 from iso8583.errors import CryptoError, MacError
 
 _ZERO_BLOCK = bytes(BLOCK)
@@ -167,14 +173,39 @@ class X919Mac(RetailMac):
         super().__init__(key, padding=1)
 
 
-@lru_cache(maxsize=32)
+# Sized for a host with many terminals: an evicted MAK costs new cipher contexts
+# on that terminal's next message. One-time keys never go in (see one_shot_retail_mac).
+@lru_cache(maxsize=4096)
 def _cup(mak: bytes) -> CupMac:
     return CupMac(mak)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=1024)
 def _retail(key: bytes, padding: int) -> RetailMac:
     return RetailMac(key, padding)
+
+
+def one_shot_retail_mac(key: bytes, data: bytes, padding: int = 2) -> bytes:
+    """ISO/IEC 9797-1 algorithm 3 under a key used once (an EMV session key).
+
+    Builds exactly two cipher contexts and caches nothing, so per-transaction
+    keys do not push long-lived keys (terminal MAKs) out of the caches.
+    """
+    if len(key) != 16:
+        raise CryptoError(f"retail MAC key must be 16 bytes, got {len(key)}")
+    if padding not in (1, 2):
+        raise CryptoError(f"unsupported ISO 9797-1 padding method {padding}")
+    data = bytes(data) + (b"\x80" if padding == 2 else b"")
+    rem = len(data) & 7
+    if rem or not data:
+        data += _ZERO_BLOCK[rem:]
+    chain = 0
+    if len(data) > BLOCK:
+        head = fresh_cbc_encryptor(key[:8]).update(data[:-BLOCK])
+        chain = _unpack_u64(head, len(head) - BLOCK)[0]
+    last = _pack_u64(chain ^ _unpack_u64(data, len(data) - BLOCK)[0])
+    # last block: E_K1(D_K2(E_K1(x))) = two-key TDES of (x_n XOR H_n-1)
+    return fresh_ecb_encryptor(key).update(last)
 
 
 def cup_pos_mac(mak: bytes, mab: bytes) -> bytes:

@@ -169,3 +169,11 @@ def test_buffers_are_accepted_and_never_modified() -> None:
         bytes(8), bytes(buf)
     )
     assert buf == bytearray(b"mab" * 5)
+
+
+@given(key=st.binary(min_size=16, max_size=16), data=st.binary(max_size=120),
+       padding=st.sampled_from([1, 2]))
+def test_one_shot_retail_mac_equals_the_cached_one(key: bytes, data: bytes,
+                                                   padding: int) -> None:
+    from iso8583.crypto.mac import one_shot_retail_mac, retail_mac
+    assert one_shot_retail_mac(key, data, padding) == retail_mac(key, data, padding)
