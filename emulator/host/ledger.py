@@ -322,12 +322,19 @@ class SqliteLedgerStore:
     def commit(self, records: Sequence[LedgerRecord]) -> None:
         if not records:
             return
+        # One executemany per statement: each sqlite3 call releases the GIL, and
+        # getting it back from a busy event loop can take a whole switch interval.
+        # Rows keep their order within a statement, so a later upsert still wins.
+        groups: dict[str, list[tuple[object, ...]]] = {}
+        for record in records:
+            for sql, params in self._statements(record):
+                groups.setdefault(sql, []).append(params)
         with self._lock:
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
-                for record in records:
-                    self._write(db, record)
+                for sql, rows in groups.items():
+                    db.executemany(sql, rows)
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if db.in_transaction:
@@ -335,38 +342,43 @@ class SqliteLedgerStore:
                 raise LedgerError(f"ledger commit failed: {exc}") from exc
 
     @staticmethod
-    def _write(db: sqlite3.Connection, record: LedgerRecord) -> None:
+    def _statements(record: LedgerRecord) -> list[tuple[str, tuple[object, ...]]]:
+        """The (SQL, parameters) pairs that store ``record``."""
+        out: list[tuple[str, tuple[object, ...]]] = []
         if isinstance(record, TransactionRow):
-            db.execute(_TXN_UPSERT, tuple(getattr(record, c) for c in _TXN_COLUMNS))
+            out.append((_TXN_UPSERT, tuple(getattr(record, c) for c in _TXN_COLUMNS)))
             if record.kind == "refund" and record.original is not None:
-                db.execute(
+                out.append((
                     "INSERT INTO refunds (refund_key, original_key, amount, status) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT (refund_key) DO UPDATE SET "
                     "status = excluded.status",
-                    (key_text(record.key), record.original, record.amount or 0, record.status))
+                    (key_text(record.key), record.original, record.amount or 0, record.status)))
         elif isinstance(record, TerminalRow):
-            db.execute(
+            out.append((
                 "INSERT INTO terminals (tid, mid, tmk, pik, mak, tdk, batch, signed_on) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tid) DO UPDATE SET "
                 "mid = excluded.mid, tmk = excluded.tmk, pik = excluded.pik, "
                 "mak = excluded.mak, tdk = excluded.tdk, batch = excluded.batch, "
                 "signed_on = excluded.signed_on",
                 (record.tid, record.mid, record.tmk, record.pik, record.mak, record.tdk,
-                 record.batch, int(record.signed_on)))
+                 record.batch, int(record.signed_on))))
         elif isinstance(record, BatchRow):
-            db.execute(
+            out.append((
                 "INSERT INTO batches (tid, batch, settled, host_totals, terminal_totals, "
                 "balanced) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tid, batch) DO UPDATE SET "
                 "settled = excluded.settled, host_totals = excluded.host_totals, "
                 "terminal_totals = excluded.terminal_totals, balanced = excluded.balanced",
                 (record.tid, record.batch, int(record.settled), record.host_totals,
-                 record.terminal_totals, None if record.balanced is None else int(record.balanced)))
+                 record.terminal_totals,
+                 None if record.balanced is None else int(record.balanced))))
         else:
-            db.execute(
+            out.append((
                 "INSERT OR REPLACE INTO uploads (tid, batch, stan, rrn, item_batch, item_stan, "
                 "amount, matched) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.tid, record.batch, record.stan, record.rrn, record.item_batch,
-                 record.item_stan, record.amount, int(record.matched)))
+                 record.item_stan, record.amount, int(record.matched))))
+        return out
+
 
     def close(self) -> None:
         with self._lock:
