@@ -1,7 +1,7 @@
 """One PIN pad session, the same calls whether a real pad, the virtual pad or a replay answers.
 
 Run ``python -m tests.drivers.serial_scenario OUT.jsonl`` to record it through a
-real pty with the virtual pad (that is how tests/hil/traces/pinpad-session.jsonl
+real pty with the virtual pad (that is how tests/hil/traces/serial/pinpad-session.jsonl
 was made); tests replay the recording with :class:`drivers.serial_replay.ReplaySerialPort`.
 """
 

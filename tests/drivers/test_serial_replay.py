@@ -14,7 +14,8 @@ from drivers.trace import TraceFormatError
 
 from . import serial_scenario
 
-TRACE = Path(__file__).resolve().parent.parent / "hil" / "traces" / "pinpad-session.jsonl"
+TRACE = (Path(__file__).resolve().parent.parent / "hil" / "traces" / "serial"
+         / "pinpad-session.jsonl")
 
 
 def _pad(port: ReplaySerialPort) -> PinPad:
