@@ -37,13 +37,10 @@ INTERESTING_SW = [0x9000, 0x9000, 0x9000, 0x6A82, 0x6283, 0x6A81, 0x6985, 0x6A83
                   0x6110, 0x6C00, 0x6C10, 0x6F00, 0x6D00]
 
 
-class RandomCard:
-    """Answers every command with data and SW drawn by hypothesis."""
+class _FakeCardBase:
+    """What every fake card here shares: a fixed ATR, the interface flag, nothing to close."""
 
-    def __init__(self, data: st.DataObject, contactless: bool) -> None:
-        self.data = data
-        self._contactless = contactless
-        self.calls = 0
+    _contactless: bool
 
     @property
     def atr(self) -> bytes:
@@ -55,6 +52,15 @@ class RandomCard:
 
     def close(self) -> None:
         pass
+
+
+class RandomCard(_FakeCardBase):
+    """Answers every command with data and SW drawn by hypothesis."""
+
+    def __init__(self, data: st.DataObject, contactless: bool) -> None:
+        self.data = data
+        self._contactless = contactless
+        self.calls = 0
 
     def transmit(self, apdu: bytes) -> tuple[bytes, int]:
         self.calls += 1
@@ -112,24 +118,13 @@ SCENARIOS = [
 GOOD = [(_recorded(c, t, k), c.contactless, t, k) for c, t, k in SCENARIOS]
 
 
-class MutatedReplay:
+class MutatedReplay(_FakeCardBase):
     """Answers the n-th command with the n-th recorded answer, whatever the command is."""
 
     def __init__(self, answers: list[tuple[bytes, int]], contactless: bool) -> None:
         self.answers = answers
         self._contactless = contactless
         self.pos = 0
-
-    @property
-    def atr(self) -> bytes:
-        return b"\x3b\x00"
-
-    @property
-    def contactless(self) -> bool:
-        return self._contactless
-
-    def close(self) -> None:
-        pass
 
     def transmit(self, apdu: bytes) -> tuple[bytes, int]:
         if self.pos >= len(self.answers):
