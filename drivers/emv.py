@@ -65,6 +65,7 @@ from drivers.errors import (
 from drivers.masking import install_masking_filter, mask_pan, mask_track2
 from drivers.transport import CardTransport
 from iso8583 import tlv
+from iso8583.dialect import DEFAULT_F55_TAGS as _DIALECT_F55_TAGS
 from iso8583.errors import Iso8583Error
 
 __all__ = [
@@ -103,14 +104,10 @@ AID_MASTERCARD: Final = bytes.fromhex("A0000000041010")
 DEFAULT_AIDS: Final = (AID_CUP_DEBIT, AID_CUP_CREDIT, AID_CUP_QUASI_CREDIT, AID_VISA,
                        AID_MASTERCARD)
 
-# F55 for CUP: DESIGN.md section 4 minus the clear card data (5A and 57 travel in
-# F2/F35, never twice). It carries every tag the host's ARQC check reads
-# (9F02 9F03 9F1A 95 5F2A 9A 9C 9F37 82 9F36). Dialect data, not code: a dialect
-# that wants the PAN sequence number in F55 passes F55_TAGS_WITH_PSN.
-DEFAULT_F55_TAGS: Final[tuple[int, ...]] = (
-    0x9F26, 0x9F27, 0x9F10, 0x9F37, 0x9F36, 0x95, 0x9A, 0x9C, 0x9F02, 0x5F2A,
-    0x82, 0x9F1A, 0x9F03, 0x9F33, 0x9F34, 0x9F35, 0x84, 0x9F1E, 0x9F09, 0x9F41,
-)
+# F55: the kernel's default is the dialect layer's tag list (iso8583.dialect), so the
+# terminal reads the same tags from ``dialect.settings.f55_tags``. A dialect that wants
+# the PAN sequence number in F55 passes F55_TAGS_WITH_PSN.
+DEFAULT_F55_TAGS: Final[tuple[int, ...]] = _DIALECT_F55_TAGS
 F55_TAGS_WITH_PSN: Final[tuple[int, ...]] = (*DEFAULT_F55_TAGS, 0x5F34)
 
 _SW_OK: Final = 0x9000

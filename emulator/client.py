@@ -221,8 +221,7 @@ def recovery_policy(dialect: Dialect, request: Message) -> str:
         if profile.on_timeout == "retry":
             return "resend"
         return profile.on_timeout
-    if request.mti == dialect.settings.get("refund_mti") and not dialect.settings.get(
-            "refund_reversible", True):
+    if request.mti == dialect.settings.refund_mti and not dialect.settings.refund_reversible:
         return "resend"
     return "none"
 

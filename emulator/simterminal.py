@@ -16,7 +16,7 @@ Typical use::
 
 A request for which no answer arrives is reversed with
 ``term.reversal(request, "98")``; refunds are resent, never reversed, in the
-CUP dialect (``dialect.settings["refund_reversible"]``).
+CUP dialect (``dialect.settings.refund_reversible``).
 """
 
 from __future__ import annotations
@@ -107,8 +107,7 @@ class SimTerminal:
         self._voided: set[tuple[str, str]] = set()  # (batch, stan) of voided sales
         self._sent: dict[tuple[str, str], _Sent] = {}
         self._atc: dict[str, int] = {}
-        settings = self.dialect.settings
-        self.currency = str(settings.get("currency", "156"))
+        self.currency = self.dialect.settings.currency
 
     # --- state ---------------------------------------------------------------
     @property
@@ -184,7 +183,8 @@ class SimTerminal:
             msg[26] = "06"
             assert self.keys is not None
             msg[52] = security.encrypt_pin(self.keys.pik, pin, card.pan)
-            msg[53] = str(self.dialect.settings.get("security_control", "2600000000000000"))
+            if self.dialect.settings.security_control is not None:
+                msg[53] = self.dialect.settings.security_control
         msg[35] = card.track2
         if use_chip and txn_type == 0x00:
             msg[55] = self._icc_data(card, amount, txn_type)
@@ -328,7 +328,7 @@ class SimTerminal:
         if original.pan is None:
             raise ValueError("the original has no PAN to refund to")
         msg = self._new("refund")
-        msg.mti = str(self.dialect.settings.get("refund_mti", msg.mti))
+        msg.mti = self.dialect.settings.refund_mti
         msg[4] = amount
         msg[49] = self.currency
         if card is not None:
@@ -340,8 +340,8 @@ class SimTerminal:
             msg[37] = original.rrn
         msg[60] = self._f60("refund")
         msg[61] = composite.F61(original.batch, original.stan, original.date).encode()
-        org_field = self.dialect.settings.get("card_organisation_field")
-        if isinstance(org_field, int) and original.scheme is not None:
+        org_field = self.dialect.settings.card_organisation_field
+        if org_field is not None and original.scheme is not None:
             msg[org_field] = composite.F63(original.scheme).encode()
         return self._finish(msg, _Sent("refund", original.scheme, self.batch, original))
 
@@ -360,7 +360,7 @@ class SimTerminal:
             if value is not None:
                 msg[number] = value
         msg[39] = reason
-        if self.dialect.settings.get("reversal_original_data") == "f90":
+        if self.dialect.settings.reversal_original_data == "f90":
             # iso87: the reversal is a new message; F90 names the original
             msg[11] = self._take_stan()
             date, time = request.get(13), request.get(12)

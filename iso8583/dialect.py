@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Literal
 
 from iso8583.codec import (
     Decoder,
@@ -47,6 +48,37 @@ class TransactionProfile:
     moves_money: bool = False
 
 
+#: First two digits of F22 by how the card was read (the third is 1 = PIN, 2 = no PIN).
+ENTRY_MODE_PREFIX: Mapping[str, str] = MappingProxyType({
+    "chip": "05", "contactless": "07", "stripe": "02", "manual": "01", "fallback": "80"})
+
+#: The ICC tags a terminal puts into F55 (DESIGN.md section 4 minus the clear card data:
+#: 5A and 57 travel in F2/F35, never twice). Every tag the host's ARQC check reads
+#: (9F02 9F03 9F1A 95 5F2A 9A 9C 9F37 82 9F36) is there.
+DEFAULT_F55_TAGS: tuple[int, ...] = (
+    0x9F26, 0x9F27, 0x9F10, 0x9F37, 0x9F36, 0x95, 0x9A, 0x9C, 0x9F02, 0x5F2A,
+    0x82, 0x9F1A, 0x9F03, 0x9F33, 0x9F34, 0x9F35, 0x84, 0x9F1E, 0x9F09, 0x9F41,
+)
+
+
+@dataclass(frozen=True)
+class DialectSettings:
+    """What a dialect decides beyond its field table; flows read these, never the name."""
+
+    refund_mti: str = "0220"  # 0220 advice (CUP) or 0200 online refund
+    refund_reversible: bool = False  # False: a timed-out refund is resent, never reversed
+    refund_carries_f55: bool = False
+    reversal_original_data: Literal["f61", "f90"] = "f61"  # copy the fields, or F90 names it
+    card_organisation_field: int | None = 63  # CUP / VIS / MCC for a refund, or None
+    pin_block_format: int = 0  # ISO 9564 format of F52
+    security_control: str | None = "2600000000000000"  # F53 with a PIN block, or None
+    currency: str = "156"  # F49
+    mac: Literal["cup", "x919"] = "cup"  # CUP POS MAC or ANSI X9.19 retail MAC
+    f55_tags: tuple[int, ...] = DEFAULT_F55_TAGS
+    # EntryKind -> the first two digits of F22
+    entry_mode_prefix: Mapping[str, str] = field(default_factory=lambda: ENTRY_MODE_PREFIX)
+
+
 @dataclass(frozen=True)
 class DialectSpec:
     """All that distinguishes one dialect, as data."""
@@ -64,7 +96,7 @@ class DialectSpec:
     mac_field: int = 64
     transactions: Mapping[str, TransactionProfile] = field(default_factory=dict)
     # dialect settings the flows read instead of branching on the name
-    settings: Mapping[str, object] = field(default_factory=dict)
+    settings: DialectSettings = field(default_factory=DialectSettings)
 
 
 @dataclass(frozen=True)
@@ -94,7 +126,7 @@ class Dialect:
         self._mti_ascii = spec.mti_enc is Enc.ASCII
         self._bitmap_ascii = spec.bitmap_enc is Enc.ASCII
         self.transactions = spec.transactions
-        self.settings = spec.settings
+        self.settings: DialectSettings = spec.settings
         # per field set: (bitmap bytes, plan); per received bitmap: (numbers, plan)
         self._enc_plans: dict[tuple[tuple[int, ...], bool], tuple[bytes, EncodePlan]] = {}
         self._dec_plans: dict[bytes, tuple[list[int], DecodePlan | None]] = {}

@@ -311,7 +311,7 @@ class Till:
                 self.out("   (QA: terminal checks bypassed to show that the host enforces "
                          "the rule too)")
             block = self.pin_block(card, amount)
-            with_f55 = bool(DIALECT.settings.get("refund_carries_f55"))
+            with_f55 = DIALECT.settings.refund_carries_f55
             request = self.card_present(self.sim.refund(original, amount), fields, block,
                                         f55=with_f55)
             result = self.send(request)

@@ -143,8 +143,7 @@ class AcquirerHost:
         self.dialect = get_dialect(dialect) if isinstance(dialect, str) else dialect
         self._random = random_bytes
         self._cards = {c.pan: c for c in cards}
-        settings = self.dialect.settings
-        self._currency = str(settings.get("currency", "156"))
+        self._currency = self.dialect.settings.currency
         self._mac_field = self.dialect.spec.mac_field
         self._terminals: dict[str, _Terminal] = {}
         self._txns: dict[TxnKey, TransactionRow] = {}

@@ -68,7 +68,7 @@ def _mac_over(dialect: Dialect, mak: bytes, block: bytes) -> bytes:
 
 def uses_x919(dialect: Dialect) -> bool:
     """True when the dialect MACs with ANSI X9.19 instead of the CUP POS MAC."""
-    return dialect.settings.get("mac", "cup") == "x919"
+    return dialect.settings.mac == "x919"
 
 
 def apply_mac(dialect: Dialect, mak: bytes, message: Message) -> Message:

@@ -8,7 +8,7 @@ DESIGN.md section 4 for the transaction table this module encodes.
 
 from __future__ import annotations
 
-from iso8583.dialect import DialectSpec, TransactionProfile
+from iso8583.dialect import DialectSettings, DialectSpec, TransactionProfile
 from iso8583.fields import FieldSpec, LenType, Sensitive, an, ans, b, n, nvar, z
 
 LL, LLL = LenType.LL, LenType.LLL
@@ -71,14 +71,15 @@ SPEC = DialectSpec(
     header_len=6,
     default_header=bytes.fromhex("602200000000"),
     transactions=TRANSACTIONS,
-    settings={
-        "refund_mti": "0220",  # refunds go as advices
-        "refund_reversible": False,  # a timed-out refund is resent, never reversed
-        "refund_carries_f55": False,
-        "reversal_original_data": "f61",  # reversal copies the original's fields
-        "card_organisation_field": 63,
-        "pin_block_format": 0,
-        "security_control": "2600000000000000",  # F53: format 0, double-length TDES
-        "currency": "156",
-    },
+    settings=DialectSettings(
+        refund_mti="0220",  # refunds go as advices
+        refund_reversible=False,  # a timed-out refund is resent, never reversed
+        refund_carries_f55=False,
+        reversal_original_data="f61",  # reversal copies the original's fields
+        card_organisation_field=63,
+        pin_block_format=0,
+        security_control="2600000000000000",  # F53: format 0, double-length TDES
+        currency="156",
+        mac="cup",
+    ),
 )

@@ -9,7 +9,7 @@ forwarding n11). MAC: ANSI X9.19 in F64 (F128 with a secondary bitmap).
 
 from __future__ import annotations
 
-from iso8583.dialect import DialectSpec, TransactionProfile
+from iso8583.dialect import DEFAULT_F55_TAGS, DialectSettings, DialectSpec, TransactionProfile
 from iso8583.fields import Enc, FieldSpec, Kind, LenType, Sensitive
 
 F, LL, LLL = LenType.FIXED, LenType.LL, LenType.LLL
@@ -143,14 +143,16 @@ SPEC = DialectSpec(
     mti_enc=Enc.ASCII,
     bitmap_enc=Enc.BINARY,
     transactions=TRANSACTIONS,
-    settings={
-        "refund_mti": "0200",  # online refund; "0220" makes it an advice
-        "refund_reversible": True,
-        "refund_carries_f55": True,
-        "reversal_original_data": "f90",
-        "card_organisation_field": None,
-        "pin_block_format": 0,
-        "mac": "x919",
-        "currency": "156",
-    },
+    settings=DialectSettings(
+        refund_mti="0200",  # online refund; "0220" makes it an advice
+        refund_reversible=True,
+        refund_carries_f55=True,
+        reversal_original_data="f90",
+        card_organisation_field=None,
+        pin_block_format=0,
+        security_control="2600000000000000",  # F53 with a format 0 PIN block
+        currency="156",
+        mac="x919",
+        f55_tags=(*DEFAULT_F55_TAGS, 0x5F34),  # the PAN sequence number rides in F55 too
+    ),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iso8583.dialect import DialectSpec
+from iso8583.dialect import DialectSettings, DialectSpec
 from iso8583.dialects import get_dialect, names, register
 from iso8583.fields import Enc, FieldSpec, Kind, LenType, Sensitive
 from iso8583.pretty import format_message
@@ -30,6 +30,10 @@ SPEC = DialectSpec(
     mti_enc=Enc.ASCII,
     bitmap_enc=Enc.ASCII,
     length_bytes=4,
+    settings=DialectSettings(refund_mti="0200", refund_reversible=True,
+                             reversal_original_data="f90", card_organisation_field=None,
+                             security_control=None, currency="978", mac="x919",
+                             f55_tags=(0x9F26, 0x9F27, 0x9F10)),
 )
 register(SPEC)
 THIRD = get_dialect("test-ascii-bitmap")
@@ -48,6 +52,14 @@ def test_round_trip(data: st.DataObject) -> None:
     frame = THIRD.pack(message)
     assert int.from_bytes(frame[:4], "big") == len(frame) - 4
     assert THIRD.unpack(frame).message == message
+
+
+def test_settings_are_typed_data() -> None:
+    assert THIRD.settings.refund_mti == "0200"
+    assert THIRD.settings.security_control is None
+    assert THIRD.settings.entry_mode_prefix["contactless"] == "07"
+    assert get_dialect("cup").settings.card_organisation_field == 63
+    assert get_dialect("iso87").settings.reversal_original_data == "f90"
 
 
 def test_layout_and_masking() -> None:
