@@ -103,6 +103,20 @@ def unwrap_signon_keys(tmk: bytes, f62: bytes, form: int | None = None) -> Worki
     return WorkingKeys(pik, mak, tdk)
 
 
+def encrypted_pik(f62: bytes) -> tuple[bytes, bytes]:
+    """The PIK as F62 carries it (still under the TMK) and its check value.
+
+    A PIN pad that holds the TMK as its master key loads exactly these bytes,
+    so the clear PIK never leaves the pad. Raises :class:`KeyCheckError` for a
+    length that is not 24, 40 or 60.
+    """
+    if len(f62) == FORM_LENGTHS[1]:
+        return f62[0:8], f62[8:12]
+    if len(f62) in (FORM_LENGTHS[3], FORM_LENGTHS[4]):
+        return f62[0:16], f62[16:20]
+    raise KeyCheckError(f"sign-on F62 length {len(f62)} is not 24, 40 or 60")
+
+
 def _wrap(tmk: bytes, key: bytes) -> bytes:
     return encrypt_ecb(tmk, key) + tdes_kcv(key, CV_LEN)
 
@@ -132,4 +146,5 @@ def wrap_signon_keys(tmk: bytes, keys: WorkingKeys, form: int) -> bytes:
     return body + _wrap(tmk, keys.tdk)
 
 
-__all__ = ["FORM_LENGTHS", "WorkingKeys", "unwrap_signon_keys", "wrap_signon_keys"]
+__all__ = ["FORM_LENGTHS", "WorkingKeys", "encrypted_pik", "unwrap_signon_keys",
+           "wrap_signon_keys"]
