@@ -55,9 +55,9 @@ from iso8583.dialects import get_dialect
 from iso8583.masking import mask_pan
 from iso8583.message import Message
 from iso8583.pretty import format_message
+from iso8583.responses import explain
 from terminal.errors import CardMismatchError, HostTimeoutError, RefundAmountError, TerminalError
 from terminal.hostlink import TcpHostLink
-from terminal.response_codes import explain
 
 DIALECT = get_dialect("cup")
 TPDU = bytes.fromhex("6000030000")
