@@ -29,11 +29,11 @@ from datetime import datetime
 from emulator.catalogue import TestCard
 from emulator.host import security
 from emulator.host.errors import NotSignedOnError, ResponseError, ResponseMacError
-from emulator.host.settlement import SettlementTotals, SettleResult
 from iso8583 import composite, tlv
 from iso8583.dialect import Dialect
 from iso8583.dialects import get_dialect
 from iso8583.message import Message
+from iso8583.settlement import SettlementTotals, SettleResult
 
 Clock = Callable[[], datetime]
 

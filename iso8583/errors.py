@@ -60,3 +60,11 @@ class KeyCheckError(CryptoError):
 
 class MacError(CryptoError):
     """A message MAC does not verify."""
+
+
+class ResponseError(Iso8583Error):
+    """An answer does not belong to its request (MTI, STAN or TID), or a sign-on was refused."""
+
+
+class ResponseMacError(ResponseError):
+    """An answer's MAC does not verify: treat as no answer (and reverse with A0)."""

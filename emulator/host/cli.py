@@ -21,7 +21,6 @@ from typing import NoReturn
 from emulator.host.core import AcquirerHost
 from emulator.host.errors import HostError
 from emulator.host.ledger import LedgerSnapshot, SqliteLedgerStore, TransactionRow, key_text
-from emulator.host.settlement import SettlementTotals
 from emulator.host.terminals import (
     DEMO_MID,
     DEMO_TID,
@@ -34,6 +33,7 @@ from emulator.host.terminals import (
 )
 from iso8583.crypto.kcv import tdes_kcv
 from iso8583.errors import Iso8583Error
+from iso8583.settlement import SettlementTotals
 
 
 class _UsageError(Exception):

@@ -53,13 +53,13 @@ from emulator.host.ledger import (
     response_fields,
     response_json,
 )
-from emulator.host.settlement import SettlementTotals, SettleResult
 from iso8583 import composite, tlv
 from iso8583.dialect import Dialect
 from iso8583.dialects import get_dialect
 from iso8583.errors import Iso8583Error
 from iso8583.masking import mask_pan
 from iso8583.message import Message
+from iso8583.settlement import SettlementTotals, SettleResult
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,15 @@
 
 The host's rules never raise for bad *input* (that becomes a response code or a
 closed connection); these errors are for misuse of the API, bad provisioning and
-storage faults, and for the simulated terminal's view of a broken answer.
+storage faults, and for the simulated terminal's misuse (not signed on). A broken
+answer raises :class:`iso8583.errors.ResponseError` (re-exported here).
 No error text ever carries a full PAN, PIN, PIN block, track data or key.
 """
 
 from __future__ import annotations
+
+# the terminal's view of a broken answer is protocol knowledge; re-exported for old users
+from iso8583.errors import ResponseError, ResponseMacError
 
 
 class HostError(Exception):
@@ -23,13 +27,9 @@ class LedgerError(HostError):
     """The ledger store cannot be opened, read or written."""
 
 
-class ResponseError(HostError):
-    """A host answer does not belong to the request (wrong MTI, STAN or TID)."""
-
-
-class ResponseMacError(ResponseError):
-    """A host answer's MAC does not verify: treat as no answer and reverse with A0."""
-
-
 class NotSignedOnError(HostError):
     """The simulated terminal has no working keys yet: sign on first."""
+
+
+__all__ = ["HostError", "LedgerError", "NotSignedOnError", "ProvisioningError", "ResponseError",
+           "ResponseMacError"]

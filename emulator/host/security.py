@@ -1,8 +1,9 @@
 """The host's and the simulated terminal's use of the payment crypto, in one place.
 
 Thin wrappers over :mod:`iso8583.crypto` so the rules and the simulated
-terminal speak in payments language (``message_mac``, ``pin_matches``,
-``arqc_matches``) and a change in the crypto API touches one module.
+terminal speak in payments language (``pin_matches``, ``arqc_matches``) and a
+change in the crypto API touches one module. The message MAC is the protocol
+layer's (:mod:`iso8583.crypto.message_mac`), re-exported here for the host.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Mapping
 
-from iso8583.crypto import emv, mac, pinblock, signon
-from iso8583.dialect import Dialect
+from iso8583.crypto import emv, pinblock, signon
+from iso8583.crypto.message_mac import apply_mac, message_mac, received_mac_ok, uses_x919
 from iso8583.errors import Iso8583Error
-from iso8583.message import Message
 
 WorkingKeys = signon.WorkingKeys
 
@@ -54,46 +54,6 @@ def unwrap_keys(tmk: bytes, f62: bytes) -> WorkingKeys:
     return signon.unwrap_signon_keys(tmk, f62)
 
 
-def message_mac(dialect: Dialect, mak: bytes, message: Message) -> bytes:
-    """The F64 value of ``message`` under ``mak`` in the dialect's MAC scheme."""
-    return _mac_over(dialect, mak, dialect.mac_block(message))
-
-
-def _mac_over(dialect: Dialect, mak: bytes, block: bytes) -> bytes:
-    if uses_x919(dialect):
-        # X9.19 wants a double-length key; a single-length MAK degrades to K||K
-        return mac.x919_mac(mak if len(mak) == 16 else mak + mak, block)
-    return mac.cup_pos_mac(mak, block)
-
-
-def uses_x919(dialect: Dialect) -> bool:
-    """True when the dialect MACs with ANSI X9.19 instead of the CUP POS MAC."""
-    return dialect.settings.mac == "x919"
-
-
-def apply_mac(dialect: Dialect, mak: bytes, message: Message) -> Message:
-    """Set F64 of ``message`` (in place) and return it."""
-    message[dialect.spec.mac_field] = message_mac(dialect, mak, message)
-    return message
-
-
-def received_mac_ok(dialect: Dialect, mak: bytes, body: bytes, message: Message) -> bool:
-    """True when the MAC of a received body verifies under ``mak``."""
-    field = dialect.spec.mac_field
-    got = message.get(field)
-    if not isinstance(got, bytes):
-        return False
-    try:
-        if max(message.raw_items()) == field:
-            block = dialect.received_mac_block(body)  # the bytes as received
-        else:  # fields after the MAC field (F90 in iso87): MAC over the re-encoded message
-            block = dialect.mac_block(message)
-        want = _mac_over(dialect, mak, block)
-    except Iso8583Error:
-        return False
-    return hmac.compare_digest(got, want)
-
-
 def encrypt_pin(pik: bytes, pin: str, pan: str) -> bytes:
     """An ISO 9564 format 0 PIN block under the PIK (F52)."""
     return pinblock.encrypt_format0(pik, pin, pan)
@@ -125,3 +85,10 @@ def arqc_matches(imk: bytes, pan: str, psn: str, tags: Mapping[int, bytes]) -> b
 
 
 AC_INPUT_TAGS = emv.AC_INPUT_TAGS
+
+
+__all__ = [
+    "AC_INPUT_TAGS", "SIGNON_FORMS", "WorkingKeys", "apply_mac", "arqc_matches", "compute_arqc",
+    "encrypt_pin", "message_mac", "new_working_keys", "pin_matches", "received_mac_ok",
+    "unwrap_keys", "uses_x919", "wrap_keys",
+]

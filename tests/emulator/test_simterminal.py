@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from emulator.catalogue import card_by_name
 from emulator.host.errors import NotSignedOnError, ResponseError, ResponseMacError
-from emulator.host.settlement import HalfTotals, SettlementTotals, SettleResult
 from emulator.simterminal import STAN_MAX, Approved, SimTerminal
 from iso8583 import composite, tlv
 from iso8583.crypto import emv, pinblock
+from iso8583.settlement import HalfTotals, SettlementTotals, SettleResult
 from tests.emulator.host.harness import MID, NOW, TID, TMK, Lane, make_lane
 
 DEBIT = card_by_name("cup-debit")

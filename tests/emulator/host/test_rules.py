@@ -11,10 +11,10 @@ from emulator.catalogue import CARDS, CardStatus, card_by_name
 from emulator.catalogue import TestCard as Card
 from emulator.host import AcquirerHost, MemoryLedgerStore, TransactionRow, security
 from emulator.host.codes import MAGIC_AMOUNTS
-from emulator.host.settlement import HalfTotals, SettlementTotals
 from emulator.simterminal import Approved, Declined, SimTerminal
 from iso8583 import composite, tlv
 from iso8583.message import Message
+from iso8583.settlement import HalfTotals, SettlementTotals
 from tests.emulator.host.harness import MID, NOW, TID, TMK, Lane, make_lane
 
 DEBIT = card_by_name("cup-debit")

@@ -26,9 +26,9 @@ from emulator.catalogue import TestCard as Card
 from emulator.catalogue import card_by_name
 from emulator.host.codes import forced_code
 from emulator.host.ledger import LedgerStore, MemoryLedgerStore, SqliteLedgerStore, key_text
-from emulator.host.settlement import SettlementTotals
 from emulator.simterminal import Approved
 from iso8583.message import Message
+from iso8583.settlement import SettlementTotals
 from tests.emulator.host.harness import TID, make_lane
 
 CARDS: dict[str, tuple[Card, str | None]] = {
