@@ -14,7 +14,8 @@ import time
 from iso8583.dialect import Dialect, Frame
 from iso8583.errors import Iso8583Error
 from iso8583.message import Message
-from terminal.errors import HostLinkError, HostTimeoutError
+from terminal.core.crashpoints import crash_point
+from terminal.core.errors import HostLinkError, HostTimeoutError
 
 
 class TcpHostLink:
@@ -41,6 +42,11 @@ class TcpHostLink:
             self._decoder = self.dialect.frame_decoder()
         return self._sock
 
+    def open(self) -> None:
+        """Connect now (if not connected): an unreachable host is known before anything is
+        written to the journal. Raises :class:`HostLinkError`."""
+        self._connect()
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
@@ -53,6 +59,7 @@ class TcpHostLink:
         deadline = time.monotonic() + self.timeout
         try:
             sock.sendall(frame)
+            crash_point("after_send")
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -93,3 +93,18 @@ def save_tmk(journal: Journal, tmk: bytes) -> None:
     if len(tmk) not in (8, 16, 24):
         raise ConfigError("TMK must be 8, 16 or 24 bytes (16, 32 or 48 hex digits)")
     journal.put_secret(TMK_KEY, tmk)
+
+
+def init_terminal(journal: Journal, settings: TerminalSettings, tmk: bytes) -> None:
+    """Make a data directory a terminal: settings and the sealed TMK.
+
+    Re-running it with the same TID keeps the journal; a different TID on a
+    journal that already holds transactions is refused (it would mix two
+    terminals' money).
+    """
+    existing = journal.get("setting.tid")
+    if existing is not None and existing != settings.tid and journal.last() is not None:
+        raise ConfigError(f"this data directory is terminal {existing} and holds its journal; "
+                          "use a new --data-dir for another terminal")
+    save_tmk(journal, tmk)
+    settings.save(journal)

@@ -26,6 +26,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from iso8583.crypto.signon import WorkingKeys
+from terminal.core.crashpoints import crash_point
 from terminal.core.db import migrate, open_db, transaction
 from terminal.core.errors import JournalError
 from terminal.core.records import TXN_COLUMNS, TxnKind, TxnRecord, TxnStatus
@@ -207,6 +208,7 @@ class Journal:
                      txn.original_batch, txn.original_stan, txn.original_date,
                      txn.original_amount, txn.reason, txn.note, txn.operator,
                      int(txn.training), sealed))
+                crash_point("in_begin")
             except sqlite3.IntegrityError as exc:
                 raise JournalError(f"STAN {txn.stan} of batch {txn.batch} is already in the "
                                    f"journal ({exc})") from None

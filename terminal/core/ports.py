@@ -14,10 +14,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from iso8583.terminal import CardInput
-
 from iso8583.dialect import Frame
 from iso8583.message import Message
+from iso8583.terminal import CardInput
 
 Clock = Callable[[], datetime]
 
@@ -33,6 +32,9 @@ class Purpose(StrEnum):
 
 class HostLink(Protocol):
     """One request out, its answer back; raises HostTimeoutError / HostLinkError."""
+
+    def open(self) -> None:
+        """Connect (if not connected); HostLinkError when the host cannot be reached."""
 
     def exchange(self, request: Message) -> Frame: ...
 

@@ -1,0 +1,767 @@
+"""The till: sign-on, sale, refund, void, reversal and advice, settlement, recovery.
+
+:class:`Till` drives the ports (host link, card reader, PIN pad), the journal and
+the protocol (:class:`iso8583.terminal.TerminalProtocol`); it holds no socket,
+no Textual and no clock of its own. Every money-moving request follows one
+order: rules checked -> written to the journal with its armed reversal or
+advice -> sent -> answer recorded (follow-up stood down) in one transaction.
+A request without a valid answer leaves its follow-up due, and
+:meth:`Till.resolve` sends every due follow-up before any new transaction and
+before settlement.
+
+The refund is two calls so a screen can show the quote before anything moves:
+:meth:`Till.quote_refund` checks every rule and returns what the cashier
+confirms; :meth:`Till.refund` sends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from iso8583.crypto.signon import WorkingKeys, encrypted_pik
+from iso8583.dialect import Dialect
+from iso8583.dialects import get_dialect
+from iso8583.errors import Iso8583Error, KeyCheckError, ResponseError, ResponseMacError
+from iso8583.masking import mask_pan
+from iso8583.message import Message
+from iso8583.responses import ResponseCode, TerminalAction, explain
+from iso8583.settlement import SettlementTotals
+from iso8583.terminal import (
+    Answer,
+    CardInput,
+    OriginalRef,
+    RequestContext,
+    TerminalProtocol,
+    UploadItem,
+)
+from terminal.core import rules
+from terminal.core.config import TerminalSettings, load_tmk
+from terminal.core.crashpoints import crash_point
+from terminal.core.errors import (
+    DeviceError,
+    HostLinkError,
+    HostTimeoutError,
+    InputError,
+    OriginalNotFoundError,
+    PendingError,
+    RefundAmountError,
+    RefundTooOldError,
+    SignOnError,
+    TerminalError,
+)
+from terminal.core.journal import Journal, NewTxn, OpenItem
+from terminal.core.ports import CardRead, CardReader, HostLink, PinEntry, Progress, Purpose, Step
+from terminal.core.records import RefundReason, TxnKind, TxnRecord, TxnStatus
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: The reversal reasons of DESIGN.md section 4 (F39 of the 0400).
+REASON_NO_ANSWER = "98"
+REASON_TERMINAL_FAULT = "96"
+REASON_MAC_FAILED = "A0"
+
+
+def _ignore(step: Step) -> None:
+    del step
+
+
+@dataclass(frozen=True)
+class _NoAnswer:
+    reason: str  # the reversal reason this failure calls for
+    error: str
+
+
+@dataclass(frozen=True)
+class ExternalOriginal:
+    """An original named by RRN + date that this terminal's journal does not hold."""
+
+    rrn: str
+    date: str  # MMDD the host answered the original with
+
+    @property
+    def label(self) -> str:
+        return f"RRN {self.rrn} / {self.date}"
+
+
+Original = TxnRecord | ExternalOriginal
+
+
+@dataclass(frozen=True)
+class RefundQuote:
+    """What the cashier confirms before a refund is sent (nothing has moved yet)."""
+
+    original: Original
+    ref: OriginalRef
+    card: CardRead
+    amount: int
+    reason: RefundReason
+    note: str | None
+    original_amount: int | None  # None: the original is not in this journal
+    already_refunded: int | None
+    in_doubt: int
+    refundable: int | None  # before this refund
+
+    @property
+    def remaining_after(self) -> int | None:
+        return None if self.refundable is None else self.refundable - self.amount
+
+    @property
+    def masked_pan(self) -> str:
+        return self.card.masked_pan
+
+
+@dataclass(frozen=True)
+class VoidQuote:
+    original: TxnRecord
+    card: CardRead | None
+    amount: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a request ended, for the screen, the receipt and the exit code."""
+
+    kind: TxnKind
+    status: TxnStatus
+    record: TxnRecord
+    response: ResponseCode | None
+
+    @property
+    def approved(self) -> bool:
+        return self.status is TxnStatus.APPROVED
+
+    @property
+    def code(self) -> str | None:
+        return self.record.response_code
+
+    @property
+    def next_step(self) -> tuple[str, str]:
+        """What the terminal will do about an open outcome (zh, en)."""
+        if self.status is TxnStatus.UNCERTAIN:
+            if self.kind is TxnKind.REFUND:
+                return ("结果未知：终端将重发退货通知直到主机应答",
+                        "Outcome unknown: the terminal resends the refund advice until answered")
+            return ("结果未知：终端将自动冲正", "Outcome unknown: the terminal will reverse it")
+        if self.status is TxnStatus.REVERSED:
+            return ("已冲正，未扣款", "Reversed: nothing was charged")
+        return ("", "")
+
+
+@dataclass(frozen=True)
+class ResolveReport:
+    resolved: int
+    left: int
+    details: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SettleOutcome:
+    batch: str
+    totals: SettlementTotals
+    balanced: bool
+    uploaded: int  # items sent in a batch upload (0 when totals agreed)
+    new_batch: str
+    response: ResponseCode
+
+
+@dataclass
+class TillStatus:
+    tid: str
+    mid: str
+    dialect: str
+    batch: str
+    next_stan: str
+    signed_on: bool
+    open_items: int
+    host_reachable: bool | None
+    reader: str
+    pinpad: str
+    training: bool
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class Till:
+    """One terminal: its journal, its settings and its devices (see the module docstring)."""
+
+    def __init__(self, journal: Journal, settings: TerminalSettings, *, link: HostLink,
+                 reader: CardReader | None = None, pinpad: PinEntry | None = None,
+                 clock: Clock = datetime.now,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.link = link
+        self.reader = reader
+        self.pinpad = pinpad
+        self.clock = clock
+        self._monotonic = monotonic
+        self.dialect: Dialect = get_dialect(settings.dialect)
+        self.protocol = TerminalProtocol(self.dialect, settings.tid, settings.mid)
+        self._tmk = load_tmk(journal)
+        self._keys_cache: WorkingKeys | None = None
+        self._last_contact: float | None = None
+        self.host_reachable: bool | None = None
+
+    @classmethod
+    def open(cls, data_dir: Path, *, link: HostLink, reader: CardReader | None = None,
+             pinpad: PinEntry | None = None, clock: Clock = datetime.now) -> Till:
+        journal = Journal.open(data_dir, clock)
+        try:
+            settings = TerminalSettings.from_journal(journal)
+            return cls(journal, settings, link=link, reader=reader, pinpad=pinpad, clock=clock)
+        except TerminalError:
+            journal.close()
+            raise
+
+    def close(self) -> None:
+        self.link.close()
+        self.journal.close()
+
+    # --- state -----------------------------------------------------------------------
+    def _keys(self) -> WorkingKeys | None:
+        if self._keys_cache is None:
+            self._keys_cache = self.journal.load_keys()
+        return self._keys_cache
+
+    @property
+    def signed_on(self) -> bool:
+        """Signed on today with working keys the host still trusts."""
+        return (self._keys() is not None
+                and self.journal.get("signed_on_date") == self.clock().date().isoformat())
+
+    def status(self) -> TillStatus:
+        return TillStatus(
+            tid=self.settings.tid, mid=self.settings.mid, dialect=self.settings.dialect,
+            batch=self.journal.batch, next_stan=self.journal.peek_stan(),
+            signed_on=self.signed_on, open_items=self.journal.open_count(),
+            host_reachable=self.host_reachable,
+            reader=self.reader.describe() if self.reader else "none",
+            pinpad=self.pinpad.describe() if self.pinpad else "none",
+            training=self.settings.training)
+
+    def _ctx(self, stan: str) -> RequestContext:
+        return RequestContext(stan=stan, batch=self.journal.batch, now=self.clock())
+
+    # --- host exchanges ------------------------------------------------------------------
+    def _send(self, request: Message) -> Answer | _NoAnswer:
+        """MAC, send and check one request; any failure to get a valid answer is _NoAnswer."""
+        keys = self._keys()
+        mak = keys.mak if keys is not None else None
+        if mak is not None:
+            self.protocol.mac(request, mak)
+        try:
+            frame = self.link.exchange(request)
+        except HostTimeoutError as exc:
+            self.host_reachable = False
+            return _NoAnswer(REASON_NO_ANSWER, exc.message)
+        except HostLinkError as exc:
+            self.host_reachable = False
+            return _NoAnswer(REASON_NO_ANSWER, exc.message)
+        self.host_reachable = True
+        self._last_contact = self._monotonic()
+        try:
+            return self.protocol.check_response(request, frame.message, body=frame.body, mak=mak)
+        except ResponseMacError as exc:
+            return _NoAnswer(REASON_MAC_FAILED, str(exc))
+        except (ResponseError, Iso8583Error) as exc:
+            return _NoAnswer(REASON_NO_ANSWER, f"answer does not belong to the request: {exc}")
+
+    def _lost_keys(self) -> None:
+        """The host no longer trusts our MAK (A0/77, or its answer fails our MAC check)."""
+        self.journal.forget_keys()
+        self._keys_cache = None
+
+    def sign_on(self, progress: Progress = _ignore) -> WorkingKeys:
+        """0800 sign-on: working keys checked by their check values, the PIK into the PIN pad."""
+        progress(Step.SIGNING_ON)
+        self.link.open()
+        stan = self.journal.take_stan()
+        request = self.protocol.sign_on(self._ctx(stan), form=self.settings.signon_form)
+        try:
+            frame = self.link.exchange(request)
+        except HostLinkError as exc:
+            self.host_reachable = False
+            raise SignOnError(f"sign-on got no answer: {exc.message}",
+                              cashier_zh="签到失败：主机无应答",
+                              cashier_en="Sign-on failed: no answer") from None
+        self.host_reachable = True
+        self._last_contact = self._monotonic()
+        try:
+            result = self.protocol.accept_sign_on(self._tmk, frame.message)
+        except KeyCheckError as exc:
+            raise SignOnError(f"sign-on keys rejected: {exc}",
+                              cashier_zh="签到失败：工作密钥校验错",
+                              cashier_en="Sign-on failed: key check value") from None
+        except (ResponseError, Iso8583Error) as exc:
+            raise SignOnError(f"sign-on refused: {exc}") from None
+        self.journal.save_keys(result.keys, self.clock().date())
+        self._keys_cache = result.keys
+        if result.batch is not None and result.batch != self.journal.batch \
+                and not self.journal.batch_records(self.journal.batch):
+            self.journal.set_batch(result.batch)
+        if self.pinpad is not None:
+            f62 = frame.message.get(62)
+            raw = bytes.fromhex(f62) if isinstance(f62, str) else f62
+            if isinstance(raw, bytes):
+                pik, check = encrypted_pik(raw)
+                try:
+                    self.pinpad.load_working_key(pik, check)
+                except TerminalError:
+                    raise
+                except Exception as exc:
+                    raise DeviceError(f"PIN pad did not take the PIN key: {exc}",
+                                      cashier_zh="密码键盘装载密钥失败",
+                                      cashier_en="PIN pad key load failed") from exc
+        log.info("signed on, batch %s", self.journal.batch)
+        return result.keys
+
+    def echo(self, progress: Progress = _ignore) -> None:
+        """0820 echo test: raises HostLinkError when the host does not answer."""
+        progress(Step.ECHO)
+        self.link.open()
+        stan = self.journal.take_stan()
+        try:
+            self.link.exchange(self.protocol.echo(self._ctx(stan)))
+        except HostLinkError:
+            self.host_reachable = False
+            raise
+        self.host_reachable = True
+        self._last_contact = self._monotonic()
+
+    def prepare(self, progress: Progress = _ignore, *, echo_if_idle: bool = False) -> None:
+        """Before a new transaction: owed follow-ups resolved, signed on, link checked."""
+        report = self.resolve(progress)
+        if report.left:
+            raise PendingError(f"{report.left} reversal(s)/advice(s) are still unanswered; "
+                               "no new transaction until the host answers them")
+        if not self.signed_on:
+            self.sign_on(progress)
+        elif echo_if_idle and (self._last_contact is None or self._monotonic()
+                               - self._last_contact > self.settings.echo_idle_s):
+            self.echo(progress)
+
+    # --- cards and PINs ------------------------------------------------------------------
+    def read_card(self, purpose: Purpose, amount: int, progress: Progress = _ignore) -> CardRead:
+        if self.reader is None:
+            raise DeviceError("no card reader is configured", cashier_zh="未配置读卡器",
+                              cashier_en="No card reader")
+        progress(Step.READING_CARD)
+        return self.reader.read_card(purpose, amount, self.clock(), self.journal.peek_stan())
+
+    def _pin_block(self, card: CardRead, amount: int, *, wanted: bool,
+                   progress: Progress) -> bytes | None:
+        if not wanted or not card.wants_online_pin:
+            return None
+        if self.pinpad is None:
+            raise DeviceError("the card asks for a PIN and no PIN pad is configured",
+                              cashier_zh="未连接密码键盘", cashier_en="No PIN pad")
+        progress(Step.WAITING_PIN)
+        return self.pinpad.get_pin_block(card.card.pan, amount)
+
+    def _new_txn(self, kind: TxnKind, mti: str, ctx: RequestContext, amount: int,
+                 card: CardInput, read: CardRead | None, **extra: object) -> NewTxn:
+        return NewTxn(
+            kind=kind, mti=mti, stan=ctx.stan, batch=ctx.batch, amount=amount,
+            currency=self.dialect.settings.currency, pan_masked=mask_pan(card.pan),
+            pan_hash=self.journal.vault.pan_hash(card.pan), scheme=card.scheme,
+            entry_mode=None, card_label=read.label if read else None,
+            aid=read.aid if read else None, training=self.settings.training,
+            **extra)  # type: ignore[arg-type]
+
+    # --- the money-moving exchange -------------------------------------------------------
+    def _financial(self, kind: TxnKind, build: Callable[[RequestContext], Message],
+                   describe: Callable[[RequestContext, Message], NewTxn],
+                   progress: Progress) -> Outcome:
+        profile = self.dialect.transactions[kind.value]
+        follow_up = {"reverse": "reversal", "resend": "advice"}.get(profile.on_timeout)
+        if kind is TxnKind.REFUND and follow_up == "reversal" \
+                and not self.dialect.settings.refund_reversible:
+            follow_up = "advice"
+        for attempt in (1, 2):
+            progress(Step.CONNECTING)
+            self.link.open()  # unreachable: HostLinkError here, nothing written
+            ctx = self._ctx(self.journal.take_stan())
+            request = build(ctx)
+            body = self.dialect.encode(request)
+            txn = describe(ctx, request)
+            txn_id = self.journal.begin(
+                NewTxn(**{**txn.__dict__, "entry_mode": str(request.get(22) or "") or None}),
+                body, follow_up=follow_up)
+            crash_point("after_begin")
+            progress(Step.SENDING)
+            result = self._send(request)
+            if isinstance(result, _NoAnswer):
+                return self._unanswered(kind, txn_id, request, result, follow_up, progress)
+            crash_point("after_answer")
+            if result.action is TerminalAction.SIGN_ON_AGAIN:
+                self.journal.answered(txn_id, status=TxnStatus.DECLINED, code=result.code,
+                                      rrn=result.rrn, auth_code=result.auth_code,
+                                      host_date=result.date, host_time=result.time)
+                self._lost_keys()
+                if attempt == 1:
+                    self.sign_on(progress)
+                    continue
+            else:
+                self.journal.answered(
+                    txn_id, status=TxnStatus.APPROVED if result.approved else TxnStatus.DECLINED,
+                    code=result.code, rrn=result.rrn, auth_code=result.auth_code,
+                    host_date=result.date, host_time=result.time)
+            crash_point("after_record")
+            record = self.journal.record(txn_id)
+            return Outcome(kind, record.status, record, explain(result.code))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unanswered(self, kind: TxnKind, txn_id: int, request: Message, failure: _NoAnswer,
+                    follow_up: str | None, progress: Progress) -> Outcome:
+        log.warning("%s STAN %s: no valid answer (%s)", kind, request.get(11), failure.error)
+        if follow_up == "reversal":
+            reversal, stan = self._build_reversal(request, failure.reason)
+            self.journal.no_answer(txn_id, reason=failure.reason, error=failure.error,
+                                   reversal=self.dialect.encode(reversal), reversal_stan=stan)
+        else:
+            self.journal.no_answer(txn_id, reason=failure.reason, error=failure.error)
+        if failure.reason == REASON_MAC_FAILED:
+            self._lost_keys()
+        try:
+            self.resolve(progress)
+        except TerminalError as exc:
+            log.warning("resolving after no answer failed: %s", exc.message)
+        record = self.journal.record(txn_id)
+        return Outcome(kind, record.status, record,
+                       explain(record.response_code) if record.response_code else None)
+
+    def _build_reversal(self, request: Message, reason: str) -> tuple[Message, str | None]:
+        clean = request.copy()
+        clean.pop(self.dialect.spec.mac_field)
+        if self.dialect.settings.reversal_original_data == "f90":
+            stan = self.journal.take_stan()
+            return self.protocol.reversal(clean, reason, self._ctx(stan)), stan
+        return self.protocol.reversal(clean, reason), None
+
+    # --- resolving what is owed ------------------------------------------------------------
+    def resolve(self, progress: Progress = _ignore) -> ResolveReport:
+        """Send every due reversal and advice (and those a crash left armed) until answered."""
+        items = self.journal.open_items()
+        if not items:
+            return ResolveReport(0, 0)
+        progress(Step.RESOLVING)
+        done = 0
+        details: list[str] = []
+        for item in items:
+            try:
+                if self._resolve_one(item, progress):
+                    done += 1
+                    details.append(f"{item.action} of journal row {item.txn_id}: answered")
+                else:
+                    details.append(f"{item.action} of journal row {item.txn_id}: no answer yet")
+            except HostLinkError as exc:
+                self.journal.attempt_failed(item.id, exc.message)
+                details.append(f"{item.action} of journal row {item.txn_id}: {exc.message}")
+                break
+        return ResolveReport(done, self.journal.open_count(), tuple(details))
+
+    def _resolve_one(self, item: OpenItem, progress: Progress) -> bool:
+        crash_point("in_resolve")
+        stored = self.dialect.decode(item.message)
+        if item.action == "reversal":
+            if item.state == "armed":  # a crash left the request's outcome unknown
+                reversal, stan = self._build_reversal(stored, REASON_NO_ANSWER)
+                self.journal.no_answer(item.txn_id, reason=REASON_NO_ANSWER,
+                                       error="restarted with the outcome unknown",
+                                       reversal=self.dialect.encode(reversal),
+                                       reversal_stan=stan)
+                stored = reversal
+            message = stored
+            step = Step.REVERSING
+        else:
+            if item.state == "armed":
+                self.journal.no_answer(item.txn_id, reason=REASON_NO_ANSWER,
+                                       error="restarted with the outcome unknown")
+            message = stored
+            step = Step.RESENDING
+        for _ in range(max(1, self.settings.max_resend)):
+            if not self.signed_on:
+                self.sign_on(progress)
+            progress(step)
+            self.link.open()
+            result = self._send(message.copy())
+            crash_point("after_resolve_send")
+            if isinstance(result, _NoAnswer):
+                self.journal.attempt_failed(item.id, result.error)
+                if result.reason == REASON_MAC_FAILED:
+                    self._lost_keys()
+                continue
+            if result.action is TerminalAction.SIGN_ON_AGAIN:
+                self._lost_keys()
+                continue
+            if item.action == "reversal":
+                status = TxnStatus.REVERSED if result.approved else TxnStatus.UNCERTAIN
+                self.journal.resolved(item, code=result.code, txn_status=status)
+            else:
+                status = TxnStatus.APPROVED if result.approved else TxnStatus.DECLINED
+                self.journal.resolved(item, code=result.code, txn_status=status,
+                                      rrn=result.rrn, auth_code=result.auth_code,
+                                      host_date=result.date, host_time=result.time)
+            return True
+        return False
+
+    # --- sale --------------------------------------------------------------------------
+    def sale(self, amount: int, card: CardRead, *, operator: str | None = None,
+             progress: Progress = _ignore) -> Outcome:
+        """消费: the card was read for ``amount``; PIN where the card asks for it."""
+        if amount <= 0:
+            raise InputError("sale amount must be more than 0.00")
+        self.prepare(progress)
+        pin = self._pin_block(card, amount, wanted=True, progress=progress)
+        return self._financial(
+            TxnKind.SALE,
+            lambda ctx: self.protocol.sale(ctx, amount, card.card, pin),
+            lambda ctx, msg: self._new_txn(TxnKind.SALE, msg.mti, ctx, amount, card.card, card,
+                                           operator=operator),
+            progress)
+
+    # --- finding originals ---------------------------------------------------------------
+    def find_by_voucher(self, voucher: str) -> TxnRecord:
+        if not voucher.strip().isdigit() or len(voucher.strip()) > 6:
+            raise InputError(f"voucher number {voucher!r} is not 1-6 digits",
+                             cashier_zh="凭证号应为1-6位数字", cashier_en="Voucher: 1-6 digits")
+        found = [r for r in self.journal.by_voucher(voucher.strip())
+                 if r.kind is TxnKind.SALE]
+        if not found:
+            raise OriginalNotFoundError(f"no sale with voucher {voucher} in this journal")
+        open_batch = [r for r in found if r.batch == self.journal.batch]
+        return (open_batch or found)[0]
+
+    def find_by_rrn(self, rrn: str, mmdd: str) -> Original:
+        """An original named by RRN + the date the host answered it (MMDD)."""
+        rrn = rrn.strip()
+        if len(rrn) != 12 or not rrn.isalnum():
+            raise InputError(f"RRN {rrn!r} is not 12 characters",
+                             cashier_zh="参考号应为12位", cashier_en="RRN: 12 characters")
+        if len(mmdd) != 4 or not mmdd.isdigit() or not (1 <= int(mmdd[:2]) <= 12
+                                                       and 1 <= int(mmdd[2:]) <= 31):
+            raise InputError(f"date {mmdd!r} is not MMDD", cashier_zh="日期格式MMDD",
+                             cashier_en="Date: MMDD")
+        for record in self.journal.by_rrn(rrn):
+            if record.kind is TxnKind.SALE and record.host_date in (mmdd, None):
+                return record
+        return ExternalOriginal(rrn, mmdd)
+
+    def refundable_sales(self, card: CardRead) -> list[tuple[TxnRecord, rules.Refundable]]:
+        """This card's sales that still have money to give back, newest first."""
+        out = []
+        for sale in self.journal.sales_for_card(self.journal.vault.pan_hash(card.card.pan)):
+            children = self.journal.children(sale.id)
+            if rules.is_voided(children):
+                continue
+            left = rules.refundable_of(sale, children)
+            if left.refundable > 0:
+                out.append((sale, left))
+        return out
+
+    def history(self, original: TxnRecord) -> list[TxnRecord]:
+        """An original's voids and refunds, oldest first."""
+        return self.journal.children(original.id)
+
+    def pan_of(self, record: TxnRecord) -> str:
+        """The full PAN of a journaled request, opened from its sealed copy (never shown)."""
+        message = self.dialect.decode(self.journal.request_of(record.id))
+        pan = message.get(2)
+        if not isinstance(pan, str):
+            raise OriginalNotFoundError(f"journal row {record.id} holds no PAN")
+        return pan
+
+    # --- refund ------------------------------------------------------------------------
+    def quote_refund(self, original: Original, card: CardRead, amount: int,
+                     reason: RefundReason, note: str | None = None) -> RefundQuote:
+        """Check every rule and return the quote to confirm; raises a RuleError otherwise."""
+        if reason is RefundReason.OTHER and not (note and note.strip()):
+            raise InputError("reason 'other' needs a note", cashier_zh="请填写退货原因说明",
+                             cashier_en="Reason 'other' needs a note")
+        now = self.clock()
+        if isinstance(original, TxnRecord):
+            children = self.journal.children(original.id)
+            left = rules.check_refund(original, children,
+                                      pan_hash=self.journal.vault.pan_hash(card.card.pan),
+                                      amount=amount, now=now,
+                                      age_limit_days=self.settings.refund_age_days)
+            ref = OriginalRef(batch=original.batch, stan=original.stan, date=original.host_date,
+                              rrn=original.rrn, auth_code=original.auth_code,
+                              amount=original.amount, scheme=original.scheme or card.card.scheme)
+            return RefundQuote(original, ref, card, amount, reason, note, original.amount,
+                               left.refunded, left.in_doubt, left.refundable)
+        if amount <= 0:
+            raise RefundAmountError("refund amount must be more than 0.00")
+        if _age_days(original.date, now.date()) > self.settings.refund_age_days:
+            raise RefundTooOldError(f"original of {original.date} is older than "
+                                    f"{self.settings.refund_age_days} days")
+        # Not in this journal: 61.1/61.2 unknown (zeros); the host checks amount and card.
+        ref = OriginalRef(batch="000000", stan="000000", date=original.date, rrn=original.rrn,
+                          auth_code=None, amount=amount, scheme=card.card.scheme)
+        return RefundQuote(original, ref, card, amount, reason, note, None, None, 0, None)
+
+    def refund(self, quote: RefundQuote, *, operator: str | None = None,
+               progress: Progress = _ignore) -> Outcome:
+        """退货: send a confirmed quote (rules re-checked: the journal may have moved)."""
+        quote = self.quote_refund(quote.original, quote.card, quote.amount, quote.reason,
+                                  quote.note)
+        self.prepare(progress, echo_if_idle=True)
+        pin = self._pin_block(quote.card, quote.amount, wanted=self.settings.pin_on_refund,
+                              progress=progress)
+        original = quote.original
+        record = original if isinstance(original, TxnRecord) else None
+        return self._financial(
+            TxnKind.REFUND,
+            lambda ctx: self.protocol.refund(ctx, quote.ref, quote.amount, quote.card.card, pin),
+            lambda ctx, msg: self._new_txn(
+                TxnKind.REFUND, msg.mti, ctx, quote.amount, quote.card.card, quote.card,
+                original_id=record.id if record else None, original_rrn=quote.ref.rrn,
+                original_batch=quote.ref.batch, original_stan=quote.ref.stan,
+                original_date=quote.ref.date, original_amount=quote.original_amount,
+                reason=quote.reason.value, note=quote.note, operator=operator),
+            progress)
+
+    # --- void --------------------------------------------------------------------------
+    def quote_void(self, original: TxnRecord, card: CardRead | None = None) -> VoidQuote:
+        pan_hash = self.journal.vault.pan_hash(card.card.pan) if card else None
+        rules.check_void(original, self.journal.children(original.id), pan_hash=pan_hash,
+                         open_batch=self.journal.batch)
+        return VoidQuote(original, card, original.amount)
+
+    def void(self, quote: VoidQuote, *, operator: str | None = None,
+             progress: Progress = _ignore) -> Outcome:
+        """撤销: same batch, unsettled, full amount, once."""
+        quote = self.quote_void(quote.original, quote.card)
+        self.prepare(progress)
+        original = quote.original
+        if quote.card is not None:
+            card_input = quote.card.card
+            pin = self._pin_block(quote.card, quote.amount, wanted=self.settings.pin_on_refund,
+                                  progress=progress)
+        else:  # keyed from the journal's sealed copy of the sale
+            card_input = CardInput(pan=self.pan_of(original), entry="manual",
+                                   scheme=original.scheme)
+            pin = None
+        ref = OriginalRef(batch=original.batch, stan=original.stan, date=original.host_date,
+                          rrn=original.rrn, auth_code=original.auth_code,
+                          amount=original.amount, scheme=original.scheme)
+        return self._financial(
+            TxnKind.VOID,
+            lambda ctx: self.protocol.void(ctx, ref, card_input, pin),
+            lambda ctx, msg: self._new_txn(
+                TxnKind.VOID, msg.mti, ctx, original.amount, card_input, quote.card,
+                original_id=original.id, original_rrn=original.rrn,
+                original_batch=original.batch, original_stan=original.stan,
+                original_date=original.host_date, original_amount=original.amount,
+                operator=operator),
+            progress)
+
+    # --- settlement --------------------------------------------------------------------
+    def batch_totals(self, batch: str | None = None) -> SettlementTotals:
+        """What the open batch owes and is owed, as the host counts it."""
+        batch = batch or self.journal.batch
+        records = self.journal.batch_records(batch)
+        voided = {r.original_id for r in records
+                  if r.kind is TxnKind.VOID and r.status is TxnStatus.APPROVED}
+        totals = SettlementTotals()
+        for record in records:
+            if record.status is not TxnStatus.APPROVED or record.scheme is None:
+                continue
+            if record.kind is TxnKind.SALE and record.id not in voided:
+                totals = totals.add(record.scheme, record.amount, credit=False)
+            elif record.kind is TxnKind.REFUND:
+                totals = totals.add(record.scheme, record.amount, credit=True)
+        return totals
+
+    def settle(self, progress: Progress = _ignore) -> SettleOutcome:
+        """结算: resolve what is owed, compare totals, upload the batch on mismatch, close it."""
+        self.prepare(progress)
+        batch = self.journal.batch
+        totals = self.batch_totals(batch)
+        settlement_id = self.journal.new_settlement(batch, {"f48": totals.encode()})
+        answer = self._retrying(lambda ctx: self.protocol.settlement(ctx, totals), progress)
+        if not answer.approved:
+            raise TerminalError(f"settlement refused with {answer.code}",
+                                cashier_zh=f"结算失败({answer.code})",
+                                cashier_en=f"Settlement refused ({answer.code})")
+        balanced = bool(answer.settle_balanced)
+        uploaded = 0
+        if not balanced:
+            uploaded = self._batch_upload(batch, progress)
+        self.journal.settlement_result(settlement_id, balanced=balanced, uploaded=uploaded > 0)
+        new_batch = self.journal.close_batch(settlement_id)
+        return SettleOutcome(batch, totals, balanced, uploaded, new_batch, explain(answer.code))
+
+    def _retrying(self, build: Callable[[RequestContext], Message],
+                  progress: Progress) -> Answer:
+        """Non-financial exchanges (settlement, batch upload): retried, never reversed."""
+        last = "no attempt"
+        for _ in range(max(1, self.settings.max_resend)):
+            if not self.signed_on:
+                self.sign_on(progress)
+            progress(Step.SENDING)
+            self.link.open()
+            ctx = self._ctx(self.journal.take_stan())
+            result = self._send(build(ctx))
+            if isinstance(result, _NoAnswer):
+                last = result.error
+                if result.reason == REASON_MAC_FAILED:
+                    self._lost_keys()
+                continue
+            if result.action is TerminalAction.SIGN_ON_AGAIN:
+                self._lost_keys()
+                continue
+            return result
+        raise HostTimeoutError(f"no valid answer after {self.settings.max_resend} tries: {last}")
+
+    def _upload_builder(self, item: UploadItem) -> Callable[[RequestContext], Message]:
+        return lambda ctx: self.protocol.batch_upload(ctx, item)
+
+    def _batch_upload(self, batch: str, progress: Progress) -> int:
+        progress(Step.UPLOADING)
+        records = self.journal.batch_records(batch)
+        voided = {r.original_id for r in records
+                  if r.kind is TxnKind.VOID and r.status is TxnStatus.APPROVED}
+        items = [r for r in records if r.status is TxnStatus.APPROVED
+                 and r.kind in (TxnKind.SALE, TxnKind.REFUND) and r.id not in voided]
+        for record in items:
+            sent = self.dialect.decode(self.journal.request_of(record.id))
+            icc = sent.get(55)
+            item = UploadItem(kind=record.kind.value, pan=self.pan_of(record),
+                              amount=record.amount, batch=record.batch, stan=record.stan,
+                              date=record.host_date, rrn=record.rrn, auth_code=record.auth_code,
+                              icc_data=icc if isinstance(icc, bytes) else None)
+            self._retrying(self._upload_builder(item), progress)
+        self._retrying(lambda ctx: self.protocol.batch_upload_end(ctx, len(items)), progress)
+        return len(items)
+
+    # --- maintenance ------------------------------------------------------------------------
+    def recover(self, progress: Progress = _ignore) -> ResolveReport:
+        """After a restart: resolve every uncertain request before anything else."""
+        return self.resolve(progress)
+
+    def uncertain(self) -> Sequence[TxnRecord]:
+        return self.journal.records("status IN ('pending', 'uncertain')")
+
+
+def _age_days(mmdd: str, today: date) -> int:
+    """Days since MMDD, taking the most recent such date not after ``today``."""
+    month, day = int(mmdd[:2]), int(mmdd[2:])
+    for year in (today.year, today.year - 1):
+        try:
+            when = date(year, month, day)
+        except ValueError:
+            continue
+        if when <= today:
+            return (today - when).days
+    return 366
+
+
+__all__ = ["ExternalOriginal", "Outcome", "RefundQuote", "ResolveReport", "SettleOutcome",
+           "Till", "TillStatus", "VoidQuote", "timedelta"]
