@@ -55,7 +55,16 @@ from terminal.core.errors import (
     TerminalError,
 )
 from terminal.core.journal import Journal, NewTxn, OpenItem
-from terminal.core.ports import CardRead, CardReader, HostLink, PinEntry, Progress, Purpose, Step
+from terminal.core.ports import (
+    CardRead,
+    CardReader,
+    HostLink,
+    PinEntry,
+    Printer,
+    Progress,
+    Purpose,
+    Step,
+)
 from terminal.core.records import RefundReason, TxnKind, TxnRecord, TxnStatus
 
 log = logging.getLogger(__name__)
@@ -192,6 +201,7 @@ class Till:
 
     def __init__(self, journal: Journal, settings: TerminalSettings, *, link: HostLink,
                  reader: CardReader | None = None, pinpad: PinEntry | None = None,
+                 printer: Printer | None = None,
                  clock: Clock = datetime.now,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.journal = journal
@@ -199,6 +209,7 @@ class Till:
         self.link = link
         self.reader = reader
         self.pinpad = pinpad
+        self.printer = printer
         self.clock = clock
         self._monotonic = monotonic
         self.dialect: Dialect = get_dialect(settings.dialect)
