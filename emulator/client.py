@@ -40,13 +40,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from emulator.host.errors import HostError, ResponseError, ResponseMacError
+from emulator.host.errors import HostError
 from emulator.simterminal import Declined, Result, SimTerminal
 from iso8583.dialect import Dialect, Frame
 from iso8583.dialects import get_dialect
-from iso8583.errors import Iso8583Error
+from iso8583.errors import Iso8583Error, ResponseError, ResponseMacError
 from iso8583.framing import FrameDecoder
 from iso8583.message import Message
+from iso8583.responses import ISSUER_TIMEOUT, MAC_ERROR, TerminalAction, explain
 
 log = logging.getLogger(__name__)
 
@@ -286,15 +287,16 @@ async def run_terminal(term: SimTerminal, client: HostClient, request: Message, 
         except (NoAnswerError, ResponseError) as exc:
             if policy != "reverse":
                 return Exchange(request, None)
-            reason = "A0" if isinstance(exc, ResponseMacError) else "98"
+            reason = MAC_ERROR if isinstance(exc, ResponseMacError) else ISSUER_TIMEOUT
             reversal = term.reversal(request, reason)
             answer, attempts = await resend_until_answered(term, client, reversal,
                                                            max_attempts=max_attempts)
             exchange = Exchange(request, None, answer, reason, attempts + 1)
-            if reason == "A0":
+            if reason == MAC_ERROR:
                 await sign_on(term, client, max_attempts=max_attempts)
                 exchange.signed_on_again = True
-    if isinstance(exchange.result, Declined) and exchange.result.response_code in ("A0", "77"):
+    if isinstance(exchange.result, Declined) and explain(
+            exchange.result.response_code).terminal_action is TerminalAction.SIGN_ON_AGAIN:
         # the host no longer trusts our keys: sign on again before the next request
         await sign_on(term, client, max_attempts=max_attempts)
         exchange.signed_on_again = True

@@ -1,10 +1,11 @@
-"""A sans-I/O simulated POS terminal: builds MACed requests and checks the host's answers.
+"""A sans-I/O simulated POS terminal: a stateful test double over the terminal protocol.
 
 Used by the host's rule tests, the socket client of the server tests, the fault
 test and the load benchmark.  It holds what a real terminal holds (TID, MID,
-TMK, working keys, STAN, batch, the approvals of the open batch) and speaks the
-dialect's transaction profiles; it does no I/O and reads the time only through
-the ``clock`` it is given.
+TMK, working keys, STAN, batch, the approvals of the open batch) and the chip
+of its test cards (ARQC); how each message is built, MACed and checked is
+:class:`iso8583.terminal.TerminalProtocol`'s, never written here again.  It
+does no I/O and reads the time only through the ``clock`` it is given.
 
 Typical use::
 
@@ -28,18 +29,29 @@ from datetime import datetime
 
 from emulator.catalogue import TestCard
 from emulator.host import security
-from emulator.host.errors import NotSignedOnError, ResponseError, ResponseMacError
-from iso8583 import composite, tlv
+from emulator.host.errors import NotSignedOnError
+from iso8583 import tlv
 from iso8583.dialect import Dialect
 from iso8583.dialects import get_dialect
+from iso8583.errors import ResponseError, ResponseMacError
 from iso8583.message import Message
-from iso8583.settlement import SettlementTotals, SettleResult
+from iso8583.responses import UNMACED_CODES
+from iso8583.settlement import SettlementTotals
+from iso8583.terminal import (
+    Answer,
+    CardInput,
+    OriginalRef,
+    RequestContext,
+    TerminalProtocol,
+    UploadItem,
+)
 
 Clock = Callable[[], datetime]
 
 STAN_MAX = 999_999
-#: Codes the host answers without a MAC (it has no key it trusts for this terminal).
-UNMACED_CODES = frozenset({"A0", "77", "03", "30"})
+
+__all__ = ["STAN_MAX", "UNMACED_CODES", "Approved", "Clock", "Declined", "ResponseError",
+           "ResponseMacError", "Result", "SimTerminal"]
 
 
 @dataclass(frozen=True)
@@ -53,13 +65,18 @@ class Approved:
     amount: int | None
     rrn: str | None
     auth_code: str | None
-    date: str | None  # request F13 (MMDD): the original date a refund sends in 61.3
+    date: str | None  # the ANSWER's F13 (MMDD): the original date a refund sends in 61.3
     scheme: str | None  # card organisation (CUP, VIS, MCC)
     pan: str | None = field(default=None, repr=False)
     balance: int | None = None  # balance inquiry: available balance in fen
     balanced: bool | None = None  # settlement: both halves of F48 agree
     original: Approved | None = field(default=None, repr=False)  # void/refund: what it names
     response_code: str = "00"
+
+    def ref(self) -> OriginalRef:
+        """This approval as the original a void or refund names."""
+        return OriginalRef(self.batch, self.stan, self.date, self.rrn, self.auth_code,
+                           self.amount or 0, self.scheme)
 
 
 @dataclass(frozen=True)
@@ -84,10 +101,6 @@ class _Sent:
     reverses: tuple[str, str] | None = None  # (MTI, STAN) of the request a reversal undoes
 
 
-def _mmdd(now: datetime) -> str:
-    return now.strftime("%m%d")
-
-
 class SimTerminal:
     """One simulated terminal (see the module docstring)."""
 
@@ -95,6 +108,7 @@ class SimTerminal:
                  *, rng: random.Random | None = None, stan: int = 1,
                  batch: str = "000001") -> None:
         self.dialect = get_dialect(dialect) if isinstance(dialect, str) else dialect
+        self.protocol = TerminalProtocol(self.dialect, tid, mid)
         self.tid = tid
         self.mid = mid
         self._tmk = tmk
@@ -124,6 +138,9 @@ class SimTerminal:
         self._next_stan = 1 if self._next_stan >= STAN_MAX else self._next_stan + 1
         return stan
 
+    def _ctx(self) -> RequestContext:
+        return RequestContext(self._take_stan(), self.batch, self._clock())
+
     def _mak(self) -> bytes:
         if self.keys is None:
             raise NotSignedOnError(f"terminal {self.tid} is not signed on")
@@ -148,46 +165,19 @@ class SimTerminal:
         number = int(self.batch) + 1
         self.batch = f"{1 if number > STAN_MAX else number:06d}"
 
-    # --- building blocks -------------------------------------------------------
-    def _new(self, kind: str, *, stan: str | None = None) -> Message:
-        profile = self.dialect.transactions[kind]
-        msg = self.dialect.message(profile.mti)
-        if profile.processing_code is not None:
-            msg[3] = profile.processing_code
-        msg[11] = stan if stan is not None else self._take_stan()
-        now = self._clock()
-        msg[12] = now.strftime("%H%M%S")
-        msg[13] = _mmdd(now)
-        if profile.condition_code is not None:
-            msg[25] = profile.condition_code
-        msg[41] = self.tid
-        msg[42] = self.mid
-        return msg
-
-    def _f60(self, kind: str, *, read_capability: str = "", ic_condition: str = "") -> str:
-        profile = self.dialect.transactions[kind]
-        return composite.F60(msg_type=profile.f60_type or "00", batch=self.batch,
-                             net_code=profile.net_code or "000",
-                             read_capability=read_capability,
-                             ic_condition=ic_condition).encode()
-
-    def _card_fields(self, msg: Message, card: TestCard, *, pin: str | None, chip: bool,
-                     amount: int, txn_type: int) -> None:
+    # --- the card and the PIN pad of this double ---------------------------------
+    def _card(self, card: TestCard, *, chip: bool, amount: int, txn_type: int) -> CardInput:
+        """The test card as the reader gives it: chip (with F55 for a sale) or stripe."""
         use_chip = chip and card.chip
-        msg[2] = card.pan
-        msg[14] = card.expiry
-        msg[22] = ("05" if use_chip else "02") + ("1" if pin is not None else "2")
-        if use_chip:
-            msg[23] = "0" + card.psn
-        if pin is not None:
-            msg[26] = "06"
-            assert self.keys is not None
-            msg[52] = security.encrypt_pin(self.keys.pik, pin, card.pan)
-            if self.dialect.settings.security_control is not None:
-                msg[53] = self.dialect.settings.security_control
-        msg[35] = card.track2
-        if use_chip and txn_type == 0x00:
-            msg[55] = self._icc_data(card, amount, txn_type)
+        icc = self._icc_data(card, amount, txn_type) if use_chip and txn_type == 0x00 else None
+        return CardInput(card.pan, card.expiry, "chip" if use_chip else "stripe",
+                         card.psn if use_chip else None, card.track2, icc, card.scheme)
+
+    def _pin_block(self, pin: str | None, pan: str) -> bytes | None:
+        if pin is None:
+            return None
+        assert self.keys is not None
+        return security.encrypt_pin(self.keys.pik, pin, pan)
 
     def _icc_data(self, card: TestCard, amount: int, txn_type: int) -> bytes:
         """F55 as a chip answers GENERATE AC: ARQC over the AC input tags, plus the context."""
@@ -218,81 +208,54 @@ class SimTerminal:
             out[0x84] = card.aid
         return tlv.encode(out)
 
-    def _network(self, msg: Message, kind: str, net_code: str) -> None:
-        """Network management code: 60.3 (CUP) or F70 (iso87, batch and form still in F60)."""
-        profile = self.dialect.transactions[kind]
-        if profile.f60_type is None and 70 in self.dialect.fields:
-            msg[70] = profile.net_code or net_code
-        msg[60] = composite.F60(msg_type="00", batch=self.batch, net_code=net_code).encode()
-
-    def _finish(self, msg: Message, info: _Sent, *, mac: bool = True) -> Message:
-        if mac:
-            security.apply_mac(self.dialect, self._mak(), msg)
+    def _finish(self, msg: Message, info: _Sent) -> Message:
+        """MAC (network management stays unMACed) and remember what was sent."""
+        if self.protocol.macs(msg):
+            self.protocol.mac(msg, self._mak())
         self._sent[(msg.mti, str(msg[11]))] = info
         return msg
 
     def remac(self, request: Message) -> Message:
         """Re-MAC ``request`` (in place) with the current MAK, e.g. to resend after re-sign-on."""
-        return security.apply_mac(self.dialect, self._mak(), request)
+        return self.protocol.mac(request, self._mak())
 
     # --- requests ------------------------------------------------------------
     def sign_on_request(self, form: int = 3) -> Message:
         """0800 sign-on asking for working keys in F62 form 1, 3 or 4 (60.3 001/003/004)."""
-        net_code = {1: "001", 3: "003", 4: "004"}[form]
-        msg = self._new("sign_on")
-        self._network(msg, "sign_on", net_code)
-        return self._finish(msg, _Sent("sign_on", None, self.batch), mac=False)
+        msg = self.protocol.sign_on(self._ctx(), form)
+        return self._finish(msg, _Sent("sign_on", None, self.batch))
 
     def accept_sign_on(self, response: Message) -> None:
         """Load the working keys of a 0810; raises on a refusal or a bad check value."""
-        if response.mti != "0810":
-            raise ResponseError(f"expected 0810, got {response.mti}")
-        if response.response_code != "00":
-            raise ResponseError(f"sign-on refused with {response.response_code}")
-        f62 = response.get(62)
-        if isinstance(f62, str):  # iso87 carries F62 as text: the key block in hex
-            try:
-                f62 = bytes.fromhex(f62)
-            except ValueError:
-                raise ResponseError("sign-on answer F62 is not hex") from None
-        if not isinstance(f62, bytes):
-            raise ResponseError("sign-on answer carries no F62 working keys")
-        self.keys = security.unwrap_keys(self._tmk, f62)
-        f60 = response.get(60)
-        if isinstance(f60, str):
-            self.batch = composite.F60.decode(f60).batch
+        result = self.protocol.accept_sign_on(self._tmk, response)
+        self.keys = result.keys
+        if result.batch is not None:
+            self.batch = result.batch
 
     def sign_off(self) -> Message:
-        msg = self._new("sign_off")
-        self._network(msg, "sign_off", "002")
-        return self._finish(msg, _Sent("sign_off", None, self.batch), mac=False)
+        msg = self.protocol.sign_off(self._ctx())
+        return self._finish(msg, _Sent("sign_off", None, self.batch))
 
     def echo(self) -> Message:
         """0820 echo test (60.3 = 301)."""
-        msg = self._new("echo")
-        self._network(msg, "echo", "301")
-        return self._finish(msg, _Sent("echo", None, self.batch), mac=False)
+        msg = self.protocol.echo(self._ctx())
+        return self._finish(msg, _Sent("echo", None, self.batch))
 
     def sale(self, card: TestCard, amount: int, *, pin: str | None = None,
              chip: bool = True) -> Message:
         """0200 sale (消费) of ``amount`` fen; F55 with an ARQC when read from the chip."""
         self._mak()
-        msg = self._new("sale")
-        msg[4] = amount
-        msg[49] = self.currency
-        self._card_fields(msg, card, pin=pin, chip=chip, amount=amount, txn_type=0x00)
-        msg[60] = self._f60("sale", read_capability="5" if chip and card.chip else "2",
-                            ic_condition="0")
+        ctx = self._ctx()
+        card_in = self._card(card, chip=chip, amount=amount, txn_type=0x00)
+        msg = self.protocol.sale(ctx, amount, card_in, self._pin_block(pin, card.pan))
         return self._finish(msg, _Sent("sale", card.scheme, self.batch))
 
     def balance(self, card: TestCard, *, pin: str | None = None, chip: bool = True) -> Message:
         """0200 balance inquiry (余额查询, F3 310000); the answer's F54 carries the balance."""
         self._mak()
-        msg = self._new("balance")
-        msg[49] = self.currency
-        self._card_fields(msg, card, pin=pin, chip=chip, amount=0, txn_type=0x31)
-        msg[60] = self._f60("balance", read_capability="5" if chip and card.chip else "2",
-                            ic_condition="0")
+        ctx = self._ctx()
+        card_in = self._card(card, chip=chip, amount=0, txn_type=0x31)
+        msg = self.protocol.balance(ctx, card_in, self._pin_block(pin, card.pan))
         return self._finish(msg, _Sent("balance", card.scheme, self.batch))
 
     def void(self, original: Approved, *, card: TestCard | None = None,
@@ -304,21 +267,13 @@ class SimTerminal:
         self._mak()
         if original.pan is None or original.amount is None:
             raise ValueError("the original has no PAN or amount to void")
-        msg = self._new("void")
-        msg[4] = original.amount
-        msg[49] = self.currency
+        ctx = self._ctx()
         if card is not None:
-            self._card_fields(msg, card, pin=pin, chip=False, amount=original.amount,
-                              txn_type=0x20)
+            card_in = self._card(card, chip=False, amount=original.amount, txn_type=0x20)
         else:
-            msg[2] = original.pan
-            msg[22] = "012"
-        if original.rrn is not None:
-            msg[37] = original.rrn
-        if original.auth_code is not None:
-            msg[38] = original.auth_code
-        msg[60] = self._f60("void")
-        msg[61] = composite.F61(original.batch, original.stan).encode()
+            card_in = CardInput(original.pan, scheme=original.scheme)
+        msg = self.protocol.void(ctx, original.ref(), card_in,
+                                 self._pin_block(pin, card_in.pan))
         return self._finish(msg, _Sent("void", original.scheme, self.batch, original))
 
     def refund(self, original: Approved, amount: int, *, card: TestCard | None = None,
@@ -327,22 +282,13 @@ class SimTerminal:
         self._mak()
         if original.pan is None:
             raise ValueError("the original has no PAN to refund to")
-        msg = self._new("refund")
-        msg.mti = self.dialect.settings.refund_mti
-        msg[4] = amount
-        msg[49] = self.currency
+        ctx = self._ctx()
         if card is not None:
-            self._card_fields(msg, card, pin=pin, chip=False, amount=amount, txn_type=0x20)
+            card_in = self._card(card, chip=False, amount=amount, txn_type=0x20)
         else:
-            msg[2] = original.pan
-            msg[22] = "012"
-        if original.rrn is not None:
-            msg[37] = original.rrn
-        msg[60] = self._f60("refund")
-        msg[61] = composite.F61(original.batch, original.stan, original.date).encode()
-        org_field = self.dialect.settings.card_organisation_field
-        if org_field is not None and original.scheme is not None:
-            msg[org_field] = composite.F63(original.scheme).encode()
+            card_in = CardInput(original.pan, scheme=original.scheme)
+        msg = self.protocol.refund(ctx, original.ref(), amount, card_in,
+                                   self._pin_block(pin, card_in.pan))
         return self._finish(msg, _Sent("refund", original.scheme, self.batch, original))
 
     def reversal(self, request: Message, reason: str) -> Message:
@@ -350,68 +296,43 @@ class SimTerminal:
 
         Copies the original's identifying fields, STAN included, and drops the
         PIN block, track data and the cryptogram; the host matches it by TID,
-        batch, STAN, MTI and amount.
+        batch, STAN, MTI and amount.  Where the dialect's reversal is a new
+        message (F90), it takes a STAN of its own.
         """
         self._mak()
         orig_info = self._sent.get((request.mti, str(request.get(11))))
-        msg = self.dialect.message("0400")
-        for number in (2, 3, 4, 11, 14, 22, 23, 25, 37, 38, 41, 42, 49, 60, 61, 63):
-            value = request.get(number)
-            if value is not None:
-                msg[number] = value
-        msg[39] = reason
-        if self.dialect.settings.reversal_original_data == "f90":
-            # iso87: the reversal is a new message; F90 names the original
-            msg[11] = self._take_stan()
-            date, time = request.get(13), request.get(12)
-            when = (date if isinstance(date, str) else "0000") + (
-                time if isinstance(time, str) else "000000")
-            msg[90] = composite.F90(request.mti, str(request.get(11)), when).encode()
+        new_message = self.dialect.settings.reversal_original_data == "f90"
+        msg = self.protocol.reversal(request, reason, self._ctx() if new_message else None)
         batch = orig_info.batch if orig_info else self.batch
         info = _Sent("reversal", orig_info.scheme if orig_info else None, batch,
                      reverses=(request.mti, str(request.get(11))))
-        security.apply_mac(self.dialect, self._mak(), msg)
-        self._sent[("0400", str(msg[11]))] = info
-        return msg
+        return self._finish(msg, info)
 
     def settlement(self, totals: SettlementTotals | None = None) -> Message:
         """0500 settlement (结算) of the open batch; totals default to this terminal's own."""
         self._mak()
-        msg = self._new("settlement")
-        msg[48] = (totals if totals is not None else self.totals()).encode()
-        msg[49] = self.currency
-        msg[60] = self._f60("settlement")
+        msg = self.protocol.settlement(self._ctx(), totals if totals is not None
+                                       else self.totals())
         return self._finish(msg, _Sent("settlement", None, self.batch))
 
     def batch_upload(self, item: Approved) -> Message:
         """0320 batch upload (批上送) of one approved financial transaction of the open batch.
 
-        60.3 = 201 for magnetic-stripe/keyed items, 203 for chip items (CUP);
-        F61 names the item by batch + STAN + date, F37 by RRN.
+        60.3 = 201 (the double uploads no ICC data); F61 names the item by batch +
+        STAN + the answer's date, F37 by RRN.
         """
         self._mak()
         if item.pan is None or item.amount is None:
             raise ValueError("only financial approvals can be uploaded")
-        msg = self._new("batch_upload")
-        msg[2] = item.pan
-        msg[3] = {"sale": "000000", "void": "200000", "refund": "200000"}.get(item.kind, "000000")
-        msg[4] = item.amount
-        msg[49] = self.currency
-        if item.rrn is not None:
-            msg[37] = item.rrn
-        if item.auth_code is not None:
-            msg[38] = item.auth_code
-        net_code = "201"
-        msg[60] = composite.F60(msg_type="00", batch=self.batch, net_code=net_code).encode()
-        msg[61] = composite.F61(item.batch, item.stan, item.date).encode()
+        upload = UploadItem(item.kind, item.pan, item.amount, item.batch, item.stan, item.date,
+                            item.rrn, item.auth_code)
+        msg = self.protocol.batch_upload(self._ctx(), upload)
         return self._finish(msg, _Sent("batch_upload", item.scheme, self.batch, item))
 
     def batch_upload_end(self, count: int) -> Message:
         """0320 end of batch upload (60.3 = 202) with the number of items sent in F48 (n4)."""
         self._mak()
-        msg = self._new("batch_upload_end")
-        msg[48] = f"{count:04d}"
-        msg[60] = self._f60("batch_upload_end")
+        msg = self.protocol.batch_upload_end(self._ctx(), count)
         return self._finish(msg, _Sent("batch_upload_end", None, self.batch))
 
     def batch_upload_all(self) -> list[Message]:
@@ -431,51 +352,27 @@ class SimTerminal:
         the caller treats both as no answer.  ``body`` is the answer's body as
         received (MTI onwards); without it the answer is re-encoded for the MAC.
         """
-        if response.mti != request.response_mti:
-            raise ResponseError(f"answer {response.mti} does not match request {request.mti}")
-        if response.get(11) != request.get(11) or response.tid != request.tid:
-            raise ResponseError("answer STAN/TID does not match the request")
-        code = response.response_code or ""
-        key = (request.mti, str(request.get(11)))
-        info = self._sent.get(key) or _Sent("unknown", None, self.batch)
-        macs = request.mti not in ("0800", "0820")
-        if macs and not (code in UNMACED_CODES and self.dialect.spec.mac_field not in response):
-            if body is None:
-                body = self.dialect.encode(response)
-            if self.keys is None or not security.received_mac_ok(
-                    self.dialect, self.keys.mak, body, response):
-                raise ResponseMacError(f"answer to STAN {request.stan} fails its MAC")
-        if code != "00":
-            return Declined(info.kind, request.mti, str(request.get(11)), code)
-        return self._record(request, response, info)
+        answer = self.protocol.check_response(
+            request, response, body=body, mak=self.keys.mak if self.keys is not None else None)
+        info = self._sent.get((request.mti, str(request.get(11)))) or _Sent(
+            "unknown", None, self.batch)
+        if not answer.approved:
+            return Declined(info.kind, request.mti, str(request.get(11)), answer.code)
+        return self._record(request, answer, info)
 
-    def _record(self, request: Message, response: Message, info: _Sent) -> Approved:
-        balance: int | None = None
-        f54 = response.get(54)
-        if isinstance(f54, str) and len(f54) >= 20:
-            sign = -1 if f54[7] == "D" else 1
-            balance = sign * int(f54[8:20])
-        balanced: bool | None = None
-        f48 = response.get(48)
-        if info.kind == "settlement" and isinstance(f48, str):
-            try:
-                _, dom, fore = SettlementTotals.decode(f48)
-                balanced = dom is SettleResult.BALANCED and fore is SettleResult.BALANCED
-            except ValueError:
-                balanced = False
-        pan = request.pan
+    def _record(self, request: Message, answer: Answer, info: _Sent) -> Approved:
         approved = Approved(
             kind=info.kind, mti=request.mti, stan=str(request.get(11)), batch=info.batch,
-            amount=request.amount, rrn=response.rrn, auth_code=response.auth_code,
-            date=str(request.get(13)) if 13 in request else None, scheme=info.scheme,
-            pan=pan, balance=balance, balanced=balanced, original=info.original)
+            amount=request.amount, rrn=answer.rrn, auth_code=answer.auth_code,
+            date=answer.date, scheme=info.scheme, pan=request.pan, balance=answer.balance,
+            balanced=answer.settle_balanced, original=info.original)
         if info.kind in ("sale", "void", "refund"):
             self.approvals.append(approved)
             if info.kind == "void" and info.original is not None:
                 self._voided.add((info.original.batch, info.original.stan))
         elif info.kind == "reversal" and info.reverses is not None:
             self._undo(info.batch, info.reverses)
-        elif info.kind == "settlement" and balanced:
+        elif info.kind == "settlement" and answer.settle_balanced:
             self.close_batch()
         return approved
 
