@@ -145,6 +145,7 @@ class AcquirerHost:
         self._cards = {c.pan: c for c in cards}
         self._currency = self.dialect.settings.currency
         self._mac_field = self.dialect.spec.mac_field
+        self._answer_time_fields = frozenset({12, 13} & set(self.dialect.fields))
         self._terminals: dict[str, _Terminal] = {}
         self._txns: dict[TxnKey, TransactionRow] = {}
         self._by_rrn: dict[str, TxnKey] = {}
@@ -281,7 +282,7 @@ class AcquirerHost:
             outcome = _Plain(None, True)
         except Exception:  # last line of defence: a host bug must not kill the server
             log.exception("host rule failed; answering 96")
-            outcome = _Plain(self._system_error(msg), False)
+            outcome = _Plain(self._system_error(msg, now), False)
         reply_msg = outcome.response
         reply: bytes | None = None
         if reply_msg is not None:
@@ -301,7 +302,7 @@ class AcquirerHost:
         if term is None or term.row.mid != mid:
             if not msg.is_request:
                 return _Plain(None, True)
-            return _Plain(self._unmaced(msg, codes.INVALID_MERCHANT), True)
+            return _Plain(self._unmaced(msg, codes.INVALID_MERCHANT, now), True)
         mti = msg.mti
         if mti == "0800":
             if msg.get(70) in ("301", "002"):  # iso87: echo and sign-off are 0800s
@@ -312,22 +313,22 @@ class AcquirerHost:
         if mti not in ("0200", "0220", "0400", "0420", "0500", "0320"):
             return _Plain(None, True)
         if term.keys is None:
-            return _Plain(self._unmaced(msg, codes.SIGN_ON_AGAIN), False)
+            return _Plain(self._unmaced(msg, codes.SIGN_ON_AGAIN, now), False)
         if not security.received_mac_ok(self.dialect, term.keys.mak, body, msg):
-            return _Plain(self._unmaced(msg, codes.MAC_ERROR), False)
+            return _Plain(self._unmaced(msg, codes.MAC_ERROR, now), False)
         stan = msg.get(11)
         if not _digits(stan, 6):
-            return _Plain(self._maced(term, msg, codes.FORMAT_ERROR), False)
+            return _Plain(self._maced(term, msg, codes.FORMAT_ERROR, now), False)
         batch = self._batch_of(term, msg)
         if batch is None:
-            return _Plain(self._maced(term, msg, codes.FORMAT_ERROR), False)
+            return _Plain(self._maced(term, msg, codes.FORMAT_ERROR, now), False)
         key: TxnKey = (term.tid, batch, str(stan), mti)
         fingerprint = self._fingerprint(msg)
         stored = self._txns.get(key)
         if stored is not None:
             if hmac.compare_digest(stored.fingerprint, fingerprint):
                 return _Plain(self._replay(term, msg, stored), False)
-            return _Plain(self._maced(term, msg, codes.DUPLICATE), False)
+            return _Plain(self._maced(term, msg, codes.DUPLICATE, now), False)
         kind = self._classify(msg)
         ctx = _Ctx(term, msg, body, now, kind, batch, str(stan), key, fingerprint)
         ctx.pan = _pan_of(msg)
@@ -386,36 +387,45 @@ class AcquirerHost:
         return hmac.new(self._secret, data, hashlib.sha256).hexdigest()
 
     # --- answers ---------------------------------------------------------------
-    def _base_answer(self, msg: Message, code: str) -> Message:
+    def _base_answer(self, msg: Message, code: str, now: datetime) -> Message:
+        """The request's key fields, F39, and the host's own F12/F13 (never the request's).
+
+        The answer's F13 is the date the host books the transaction on: a terminal
+        names this original by it in a later refund's 61.3.
+        """
         resp = self.dialect.message(msg.response_mti)
-        for number in (2, 3, 4, 11, 12, 13, 25, 41, 42, 49, 60, 70, 90):
+        for number in (2, 3, 4, 11, 25, 41, 42, 49, 60, 70, 90):
             value = msg.get(number)
             if value is not None:
                 resp[number] = value
+        if 12 in self._answer_time_fields:
+            resp[12] = now.strftime("%H%M%S")
+        if 13 in self._answer_time_fields:
+            resp[13] = answered_date(now)
         resp[39] = code
         return resp
 
-    def _unmaced(self, msg: Message, code: str) -> Message | None:
+    def _unmaced(self, msg: Message, code: str, now: datetime) -> Message | None:
         if not msg.is_request:
             return None
         try:
-            return self._base_answer(msg, code)
+            return self._base_answer(msg, code, now)
         except Iso8583Error:
             return None
 
-    def _system_error(self, msg: Message) -> Message | None:
+    def _system_error(self, msg: Message, now: datetime) -> Message | None:
         """96 for a request the host failed on, MACed when the terminal has a key."""
         term = self._terminals.get(msg.tid or "")
         if term is None or term.keys is None or msg.mti in ("0800", "0820"):
-            return self._unmaced(msg, codes.SYSTEM_ERROR)
+            return self._unmaced(msg, codes.SYSTEM_ERROR, now)
         try:
-            return self._maced(term, msg, codes.SYSTEM_ERROR)
+            return self._maced(term, msg, codes.SYSTEM_ERROR, now)
         except Iso8583Error:
-            return self._unmaced(msg, codes.SYSTEM_ERROR)
+            return self._unmaced(msg, codes.SYSTEM_ERROR, now)
 
-    def _maced(self, term: _Terminal, msg: Message, code: str,
+    def _maced(self, term: _Terminal, msg: Message, code: str, now: datetime,
                extra: dict[int, str | bytes] | None = None) -> Message:
-        resp = self._base_answer(msg, code)
+        resp = self._base_answer(msg, code, now)
         for number, value in (extra or {}).items():
             resp[number] = value
         if term.keys is not None:
@@ -445,10 +455,10 @@ class AcquirerHost:
             except Iso8583Error:
                 net = "003"
             if msg.get(70) not in ("001", "161"):
-                return _Plain(self._unmaced(msg, codes.FORMAT_ERROR), False)
+                return _Plain(self._unmaced(msg, codes.FORMAT_ERROR, now), False)
         form = SIGN_ON_CODES.get(net)
         if form is None:
-            return _Plain(self._unmaced(msg, codes.FORMAT_ERROR), False)
+            return _Plain(self._unmaced(msg, codes.FORMAT_ERROR, now), False)
         keys = security.new_working_keys(self._random, form,
                                          double_mak=security.uses_x919(self.dialect))
         f62 = security.wrap_keys(bytes.fromhex(term.row.tmk), keys, form)
@@ -456,9 +466,7 @@ class AcquirerHost:
                       tdk=(keys.tdk or b"").hex().upper(), signed_on=True)
         term.row = row
         term.keys = keys
-        resp = self._base_answer(msg, codes.APPROVED)
-        resp[12] = now.strftime("%H%M%S")
-        resp[13] = now.strftime("%m%d")
+        resp = self._base_answer(msg, codes.APPROVED, now)
         if 60 in msg:
             resp[60] = composite.F60(msg_type="00", batch=row.batch, net_code=net).encode()
         resp[62] = f62 if self.dialect.fields[62].kind == "b" else f62.hex().upper()
@@ -466,9 +474,7 @@ class AcquirerHost:
 
     def _net_820(self, term: _Terminal, msg: Message, now: datetime) -> _Plain:
         net = self._net_code(msg)
-        resp = self._base_answer(msg, codes.APPROVED)
-        resp[12] = now.strftime("%H%M%S")
-        resp[13] = now.strftime("%m%d")
+        resp = self._base_answer(msg, codes.APPROVED, now)
         if net == "002":  # sign-off: the working keys die here
             term.keys = None
             term.row = replace(term.row, pik="", mak="", tdk="", signed_on=False)
@@ -505,8 +511,7 @@ class AcquirerHost:
                 ctx.auth = self._auth_code(ctx.rrn)
                 extra[38] = ctx.auth
         extra.update(ctx.extra)
-        resp = self._maced(ctx.term, ctx.msg, code, {
-            12: ctx.now.strftime("%H%M%S"), 13: ctx.now.strftime("%m%d"), **extra})
+        resp = self._maced(ctx.term, ctx.msg, code, ctx.now, extra)
         stored_fields = {k: v for k, v in resp.fields.items() if k not in (2, self._mac_field)}
         card = ctx.card
         row = TransactionRow(
@@ -520,7 +525,7 @@ class AcquirerHost:
                 ctx.original.scheme if ctx.original is not None else None),
             amount=ctx.msg.amount if _digits(ctx.msg.get(4)) else None,
             rrn=ctx.rrn, auth_code=ctx.auth if code == codes.APPROVED else None,
-            date=str(ctx.msg.get(13)) if _digits(ctx.msg.get(13), 4) else None,
+            date=answered_date(ctx.now),  # what the answer's F13 says, not the request's
             original=key_text(ctx.original.key) if ctx.original is not None else None)
         if ctx.kind in ("reversal", "settlement", "batch_upload", "batch_upload_end") \
                 and code == codes.APPROVED:
@@ -648,6 +653,8 @@ class AcquirerHost:
                 raise _Answer(codes.ORIGINAL_NOT_FOUND) from None
             if (named.batch, named.stan) != (original.batch, original.stan):
                 raise _Answer(codes.ORIGINAL_NOT_FOUND)
+            # original.date is the F13 the host ANSWERED the sale with (a CUP 0200
+            # often carries no F13 of its own)
             if named.date is not None and named.date != original.date:
                 raise _Answer(codes.ORIGINAL_NOT_FOUND)
         elif ctx.kind == "refund":  # a refund must name its original by F61 as well
@@ -848,3 +855,8 @@ def _keys_of(row: TerminalRow) -> security.WorkingKeys | None:
         return None
     return security.WorkingKeys(bytes.fromhex(row.pik), bytes.fromhex(row.mak),
                                 bytes.fromhex(row.tdk) if row.tdk else None)
+
+
+def answered_date(now: datetime) -> str:
+    """F13 (MMDD) of the host's answers at ``now``: the date originals are booked and matched on."""
+    return now.strftime("%m%d")

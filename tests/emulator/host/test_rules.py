@@ -388,6 +388,38 @@ def test_refund_carries_the_card_organisation(lane: Lane) -> None:
     assert composite.F61.decode(str(refund[61])).date == sale.date
 
 
+@pytest.mark.parametrize("request_date", [None, "0101"])
+def test_refund_names_the_date_the_host_answered_the_sale_with(lane: Lane,
+                                                               request_date: str | None) -> None:
+    """A 0200 without F12/F13 (or with a terminal clock that is off) is booked on the answer's
+    F13; a refund whose 61.3 carries that date is approved, any other date gets 25."""
+    request = lane.term.sale(DEBIT, 10_000, pin=PIN)
+    if request_date is None:
+        del request[12]
+        del request[13]
+    else:
+        request[13] = request_date
+    sale = lane.exchange(remac(lane, request))
+    assert isinstance(sale, Approved), sale
+    assert sale.date == lane.now.strftime("%m%d")  # the answer's F13
+    assert booked(lane, sale).date == sale.date
+    wrong = dataclasses.replace(sale, date="0101")  # a wrong date, or the request's own
+    assert code_of(lane.exchange(lane.term.refund(wrong, 500))) == "25"
+    refund = lane.term.refund(sale, 500)
+    assert composite.F61.decode(str(refund[61])).date == sale.date
+    assert isinstance(lane.exchange(refund), Approved)
+
+
+def test_every_financial_answer_carries_the_hosts_date(lane: Lane) -> None:
+    request = lane.term.sale(DEBIT, 10_000, pin=PIN)
+    del request[13]
+    assert lane.answer(remac(lane, request))[13] == lane.now.strftime("%m%d")
+    refused = lane.term.sale(DEBIT, 10_000, pin=PIN)
+    del refused[13]
+    refused[64] = b"00000000"  # A0: not MACed, still dated
+    assert lane.answer(refused)[13] == lane.now.strftime("%m%d")
+
+
 # --- voids ----------------------------------------------------------------------------
 def test_void_of_full_amount_same_batch(lane: Lane) -> None:
     sale = approved_sale(lane, 7_000)
