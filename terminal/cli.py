@@ -1,20 +1,555 @@
-"""``pos-terminal``: the cashier application's entry point (not built yet)."""
+"""``pos-terminal``: the terminal for developers, scripts and QA (and the cashier app's entry).
+
+    pos-terminal [--data-dir D] [--host H:P] [--reader pcsc:NAME|virtual:CARD[:cl]]
+                 [--pinpad PORT|virtual] [--dialect cup|iso87] [--lang zh|en] [--json] COMMAND
+
+Commands: init, signon, echo, sale, refund, void, settle, journal, status, recover
+(and ui / demo when the cashier app is installed). Amounts are typed as a
+cashier types them (``12.34``).
+
+Exit codes: 0 approved (or done), 1 declined by the host (code and reason
+printed), 2 refused before sending (bad input or a rule: one clear line),
+3 outcome uncertain or host unreachable (and what the terminal does next).
+``--json`` prints one object instead of text.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from iso8583.dialects import get_dialect
+from iso8583.errors import Iso8583Error
+from iso8583.responses import explain
+from terminal.core.config import TerminalSettings, init_terminal
+from terminal.core.errors import (
+    ConfigError,
+    HostLinkError,
+    InputError,
+    PendingError,
+    RuleError,
+    TerminalError,
+    UncertainError,
+)
+from terminal.core.journal import Journal
+from terminal.core.money import format_amount, parse_amount
+from terminal.core.ports import CardReader, PinEntry, Purpose, Step
+from terminal.core.records import REASON_TEXT, RefundReason, TxnKind, TxnRecord, TxnStatus
+from terminal.core.till import ExternalOriginal, Outcome, RefundQuote, Till
+from terminal.hostlink import TcpHostLink
+
+EXIT_OK, EXIT_DECLINED, EXIT_REFUSED, EXIT_UNCERTAIN = 0, 1, 2, 3
+DATA_ENV = "POS_TERMINAL_DATA"
+DEFAULT_DATA = "pos-terminal-data"
+DEFAULT_HOST = "127.0.0.1:5858"
+TPDU = bytes.fromhex("6000030000")
+
+STEP_TEXT: dict[Step, tuple[str, str]] = {
+    Step.RESOLVING: ("处理未完成的冲正/通知", "resolving pending reversals/advices"),
+    Step.SIGNING_ON: ("签到", "signing on"),
+    Step.ECHO: ("检查主机连接", "checking the host link"),
+    Step.READING_CARD: ("读卡", "reading the card"),
+    Step.WAITING_PIN: ("等待持卡人输入密码", "waiting for the PIN"),
+    Step.CONNECTING: ("连接主机", "connecting"),
+    Step.SENDING: ("发送", "sending"),
+    Step.WAITING_HOST: ("等待主机应答", "waiting for the host"),
+    Step.REVERSING: ("冲正", "reversing"),
+    Step.RESENDING: ("重发退货通知", "resending the refund advice"),
+    Step.UPLOADING: ("批上送", "uploading the batch"),
+    Step.PRINTING: ("打印", "printing"),
+}
+
+
+class Refused(Exception):  # noqa: N818 -- control flow: exit 2 with a message
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class Ctx:
+    args: argparse.Namespace
+    data_dir: Path
+    lang: str
+    as_json: bool
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, zh: str, en: str) -> str:
+        return zh if self.lang == "zh" else en
+
+    def out(self, text: str) -> None:
+        if not self.as_json:
+            print(text)
+
+    def progress(self, step: Step) -> None:
+        if self.args.verbose and not self.as_json:
+            zh, en = STEP_TEXT.get(step, (step.value, step.value))
+            print(f"... {self.say(zh, en)}", file=sys.stderr)
+
+
+# --- building the till from the command line -----------------------------------------
+def _host_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--host must be HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _reader(spec: str | None, f55_tags: tuple[int, ...]) -> CardReader | None:
+    if not spec:
+        return None
+    kind, _, rest = spec.partition(":")
+    if kind == "virtual":
+        from terminal.wiring import virtual_card_reader
+        name, _, mode = rest.partition(":")
+        try:
+            return virtual_card_reader(name, contactless=mode == "cl", f55_tags=f55_tags)
+        except KeyError:
+            raise InputError(f"no test card named {name!r} (see pos-emulator cards)") from None
+    if kind == "pcsc":
+        from drivers.pcsc import PcscReader
+        from terminal.core.devices import EmvCardReader
+        reader = PcscReader(rest or None)
+
+        @contextlib.contextmanager
+        def source(timeout: float) -> Iterator[Any]:
+            reader.wait_for_card(timeout)
+            transport = reader.connect()
+            try:
+                yield transport
+            finally:
+                transport.close()
+
+        return EmvCardReader(source, description=f"PC/SC reader {rest or '(first)'}",
+                             f55_tags=f55_tags)
+    raise InputError(f"--reader must be pcsc:NAME or virtual:CARD, got {spec!r}")
+
+
+def _pinpad(spec: str | None, reader_spec: str | None, tmk: Callable[[], bytes]
+            ) -> PinEntry | None:
+    if not spec:
+        return None
+    if spec == "virtual":
+        from terminal.wiring import VirtualPinPadPort, test_card_pin
+        pin = None
+        if reader_spec and reader_spec.startswith("virtual:"):
+            pin = test_card_pin(reader_spec.split(":")[1])
+        override = os.environ.get("POS_VIRTUAL_PIN")  # QA: make the cardholder type this
+        return VirtualPinPadPort(tmk(), override or pin)
+    from drivers.pinpad import PinPad
+    from terminal.core.devices import SerialPinPad
+    return SerialPinPad(PinPad.open(spec), description=f"PIN pad on {spec}")
+
+
+def open_till(ctx: Ctx) -> Till:
+    args = ctx.args
+    if not (ctx.data_dir / "journal.db").exists():
+        raise ConfigError(f"{ctx.data_dir} holds no terminal; run 'pos-terminal --data-dir "
+                          f"{ctx.data_dir} init --tid T --mid M --tmk HEX' first",
+                          cashier_zh="终端未初始化", cashier_en="Terminal not set up")
+    journal = Journal.open(ctx.data_dir)
+    try:
+        settings = TerminalSettings.from_journal(journal)
+        from terminal.core.config import load_tmk
+        dialect = get_dialect(args.dialect or settings.dialect)
+        host, port = _host_address(args.host or journal.get("host") or DEFAULT_HOST)
+        tmk = load_tmk(journal)
+    finally:
+        journal.close()
+    link = TcpHostLink(dialect, host, port, timeout=args.timeout,
+                       tpdu=TPDU if dialect.spec.tpdu else None)
+    reader = _reader(args.reader, dialect.settings.f55_tags)
+    pinpad = _pinpad(args.pinpad, args.reader, lambda: tmk)
+    return Till.open(ctx.data_dir, link=link, reader=reader, pinpad=pinpad)
+
+
+# --- results ---------------------------------------------------------------------------
+def _record_json(record: TxnRecord) -> dict[str, Any]:
+    return {"kind": record.kind.value, "status": record.status.value,
+            "code": record.response_code, "rrn": record.rrn, "auth_code": record.auth_code,
+            "voucher": record.voucher, "batch": record.batch, "masked_pan": record.pan_masked,
+            "amount": format_amount(record.amount), "host_date": record.host_date,
+            "original_rrn": record.original_rrn, "reason": record.reason}
+
+
+def _report(ctx: Ctx, outcome: Outcome) -> int:
+    record = outcome.record
+    ctx.result.update(_record_json(record))
+    names = {TxnKind.SALE: ("消费", "SALE"), TxnKind.REFUND: ("退货", "REFUND"),
+             TxnKind.VOID: ("撤销", "VOID"), TxnKind.BALANCE: ("余额查询", "BALANCE")}
+    zh_kind, en_kind = names[record.kind]
+    if outcome.status is TxnStatus.APPROVED:
+        ctx.result["result"] = "approved"
+        ctx.out(ctx.say(f"{zh_kind}成功", f"{en_kind} APPROVED")
+                + f"  {format_amount(record.amount)} {record.pan_masked}  "
+                  f"RRN {record.rrn}  AUTH {record.auth_code or '-'}  "
+                  + ctx.say("凭证号", "voucher") + f" {record.voucher}  "
+                  + ctx.say("批次", "batch") + f" {record.batch}")
+        return EXIT_OK
+    if outcome.status is TxnStatus.DECLINED:
+        text = explain(record.response_code)
+        ctx.result["result"] = "declined"
+        ctx.result["reason"] = {"zh": text.zh, "en": text.en}
+        ctx.out(ctx.say(f"{zh_kind}失败", f"{en_kind} DECLINED")
+                + f" ({record.response_code}): {ctx.say(text.zh, text.en)}"
+                + (f" - {ctx.say(text.action_zh, text.action_en)}" if text.action_en else ""))
+        return EXIT_DECLINED
+    zh, en = outcome.next_step
+    ctx.result["result"] = outcome.status.value
+    ctx.result["next_step"] = {"zh": zh, "en": en}
+    if outcome.status is TxnStatus.REVERSED:
+        ctx.out(ctx.say(f"{zh_kind}未完成：主机无有效应答，已冲正（未扣款）",
+                        f"{en_kind} NOT DONE: no valid answer; reversed, nothing was charged"))
+        return EXIT_UNCERTAIN
+    ctx.out(ctx.say(f"{zh_kind}结果未知：", f"{en_kind} OUTCOME UNKNOWN: ") + ctx.say(zh, en))
+    return EXIT_UNCERTAIN
+
+
+# --- commands --------------------------------------------------------------------------
+def cmd_init(ctx: Ctx) -> int:
+    args = ctx.args
+    try:
+        tmk = bytes.fromhex(args.tmk)
+    except ValueError:
+        raise InputError("--tmk must be hex (16, 32 or 48 digits)") from None
+    settings = TerminalSettings(tid=args.tid, mid=args.mid, dialect=args.dialect or "cup",
+                                lang=ctx.lang, training=args.training,
+                                merchant_name=args.merchant_name)
+    journal = Journal.open(ctx.data_dir)
+    try:
+        init_terminal(journal, settings, tmk)
+        host = args.init_host or args.host
+        if host:
+            _host_address(host)
+            journal.put("host", host)
+    finally:
+        journal.close()
+    ctx.result.update({"result": "ok", "tid": args.tid, "mid": args.mid,
+                       "data_dir": str(ctx.data_dir)})
+    ctx.out(ctx.say(f"终端 {args.tid} 已初始化于 {ctx.data_dir}",
+                    f"terminal {args.tid} set up in {ctx.data_dir}"))
+    return EXIT_OK
+
+
+def cmd_signon(ctx: Ctx, till: Till) -> int:
+    report = till.resolve(ctx.progress)
+    till.sign_on(ctx.progress)
+    ctx.result.update({"result": "ok", "batch": till.journal.batch,
+                       "resolved": report.resolved})
+    ctx.out(ctx.say("签到成功", "SIGNED ON") + f"  batch {till.journal.batch}")
+    return EXIT_OK
+
+
+def cmd_echo(ctx: Ctx, till: Till) -> int:
+    till.echo(ctx.progress)
+    ctx.result["result"] = "ok"
+    ctx.out(ctx.say("主机连接正常", "host answered the echo"))
+    return EXIT_OK
+
+
+def _need_reader(till: Till) -> None:
+    if till.reader is None:
+        raise InputError("this command reads a card: give --reader virtual:CARD or pcsc:NAME")
+
+
+def cmd_sale(ctx: Ctx, till: Till) -> int:
+    amount = parse_amount(ctx.args.amount)
+    _need_reader(till)
+    till.prepare(ctx.progress)
+    card = till.read_card(Purpose.SALE, amount, ctx.progress)
+    return _report(ctx, till.sale(amount, card, operator=ctx.args.operator,
+                                  progress=ctx.progress))
+
+
+def _reason(text: str) -> RefundReason:
+    try:
+        return RefundReason(text.replace("-", "_"))
+    except ValueError:
+        choices = ", ".join(r.value for r in RefundReason)
+        raise InputError(f"unknown reason {text!r}; one of: {choices}") from None
+
+
+def _quote_lines(ctx: Ctx, quote: RefundQuote) -> list[str]:
+    unknown = ctx.say("本终端无记录（主机核对）", "not in this journal (the host checks)")
+    original = quote.original
+    label = (f"voucher {original.voucher} RRN {original.rrn}" if isinstance(original, TxnRecord)
+             else original.label)
+    zh_reason, en_reason = REASON_TEXT[quote.reason]
+
+    def money(value: int | None) -> str:
+        return unknown if value is None else format_amount(value)
+
+    return [
+        ctx.say("退货确认", "REFUND QUOTE") + f"  ({label})",
+        ctx.say("  原交易金额 ", "  original amount   ") + money(quote.original_amount),
+        ctx.say("  已退金额   ", "  already refunded  ") + money(quote.already_refunded)
+        + (ctx.say(f"（另有 {format_amount(quote.in_doubt)} 待确认）",
+                   f" (+{format_amount(quote.in_doubt)} unconfirmed)") if quote.in_doubt else ""),
+        ctx.say("  可退金额   ", "  refundable        ") + money(quote.refundable),
+        ctx.say("  本次退款   ", "  this refund       ") + format_amount(quote.amount),
+        ctx.say("  卡号       ", "  card              ") + quote.masked_pan,
+        ctx.say("  原因       ", "  reason            ") + ctx.say(zh_reason, en_reason)
+        + (f" ({quote.note})" if quote.note else ""),
+    ]
+
+
+def cmd_refund(ctx: Ctx, till: Till) -> int:
+    args = ctx.args
+    amount = parse_amount(args.amount)
+    reason = _reason(args.reason)
+    _need_reader(till)
+    original: TxnRecord | ExternalOriginal | None = None
+    if args.voucher is not None:
+        original = till.find_by_voucher(args.voucher)
+    elif args.rrn is not None:
+        if args.date is None:
+            raise InputError("--rrn needs --date MMDD (the date of the original sale)")
+        original = till.find_by_rrn(args.rrn, args.date)
+    card = till.read_card(Purpose.REFUND, amount, ctx.progress)
+    if original is None:  # --by-card: this card's refundable sales
+        sales = till.refundable_sales(card)
+        if not sales:
+            raise RuleError("this card has no refundable sale in the journal",
+                            cashier_zh="此卡无可退货的交易", cashier_en="No refundable sale")
+        if len(sales) > 1 and args.pick is None:
+            lines = [f"  {i + 1}: voucher {s.voucher} {s.created_at:%Y-%m-%d %H:%M} "
+                     f"{format_amount(s.amount)} refundable {format_amount(left.refundable)}"
+                     for i, (s, left) in enumerate(sales)]
+            ctx.result["candidates"] = [{"voucher": s.voucher, "rrn": s.rrn,
+                                         "refundable": format_amount(left.refundable)}
+                                        for s, left in sales]
+            raise RuleError("this card has several refundable sales; choose with --pick N or "
+                            "--voucher:\n" + "\n".join(lines))
+        index = (args.pick or 1) - 1
+        if not 0 <= index < len(sales):
+            raise InputError(f"--pick must be 1..{len(sales)}")
+        original = sales[index][0]
+    quote = till.quote_refund(original, card, amount, reason, args.note)
+    for line in _quote_lines(ctx, quote):
+        ctx.out(line)
+    ctx.result["quote"] = {
+        "original_amount": None if quote.original_amount is None
+        else format_amount(quote.original_amount),
+        "refundable": None if quote.refundable is None else format_amount(quote.refundable),
+        "amount": format_amount(quote.amount), "masked_pan": quote.masked_pan}
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InputError("confirm the refund with --yes (no terminal to ask on)")
+        answer = input(ctx.say("确认退货? [y/N] ", "Send this refund? [y/N] "))
+        if answer.strip().lower() not in ("y", "yes"):
+            ctx.result["result"] = "cancelled"
+            ctx.out(ctx.say("已取消，未发送", "cancelled; nothing was sent"))
+            return EXIT_REFUSED
+    return _report(ctx, till.refund(quote, operator=args.operator, progress=ctx.progress))
+
+
+def cmd_void(ctx: Ctx, till: Till) -> int:
+    original = till.find_by_voucher(ctx.args.voucher)
+    card = till.read_card(Purpose.VOID, original.amount, ctx.progress) if till.reader else None
+    quote = till.quote_void(original, card)
+    return _report(ctx, till.void(quote, operator=ctx.args.operator, progress=ctx.progress))
+
+
+def cmd_settle(ctx: Ctx, till: Till) -> int:
+    result = till.settle(ctx.progress)
+    dom = result.totals.domestic
+    ctx.result.update({"result": "ok", "batch": result.batch, "balanced": result.balanced,
+                       "uploaded": result.uploaded, "new_batch": result.new_batch,
+                       "debit_count": dom.debit_count, "debit_amount": format_amount(
+                           dom.debit_amount), "credit_count": dom.credit_count,
+                       "credit_amount": format_amount(dom.credit_amount)})
+    ctx.out(ctx.say("结算", "SETTLEMENT") + f" batch {result.batch}: "
+            + ctx.say("借记", "debits") + f" {dom.debit_count} / {format_amount(dom.debit_amount)}, "
+            + ctx.say("贷记", "credits") + f" {dom.credit_count} / "
+            f"{format_amount(dom.credit_amount)}; "
+            + (ctx.say("对账平", "totals agree with the host") if result.balanced else
+               ctx.say(f"对账不平，已批上送 {result.uploaded} 笔",
+                       f"totals differ; batch uploaded ({result.uploaded} items)"))
+            + f"; next batch {result.new_batch}")
+    return EXIT_OK
+
+
+def cmd_status(ctx: Ctx, till: Till) -> int:
+    status = till.status()
+    ctx.result.update({"result": "ok", **{k: v for k, v in status.__dict__.items()
+                                          if k != "details"}})
+    ctx.out("\n".join([
+        f"TID {status.tid}  MID {status.mid}  dialect {status.dialect}"
+        + ("  TRAINING" if status.training else ""),
+        ctx.say("批次", "batch") + f" {status.batch}  " + ctx.say("下一流水号", "next STAN")
+        + f" {status.next_stan}",
+        ctx.say("已签到", "signed on") + f": {status.signed_on}",
+        ctx.say("待处理冲正/通知", "pending reversals/advices") + f": {status.open_items}",
+        ctx.say("读卡器", "reader") + f": {status.reader}",
+        ctx.say("密码键盘", "PIN pad") + f": {status.pinpad}"]))
+    return EXIT_OK
+
+
+def cmd_recover(ctx: Ctx, till: Till) -> int:
+    report = till.recover(ctx.progress)
+    ctx.result.update({"result": "ok" if not report.left else "uncertain",
+                       "resolved": report.resolved, "left": report.left,
+                       "details": list(report.details)})
+    for line in report.details:
+        ctx.out(line)
+    ctx.out(ctx.say(f"已处理 {report.resolved}，剩余 {report.left}",
+                    f"resolved {report.resolved}, still open {report.left}"))
+    return EXIT_OK if not report.left else EXIT_UNCERTAIN
+
+
+def cmd_journal(ctx: Ctx, till: Till) -> int:
+    args = ctx.args
+    records = list(till.journal.iter_all())
+    if args.voucher:
+        records = [r for r in records if r.voucher == f"{int(args.voucher):06d}"]
+    if args.rrn:
+        records = [r for r in records if args.rrn in (r.rrn, r.original_rrn)]
+    if args.status:
+        records = [r for r in records if r.status.value == args.status]
+    if args.kind:
+        records = [r for r in records if r.kind.value == args.kind]
+    if args.card:
+        records = [r for r in records if r.pan_masked.endswith(args.card[-4:])]
+    ctx.result.update({"result": "ok", "records": [_record_json(r) for r in records]})
+    for r in records:
+        ctx.out(f"{r.created_at:%Y-%m-%d %H:%M:%S} {r.kind.value:<7} {r.status.value:<9} "
+                f"{r.response_code or '--':<3} batch {r.batch} voucher {r.voucher} "
+                f"{format_amount(r.amount):>10} {r.pan_masked} RRN {r.rrn or '-'}"
+                + (f" orig {r.original_rrn}" if r.original_rrn else ""))
+    if not records:
+        ctx.out(ctx.say("无记录", "no records"))
+    return EXIT_OK
+
+
+# --- argument parsing ----------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pos-terminal", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes: 0 approved, 1 declined, 2 refused "
+                                            "before sending, 3 uncertain/unreachable")
+    parser.add_argument("--data-dir", type=Path,
+                        help=f"terminal data directory (default ${DATA_ENV} or ./{DEFAULT_DATA})")
+    parser.add_argument("--host", help=f"acquirer host HOST:PORT (default {DEFAULT_HOST}, or "
+                                       "the one given at init)")
+    parser.add_argument("--reader", help="pcsc:NAME (a PC/SC reader) or virtual:CARD[:cl] "
+                                         "(a test card in-process; :cl contactless)")
+    parser.add_argument("--pinpad", help="serial port of the PIN pad, or 'virtual'")
+    parser.add_argument("--dialect", choices=("cup", "iso87"))
+    parser.add_argument("--lang", choices=("zh", "en"))
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--timeout", type=float, default=10.0, help="host answer timeout (s)")
+    parser.add_argument("--operator", help="operator number recorded with the transaction")
+    parser.add_argument("--verbose", "-v", action="store_true", help="say every step")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    init = sub.add_parser("init", help="make the data directory a terminal")
+    init.add_argument("--tid", required=True)
+    init.add_argument("--mid", required=True)
+    init.add_argument("--tmk", required=True, help="terminal master key, hex")
+    init.add_argument("--merchant-name", default="POS-REFUND DEMO SHOP")
+    init.add_argument("--training", action="store_true")
+    init.add_argument("--host", dest="init_host", help="acquirer HOST:PORT to remember")
+    sub.add_parser("signon", help="sign on (working keys, PIN key into the pad)")
+    sub.add_parser("echo", help="echo test of the host link")
+    sale = sub.add_parser("sale", help="消费: a sale to create originals")
+    sale.add_argument("amount")
+    refund = sub.add_parser("refund", help="退货: refund to the card of the original")
+    refund.add_argument("amount")
+    which = refund.add_mutually_exclusive_group(required=True)
+    which.add_argument("--voucher", help="voucher (凭证号) of the original sale")
+    which.add_argument("--rrn", help="RRN of the original (with --date)")
+    which.add_argument("--by-card", action="store_true", help="the card's refundable sales")
+    refund.add_argument("--date", help="MMDD of the original (with --rrn)")
+    refund.add_argument("--pick", type=int, help="with --by-card: which sale (1 = newest)")
+    refund.add_argument("--reason", required=True,
+                        help="damaged, not_received, wrong_transaction, duplicate_charge, "
+                             "customer_cancelled, other (needs --note)")
+    refund.add_argument("--note")
+    refund.add_argument("--yes", action="store_true", help="send without asking")
+    void = sub.add_parser("void", help="撤销: void a sale of the open batch")
+    void.add_argument("--voucher", required=True)
+    sub.add_parser("settle", help="结算: settle the open batch")
+    journal = sub.add_parser("journal", help="list the journal")
+    journal.add_argument("--voucher")
+    journal.add_argument("--rrn")
+    journal.add_argument("--status", choices=[s.value for s in TxnStatus])
+    journal.add_argument("--kind", choices=[k.value for k in TxnKind])
+    journal.add_argument("--card", help="last four digits of the card")
+    sub.add_parser("status", help="terminal state")
+    sub.add_parser("recover", help="resolve every uncertain request with the host")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Ctx, Till], int]] = {
+    "signon": cmd_signon, "echo": cmd_echo, "sale": cmd_sale, "refund": cmd_refund,
+    "void": cmd_void, "settle": cmd_settle, "status": cmd_status, "recover": cmd_recover,
+    "journal": cmd_journal,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # usage errors are exit 2 like rule refusals
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_REFUSED, f"pos-terminal: {message}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Say plainly that the cashier UI is still to come and what exists today."""
-    del argv
-    print("pos-terminal: the cashier application is not built yet.\n"
-          "Today: the end-to-end demo (bash scripts/demo.sh, or python -m terminal.demo),\n"
-          "the acquirer emulator (pos-emulator serve) and the developer tool\n"
-          "(pos-iso decode|encode|mac|pinblock|kcv|signon-keys).",
-          file=sys.stderr)
-    return 1
+    parser = build_parser()
+    parser.__class__ = _Parser
+    args = parser.parse_args(argv)
+    lang = args.lang or ("zh" if os.environ.get("LANG", "").startswith("zh") else "en")
+    data_dir = args.data_dir or Path(os.environ.get(DATA_ENV) or DEFAULT_DATA)
+    ctx = Ctx(args, data_dir, lang, args.json)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_REFUSED
+    code = _run(ctx)
+    if ctx.as_json:
+        ctx.result.setdefault("exit", code)
+        print(json.dumps(ctx.result, ensure_ascii=False, sort_keys=True))
+    return code
+
+
+def _fail(ctx: Ctx, code: int, result: str, message: str, zh: str = "", en: str = "") -> int:
+    ctx.result.update({"result": result, "error": message})
+    if zh or en:
+        ctx.result["cashier"] = {"zh": zh, "en": en}
+    if not ctx.as_json:
+        print(f"pos-terminal: {message}", file=sys.stderr)
+    return code
+
+
+def _run(ctx: Ctx) -> int:
+    till: Till | None = None
+    try:
+        if ctx.args.command == "init":
+            return cmd_init(ctx)
+        till = open_till(ctx)
+        return COMMANDS[ctx.args.command](ctx, till)
+    except (RuleError, ConfigError) as exc:
+        return _fail(ctx, EXIT_REFUSED, "refused", exc.message, exc.cashier_zh, exc.cashier_en)
+    except (PendingError, UncertainError) as exc:
+        return _fail(ctx, EXIT_UNCERTAIN, "uncertain", exc.message, exc.cashier_zh,
+                     exc.cashier_en)
+    except HostLinkError as exc:
+        return _fail(ctx, EXIT_UNCERTAIN, "unreachable",
+                     f"{exc.message} (nothing was sent; owed reversals/advices are resent "
+                     "at the next command or 'recover')", exc.cashier_zh, exc.cashier_en)
+    except TerminalError as exc:  # devices, sign-on, journal: nothing left in doubt
+        return _fail(ctx, EXIT_REFUSED, "error", exc.message, exc.cashier_zh, exc.cashier_en)
+    except Iso8583Error as exc:
+        return _fail(ctx, EXIT_REFUSED, "error", f"protocol error: {exc}")
+    except Refused as exc:
+        return _fail(ctx, EXIT_REFUSED, "refused", exc.message)
+    finally:
+        if till is not None:
+            till.close()
 
 
 if __name__ == "__main__":

@@ -277,3 +277,40 @@ def open_world_till(world: EmulatedWorld, data_dir: Path, *, training: bool = Tr
     till = Till.open(data_dir, link=link, reader=reader, pinpad=pinpad, clock=clock)
     till.printer = EscPosPrinter(ReceiptPrinter.open(world.printer.path, code_page="gb18030"))
     return till
+
+
+def virtual_card_reader(name: str, *, contactless: bool = False,
+                        f55_tags: tuple[int, ...] = ()) -> EmvCardReader:
+    """``--reader virtual:CARD``: the test card presented in-process to the real EMV kernel."""
+    card = card_by_name(name)
+
+    @contextlib.contextmanager
+    def source(timeout: float) -> Iterator[CardTransport]:
+        del timeout
+        transport = InProcessCardTransport(VirtualCard(card), contactless=contactless)
+        try:
+            yield transport
+        finally:
+            transport.close()
+
+    return EmvCardReader(source, description=f"virtual card {name} (in-process)",
+                         f55_tags=f55_tags)
+
+
+def test_card_pin(name: str) -> str | None:
+    """The PIN the cardholder of a test card types on a virtual PIN pad."""
+    return card_by_name(name).pin
+
+
+class VirtualPinPadPort(SerialPinPad):
+    """``--pinpad virtual``: the virtual PIN pad on a pty, driven by the real serial driver."""
+
+    def __init__(self, master_key: bytes, pin: str | None) -> None:
+        self._device = VirtualPinPad(master_key=master_key).start()
+        self._device.cardholder.default = EnterPin(pin) if pin else WalkAway()
+        super().__init__(PinPad.open(self._device.path),
+                         description=f"virtual PIN pad on {self._device.path}")
+
+    def close(self) -> None:
+        super().close()
+        self._device.stop()

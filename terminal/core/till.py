@@ -75,6 +75,7 @@ Clock = Callable[[], datetime]
 REASON_NO_ANSWER = "98"
 REASON_TERMINAL_FAULT = "96"
 REASON_MAC_FAILED = "A0"
+PIK_UNDER_TMK = "pik_under_tmk"
 
 
 def _ignore(step: Step) -> None:
@@ -217,6 +218,7 @@ class Till:
         self._tmk = load_tmk(journal)
         self._keys_cache: WorkingKeys | None = None
         self._last_contact: float | None = None
+        self._pik_loaded = False
         self.host_reachable: bool | None = None
 
     @classmethod
@@ -231,7 +233,15 @@ class Till:
             raise
 
     def close(self) -> None:
+        """Close the link, the devices that can be closed, and the journal."""
         self.link.close()
+        for device in (self.pinpad, self.printer, self.reader):
+            closer = getattr(device, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception as exc:  # closing must not hide the journal's close
+                    log.warning("closing %s: %s", type(device).__name__, exc)
         self.journal.close()
 
     # --- state -----------------------------------------------------------------------
@@ -298,9 +308,9 @@ class Till:
             frame = self.link.exchange(request)
         except HostLinkError as exc:
             self.host_reachable = False
-            raise SignOnError(f"sign-on got no answer: {exc.message}",
-                              cashier_zh="签到失败：主机无应答",
-                              cashier_en="Sign-on failed: no answer") from None
+            raise HostTimeoutError(f"sign-on got no answer: {exc.message}",
+                                   cashier_zh="签到失败：主机无应答",
+                                   cashier_en="Sign-on failed: no answer") from None
         self.host_reachable = True
         self._last_contact = self._monotonic()
         try:
@@ -316,19 +326,14 @@ class Till:
         if result.batch is not None and result.batch != self.journal.batch \
                 and not self.journal.batch_records(self.journal.batch):
             self.journal.set_batch(result.batch)
-        if self.pinpad is not None:
-            f62 = frame.message.get(62)
-            raw = bytes.fromhex(f62) if isinstance(f62, str) else f62
-            if isinstance(raw, bytes):
-                pik, check = encrypted_pik(raw)
-                try:
-                    self.pinpad.load_working_key(pik, check)
-                except TerminalError:
-                    raise
-                except Exception as exc:
-                    raise DeviceError(f"PIN pad did not take the PIN key: {exc}",
-                                      cashier_zh="密码键盘装载密钥失败",
-                                      cashier_en="PIN pad key load failed") from exc
+        f62 = frame.message.get(62)
+        raw = bytes.fromhex(f62) if isinstance(f62, str) else f62
+        if isinstance(raw, bytes):
+            pik, check = encrypted_pik(raw)
+            # still under the TMK: kept so a restarted PIN pad can be loaded again
+            self.journal.put_secret(PIK_UNDER_TMK, pik + check)
+            self._pik_loaded = False
+            self._load_pin_key()
         log.info("signed on, batch %s", self.journal.batch)
         return result.keys
 
@@ -358,6 +363,23 @@ class Till:
             self.echo(progress)
 
     # --- cards and PINs ------------------------------------------------------------------
+    def _load_pin_key(self) -> None:
+        """Put the PIK (as F62 carried it, under the TMK) into the PIN pad, once per pad."""
+        if self.pinpad is None or self._pik_loaded:
+            return
+        stored = self.journal.get_secret(PIK_UNDER_TMK)
+        if stored is None:
+            return
+        try:
+            self.pinpad.load_working_key(stored[:-4], stored[-4:])
+        except TerminalError:
+            raise
+        except Exception as exc:
+            raise DeviceError(f"PIN pad did not take the PIN key: {exc}",
+                              cashier_zh="密码键盘装载密钥失败",
+                              cashier_en="PIN pad key load failed") from exc
+        self._pik_loaded = True
+
     def read_card(self, purpose: Purpose, amount: int, progress: Progress = _ignore) -> CardRead:
         if self.reader is None:
             raise DeviceError("no card reader is configured", cashier_zh="未配置读卡器",
@@ -372,6 +394,7 @@ class Till:
         if self.pinpad is None:
             raise DeviceError("the card asks for a PIN and no PIN pad is configured",
                               cashier_zh="未连接密码键盘", cashier_en="No PIN pad")
+        self._load_pin_key()
         progress(Step.WAITING_PIN)
         return self.pinpad.get_pin_block(card.card.pan, amount)
 
