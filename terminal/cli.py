@@ -366,7 +366,8 @@ def cmd_settle(ctx: Ctx, till: Till) -> int:
                            dom.debit_amount), "credit_count": dom.credit_count,
                        "credit_amount": format_amount(dom.credit_amount)})
     ctx.out(ctx.say("结算", "SETTLEMENT") + f" batch {result.batch}: "
-            + ctx.say("借记", "debits") + f" {dom.debit_count} / {format_amount(dom.debit_amount)}, "
+            + ctx.say("借记", "debits")
+            + f" {dom.debit_count} / {format_amount(dom.debit_amount)}, "
             + ctx.say("贷记", "credits") + f" {dom.credit_count} / "
             f"{format_amount(dom.credit_amount)}; "
             + (ctx.say("对账平", "totals agree with the host") if result.balanced else
