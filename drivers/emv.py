@@ -63,7 +63,7 @@ from drivers.errors import (
     NoApplicationError,
 )
 from drivers.masking import install_masking_filter, mask_pan, mask_track2
-from drivers.transport import CardTransport
+from drivers.transport import CardTransport, transmit
 from iso8583 import tlv
 from iso8583.dialect import DEFAULT_F55_TAGS as _DIALECT_F55_TAGS
 from iso8583.errors import Iso8583Error
@@ -601,7 +601,7 @@ class _Dialogue:
         current = apdu
         for _ in range(self.config.max_chained + 1):
             self.apdus += 1
-            data, sw = self.transport.transmit(current.encode())
+            data, sw = transmit(self.transport, current.encode())
             if not 0 <= sw <= 0xFFFF:
                 raise CardError(f"{what}: transport returned status word {sw!r}")
             data = bytes(data)

@@ -67,7 +67,7 @@ from typing import IO, Any, Literal, TypeAlias
 from drivers import errors as _errors
 from drivers.errors import CardError, DriverError, ReaderError
 from drivers.masking import substitute_pan, substitute_track2
-from drivers.transport import CardTransport
+from drivers.transport import CardTransport, transmit
 from iso8583 import tlv
 from iso8583.errors import Iso8583Error
 
@@ -338,7 +338,7 @@ class RecordingTransport:
 
     def transmit(self, apdu: bytes) -> tuple[bytes, int]:
         try:
-            data, sw = self.inner.transmit(apdu)
+            data, sw = transmit(self.inner, apdu)
         except DriverError as exc:
             self.writer.apdu(apdu, error=exc, contactless=self.inner.contactless)
             raise

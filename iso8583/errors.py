@@ -68,3 +68,18 @@ class ResponseError(Iso8583Error):
 
 class ResponseMacError(ResponseError):
     """An answer's MAC does not verify: treat as no answer (and reverse with A0)."""
+
+
+class CardTransportError(Iso8583Error):
+    """A card transport (reader, in-process virtual card) failed: the APDU exchange is over.
+
+    The contract between a card transport and the card dialogue: any transport may
+    raise it; the drivers raise their own cashier-facing subclass-equivalents
+    (:func:`drivers.transport.transmit` turns these into ``ReaderError``).
+    """
+
+    title = "Card reader error"
+
+
+class CardGoneError(CardTransportError):
+    """The card left the reader (or was powered off) in the middle of a dialogue."""

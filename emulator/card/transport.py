@@ -3,13 +3,16 @@
 Unit tests and the demo (when pcscd is not installed) read a
 :class:`emulator.card.app.VirtualCard` through :class:`InProcessCardTransport`,
 which implements :class:`drivers.transport.CardTransport` with no reader, no
-socket and no thread in between.
+socket and no thread in between. It raises the protocol layer's transport errors
+(:class:`~iso8583.errors.CardGoneError` when the card is gone,
+:class:`~iso8583.errors.CardTransportError` otherwise); the drivers' dialogue
+turns them into its own ``CardRemovedError`` / ``ReaderError``.
 """
 
 from __future__ import annotations
 
-from drivers.errors import CardRemovedError, ReaderError
 from emulator.card.app import CardPoweredOff, VirtualCard
+from iso8583.errors import CardGoneError, CardTransportError
 
 __all__ = ["InProcessCardTransport"]
 
@@ -50,11 +53,11 @@ class InProcessCardTransport:
 
     def _raw(self, apdu: bytes) -> tuple[bytes, int]:
         if self._closed:
-            raise ReaderError("the card transport is closed")
+            raise CardTransportError("the card transport is closed")
         try:
             response = self.card.process(apdu)
         except CardPoweredOff:
-            raise CardRemovedError("the card was removed from the reader") from None
+            raise CardGoneError("the card was removed from the reader") from None
         return response[:-2], int.from_bytes(response[-2:], "big")
 
     def transmit(self, apdu: bytes) -> tuple[bytes, int]:

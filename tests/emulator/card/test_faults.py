@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.errors import CardRemovedError
 from emulator.card import CardPoweredOff, InProcessCardTransport, VirtualCard
 from emulator.card.app import PSE_NAME
 from emulator.card.faults import (
@@ -18,7 +17,7 @@ from emulator.card.faults import (
 )
 from emulator.catalogue import card_by_name
 from iso8583 import tlv
-from iso8583.errors import Iso8583Error
+from iso8583.errors import CardGoneError, Iso8583Error
 from tests.emulator.card.test_app import (
     apdu,
     generate_ac,
@@ -103,9 +102,9 @@ def test_remove_on_second_read_record() -> None:
     t = transport("remove@read_record:2")
     ready(t)
     assert t.transmit(read_record(2, 1))[1] == 0x9000
-    with pytest.raises(CardRemovedError):
+    with pytest.raises(CardGoneError):
         t.transmit(read_record(2, 2))
-    with pytest.raises(CardRemovedError):  # and it stays out
+    with pytest.raises(CardGoneError):  # and it stays out
         t.transmit(select(PSE_NAME))
     # Inserted again: the rule is spent, the dialogue works.
     again = InProcessCardTransport(t.card)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.errors import ReaderError
 from drivers.transport import CardTransport
 from emulator.card import InProcessCardTransport, VirtualCard
 from emulator.card.app import PPSE_NAME, contact_atr, contactless_atr
 from emulator.catalogue import card_by_name
+from iso8583.errors import CardTransportError
 from tests.emulator.card.test_app import apdu, read_record, select
 
 
@@ -62,5 +62,5 @@ def test_close_powers_off() -> None:
     t.close()
     t.close()
     assert not card.powered
-    with pytest.raises(ReaderError, match="closed"):
+    with pytest.raises(CardTransportError, match="closed"):
         t.transmit(select(PPSE_NAME))
