@@ -7,4 +7,5 @@ bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff" && ruff check .
 echo "== mypy --strict" && mypy
+echo "== import-linter" && lint-imports
 echo "== pytest" && python -m pytest "$@"
