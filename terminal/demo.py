@@ -1,175 +1,43 @@
-"""The demo: a cashier's original-route refund, end to end, with no hardware.
+"""The scripted walkthrough: a cashier's original-route refund, end to end, with no hardware.
 
-This is the demo wiring, the one place where the terminal side starts the
-emulator parts next to itself. It starts, on this machine:
-
-* the acquirer emulator: the real asyncio server on 127.0.0.1 with a SQLite
-  ledger in a temporary directory;
-* a virtual EMV card, served through a private pcscd + vpcd and read with
-  pyscard like a real card in a real reader (when pcscd/vpcd are not
-  installed or this is not root, the card is attached in-process and the demo
-  says so);
-* a virtual PIN pad on a pty, whose scripted cardholder types the PIN;
-* a virtual ESC/POS receipt printer on a pty.
+The till is the real terminal core (:class:`terminal.core.till.Till`) with a real
+journal in a temporary data directory; around it :class:`terminal.wiring.EmulatedWorld`
+starts the acquirer emulator on 127.0.0.1 (SQLite ledger), a virtual EMV card read
+through a private pcscd + vpcd with pyscard (in-process where pcscd/vpcd are
+missing or this is not root, and it says so), a virtual PIN pad and a virtual
+ESC/POS printer on ptys.
 
 Then it plays a day at the till: sign-on, a sale, a partial refund to the same
-card, a refund attempt with a different card (refused by the terminal), a
-refund over the refundable amount (refused by the terminal, then shown refused
-by the host too), a refund of the rest, a void of the refunded sale (the host
-refuses), a sale whose answer is lost (fault injection: the terminal reverses
-it), and settlement, with totals that agree. ``--verbose`` lists every message
-(PANs masked). Exit code 0 when every step ended as it should.
+card, a refund attempt with a different card and one over the refundable amount
+(both refused by the terminal, nothing sent), a refund of the rest, a void of the
+refunded sale (refused by the terminal), a sale whose answer is lost (fault
+injection: the terminal reverses it), a sale voided the same day, and
+settlement with totals that agree with the host. ``--verbose`` names every step
+the till takes. Exit code 0 when every step ended as it should.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import datetime as dt
 import shutil
 import sys
 import tempfile
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from drivers.emv import EmvKernel, TerminalConfig, TransactionData, TransactionType
 from drivers.errors import DriverError
-from drivers.pinpad import PinPad
-from drivers.printer import ReceiptPrinter
-from drivers.transport import CardTransport
-from emulator.card import InProcessCardTransport, VirtualCard
-from emulator.catalogue import TestCard, card_by_name
-from emulator.faults import FaultPlan
-from emulator.host.core import AcquirerHost
-from emulator.host.ledger import SqliteLedgerStore
-from emulator.host.terminals import DEMO_MID, DEMO_TID, DEMO_TMK
-from emulator.pinpad import VirtualPinPad
-from emulator.printer import VirtualPrinter
-from emulator.server import ServerConfig, acquirer_server
-from emulator.simterminal import Approved, Declined, SimTerminal
-from iso8583.dialects import get_dialect
-from iso8583.masking import mask_pan
-from iso8583.message import Message
-from iso8583.pretty import format_message
-from iso8583.responses import explain
-from terminal.errors import CardMismatchError, HostTimeoutError, RefundAmountError, TerminalError
-from terminal.hostlink import TcpHostLink
-
-DIALECT = get_dialect("cup")
-TPDU = bytes.fromhex("6000030000")
+from emulator.catalogue import card_by_name
+from terminal.core.errors import RuleError, TerminalError
+from terminal.core.money import format_amount
+from terminal.core.ports import Purpose, Step
+from terminal.core.receipts import Copy, MerchantInfo, build_receipt, render_text
+from terminal.core.records import RefundReason, TxnRecord
+from terminal.core.refund_status import ArrivalWindows, card_type
+from terminal.core.till import Outcome, Till
+from terminal.wiring import EmulatedWorld, open_world_till
 
 
-def yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
-
-
-# --- the emulated world ----------------------------------------------------------------
-class HostThread:
-    """The acquirer emulator's asyncio server, running in a background thread."""
-
-    def __init__(self, ledger: Path) -> None:
-        self.store = SqliteLedgerStore(ledger)
-        self.host = AcquirerHost.from_store(self.store, DIALECT)
-        if not self.host.terminals():
-            self.store.commit([self.host.provision(DEMO_TID, DEMO_MID, DEMO_TMK)])
-        self.faults = FaultPlan()
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: Callable[[], None] | None = None
-        self._thread = threading.Thread(target=self._run, name="acquirer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the acquirer emulator did not start")
-
-    def _run(self) -> None:
-        asyncio.run(self._serve())
-
-    async def _serve(self) -> None:
-        server = acquirer_server(self.host, self.store,
-                                 config=ServerConfig(host="127.0.0.1", port=0),
-                                 faults=self.faults)
-        _, self.port = await server.start()
-        self._loop = asyncio.get_running_loop()
-        self._stop = server.request_stop
-        self._ready.set()
-        await server.serve_until_stopped()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop)
-        self._thread.join(timeout=10)
-        self.store.close()
-
-
-class CardSlot:
-    """Where the cardholder's card goes: a PC/SC reader (pcscd + vpcd) or in-process."""
-
-    def __init__(self, workdir: Path, *, in_process: bool) -> None:
-        self.mode = "in-process"
-        self.reason = "asked for with --in-process" if in_process else ""
-        self._harness: Any = None
-        self._server: Any = None
-        self._reader: Any = None
-        if in_process:
-            return
-        from emulator.card.pcscd_harness import PcscdHarness, unavailable_reason
-        why = unavailable_reason()
-        if why is not None:
-            self.reason = why
-            return
-        try:
-            harness = PcscdHarness(workdir / "pcscd")
-            harness.start()
-            harness.export_socket_env()
-            from drivers.pcsc import PcscReader
-            self._reader = PcscReader(harness.reader_name(0))
-            self._harness = harness
-            self.mode = f"PC/SC reader '{harness.reader_name(0)}' (private pcscd + vpcd, pyscard)"
-        except (OSError, RuntimeError, DriverError) as exc:
-            self.reason = f"private pcscd did not start: {exc}"
-
-    @contextlib.contextmanager
-    def present(self, card: TestCard, *, contactless: bool = False) -> Iterator[CardTransport]:
-        """The cardholder inserts (or taps) ``card``; it is removed afterwards."""
-        virtual = VirtualCard(card)
-        if self._harness is None:
-            transport = InProcessCardTransport(virtual, contactless=contactless)
-            try:
-                yield transport
-            finally:
-                transport.close()
-            return
-        from emulator.card.vpcd import VpcdCardServer
-        server = VpcdCardServer(virtual, port=self._harness.port(0))
-        server.insert(wait=5.0)
-        try:
-            self._reader.wait_for_card(5.0)
-            transport = self._reader.connect()
-            try:
-                yield transport
-            finally:
-                transport.close()
-        finally:
-            server.stop()
-            with contextlib.suppress(DriverError):
-                self._reader.wait_for_removal(5.0)
-
-    def close(self) -> None:
-        if self._reader is not None:
-            with contextlib.suppress(DriverError):
-                self._reader.close()
-        if self._harness is not None:
-            self._harness.stop()
-
-
-# --- the cashier's steps ---------------------------------------------------------------
 @dataclass
 class StepResult:
     title: str
@@ -178,214 +46,163 @@ class StepResult:
     ok: bool
 
 
-class Till:
-    """The terminal side of the demo: card, PIN pad, host link, printer, journal of approvals."""
+class Walkthrough:
+    """The cashier's steps, each checked against what should happen."""
 
-    def __init__(self, host_port: int, slot: CardSlot, pinpad: PinPad,
-                 pad: VirtualPinPad, printer: ReceiptPrinter, virtual_printer: VirtualPrinter,
-                 *, verbose: bool, out: Callable[[str], None]) -> None:
-        self.sim = SimTerminal(DIALECT, DEMO_TID, DEMO_MID, DEMO_TMK, dt.datetime.now)
-        self.link = TcpHostLink(DIALECT, "127.0.0.1", host_port, timeout=3.0, tpdu=TPDU)
-        self.slot = slot
-        self.pinpad = pinpad
-        self.pad = pad
-        self.printer = printer
-        self.virtual_printer = virtual_printer
-        self.kernel = EmvKernel(TerminalConfig(refund_ends_with="aac"))
+    def __init__(self, till: Till, world: EmulatedWorld, *, verbose: bool,
+                 out: Callable[[str], None]) -> None:
+        self.till = till
+        self.world = world
         self.verbose = verbose
         self.out = out
-        self.refunded: dict[str, int] = {}  # original RRN -> approved refunds (terminal journal)
         self.results: list[StepResult] = []
+        self.merchant = MerchantInfo(till.settings.merchant_name, till.settings.mid,
+                                     till.settings.tid)
 
-    # exchanges ---------------------------------------------------------------------
-    def send(self, request: Message) -> Approved | Declined:
+    def progress(self, step: Step) -> None:
         if self.verbose:
-            self.out(_indent(">> " + format_message(request, DIALECT)))
-        frame = self.link.exchange(request)
-        if self.verbose:
-            self.out(_indent("<< " + format_message(frame.message, DIALECT)))
-        return self.sim.check_response(request, frame.message, body=frame.body)
-
-    def read_card(self, card: TestCard, kind: TransactionType, amount: int) -> dict[int, Any]:
-        """Card read through the EMV kernel; returns the card's message fields."""
-        with self.slot.present(card) as transport:
-            now = dt.datetime.now()
-            result = self.kernel.read_card(transport, TransactionData(
-                kind, amount, now.date(), now.time().replace(microsecond=0),
-                sequence_counter=int(self.sim.stan)))
-        self.out(f"   card: {result.label or card.name} {result.masked_pan} "
-                 f"({'contactless' if result.contactless else 'chip'}, "
-                 f"{result.apdu_count} APDUs"
-                 f"{', ' + result.cryptogram.type.value if result.cryptogram else ''})")
-        fields: dict[int, Any] = dict(result.message_fields(pin_entered=card.pin is not None))
-        return fields
-
-    def pin_block(self, card: TestCard, amount: int) -> bytes | None:
-        if card.pin is None:
-            return None
-        self.pad.cardholder.enter_pin(card.pin, per_digit=0.01)
-        result = self.pinpad.get_pin_block(card.pan, amount, timeout=10.0)
-        self.out("   PIN: entered on the PIN pad (format 0 block, never shown)")
-        return result.pin_block
-
-    def card_present(self, request: Message, card_fields: dict[int, Any],
-                     pin_block: bytes | None, *, f55: bool) -> Message:
-        for number, value in card_fields.items():
-            if number == 55 and not f55:
-                continue
-            request[number] = value
-        if pin_block is not None:
-            request[52] = pin_block
-            request[26] = "06"
-            request[53] = "2600000000000000"
-        return self.sim.remac(request)
-
-    def receipt(self, title: str, lines: list[str]) -> None:
-        before = len(self.virtual_printer.receipts)
-        self.printer.print_receipt(lines, title=title)
-        printed = self.virtual_printer.wait_for_receipts(before + 1, timeout=3.0)
-        text = printed[-1] if printed else "(the printer printed nothing)"
-        self.out(_indent(text.rstrip("\n"), "   | "))
+            self.out(f"      ... {step.value}")
 
     def record(self, title: str, expected: str, outcome: str, ok: bool) -> None:
         self.results.append(StepResult(title, expected, outcome, ok))
-        mark = "ok " if ok else "UNEXPECTED"
-        self.out(f"   => {outcome}   [{mark}]")
+        self.out(f"   => {outcome}   [{'ok ' if ok else 'UNEXPECTED'}]")
 
-    # the steps ---------------------------------------------------------------------
+    def header(self, text: str) -> None:
+        self.out(f"\n[{len(self.results) + 1}] {text}")
+
+    def card(self, name: str, purpose: Purpose, amount: int):  # type: ignore[no-untyped-def]
+        self.world.present(name)
+        read = self.till.read_card(purpose, amount, self.progress)
+        self.out(f"   card: {read.label or name} {read.masked_pan} "
+                 f"({'contactless' if read.contactless else 'chip'}"
+                 f"{', ' + read.cryptogram_type if read.cryptogram_type else ''})")
+        return read
+
+    def receipt(self, record: TxnRecord) -> None:
+        window = ArrivalWindows().text(card_type(record), "both") \
+            if record.kind.value == "refund" else None
+        slip = build_receipt(record, self.merchant, Copy.CARDHOLDER, "both",
+                             training=self.till.settings.training, arrival_window=window)
+        text = render_text(slip, 42)
+        printer = self.world.printer
+        before = len(printer.receipts) if printer else 0
+        if self.till.printer is not None:
+            self.till.printer.print_text(text)
+        printed = printer.wait_for_receipts(before + 1, timeout=3.0) if printer else []
+        shown = printed[-1] if printed else text
+        self.out("\n".join("   | " + line for line in shown.rstrip("\n").splitlines()))
+
+    def outcome_text(self, outcome: Outcome) -> str:
+        r = outcome.record
+        if outcome.approved:
+            return f"APPROVED, RRN {r.rrn}, auth {r.auth_code}, voucher {r.voucher}"
+        if outcome.response is not None and r.response_code:
+            return f"DECLINED {r.response_code}: {outcome.response.zh} / {outcome.response.en}"
+        zh, en = outcome.next_step
+        return f"{outcome.status.value.upper()}: {zh} / {en}"
+
+    # --- the steps -------------------------------------------------------------------
     def sign_on(self) -> None:
-        self.out("\n[1] 签到 SIGN-ON")
-        request = self.sim.sign_on_request(form=3)
-        frame = self.link.exchange(request)
-        self.sim.accept_sign_on(frame.message)
-        f62 = frame.message[62]
-        assert isinstance(f62, bytes)
-        # the PIK arrives under the TMK, which is also the PIN pad's master key
-        self.pinpad.load_working_key(f62[0:16], f62[16:20])
-        self.record("sign-on", "keys loaded", "签到成功 SIGNED ON: working keys checked "
-                    "(check values match) and the PIK loaded into the PIN pad", True)
+        self.header("签到 SIGN-ON")
+        self.till.sign_on(self.progress)
+        self.record("sign-on", "keys loaded", "签到成功 SIGNED ON: working keys checked by "
+                    "their check values, the PIK loaded into the PIN pad", True)
 
-    def sale(self, card: TestCard, amount: int, *, lost_answer: bool = False
-             ) -> Approved | None:
-        self.out(f"\n[{len(self.results) + 1}] 消费 SALE {yuan(amount)} CNY, card {card.name}")
-        fields = self.read_card(card, TransactionType.SALE, amount)
-        block = self.pin_block(card, amount)
-        request = self.card_present(self.sim.sale(card, amount), fields, block, f55=True)
-        try:
-            result = self.send(request)
-        except HostTimeoutError as exc:
-            self.out(f"   no answer from the host ({exc.message}): reversing (0400, F39=98)")
-            reversal = self.sim.reversal(request, "98")
-            answer = self.send(reversal)
-            ok = lost_answer and isinstance(answer, Approved)
-            self.record("sale, answer lost", "reversed", "冲正成功 REVERSED: nothing was "
-                        "charged", ok)
-            return None
-        if isinstance(result, Approved):
-            self.record("sale", "approved", f"交易成功 APPROVED, RRN {result.rrn}, "
-                        f"auth {result.auth_code}", not lost_answer)
-            self.receipt("签购单 SALE", [
-                f"商户 MID {DEMO_MID}", f"终端 TID {DEMO_TID}", f"卡号 {mask_pan(card.pan)}",
-                f"金额 AMOUNT CNY {yuan(amount)}", f"参考号 RRN {result.rrn}",
-                f"授权码 AUTH {result.auth_code}"])
-            return result
-        text = explain(result.response_code)
-        self.record("sale", "approved", f"{text.zh} {text.en} ({result.response_code})", False)
+    def sale(self, card: str, amount: int, *, expect: str = "approved") -> TxnRecord | None:
+        self.header(f"消费 SALE {format_amount(amount)} CNY, card {card}")
+        read = self.card(card, Purpose.SALE, amount)
+        outcome = self.till.sale(amount, read, progress=self.progress)
+        self.record("sale", expect, self.outcome_text(outcome),
+                    outcome.status.value == expect)
+        if outcome.approved:
+            self.receipt(outcome.record)
+            return outcome.record
         return None
 
-    def refund(self, original: Approved, card: TestCard, amount: int, *, expect: str,
-               bypass_terminal_checks: bool = False) -> None:
-        """退货: the card presented must be the original card; amount <= refundable."""
-        rrn = original.rrn or ""
-        refundable = (original.amount or 0) - self.refunded.get(rrn, 0)
-        self.out(f"\n[{len(self.results) + 1}] 退货 REFUND {yuan(amount)} CNY of sale RRN {rrn} "
-                 f"(refundable {yuan(refundable)}), card {card.name}")
+    def refund(self, original: TxnRecord, card: str, amount: int, *, expect: str) -> None:
+        self.header(f"退货 REFUND {format_amount(amount)} CNY of voucher {original.voucher} "
+                    f"(RRN {original.rrn}), card {card}")
         try:
-            fields = self.read_card(card, TransactionType.REFUND, amount)
-            if not bypass_terminal_checks:
-                if fields.get(2) != original.pan:
-                    raise CardMismatchError("card PAN differs from the original sale's PAN")
-                if not 0 < amount <= refundable:
-                    raise RefundAmountError(f"{amount} fen asked, {refundable} refundable")
-            else:
-                self.out("   (QA: terminal checks bypassed to show that the host enforces "
-                         "the rule too)")
-            block = self.pin_block(card, amount)
-            with_f55 = DIALECT.settings.refund_carries_f55
-            request = self.card_present(self.sim.refund(original, amount), fields, block,
-                                        f55=with_f55)
-            result = self.send(request)
-        except TerminalError as exc:
-            self.record("refund", expect, f"终端拒绝 REFUSED BY TERMINAL: {exc.cashier_zh} / "
-                        f"{exc.cashier_en}", expect == "terminal refuses")
+            read = self.card(card, Purpose.REFUND, amount)
+            quote = self.till.quote_refund(original, read, amount, RefundReason.DAMAGED)
+            self.out(f"   quote: original {format_amount(quote.original_amount or 0)}, "
+                     f"refunded {format_amount(quote.already_refunded or 0)}, refundable "
+                     f"{format_amount(quote.refundable or 0)}, this refund "
+                     f"{format_amount(amount)}, card {quote.masked_pan}")
+            outcome = self.till.refund(quote, progress=self.progress)
+        except RuleError as exc:
+            self.record("refund", expect, f"终端拒绝 REFUSED BY TERMINAL (nothing sent): "
+                        f"{exc.cashier_zh} / {exc.cashier_en}", expect == "refused")
             return
-        if isinstance(result, Approved):
-            self.refunded[rrn] = self.refunded.get(rrn, 0) + amount
-            left = (original.amount or 0) - self.refunded[rrn]
-            self.record("refund", expect, f"退款成功 REFUND APPROVED, RRN {result.rrn}; "
-                        f"still refundable {yuan(left)}", expect == "approved")
-            self.receipt("退货单 REFUND", [
-                f"商户 MID {DEMO_MID}", f"终端 TID {DEMO_TID}", f"卡号 {mask_pan(card.pan)}",
-                f"退货金额 REFUND CNY {yuan(amount)}", f"原参考号 ORIG RRN {rrn}",
-                f"参考号 RRN {result.rrn}", "款项将原路退回 Money goes back to this card"])
-            return
-        text = explain(result.response_code)
-        self.record("refund", expect, f"主机拒绝 DECLINED BY HOST {result.response_code}: "
-                    f"{text.zh} / {text.en}", expect == f"host {result.response_code}")
+        self.record("refund", expect, "退款成功 REFUND " + self.outcome_text(outcome)
+                    if outcome.approved else self.outcome_text(outcome),
+                    outcome.status.value == expect)
+        if outcome.approved:
+            self.receipt(outcome.record)
 
-    def void(self, original: Approved, card: TestCard, *, expect: str) -> None:
-        self.out(f"\n[{len(self.results) + 1}] 撤销 VOID of sale RRN {original.rrn}")
-        result = self.send(self.sim.void(original))
-        if isinstance(result, Approved):
-            self.record("void", expect, f"撤销成功 VOID APPROVED, RRN {result.rrn}",
-                        expect == "approved")
+    def void(self, original: TxnRecord, *, expect: str) -> None:
+        self.header(f"撤销 VOID of voucher {original.voucher} (RRN {original.rrn})")
+        try:
+            quote = self.till.quote_void(original)
+            outcome = self.till.void(quote, progress=self.progress)
+        except RuleError as exc:
+            self.record("void", expect, f"终端拒绝 REFUSED BY TERMINAL (nothing sent): "
+                        f"{exc.cashier_zh} / {exc.cashier_en}", expect == "refused")
             return
-        text = explain(result.response_code)
-        self.record("void", expect, f"主机拒绝 DECLINED BY HOST {result.response_code}: "
-                    f"{text.zh} / {text.en}", expect == f"host {result.response_code}")
-        del card
+        self.record("void", expect, "撤销 VOID " + self.outcome_text(outcome),
+                    outcome.status.value == expect)
+
+    def lost_answer_sale(self, card: str, amount: int) -> None:
+        self.world.host.faults.add("drop@once")
+        try:
+            self.sale(card, amount, expect="reversed")
+        finally:
+            self.world.host.faults.clear()
 
     def settle(self) -> None:
-        self.out(f"\n[{len(self.results) + 1}] 结算 SETTLEMENT")
-        totals = self.sim.totals()
-        result = self.send(self.sim.settlement(totals))
-        balanced = isinstance(result, Approved) and result.balanced is True
-        self.record("settlement", "balanced", "结算平 TOTALS AGREE with the host" if balanced
-                    else f"结算不平 TOTALS DIFFER ({getattr(result, 'response_code', '?')})",
-                    balanced)
+        self.header("结算 SETTLEMENT")
+        result = self.till.settle(self.progress)
+        dom = result.totals.domestic
+        self.out(f"   terminal totals: debits {dom.debit_count} / "
+                 f"{format_amount(dom.debit_amount)}, credits {dom.credit_count} / "
+                 f"{format_amount(dom.credit_amount)}")
+        self.record("settlement", "balanced",
+                    "结算平 TOTALS AGREE with the host" if result.balanced else
+                    f"结算不平 TOTALS DIFFER: batch uploaded ({result.uploaded} items)",
+                    result.balanced)
 
 
-def _indent(text: str, prefix: str = "      ") -> str:
-    return "\n".join(prefix + line for line in text.splitlines())
-
-
-def play(till: Till, host: HostThread, card_name: str, other_card_name: str) -> None:
-    card = card_by_name(card_name)
-    other = card_by_name(other_card_name)
-    till.sign_on()
-    sale = till.sale(card, 100_00)
+def play(walk: Walkthrough, card: str, other_card: str) -> None:
+    walk.sign_on()
+    sale = walk.sale(card, 100_00)
     if sale is None:
         return
-    till.refund(sale, card, 30_00, expect="approved")
-    till.refund(sale, other, 10_00, expect="terminal refuses")
-    till.refund(sale, card, 80_00, expect="terminal refuses")
-    till.refund(sale, card, 80_00, expect="host 64", bypass_terminal_checks=True)
-    till.refund(sale, card, 70_00, expect="approved")
-    till.void(sale, card, expect="host 12")
-    host.faults.add("drop@once")
-    till.sale(card, 20_00, lost_answer=True)
-    host.faults.clear()
-    till.settle()
+    walk.refund(sale, card, 30_00, expect="approved")
+    walk.refund(sale, other_card, 10_00, expect="refused")
+    walk.refund(sale, card, 80_00, expect="refused")
+    walk.refund(sale, card, 70_00, expect="approved")
+    walk.void(sale, expect="refused")
+    walk.lost_answer_sale(card, 20_00)
+    second = walk.sale(card, 15_00)
+    if second is not None:
+        walk.void(second, expect="approved")
+    walk.settle()
 
 
-def ledger_view(host: HostThread, out: Callable[[str], None]) -> None:
+def ledger_view(world: EmulatedWorld, till: Till, out: Callable[[str], None]) -> None:
     out("\nThe acquirer's ledger (what the host booked):")
-    for row in host.host.transactions():
+    for row in world.host.host.transactions():
         if row.kind not in ("sale", "refund", "void", "reversal"):
             continue
-        extra = f", refunded {yuan(row.refunded)}" if row.kind == "sale" else ""
+        extra = f", refunded {format_amount(row.refunded)}" if row.kind == "sale" else ""
         out(f"   {row.kind:<8} STAN {row.stan} {row.pan_masked or '':<18} "
-            f"{yuan(row.amount or 0):>8}  {row.status:<9} code {row.response_code}{extra}")
+            f"{format_amount(row.amount or 0):>8}  {row.status:<9} code {row.response_code}"
+            f"{extra}")
+    out("\nThe terminal's journal:")
+    for rec in till.journal.iter_all():
+        out(f"   {rec.kind.value:<8} voucher {rec.voucher} {rec.pan_masked:<18} "
+            f"{format_amount(rec.amount):>8}  {rec.status.value:<9} code "
+            f"{rec.response_code or '--'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -395,10 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the wrong card the cardholder tries for a refund")
     parser.add_argument("--in-process", action="store_true",
                         help="attach the virtual card in-process instead of through pcscd")
-    parser.add_argument("--verbose", "-v", action="store_true", help="list every message")
-    parser.add_argument("--ledger", type=Path,
-                        help="keep the acquirer's ledger in this file (default: a temporary one); "
-                             "inspect it with: pos-emulator ledger --ledger FILE")
+    parser.add_argument("--verbose", "-v", action="store_true", help="name every step")
+    parser.add_argument("--keep", type=Path,
+                        help="keep the terminal journal and the acquirer ledger in this new "
+                             "directory (default: a temporary one)")
     args = parser.parse_args(argv)
     out = print
     try:
@@ -407,49 +224,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyError as exc:
         print(f"pos-demo: {exc.args[0]}", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="pos-demo-"))
-    ledger = args.ledger if args.ledger is not None else workdir / "ledger.db"
-    if args.ledger is not None and args.ledger.exists():
-        print(f"pos-demo: {args.ledger} exists; give a new file for the demo ledger",
-              file=sys.stderr)
+    if args.keep is not None and args.keep.exists():
+        print(f"pos-demo: {args.keep} exists; give a new directory", file=sys.stderr)
         return 2
-    host = HostThread(ledger)
-    slot: CardSlot | None = None
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="pos-demo-"))
+    world: EmulatedWorld | None = None
+    till: Till | None = None
     try:
-        host.start()
-        slot = CardSlot(workdir, in_process=args.in_process)
-        with VirtualPinPad(master_key=DEMO_TMK) as pad, VirtualPrinter() as vprinter:
-            out("pos-refund demo: an original-route refund (原路退款) with no hardware")
-            kept = "" if args.ledger is not None else " (temporary)"
-            out(f"   acquirer emulator  127.0.0.1:{host.port}, ledger {ledger}{kept}")
-            out(f"   card reader        {slot.mode}"
-                + (f"\n                      (in-process because: {slot.reason})"
-                   if slot.reason else ""))
-            out(f"   PIN pad            virtual, on {pad.path}")
-            out(f"   receipt printer    virtual ESC/POS, on {vprinter.path}")
-            pinpad = PinPad.open(pad.path)
-            printer = ReceiptPrinter.open(vprinter.path, code_page="gb18030")
-            till = Till(host.port, slot, pinpad, pad, printer, vprinter,
-                        verbose=args.verbose, out=out)
-            try:
-                play(till, host, args.card, args.other_card)
-            finally:
-                till.link.close()
-                pinpad.close()
-                printer.close()
-            ledger_view(host, out)
-            bad = [r for r in till.results if not r.ok]
-            out(f"\n{len(till.results) - len(bad)} of {len(till.results)} steps ended as "
-                f"expected.")
-            return 1 if bad else 0
+        world = EmulatedWorld(workdir / "world", in_process=args.in_process)
+        till = open_world_till(world, workdir / "terminal", training=True, lang="zh")
+        out("pos-refund demo: an original-route refund (原路退款) with no hardware")
+        out(f"   terminal journal   {workdir / 'terminal'} (training terminal "
+            f"{till.settings.tid})")
+        out(f"   acquirer emulator  127.0.0.1:{world.host.port}, ledger "
+            f"{workdir / 'world' / 'acquirer-ledger.db'}")
+        out(f"   card reader        {world.reader_mode}")
+        out(f"   PIN pad            {till.pinpad.describe() if till.pinpad else 'none'}")
+        printer_path = world.printer.path if world.printer else "-"
+        out(f"   receipt printer    virtual ESC/POS on {printer_path}")
+        walk = Walkthrough(till, world, verbose=args.verbose, out=out)
+        play(walk, args.card, args.other_card)
+        ledger_view(world, till, out)
+        bad = [r for r in walk.results if not r.ok]
+        out(f"\n{len(walk.results) - len(bad)} of {len(walk.results)} steps ended as expected.")
+        return 1 if bad else 0
     except (TerminalError, DriverError) as exc:
-        print(f"pos-demo: {exc}", file=sys.stderr)
+        print(f"pos-demo: {exc.message}", file=sys.stderr)
         return 1
     finally:
-        if slot is not None:
-            slot.close()
-        host.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if till is not None:
+            till.close()
+        if world is not None:
+            world.stop()
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -269,7 +269,7 @@ def open_world_till(world: EmulatedWorld, data_dir: Path, *, training: bool = Tr
     finally:
         journal.close()
     dialect = world.host.dialect
-    link = TcpHostLink(dialect, "127.0.0.1", world.host.port, timeout=5.0, tpdu=TPDU)
+    link = TcpHostLink(dialect, "127.0.0.1", world.host.port, timeout=3.0, tpdu=TPDU)
     reader = EmvCardReader(world.slot.source, description=world.reader_mode,
                            f55_tags=dialect.settings.f55_tags, timeout=60.0)
     pinpad = SerialPinPad(PinPad.open(world.pad.path), description=f"virtual PIN pad on "

@@ -1,8 +1,10 @@
-"""The demo plays its whole day and every step ends as expected."""
+"""The scripted walkthrough plays its whole day on the real terminal core; every step ends
+as expected, and the journal and the acquirer's ledger it leaves behind agree."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,24 +16,30 @@ from terminal import demo
 
 
 def test_demo_in_process(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.db"
-    code = demo.main(["--in-process", "--ledger", str(ledger)])
+    keep = tmp_path / "demo"
+    code = demo.main(["--in-process", "--keep", str(keep)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "10 of 10 steps ended as expected." in out
+    assert "11 of 11 steps ended as expected." in out
     assert "REFUND APPROVED" in out
-    assert "DECLINED BY HOST 64" in out
+    assert "REFUSED BY TERMINAL (nothing sent)" in out
+    assert "REVERSED" in out
     assert "TOTALS AGREE" in out
     assert "6225880000000019" not in out  # the PAN only ever appears masked
-    assert ledger.exists()
+    journal = sqlite3.connect(keep / "terminal" / "journal.db")
+    statuses = [row[0] for row in journal.execute("SELECT status FROM txn ORDER BY id")]
+    assert statuses == ["approved", "approved", "approved", "reversed", "approved",
+                        "approved"]
+    ledger = sqlite3.connect(keep / "world" / "acquirer-ledger.db")
+    assert ledger.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+    for path in (keep / "terminal" / "journal.db", keep / "world" / "acquirer-ledger.db"):
+        assert b"6225880000000019" not in path.read_bytes()
 
 
-def test_demo_rejects_unknown_card_and_existing_ledger(tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_rejects_unknown_card_and_existing_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main(["--card", "nope"]) == 2
-    existing = tmp_path / "x.db"
-    existing.write_text("")
-    assert demo.main(["--ledger", str(existing)]) == 2
+    assert demo.main(["--keep", str(tmp_path)]) == 2
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -45,6 +53,6 @@ def test_demo_through_pcscd_and_vpcd() -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    assert "10 of 10 steps ended as expected." in out
+    assert "11 of 11 steps ended as expected." in out
     assert "PC/SC reader 'Virtual PCD 00 00'" in out
     assert "6225880000000019" not in out
