@@ -22,12 +22,17 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
+from dataclasses import replace as dataclass_replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from iso8583.dialects import get_dialect
 from iso8583.errors import Iso8583Error
 from iso8583.responses import explain
+from terminal.core.approvals import Approval, ApprovalRequiredError
+from terminal.core.audit import AuditAction
 from terminal.core.config import TerminalSettings, init_terminal
 from terminal.core.errors import (
     ConfigError,
@@ -40,8 +45,11 @@ from terminal.core.errors import (
 )
 from terminal.core.journal import Journal
 from terminal.core.money import format_amount, parse_amount
-from terminal.core.ports import CardReader, PinEntry, Purpose, Step
+from terminal.core.operators import Operator
+from terminal.core.ports import CardRead, CardReader, PinEntry, Purpose, Step
+from terminal.core.receipts import Copy, render_text
 from terminal.core.records import REASON_TEXT, RefundReason, TxnKind, TxnRecord, TxnStatus
+from terminal.core.session import Session, save_policy
 from terminal.core.till import ExternalOriginal, Outcome, RefundQuote, Till
 from terminal.hostlink import TcpHostLink
 
@@ -170,6 +178,44 @@ def open_till(ctx: Ctx) -> Till:
     return Till.open(ctx.data_dir, link=link, reader=reader, pinpad=pinpad)
 
 
+def read_password(path: str | None, what: str) -> str:
+    """A password from a file (``-``: standard input); never from the command line."""
+    if path is None:
+        raise InputError(f"{what}: give the password in a file (--...-password-file F)")
+    try:
+        text = sys.stdin.readline() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{what}: cannot read password file {path}: {exc.strerror}") from None
+    return text.rstrip("\r\n")
+
+
+def open_session(ctx: Ctx) -> Session:
+    """The till plus the cashier's rules; logs the operator in when the terminal has some."""
+    session = Session(open_till(ctx))
+    args = ctx.args
+    try:
+        if args.operator is not None:
+            session.login(args.operator, read_password(args.password_file,
+                                                       f"operator {args.operator}"),
+                          allow_expired=False)
+    except BaseException:
+        session.till.close()
+        raise
+    return session
+
+
+def approval_for(ctx: Ctx, session: Session, kind: TxnKind, amount: int,
+                 card: CardRead | None) -> Approval | None:
+    """The approval this request needs, from --supervisor; exit 2 names what is missing."""
+    reasons = session.required_approvals(kind, amount, card)
+    if not reasons:
+        return None
+    if ctx.args.supervisor is None:
+        raise ApprovalRequiredError(reasons)
+    return session.approve(reasons, ctx.args.supervisor, read_password(
+        ctx.args.supervisor_password_file, f"supervisor {ctx.args.supervisor}"))
+
+
 # --- results ---------------------------------------------------------------------------
 def _record_json(record: TxnRecord) -> dict[str, Any]:
     return {"kind": record.kind.value, "status": record.status.value,
@@ -229,6 +275,12 @@ def cmd_init(ctx: Ctx) -> int:
         if host:
             _host_address(host)
             journal.put("host", host)
+        if args.admin_password_file or args.init_supervisor_password_file:
+            from terminal.core.operators import OperatorStore
+            created = OperatorStore(journal.conn, journal.clock).bootstrap(
+                read_password(args.admin_password_file, "administrator 99"),
+                read_password(args.init_supervisor_password_file, "supervisor 00"))
+            ctx.result["operators_created"] = created
     finally:
         journal.close()
     ctx.result.update({"result": "ok", "tid": args.tid, "mid": args.mid,
@@ -238,7 +290,8 @@ def cmd_init(ctx: Ctx) -> int:
     return EXIT_OK
 
 
-def cmd_signon(ctx: Ctx, till: Till) -> int:
+def cmd_signon(ctx: Ctx, session: Session) -> int:
+    till = session.till
     report = till.resolve(ctx.progress)
     till.sign_on(ctx.progress)
     ctx.result.update({"result": "ok", "batch": till.journal.batch,
@@ -247,8 +300,8 @@ def cmd_signon(ctx: Ctx, till: Till) -> int:
     return EXIT_OK
 
 
-def cmd_echo(ctx: Ctx, till: Till) -> int:
-    till.echo(ctx.progress)
+def cmd_echo(ctx: Ctx, session: Session) -> int:
+    session.till.echo(ctx.progress)
     ctx.result["result"] = "ok"
     ctx.out(ctx.say("主机连接正常", "host answered the echo"))
     return EXIT_OK
@@ -259,13 +312,14 @@ def _need_reader(till: Till) -> None:
         raise InputError("this command reads a card: give --reader virtual:CARD or pcsc:NAME")
 
 
-def cmd_sale(ctx: Ctx, till: Till) -> int:
+def cmd_sale(ctx: Ctx, session: Session) -> int:
+    till = session.till
     amount = parse_amount(ctx.args.amount)
     _need_reader(till)
+    session.required_approvals(TxnKind.SALE, amount, None)  # logged in, if the till has operators
     till.prepare(ctx.progress)
     card = till.read_card(Purpose.SALE, amount, ctx.progress)
-    return _report(ctx, till.sale(amount, card, operator=ctx.args.operator,
-                                  progress=ctx.progress))
+    return _report(ctx, session.sale(amount, card, progress=ctx.progress))
 
 
 def _reason(text: str) -> RefundReason:
@@ -300,7 +354,8 @@ def _quote_lines(ctx: Ctx, quote: RefundQuote) -> list[str]:
     ]
 
 
-def cmd_refund(ctx: Ctx, till: Till) -> int:
+def cmd_refund(ctx: Ctx, session: Session) -> int:
+    till = session.till
     args = ctx.args
     amount = parse_amount(args.amount)
     reason = _reason(args.reason)
@@ -331,7 +386,8 @@ def cmd_refund(ctx: Ctx, till: Till) -> int:
         if not 0 <= index < len(sales):
             raise InputError(f"--pick must be 1..{len(sales)}")
         original = sales[index][0]
-    quote = till.quote_refund(original, card, amount, reason, args.note)
+    quote = session.quote_refund(original, card, amount, reason, args.note)
+    approval = approval_for(ctx, session, TxnKind.REFUND, amount, card)
     for line in _quote_lines(ctx, quote):
         ctx.out(line)
     ctx.result["quote"] = {
@@ -347,18 +403,22 @@ def cmd_refund(ctx: Ctx, till: Till) -> int:
             ctx.result["result"] = "cancelled"
             ctx.out(ctx.say("已取消，未发送", "cancelled; nothing was sent"))
             return EXIT_REFUSED
-    return _report(ctx, till.refund(quote, operator=args.operator, progress=ctx.progress))
+    if approval is not None:
+        ctx.out(ctx.say("主管已授权", "approved by supervisor") + f" {approval.approver}")
+    return _report(ctx, session.refund(quote, approval=approval, progress=ctx.progress))
 
 
-def cmd_void(ctx: Ctx, till: Till) -> int:
+def cmd_void(ctx: Ctx, session: Session) -> int:
+    till = session.till
     original = till.find_by_voucher(ctx.args.voucher)
     card = till.read_card(Purpose.VOID, original.amount, ctx.progress) if till.reader else None
-    quote = till.quote_void(original, card)
-    return _report(ctx, till.void(quote, operator=ctx.args.operator, progress=ctx.progress))
+    quote = session.quote_void(original, card)
+    approval = approval_for(ctx, session, TxnKind.VOID, original.amount, card)
+    return _report(ctx, session.void(quote, approval=approval, progress=ctx.progress))
 
 
-def cmd_settle(ctx: Ctx, till: Till) -> int:
-    result = till.settle(ctx.progress)
+def cmd_settle(ctx: Ctx, session: Session) -> int:
+    result = session.settle(progress=ctx.progress)
     dom = result.totals.domestic
     ctx.result.update({"result": "ok", "batch": result.batch, "balanced": result.balanced,
                        "uploaded": result.uploaded, "new_batch": result.new_batch,
@@ -377,8 +437,8 @@ def cmd_settle(ctx: Ctx, till: Till) -> int:
     return EXIT_OK
 
 
-def cmd_status(ctx: Ctx, till: Till) -> int:
-    status = till.status()
+def cmd_status(ctx: Ctx, session: Session) -> int:
+    status = session.till.status()
     ctx.result.update({"result": "ok", **{k: v for k, v in status.__dict__.items()
                                           if k != "details"}})
     ctx.out("\n".join([
@@ -393,8 +453,8 @@ def cmd_status(ctx: Ctx, till: Till) -> int:
     return EXIT_OK
 
 
-def cmd_recover(ctx: Ctx, till: Till) -> int:
-    report = till.recover(ctx.progress)
+def cmd_recover(ctx: Ctx, session: Session) -> int:
+    report = session.till.recover(ctx.progress)
     ctx.result.update({"result": "ok" if not report.left else "uncertain",
                        "resolved": report.resolved, "left": report.left,
                        "details": list(report.details)})
@@ -405,9 +465,17 @@ def cmd_recover(ctx: Ctx, till: Till) -> int:
     return EXIT_OK if not report.left else EXIT_UNCERTAIN
 
 
-def cmd_journal(ctx: Ctx, till: Till) -> int:
+def cmd_journal(ctx: Ctx, session: Session) -> int:
     args = ctx.args
-    records = list(till.journal.iter_all())
+    if args.what == "export":
+        text = session.export(args.format, _when(args.from_), _when(args.to))
+        ctx.result.update({"result": "ok", "format": args.format})
+        if ctx.as_json:
+            ctx.result["export"] = text
+        else:
+            sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        return EXIT_OK
+    records = list(session.till.journal.iter_all())
     if args.voucher:
         records = [r for r in records if r.voucher == f"{int(args.voucher):06d}"]
     if args.rrn:
@@ -429,6 +497,214 @@ def cmd_journal(ctx: Ctx, till: Till) -> int:
     return EXIT_OK
 
 
+def _when(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"date {text!r} is not YYYY-MM-DD[THH:MM]") from None
+
+
+def _manager(ctx: Ctx, session: Session) -> Operator:
+    if session.operator is None:
+        raise InputError("this command needs --operator (99 or 00) and --password-file")
+    return session.operator
+
+
+def cmd_operator(ctx: Ctx, session: Session) -> int:
+    args = ctx.args
+    store = session.operators
+    if args.action == "list":
+        ops = store.list(include_inactive=True)
+        ctx.result.update({"result": "ok", "operators": [
+            {"number": o.number, "name": o.name, "role": o.role.value, "active": o.active,
+             "locked_until": o.locked_until.isoformat() if o.locked_until else None,
+             "failed_tries": o.failed_tries} for o in ops]})
+        for o in ops:
+            lock = f" locked until {o.locked_until:%Y-%m-%d %H:%M}" if o.locked_until else ""
+            ctx.out(f"{o.number} {o.role.value:<10} {o.name or '-':<12} "
+                    f"{'active' if o.active else 'inactive'}{lock}")
+        return EXIT_OK
+    if args.number is None:
+        raise InputError(f"operator {args.action} needs the operator number")
+    if args.action == "add":
+        op = store.add(args.number, read_password(args.new_password_file, "new operator"),
+                       by=_manager(ctx, session), name=args.name or "")
+        ctx.out(ctx.say(f"已添加操作员 {op.number}", f"operator {op.number} added"))
+    elif args.action == "passwd":
+        new = read_password(args.new_password_file, "new password")
+        if session.operator is not None and session.operator.number != args.number:
+            store.reset_password(args.number, new, by=session.operator)
+        else:
+            store.change_password(args.number, read_password(args.old_password_file,
+                                                              "old password"), new)
+        ctx.out(ctx.say(f"操作员 {args.number} 密码已更改", f"password of {args.number} changed"))
+    elif args.action == "unlock":
+        store.unlock(args.number, by=_manager(ctx, session))
+        ctx.out(ctx.say(f"操作员 {args.number} 已解锁", f"operator {args.number} unlocked"))
+    elif args.action == "deactivate":
+        store.deactivate(args.number, by=_manager(ctx, session))
+        ctx.out(ctx.say(f"操作员 {args.number} 已停用", f"operator {args.number} deactivated"))
+    ctx.result.update({"result": "ok", "number": args.number, "action": args.action})
+    return EXIT_OK
+
+
+def cmd_refund_status(ctx: Ctx, session: Session) -> int:
+    args = ctx.args
+    record = session.find_refund(voucher=args.voucher, rrn=args.rrn)
+    if args.resolve and record.status in (TxnStatus.PENDING, TxnStatus.UNCERTAIN):
+        session.resolve(progress=ctx.progress)
+        record = session.till.journal.record(record.id)
+    view = session.refund_status(record)
+    ctx.result.update({"result": "ok", "refund": _record_json(record),
+                       "status": json.loads(view.to_json())})
+    for label, value in view.lines(ctx.lang):  # type: ignore[arg-type]
+        ctx.out(f"{label}: {value}")
+    if args.print_proof and record.status is TxnStatus.APPROVED:
+        proof = session.refund_proof(record, lang="both")
+        _print(ctx, session, render_text(proof, 42))
+    return EXIT_OK
+
+
+def _print(ctx: Ctx, session: Session, text: str) -> None:
+    printer = session.till.printer
+    if printer is not None:
+        printer.print_text(text)
+    ctx.result["printed"] = text
+    ctx.out(text)
+
+
+def cmd_reprint(ctx: Ctx, session: Session) -> int:
+    args = ctx.args
+    journal = session.till.journal
+    if args.voucher is not None:
+        found = [r for r in journal.by_voucher(args.voucher) if r.status is TxnStatus.APPROVED]
+        if not found:
+            raise RuleError(f"no approved transaction with voucher {args.voucher}")
+        record = found[0]
+    else:
+        approved = [r for r in journal.iter_all() if r.status is TxnStatus.APPROVED]
+        if not approved:
+            raise RuleError("nothing approved to reprint yet")
+        record = approved[-1]
+    if args.proof:
+        receipt = session.refund_proof(record, lang="both", reprint=True)
+    else:
+        receipt = session.receipt(record, Copy(args.copy), lang="both", reprint=True)
+    _print(ctx, session, render_text(receipt, args.width))
+    ctx.result["result"] = "ok"
+    return EXIT_OK
+
+
+def cmd_report(ctx: Ctx, session: Session) -> int:
+    args = ctx.args
+    if args.flagged:
+        flags = session.audit.flagged()
+        ctx.result.update({"result": "ok", "flagged": [
+            {"id": f.id, "txn_id": f.txn_id, "at": f.at.isoformat(), "operator": f.operator,
+             "explanation": f.explanation, "follow_up_txn_id": f.follow_up_txn_id}
+            for f in flags]})
+        for f in flags:
+            rec = session.till.journal.record(f.txn_id)
+            ctx.out(f"flag {f.id}: {rec.kind.value} voucher {rec.voucher} "
+                    f"{format_amount(rec.amount)} {rec.pan_masked} by {f.operator or '-'}: "
+                    f"{f.explanation}" + (f" -> follow-up row {f.follow_up_txn_id}"
+                                          if f.follow_up_txn_id else ""))
+        if not flags:
+            ctx.out(ctx.say("无标记交易", "no flagged transactions"))
+        return EXIT_OK
+    report = session.report(day=_when(args.day), batch=args.batch, start=_when(args.from_),
+                            end=_when(args.to))
+    ctx.result.update({"result": "ok", "report": json.loads(report.to_json())})
+    ctx.out(report.render_text(ctx.lang, 42))  # type: ignore[arg-type]
+    return EXIT_OK
+
+
+def cmd_audit(ctx: Ctx, session: Session) -> int:
+    args = ctx.args
+    entries = session.audit.entries(_when(args.from_), _when(args.to),
+                                    AuditAction(args.action) if args.action else None)
+    ctx.result.update({"result": "ok", "entries": [
+        {"id": e.id, "at": e.at.isoformat(), "operator": e.operator, "action": e.action.value,
+         "txn_id": e.txn_id, "approver": e.approver, "detail": e.detail} for e in entries]})
+    for e in entries:
+        ctx.out(f"{e.at:%Y-%m-%d %H:%M:%S} {e.action.value:<16} op {e.operator or '-':<3} "
+                + (f"approver {e.approver} " if e.approver else "")
+                + (f"row {e.txn_id} " if e.txn_id else "")
+                + json.dumps(e.detail, ensure_ascii=False, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_flag(ctx: Ctx, session: Session) -> int:
+    args = ctx.args
+    journal = session.till.journal
+    found = journal.by_voucher(args.voucher)
+    if not found:
+        raise RuleError(f"no transaction with voucher {args.voucher}")
+    if args.follow_up_voucher is not None:
+        follow = journal.by_voucher(args.follow_up_voucher)
+        if not follow or args.flag_id is None:
+            raise InputError("--follow-up-voucher needs --flag-id and a known voucher")
+        flag = session.audit.link_follow_up(args.flag_id, follow[0].id,
+                                            operator=session.operator_number)
+        ctx.result.update({"result": "ok", "flag_id": flag.id})
+        ctx.out(ctx.say("已关联后续交易", "follow-up linked") + f" (flag {flag.id})")
+        return EXIT_OK
+    if not args.explain:
+        raise InputError("flag needs --explain TEXT")
+    flag_id = session.audit.flag(found[0].id, session.operator_number, args.explain)
+    ctx.result.update({"result": "ok", "flag_id": flag_id})
+    ctx.out(ctx.say("已标记", "flagged") + f" (flag {flag_id})")
+    return EXIT_OK
+
+
+def cmd_config(ctx: Ctx, session: Session) -> int:
+    args = ctx.args
+    till = session.till
+    settings = {**till.settings.to_meta()}
+    policy = session.policy
+    if args.action == "show":
+        shown = {k.removeprefix("setting."): v for k, v in settings.items()}
+        shown.update({f"policy.{f.name}": str(getattr(policy, f.name))
+                      for f in dataclass_fields(policy)})
+        ctx.result.update({"result": "ok", "config": shown})
+        for key, shown_value in sorted(shown.items()):
+            ctx.out(f"{key} = {shown_value}")
+        return EXIT_OK
+    if args.key is None or args.value is None:
+        raise InputError("config set KEY VALUE")
+    manager = _manager(ctx, session)
+    if args.key.startswith("policy."):
+        name = args.key.removeprefix("policy.")
+        known = {f.name: f for f in dataclass_fields(policy)}
+        if name not in known:
+            raise InputError(f"unknown policy setting {name}; one of: {', '.join(known)}")
+        current = getattr(policy, name)
+        value: object
+        if args.value.lower() in ("none", "off", "-"):
+            value = None
+        elif isinstance(current, bool):
+            value = args.value.lower() in ("1", "true", "yes", "on")
+        elif "amount" in name or name.endswith("_above"):
+            value = parse_amount(args.value)
+        else:
+            value = int(args.value)
+        changes: dict[str, Any] = {name: value}
+        save_policy(till, dataclass_replace(policy, **changes))
+    else:
+        key = f"setting.{args.key}"
+        if key not in settings or args.key in ("tid", "mid"):
+            raise InputError(f"unknown or fixed setting {args.key}")
+        till.journal.put(key, args.value)
+        TerminalSettings.from_journal(till.journal)  # refuses a bad value
+    session.audit.append(AuditAction.CONFIG_CHANGE, manager.number,
+                         detail={"setting": args.key, "value": args.value})
+    ctx.result.update({"result": "ok", args.key: args.value})
+    ctx.out(f"{args.key} = {args.value}")
+    return EXIT_OK
+
+
 # --- argument parsing ----------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pos-terminal", description=__doc__.split("\n")[0],
@@ -446,7 +722,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lang", choices=("zh", "en"))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--timeout", type=float, default=10.0, help="host answer timeout (s)")
-    parser.add_argument("--operator", help="operator number recorded with the transaction")
+    parser.add_argument("--operator", help="log in as this operator (01-98 cashier, 00 "
+                                           "supervisor, 99 administrator)")
+    parser.add_argument("--password-file", help="the operator's password, in a file (- stdin)")
+    parser.add_argument("--supervisor", help="supervisor approving a refund/void that needs it")
+    parser.add_argument("--supervisor-password-file", help="the supervisor's password file")
     parser.add_argument("--verbose", "-v", action="store_true", help="say every step")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     init = sub.add_parser("init", help="make the data directory a terminal")
@@ -456,6 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--merchant-name", default="POS-REFUND DEMO SHOP")
     init.add_argument("--training", action="store_true")
     init.add_argument("--host", dest="init_host", help="acquirer HOST:PORT to remember")
+    init.add_argument("--admin-password-file", help="create operator 99 with this password")
+    init.add_argument("--supervisor-password-file", dest="init_supervisor_password_file",
+                      help="create supervisor 00 with this password")
     sub.add_parser("signon", help="sign on (working keys, PIN key into the pad)")
     sub.add_parser("echo", help="echo test of the host link")
     sale = sub.add_parser("sale", help="消费: a sale to create originals")
@@ -476,7 +759,11 @@ def build_parser() -> argparse.ArgumentParser:
     void = sub.add_parser("void", help="撤销: void a sale of the open batch")
     void.add_argument("--voucher", required=True)
     sub.add_parser("settle", help="结算: settle the open batch")
-    journal = sub.add_parser("journal", help="list the journal")
+    journal = sub.add_parser("journal", help="list the journal, or 'journal export'")
+    journal.add_argument("what", nargs="?", choices=("list", "export"), default="list")
+    journal.add_argument("--format", choices=("csv", "json"), default="csv")
+    journal.add_argument("--from", dest="from_", help="YYYY-MM-DD[THH:MM] (export)")
+    journal.add_argument("--to", help="YYYY-MM-DD[THH:MM], exclusive (export)")
     journal.add_argument("--voucher")
     journal.add_argument("--rrn")
     journal.add_argument("--status", choices=[s.value for s in TxnStatus])
@@ -484,13 +771,55 @@ def build_parser() -> argparse.ArgumentParser:
     journal.add_argument("--card", help="last four digits of the card")
     sub.add_parser("status", help="terminal state")
     sub.add_parser("recover", help="resolve every uncertain request with the host")
+    operator = sub.add_parser("operator", help="operators: add, passwd, list, unlock, deactivate")
+    operator.add_argument("action", choices=("add", "passwd", "list", "unlock", "deactivate"))
+    operator.add_argument("number", nargs="?")
+    operator.add_argument("--name")
+    operator.add_argument("--new-password-file")
+    operator.add_argument("--old-password-file")
+    status_p = sub.add_parser("refund-status", help="what the terminal knows about a refund")
+    which_refund = status_p.add_mutually_exclusive_group(required=True)
+    which_refund.add_argument("--voucher")
+    which_refund.add_argument("--rrn")
+    status_p.add_argument("--resolve", action="store_true",
+                          help="resolve an uncertain refund with the host first")
+    status_p.add_argument("--print-proof", action="store_true",
+                          help="print the 退款凭证 refund proof for the cardholder's bank")
+    reprint = sub.add_parser("reprint", help="reprint a receipt (marked 重打印 DUPLICATE)")
+    which_receipt = reprint.add_mutually_exclusive_group()
+    which_receipt.add_argument("--voucher")
+    which_receipt.add_argument("--last", action="store_true", help="the last approved (default)")
+    reprint.add_argument("--copy", choices=("merchant", "cardholder"), default="cardholder")
+    reprint.add_argument("--proof", action="store_true", help="the refund proof instead")
+    reprint.add_argument("--width", type=int, choices=(32, 42, 48), default=42)
+    report = sub.add_parser("report", help="reports for a day, a batch or a date range")
+    report.add_argument("--day", help="YYYY-MM-DD (default today)")
+    report.add_argument("--batch")
+    report.add_argument("--from", dest="from_")
+    report.add_argument("--to")
+    report.add_argument("--flagged", action="store_true", help="flagged operator errors")
+    audit = sub.add_parser("audit", help="the audit log")
+    audit.add_argument("--from", dest="from_")
+    audit.add_argument("--to")
+    audit.add_argument("--action", choices=[a.value for a in AuditAction])
+    flag = sub.add_parser("flag", help="flag a mistaken transaction, or link its follow-up")
+    flag.add_argument("--voucher", required=True)
+    flag.add_argument("--explain")
+    flag.add_argument("--flag-id", type=int)
+    flag.add_argument("--follow-up-voucher")
+    config = sub.add_parser("config", help="show or set settings and the approval policy")
+    config.add_argument("action", choices=("show", "set"))
+    config.add_argument("key", nargs="?")
+    config.add_argument("value", nargs="?")
     return parser
 
 
-COMMANDS: dict[str, Callable[[Ctx, Till], int]] = {
+COMMANDS: dict[str, Callable[[Ctx, Session], int]] = {
     "signon": cmd_signon, "echo": cmd_echo, "sale": cmd_sale, "refund": cmd_refund,
     "void": cmd_void, "settle": cmd_settle, "status": cmd_status, "recover": cmd_recover,
-    "journal": cmd_journal,
+    "journal": cmd_journal, "operator": cmd_operator, "refund-status": cmd_refund_status,
+    "reprint": cmd_reprint, "report": cmd_report, "audit": cmd_audit, "flag": cmd_flag,
+    "config": cmd_config,
 }
 
 
@@ -531,8 +860,9 @@ def _run(ctx: Ctx) -> int:
     try:
         if ctx.args.command == "init":
             return cmd_init(ctx)
-        till = open_till(ctx)
-        return COMMANDS[ctx.args.command](ctx, till)
+        session = open_session(ctx)
+        till = session.till
+        return COMMANDS[ctx.args.command](ctx, session)
     except (RuleError, ConfigError) as exc:
         return _fail(ctx, EXIT_REFUSED, "refused", exc.message, exc.cashier_zh, exc.cashier_en)
     except (PendingError, UncertainError) as exc:

@@ -64,6 +64,8 @@ class NewTxn:
     note: str | None = None
     operator: str | None = None
     training: bool = False
+    cryptogram_type: str | None = None
+    cryptogram: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,14 +202,15 @@ class Journal:
                     "INSERT INTO txn (kind, mti, stan, batch, amount, currency, pan_masked, "
                     "pan_hash, scheme, entry_mode, card_label, aid, status, created_at, "
                     "original_id, original_rrn, original_batch, original_stan, original_date, "
-                    "original_amount, reason, note, operator, training, request) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "original_amount, reason, note, operator, training, request, "
+                    "cryptogram_type, cryptogram) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (txn.kind.value, txn.mti, txn.stan, txn.batch, txn.amount, txn.currency,
                      txn.pan_masked, txn.pan_hash, txn.scheme, txn.entry_mode, txn.card_label,
                      txn.aid, TxnStatus.PENDING.value, now, txn.original_id, txn.original_rrn,
                      txn.original_batch, txn.original_stan, txn.original_date,
                      txn.original_amount, txn.reason, txn.note, txn.operator,
-                     int(txn.training), sealed))
+                     int(txn.training), sealed, txn.cryptogram_type, txn.cryptogram))
                 crash_point("in_begin")
             except sqlite3.IntegrityError as exc:
                 raise JournalError(f"STAN {txn.stan} of batch {txn.batch} is already in the "

@@ -81,6 +81,8 @@ class TxnRecord:
     note: str | None
     operator: str | None
     training: bool
+    cryptogram_type: str | None = None  # ARQC / AAC / TC the card gave
+    cryptogram: str | None = None  # 9F26 hex, printed on chip receipts
 
     @property
     def voucher(self) -> str:
@@ -107,10 +109,12 @@ class TxnRecord:
             original_batch=row["original_batch"], original_stan=row["original_stan"],
             original_date=row["original_date"], original_amount=row["original_amount"],
             reason=row["reason"], note=row["note"], operator=row["operator"],
-            training=bool(row["training"]))
+            training=bool(row["training"]), cryptogram_type=row["cryptogram_type"],
+            cryptogram=row["cryptogram"])
 
 
 TXN_COLUMNS = ("id, kind, mti, stan, batch, amount, currency, pan_masked, pan_hash, scheme, "
                "entry_mode, card_label, aid, status, response_code, rrn, auth_code, host_date, "
                "host_time, created_at, answered_at, original_id, original_rrn, original_batch, "
-               "original_stan, original_date, original_amount, reason, note, operator, training")
+               "original_stan, original_date, original_amount, reason, note, operator, training, "
+               "cryptogram_type, cryptogram")

@@ -25,6 +25,8 @@ CREATE TABLE txn (
     entry_mode     TEXT,                     -- F22
     card_label     TEXT,
     aid            TEXT,
+    cryptogram_type TEXT,                    -- ARQC / AAC / TC the card gave (chip receipts)
+    cryptogram     TEXT,                     -- 9F26 hex
     status         TEXT NOT NULL,            -- pending, approved, declined, uncertain, reversed
     response_code  TEXT,                     -- F39
     rrn            TEXT,                     -- F37 of the answer

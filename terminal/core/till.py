@@ -406,6 +406,8 @@ class Till:
             pan_hash=self.journal.vault.pan_hash(card.pan), scheme=card.scheme,
             entry_mode=None, card_label=read.label if read else None,
             aid=read.aid if read else None, training=self.settings.training,
+            cryptogram_type=read.cryptogram_type if read else None,
+            cryptogram=read.cryptogram if read else None,
             **extra)  # type: ignore[arg-type]
 
     # --- the money-moving exchange -------------------------------------------------------
