@@ -27,6 +27,7 @@ from iso8583.crypto.des import decrypt_ecb
 from iso8583.dialect import Dialect, Frame
 from iso8583.dialects import get_dialect
 from iso8583.message import Message
+from terminal.core import crashpoints
 from terminal.core.config import TerminalSettings, init_terminal
 from terminal.core.devices import EmvCardReader
 from terminal.core.errors import HostLinkError, HostTimeoutError
@@ -83,6 +84,7 @@ class MemoryHostLink:
         payload = self.dialect.payload(request, tpdu=TPDU if self.dialect.spec.tpdu else None)
         outcome = self.host.handle(payload, self.clock())
         self.store.commit(outcome.records)
+        crashpoints.crash_point("after_send")
         if fault == "drop_after" or outcome.reply is None:
             raise HostTimeoutError("no answer within 1 s")
         reply = outcome.reply
@@ -199,3 +201,146 @@ def make_rig(tmp_path: Path, dialect_name: str = "cup", *, store: LedgerStore | 
     journal.close()
     slot, pad = VirtualCardSlot(), VirtualPinEntry(TMK)
     return Rig(open_till(data_dir, link, slot, pad, clock), link, slot, pad, clock, data_dir)
+
+
+# --- QA helpers: simulated crashes, snapshots, the money rules of DESIGN.md section 5 ---------
+
+class Crash(BaseException):
+    """A simulated power cut at a crash point (a BaseException: no ``except Exception`` eats it)."""
+
+
+@dataclass
+class CrashPlan:
+    """Which crash point cuts the power, and on which pass (see :func:`crash_points`)."""
+
+    point: str | None = None
+    nth: int = 1
+    hits: int = 0
+    fired: list[str] = field(default_factory=list)
+
+    def arm(self, point: str, nth: int = 1) -> None:
+        self.point, self.nth, self.hits = point, nth, 0
+
+    def disarm(self) -> None:
+        self.point = None
+
+    def __call__(self, name: str) -> None:
+        if name != self.point:
+            return
+        self.hits += 1
+        if self.hits >= self.nth:
+            self.point = None
+            self.fired.append(name)
+            raise Crash(name)
+
+
+#: Every module that calls a crash point under its own name.
+_CRASH_MODULES = ("terminal.core.till", "terminal.core.journal", "terminal.core.crashpoints")
+
+
+@contextlib.contextmanager
+def crash_points() -> Iterator[CrashPlan]:
+    """Route every crash point (till, journal, the memory link's after_send) to a plan."""
+    import importlib
+    plan = CrashPlan()
+    saved = [(m, importlib.import_module(m)) for m in _CRASH_MODULES]
+    originals = [getattr(module, "crash_point") for _, module in saved]  # noqa: B009
+    for _, module in saved:
+        setattr(module, "crash_point", plan)  # noqa: B010
+    try:
+        yield plan
+    finally:
+        for (_, module), original in zip(saved, originals, strict=True):
+            setattr(module, "crash_point", original)  # noqa: B010
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the host booked, what went on the wire and what the journal holds."""
+
+    host: tuple[object, ...]
+    sent: int
+    txns: tuple[tuple[object, ...], ...]
+    pending: tuple[tuple[object, ...], ...]
+    next_stan: str
+    batch: str
+
+
+def snapshot(rig: Rig) -> Snapshot:
+    conn = rig.till.journal.conn
+    return Snapshot(
+        host=tuple(rig.host.transactions()), sent=len(rig.link.sent),
+        txns=tuple(tuple(r) for r in conn.execute("SELECT * FROM txn ORDER BY id")),
+        pending=tuple(tuple(r) for r in conn.execute("SELECT * FROM pending ORDER BY id")),
+        next_stan=rig.till.journal.peek_stan(), batch=rig.till.journal.batch)
+
+
+def check_money_rules(rig: Rig, *, settled: bool = True) -> None:
+    """DESIGN.md section 5 over the host's ledger and the terminal's journal.
+
+    Always: no original is over-refunded (host and journal), a voided sale has no
+    refunds, nothing is booked twice, every approved journal refund has exactly one
+    approved host refund with its RRN. When the journal owes nothing (``settled``
+    and no open items): both sides agree row by row, and the open batch's totals
+    are the host's.
+    """
+    from terminal.core.records import TxnKind, TxnStatus  # local: keeps the rig's imports lean
+
+    host = [t for t in rig.host.transactions() if t.tid == TID]
+    keys = [t.key for t in host]
+    assert len(keys) == len(set(keys)), "a host row is booked twice"
+    by_key = {t.key: t for t in host}
+    for sale in (t for t in host if t.kind == "sale"):
+        refunds = [t for t in host if t.kind == "refund" and t.status == "approved"
+                   and t.original == "/".join(sale.key)]
+        assert sale.refunded == sum(t.amount or 0 for t in refunds), sale
+        assert 0 <= sale.refunded <= (sale.amount or 0), f"over-refunded at the host: {sale}"
+        if sale.status == "voided":
+            assert sale.refunded == 0, f"voided and refunded at the host: {sale}"
+            assert sale.voided_by is not None
+            void = by_key.get(tuple(sale.voided_by.split("/")))  # type: ignore[arg-type]
+            assert void is not None
+            assert void.status == "approved"
+    journal = rig.till.journal
+    records = journal.records()
+    rrns = [t.rrn for t in host if t.kind in ("sale", "refund", "void") and t.rrn]
+    assert len(rrns) == len(set(rrns)), "the host gave one RRN twice"
+    for record in records:
+        if record.kind is TxnKind.SALE:
+            kids = journal.children(record.id)
+            refunded = sum(k.amount for k in kids
+                           if k.kind is TxnKind.REFUND and k.status is TxnStatus.APPROVED)
+            assert refunded <= record.amount, f"over-refunded in the journal: {record}"
+            voids = [k for k in kids if k.kind is TxnKind.VOID and k.status is TxnStatus.APPROVED]
+            assert len(voids) <= 1, f"voided twice in the journal: {record}"
+            assert not (voids and refunded), f"voided and refunded in the journal: {record}"
+        if record.kind is TxnKind.REFUND and record.status is TxnStatus.APPROVED:
+            matches = [t for t in host if t.kind == "refund" and t.rrn == record.rrn
+                       and t.status == "approved"]
+            assert len(matches) == 1, \
+                f"journal refund {record.stan} has {len(matches)} host refunds"
+            assert matches[0].amount == record.amount
+    if not settled or journal.open_count():
+        return
+    mine = {(r.batch, r.stan, r.mti): r for r in records
+            if r.kind in (TxnKind.SALE, TxnKind.REFUND, TxnKind.VOID)}
+    for record in mine.values():
+        assert record.status not in (TxnStatus.PENDING, TxnStatus.UNCERTAIN), \
+            f"journal row {record.stan} is {record.status} and nothing is owed for it"
+    for t in host:
+        if t.kind not in ("sale", "refund", "void"):
+            continue
+        mirror = mine.get((t.batch, t.stan, t.mti))
+        if t.status in ("approved", "voided"):
+            assert mirror is not None, f"host booked {t.kind} {t.stan} the journal never wrote"
+            assert mirror.status is TxnStatus.APPROVED, \
+                f"host {t.status} / journal {mirror.status}: {t.kind} {t.stan}"
+            assert mirror.amount == t.amount
+            assert mirror.rrn == t.rrn
+    standing_keys = {(t.batch, t.stan, t.mti) for t in host if t.status in ("approved", "voided")}
+    for key, record in mine.items():
+        if record.status is TxnStatus.APPROVED:
+            assert key in standing_keys, f"journal approved {record.kind} {record.stan}; host not"
+    batch = journal.batch
+    assert rig.till.batch_totals(batch) == rig.host.batch_totals(TID, batch), \
+        "open batch totals differ"
