@@ -381,6 +381,23 @@ class Journal:
                               (None if balanced is None else int(balanced), int(uploaded),
                                settlement_id))
 
+    def settlement(self, settlement_id: int) -> sqlite3.Row:
+        row = self.conn.execute("SELECT * FROM settlement WHERE id = ?",
+                                (settlement_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no settlement {settlement_id}")
+        return row  # type: ignore[no-any-return]
+
+    def open_settlements(self) -> list[sqlite3.Row]:
+        """Settlements written but not finished (no answer yet, or a crash)."""
+        return list(self.conn.execute("SELECT * FROM settlement WHERE status = 'open' "
+                                      "ORDER BY id"))
+
+    def settlement_refused(self, settlement_id: int, code: str) -> None:
+        with transaction(self.conn):
+            self.conn.execute("UPDATE settlement SET status = ? WHERE id = ?",
+                              (f"refused {code}", settlement_id))
+
     def settlements(self) -> list[sqlite3.Row]:
         return list(self.conn.execute("SELECT * FROM settlement ORDER BY id"))
 

@@ -16,7 +16,9 @@ confirms; :meth:`Till.refund` sends it.
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -284,6 +286,8 @@ class Till:
         except HostLinkError as exc:
             self.host_reachable = False
             return _NoAnswer(REASON_NO_ANSWER, exc.message)
+        except Iso8583Error as exc:  # a link that hands up an undecodable answer
+            return _NoAnswer(REASON_NO_ANSWER, f"unreadable answer: {exc}")
         self.host_reachable = True
         self._last_contact = self._monotonic()
         try:
@@ -384,6 +388,9 @@ class Till:
         if self.reader is None:
             raise DeviceError("no card reader is configured", cashier_zh="未配置读卡器",
                               cashier_en="No card reader")
+        if amount < 0:
+            raise InputError(f"amount {amount} is negative", cashier_zh="金额不能为负",
+                             cashier_en="Amount cannot be negative")
         progress(Step.READING_CARD)
         return self.reader.read_card(purpose, amount, self.clock(), self.journal.peek_stan())
 
@@ -413,7 +420,13 @@ class Till:
     # --- the money-moving exchange -------------------------------------------------------
     def _financial(self, kind: TxnKind, build: Callable[[RequestContext], Message],
                    describe: Callable[[RequestContext, Message], NewTxn],
-                   progress: Progress) -> Outcome:
+                   progress: Progress, *,
+                   on_new_keys: Callable[[], None] | None = None) -> Outcome:
+        """Write, send, record; after an A0/77 answer sign on and try once more.
+
+        ``on_new_keys`` runs after that sign-on: a PIN block made under the old
+        PIK is useless, so the sale asks the cardholder again.
+        """
         profile = self.dialect.transactions[kind.value]
         follow_up = {"reverse": "reversal", "resend": "advice"}.get(profile.on_timeout)
         if kind is TxnKind.REFUND and follow_up == "reversal" \
@@ -442,6 +455,8 @@ class Till:
                 self._lost_keys()
                 if attempt == 1:
                     self.sign_on(progress)
+                    if on_new_keys is not None:
+                        on_new_keys()
                     continue
             else:
                 self.journal.answered(
@@ -482,7 +497,23 @@ class Till:
 
     # --- resolving what is owed ------------------------------------------------------------
     def resolve(self, progress: Progress = _ignore) -> ResolveReport:
-        """Send every due reversal and advice (and those a crash left armed) until answered."""
+        """Send every due reversal and advice (and those a crash left armed) until answered,
+        then finish a settlement left without an answer."""
+        report = self._resolve_items(progress)
+        details = list(report.details)
+        done = report.resolved
+        for row in self.journal.open_settlements():
+            try:
+                self._finish_settlement(row, progress)
+                done += 1
+                details.append(f"settlement of batch {row['batch']}: finished")
+            except HostLinkError as exc:
+                details.append(f"settlement of batch {row['batch']}: {exc.message}")
+                break
+        left = self.journal.open_count() + len(self.journal.open_settlements())
+        return ResolveReport(done, left, tuple(details))
+
+    def _resolve_items(self, progress: Progress) -> ResolveReport:
         items = self.journal.open_items()
         if not items:
             return ResolveReport(0, 0)
@@ -554,13 +585,17 @@ class Till:
         if amount <= 0:
             raise InputError("sale amount must be more than 0.00")
         self.prepare(progress)
-        pin = self._pin_block(card, amount, wanted=True, progress=progress)
+        pin = [self._pin_block(card, amount, wanted=True, progress=progress)]
+
+        def ask_again() -> None:
+            pin[0] = self._pin_block(card, amount, wanted=True, progress=progress)
+
         return self._financial(
             TxnKind.SALE,
-            lambda ctx: self.protocol.sale(ctx, amount, card.card, pin),
+            lambda ctx: self.protocol.sale(ctx, amount, card.card, pin[0]),
             lambda ctx, msg: self._new_txn(TxnKind.SALE, msg.mti, ctx, amount, card.card, card,
                                            operator=operator),
-            progress)
+            progress, on_new_keys=ask_again)
 
     # --- finding originals ---------------------------------------------------------------
     def find_by_voucher(self, voucher: str) -> TxnRecord:
@@ -648,20 +683,26 @@ class Till:
         quote = self.quote_refund(quote.original, quote.card, quote.amount, quote.reason,
                                   quote.note)
         self.prepare(progress, echo_if_idle=True)
-        pin = self._pin_block(quote.card, quote.amount, wanted=self.settings.pin_on_refund,
-                              progress=progress)
+        pin = [self._pin_block(quote.card, quote.amount, wanted=self.settings.pin_on_refund,
+                               progress=progress)]
+
+        def ask_again() -> None:
+            pin[0] = self._pin_block(quote.card, quote.amount,
+                                     wanted=self.settings.pin_on_refund, progress=progress)
+
         original = quote.original
         record = original if isinstance(original, TxnRecord) else None
         return self._financial(
             TxnKind.REFUND,
-            lambda ctx: self.protocol.refund(ctx, quote.ref, quote.amount, quote.card.card, pin),
+            lambda ctx: self.protocol.refund(ctx, quote.ref, quote.amount, quote.card.card,
+                                             pin[0]),
             lambda ctx, msg: self._new_txn(
                 TxnKind.REFUND, msg.mti, ctx, quote.amount, quote.card.card, quote.card,
                 original_id=record.id if record else None, original_rrn=quote.ref.rrn,
                 original_batch=quote.ref.batch, original_stan=quote.ref.stan,
                 original_date=quote.ref.date, original_amount=quote.original_amount,
                 reason=quote.reason.value, note=quote.note, operator=operator),
-            progress)
+            progress, on_new_keys=ask_again)
 
     # --- void --------------------------------------------------------------------------
     def quote_void(self, original: TxnRecord, card: CardRead | None = None) -> VoidQuote:
@@ -676,27 +717,34 @@ class Till:
         quote = self.quote_void(quote.original, quote.card)
         self.prepare(progress)
         original = quote.original
-        if quote.card is not None:
-            card_input = quote.card.card
-            pin = self._pin_block(quote.card, quote.amount, wanted=self.settings.pin_on_refund,
-                                  progress=progress)
+        card = quote.card
+        pin: list[bytes | None] = [None]
+        if card is not None:
+            card_input = card.card
+            pin[0] = self._pin_block(card, quote.amount, wanted=self.settings.pin_on_refund,
+                                     progress=progress)
         else:  # keyed from the journal's sealed copy of the sale
             card_input = CardInput(pan=self.pan_of(original), entry="manual",
                                    scheme=original.scheme)
-            pin = None
+
+        def ask_again() -> None:
+            if card is not None:
+                pin[0] = self._pin_block(card, quote.amount,
+                                         wanted=self.settings.pin_on_refund, progress=progress)
+
         ref = OriginalRef(batch=original.batch, stan=original.stan, date=original.host_date,
                           rrn=original.rrn, auth_code=original.auth_code,
                           amount=original.amount, scheme=original.scheme)
         return self._financial(
             TxnKind.VOID,
-            lambda ctx: self.protocol.void(ctx, ref, card_input, pin),
+            lambda ctx: self.protocol.void(ctx, ref, card_input, pin[0]),
             lambda ctx, msg: self._new_txn(
                 TxnKind.VOID, msg.mti, ctx, original.amount, card_input, quote.card,
                 original_id=original.id, original_rrn=original.rrn,
                 original_batch=original.batch, original_stan=original.stan,
                 original_date=original.host_date, original_amount=original.amount,
                 operator=operator),
-            progress)
+            progress, on_new_keys=ask_again)
 
     # --- settlement --------------------------------------------------------------------
     def batch_totals(self, batch: str | None = None) -> SettlementTotals:
@@ -716,13 +764,29 @@ class Till:
         return totals
 
     def settle(self, progress: Progress = _ignore) -> SettleOutcome:
-        """结算: resolve what is owed, compare totals, upload the batch on mismatch, close it."""
+        """结算: resolve what is owed, compare totals, upload the batch on mismatch, close it.
+
+        The settlement is written to the journal before it is sent; one left
+        without an answer (host down, crash) is finished before anything else,
+        since the host may already have closed the batch.
+        """
+        self._resolve_items(progress)
+        unfinished = self.journal.open_settlements()
+        if unfinished:
+            return self._finish_settlement(unfinished[0], progress)
         self.prepare(progress)
         batch = self.journal.batch
         totals = self.batch_totals(batch)
         settlement_id = self.journal.new_settlement(batch, {"f48": totals.encode()})
-        answer = self._retrying(lambda ctx: self.protocol.settlement(ctx, totals), progress)
+        return self._finish_settlement(self.journal.settlement(settlement_id), progress)
+
+    def _finish_settlement(self, row: sqlite3.Row, progress: Progress) -> SettleOutcome:
+        settlement_id, batch = int(row["id"]), str(row["batch"])
+        totals = SettlementTotals.decode(json.loads(row["totals"])["f48"])[0]
+        answer = self._retrying(lambda ctx: self.protocol.settlement(
+            RequestContext(ctx.stan, batch, ctx.now), totals), progress)
         if not answer.approved:
+            self.journal.settlement_refused(settlement_id, answer.code)
             raise TerminalError(f"settlement refused with {answer.code}",
                                 cashier_zh=f"结算失败({answer.code})",
                                 cashier_en=f"Settlement refused ({answer.code})")

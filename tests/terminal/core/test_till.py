@@ -458,8 +458,6 @@ def test_a_removed_card_is_a_device_error(rig: Rig) -> None:
     assert snapshot(rig) == before
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="core gap: read_card passes a "
-                   "negative amount to the EMV kernel, whose ValueError is not a TerminalError")
 def test_reading_a_card_for_a_negative_amount_is_a_typed_error(rig: Rig) -> None:
     rig.slot.present("cup-debit")
     with pytest.raises(InputError):
@@ -603,8 +601,6 @@ def test_a0_from_the_host_signs_on_again_and_retries(rig: Rig) -> None:
     check_money_rules(rig)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: the retry after A0 + sign-on reuses the PIN "
-                   "block made under the old PIK; the host answers 55 (see report)")
 def test_a0_then_retry_of_a_pin_sale_asks_for_the_pin_again(rig: Rig) -> None:
     sale(rig, 1_00)
     _corrupt_mak(rig)
@@ -793,8 +789,6 @@ def test_after_a_restart_the_next_sale_resolves_first(rig: Rig, plan: CrashPlan)
     check_money_rules(rig)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: recover() ignores a settlement the host "
-                   "closed before the crash; the next sale is declined 12 (see report)")
 def test_a_crash_after_the_host_settled_is_recovered(rig: Rig, plan: CrashPlan) -> None:
     sale(rig)
     plan.arm("after_send")
@@ -806,8 +800,6 @@ def test_a_crash_after_the_host_settled_is_recovered(rig: Rig, plan: CrashPlan) 
     assert sale(rig, 10_00).approved
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a settlement left without an answer is not "
-                   "finished before the next sale; the host declines it 12 (see report)")
 def test_a_settlement_without_answer_is_finished_before_the_next_sale(rig: Rig) -> None:
     sale(rig)
     rig.link.faults.extend(["drop_after"] * 3)
