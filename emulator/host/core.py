@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 CHIP_ENTRY = ("05", "07")
 #: Sign-on forms by 60.3 (CUP) or F70 (iso87, which has one form: 003).
 SIGN_ON_CODES = {"001": 1, "003": 3, "004": 4}
+#: 61.1 / 61.2 of a refund whose terminal does not know the original's batch and STAN.
+_UNKNOWN = "000000"
 
 
 @dataclass(frozen=True)
@@ -641,7 +643,7 @@ class AcquirerHost:
         """The approved sale F37 names, checked against F61 (batch, STAN, date) and the TID."""
         rrn = ctx.msg.get(37)
         original = self.by_rrn(str(rrn)) if isinstance(rrn, str) else None
-        if original is None or original.kind != "sale" or original.tid != ctx.term.tid:
+        if original is None or original.kind != "sale" or not self._may_name(ctx, original):
             raise _Answer(codes.ORIGINAL_NOT_FOUND)
         if original.status not in ("approved", "voided"):
             raise _Answer(codes.ORIGINAL_NOT_FOUND)
@@ -651,7 +653,12 @@ class AcquirerHost:
                 named = composite.F61.decode(f61)
             except Iso8583Error:
                 raise _Answer(codes.ORIGINAL_NOT_FOUND) from None
-            if (named.batch, named.stan) != (original.batch, original.stan):
+            unknown = named.batch == _UNKNOWN and named.stan == _UNKNOWN
+            if unknown and (ctx.kind != "refund" or named.date is None):
+                # a terminal that does not hold the original (another terminal of the
+                # merchant, an older journal) names it by RRN + date only
+                raise _Answer(codes.ORIGINAL_NOT_FOUND)
+            if not unknown and (named.batch, named.stan) != (original.batch, original.stan):
                 raise _Answer(codes.ORIGINAL_NOT_FOUND)
             # original.date is the F13 the host ANSWERED the sale with (a CUP 0200
             # often carries no F13 of its own)
@@ -664,6 +671,13 @@ class AcquirerHost:
             raise _Answer(codes.INVALID_CARD)
         ctx.card = self._cards.get(ctx.pan)
         return original
+
+    def _may_name(self, ctx: _Ctx, original: TransactionRow) -> bool:
+        """A void names a sale of its own terminal; a refund one of the same merchant."""
+        if original.tid == ctx.term.tid:
+            return True
+        owner = self._terminals.get(original.tid)
+        return ctx.kind == "refund" and owner is not None and owner.row.mid == ctx.term.row.mid
 
     # --- rules -------------------------------------------------------------------
     def _sale(self, ctx: _Ctx) -> None:

@@ -716,13 +716,45 @@ def second_terminal(lane: Lane, tid: str = "10000002") -> SimTerminal:
     return term
 
 
-def test_refund_from_another_terminal_gets_25(lane: Lane) -> None:
+def test_refund_from_a_terminal_of_another_merchant_gets_25(lane: Lane) -> None:
     sale = approved_sale(lane)
-    other = second_terminal(lane)
+    lane.store.commit([lane.host.provision("20000001", "999999999999999", TMK)])
+    other = SimTerminal("cup", "20000001", "999999999999999", TMK, lambda: NOW)
+    other.accept_sign_on(lane.answer(other.sign_on_request()))
     refund = other.refund(sale, 100)
     answer = lane.answer(refund)
     assert answer.response_code == "25"
     assert isinstance(other.check_response(refund, answer), Declined)
+
+
+def _refund_by_rrn_and_date(term: SimTerminal, sale: Approved, amount: int,
+                            date: str | None) -> Message:
+    """A refund whose terminal knows only the original's RRN and date (61.1/61.2 zeros)."""
+    msg = term.refund(sale, amount)
+    msg[61] = composite.F61("000000", "000000", date).encode()
+    return term.remac(msg)
+
+
+def test_refund_from_another_terminal_of_the_merchant_by_rrn_and_date(lane: Lane) -> None:
+    sale = approved_sale(lane, 10_000)
+    other = second_terminal(lane)
+    assert isinstance(other.check_response(*_pair(lane, _refund_by_rrn_and_date(
+        other, sale, 4_000, sale.date))), Approved)
+    assert booked(lane, sale).refunded == 4_000
+    for date in ("0101" if sale.date != "0101" else "0102", None):
+        answer = lane.answer(_refund_by_rrn_and_date(other, sale, 1_000, date))
+        assert answer.response_code == "25"
+    assert booked(lane, sale).refunded == 4_000
+
+
+def test_void_from_another_terminal_of_the_merchant_gets_25(lane: Lane) -> None:
+    sale = approved_sale(lane)
+    other = second_terminal(lane)
+    assert lane.answer(other.void(sale)).response_code == "25"
+
+
+def _pair(lane: Lane, request: Message) -> tuple[Message, Message]:
+    return request, lane.answer(request)
 
 
 def test_stan_spaces_of_terminals_are_independent(lane: Lane) -> None:
