@@ -46,6 +46,8 @@ from iso8583.dialects import get_dialect
 from terminal.core.config import TerminalSettings, init_terminal
 from terminal.core.devices import EmvCardReader, EscPosPrinter, SerialPinPad
 from terminal.core.journal import Journal
+from terminal.core.ports import Purpose
+from terminal.core.session import Session
 from terminal.core.till import Till
 from terminal.hostlink import TcpHostLink
 
@@ -314,3 +316,47 @@ class VirtualPinPadPort(SerialPinPad):
     def close(self) -> None:
         super().close()
         self._device.stop()
+
+
+#: Operators of a training till, printed on the login screen in training mode only.
+TRAINING_OPERATORS: tuple[tuple[str, str, str], ...] = (
+    ("99", "12345678", "administrator"),
+    ("00", "123456", "supervisor"),
+    ("01", "0000", "cashier"),
+)
+#: Sales a new training till starts with, so a refund can be tried at once.
+TRAINING_SALES: tuple[tuple[str, int], ...] = (
+    ("cup-debit", 128_00), ("cup-credit", 388_00), ("visa-credit", 59_90),
+    ("cup-debit", 1_200_00),
+)
+
+
+def training_session(data_dir: Path, *, lang: str = "zh", in_process: bool = False,
+                     clock: Callable[[], datetime] = datetime.now
+                     ) -> tuple[Session, EmulatedWorld]:
+    """A training till: the emulated world, its own journal, operators, signed on, with sales.
+
+    ``data_dir`` keeps the training journal and the acquirer ledger apart from any
+    real terminal's data; run it again and the same till, ledger and sales are there.
+    """
+    world = EmulatedWorld(data_dir / "world", in_process=in_process)
+    try:
+        till = open_world_till(world, data_dir / "terminal", training=True, lang=lang,
+                               clock=clock)
+        session = Session(till)
+        if not session.has_operators:
+            admin, supervisor, cashier = TRAINING_OPERATORS
+            session.operators.bootstrap(admin[1], supervisor[1])
+            session.operators.add(cashier[0], cashier[1], by=session.operators.get("99"),
+                                  name="training")
+        till.prepare()
+        if not till.journal.records("kind = 'sale'"):
+            for name, amount in TRAINING_SALES:
+                world.present(name)
+                card = till.read_card(Purpose.SALE, amount)
+                till.sale(amount, card, operator=TRAINING_OPERATORS[2][0])
+            world.remove()
+    except BaseException:
+        world.stop()
+        raise
+    return session, world
