@@ -57,6 +57,8 @@ EXIT_OK, EXIT_DECLINED, EXIT_REFUSED, EXIT_UNCERTAIN = 0, 1, 2, 3
 DATA_ENV = "POS_TERMINAL_DATA"
 DEFAULT_DATA = "pos-terminal-data"
 DEFAULT_HOST = "127.0.0.1:5858"
+TRAINING_ENV = "POS_TRAINING_DATA"
+DEFAULT_TRAINING = "pos-training-data"
 TPDU = bytes.fromhex("6000030000")
 
 STEP_TEXT: dict[Step, tuple[str, str]] = {
@@ -807,6 +809,23 @@ def build_parser() -> argparse.ArgumentParser:
     flag.add_argument("--explain")
     flag.add_argument("--flag-id", type=int)
     flag.add_argument("--follow-up-voucher")
+    ui = sub.add_parser("ui", help="the cashier app (the default command)")
+    ui.add_argument("--training", action="store_true",
+                    help="培训: against the bundled emulator, with its own journal")
+    ui.add_argument("--training-dir", type=Path,
+                    help=f"training data (default ${TRAINING_ENV} or ./{DEFAULT_TRAINING})")
+    ui.add_argument("--in-process", action="store_true",
+                    help="training: attach the virtual card in-process, not through pcscd")
+    demo = sub.add_parser("demo", help="training app in a terminal, else the scripted "
+                                       "walkthrough")
+    demo.add_argument("--script", action="store_true", help="the scripted walkthrough")
+    demo.add_argument("--training-dir", type=Path)
+    demo.add_argument("--in-process", action="store_true")
+    web = sub.add_parser("web", help="serve the training app to a browser on loopback")
+    web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    web.add_argument("--training-dir", type=Path)
+    web.add_argument("--in-process", action="store_true")
     config = sub.add_parser("config", help="show or set settings and the approval policy")
     config.add_argument("action", choices=("show", "set"))
     config.add_argument("key", nargs="?")
@@ -836,14 +855,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     lang = args.lang or ("zh" if os.environ.get("LANG", "").startswith("zh") else "en")
     data_dir = args.data_dir or Path(os.environ.get(DATA_ENV) or DEFAULT_DATA)
     ctx = Ctx(args, data_dir, lang, args.json)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_REFUSED
+    if args.command is None:  # the cashier app is the default
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "ui"])
+        ctx = Ctx(args, data_dir, lang, args.json)
+    if args.command in ("ui", "demo", "web"):
+        return _run_app(ctx)
     code = _run(ctx)
     if ctx.as_json:
         ctx.result.setdefault("exit", code)
         print(json.dumps(ctx.result, ensure_ascii=False, sort_keys=True))
     return code
+
+
+def _training_dir(ctx: Ctx) -> Path:
+    given: Path | None = getattr(ctx.args, "training_dir", None)
+    return given or Path(os.environ.get(TRAINING_ENV) or DEFAULT_TRAINING)
+
+
+def _run_app(ctx: Ctx) -> int:
+    """ui / demo / web: the cashier app (training or this data directory's terminal)."""
+    args = ctx.args
+    if args.command == "web":
+        from terminal.ui.web import serve
+        command = [sys.executable, "-m", "terminal.cli", "--lang", ctx.lang, "ui", "--training",
+                   "--training-dir", str(_training_dir(ctx))]
+        if args.in_process:
+            command.append("--in-process")
+        return serve(command, host=args.bind, port=args.port)
+    if args.command == "demo" and (args.script or not sys.stdout.isatty()):
+        from terminal import demo
+        if not args.script:
+            print("pos-terminal: standard output is not a terminal, so this runs the scripted "
+                  "walkthrough instead of the cashier app (pos-terminal demo --script does "
+                  "the same; pos-terminal ui --training starts the app).", flush=True)
+        return demo.main(["--in-process"] if args.in_process else [])
+    try:
+        from terminal.ui.app import run_app
+    except ImportError as exc:  # pragma: no cover - textual is a dependency
+        return _fail(ctx, EXIT_REFUSED, "error", f"the cashier app cannot start: {exc}")
+    training = args.command == "demo" or args.training
+    try:
+        if training:
+            from terminal.wiring import training_session
+            print(ctx.say("正在启动培训终端（收单模拟器、虚拟读卡器、虚拟密码键盘）...",
+                          "starting the training till (acquirer emulator, virtual card reader, "
+                          "virtual PIN pad)..."), flush=True)
+            session, world = training_session(_training_dir(ctx), lang=ctx.lang,
+                                              in_process=args.in_process)
+            try:
+                return run_app(session, lang=ctx.lang, training=True, world=world)
+            finally:
+                session.till.close()
+                world.stop()
+        session = Session(open_till(ctx))
+        try:
+            return run_app(session, lang=ctx.lang)
+        finally:
+            session.till.close()
+    except TerminalError as exc:
+        return _fail(ctx, EXIT_REFUSED, "error", exc.message, exc.cashier_zh, exc.cashier_en)
 
 
 def _fail(ctx: Ctx, code: int, result: str, message: str, zh: str = "", en: str = "") -> int:
