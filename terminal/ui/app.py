@@ -20,7 +20,8 @@ from textual.app import App
 from textual.binding import BindingType
 from textual.screen import Screen
 
-from terminal.ui.backend import Backend, SessionLike
+from terminal.core.session import Session
+from terminal.ui.backend import Backend
 from terminal.ui.text import Lang
 
 
@@ -162,13 +163,13 @@ class PosApp(App[None], inherit_bindings=False):
             self.go_menu()
 
 
-def app_for_session(session: SessionLike, *, lang: Lang = "zh", world: DemoWorld | None = None,
+def app_for_session(session: Session, *, lang: Lang = "zh", world: DemoWorld | None = None,
                     config: UiConfig | None = None) -> PosApp:
     """The app over a core ``Session``."""
-    return PosApp(Backend.over_session(session), lang=lang, world=world, config=config)
+    return PosApp(Backend(session), lang=lang, world=world, config=config)
 
 
-def run_app(session: SessionLike, *, lang: str = "zh", training: bool = False,
+def run_app(session: Session, *, lang: str = "zh", training: bool = False,
             world: DemoWorld | None = None) -> int:
     """Run the cashier app in this terminal until a supervisor exits it; the exit code.
 

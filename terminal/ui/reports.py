@@ -1,13 +1,14 @@
-"""报表 Reports: today's transactions by kind and outcome, and the open batch."""
+"""报表 Reports: today's report as the core lays it out (totals, refunds by reason, voids)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar
 
-from terminal.core.money import format_amount
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
 from terminal.ui.base import PosScreen
-from terminal.ui.text import kind_text, status_text
 
 
 class ReportsScreen(PosScreen):
@@ -16,13 +17,11 @@ class ReportsScreen(PosScreen):
 
     async def build(self) -> None:
         try:
-            rows = self.backend.today_summary()
+            text = self.backend.report_text(self.lang)
         except Exception as exc:  # said on screen
             self.say_error(exc)
             return
-        lines = [self.t("report_row", kind=kind_text(kind, self.lang),
-                        status=status_text(status, self.lang), count=count,
-                        amount=format_amount(amount))
-                 for kind, status, count, amount in rows] or [self.t("report_empty")]
-        lines.append(self.t("report_batch", batch=self.backend.batch()))
-        await self.show_lines(self.t("report_today"), lines)
+        body = self.query_one("#body")
+        await body.remove_children()
+        await body.mount(VerticalScroll(Static(text, id="report", markup=False), id="paper"))
+        self.set_focus(None)

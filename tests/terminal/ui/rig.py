@@ -12,7 +12,9 @@ from textual.widgets import Label, Static
 from emulator.catalogue import CARDS, card_by_name
 from iso8583.masking import mask_pan
 from terminal.core.approvals import ApprovalPolicy
+from terminal.core.operators import OperatorStore
 from terminal.core.ports import Purpose
+from terminal.core.session import Session
 from terminal.core.till import Outcome
 from terminal.ui.app import PosApp, UiConfig
 from terminal.ui.backend import Backend
@@ -90,11 +92,13 @@ class Till:
 def make_till(tmp_path: Path, *, lang: str = "zh", policy: ApprovalPolicy | None = None,
               world: bool = False) -> Till:
     rig = make_rig(tmp_path)
-    backend = Backend.over_till(rig.till, policy=policy or ApprovalPolicy(),
-                                scrypt_n=SCRYPT_N)
-    backend.operators.bootstrap(ADMIN_PW, SUPERVISOR_PW)
-    supervisor = backend.operators.login("00", SUPERVISOR_PW)
-    backend.operators.add("01", CASHIER_PW, by=supervisor, name="Li")
+    session = Session(rig.till, policy=policy or ApprovalPolicy())
+    session.operators = OperatorStore(rig.till.journal.conn, rig.till.clock,
+                                      audit=session.audit, scrypt_n=SCRYPT_N)
+    session.operators.bootstrap(ADMIN_PW, SUPERVISOR_PW)
+    supervisor = session.operators.login("00", SUPERVISOR_PW)
+    session.operators.add("01", CASHIER_PW, by=supervisor, name="Li")
+    backend = Backend(session)
     clock = FakeClock()
     config = UiConfig(idle_menu_s=60, idle_lock_s=300, check_every_s=3600,
                       cursor_blink=False, monotonic=clock)

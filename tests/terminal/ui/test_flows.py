@@ -413,4 +413,5 @@ async def test_operator_management(tmp_path: Path) -> None:
         await keys(pilot, "02")
         await keys(pilot, "2222")
         assert "Done: 02" in screen_text(till.app)
-        assert [op.number for op in till.backend.operators.list()] == ["00", "01", "02", "99"]
+        numbers = [op.number for op in till.backend.session.operators.list()]
+        assert numbers == ["00", "01", "02", "99"]
