@@ -172,6 +172,7 @@ class Journal:
         with transaction(self.conn):
             self._put("working_keys", self.vault.seal(blob, context=b"working_keys").hex())
             self._put("signed_on_date", day.isoformat())
+            self._put("signed_on_at", self._now())
 
     def load_keys(self) -> WorkingKeys | None:
         sealed = self.get("working_keys")
@@ -361,6 +362,12 @@ class Journal:
     def today(self) -> list[TxnRecord]:
         start = datetime.combine(self.clock().date(), datetime.min.time())
         return self.between(start, start + timedelta(days=1))
+
+    def last_host_contact(self) -> datetime | None:
+        """When the host last answered this terminal (an answer recorded, or sign-on)."""
+        row = self.conn.execute("SELECT max(answered_at) FROM txn").fetchone()
+        times = [t for t in (row[0] if row else None, self.get("signed_on_at")) if t]
+        return max(datetime.fromisoformat(t) for t in times) if times else None
 
     def last(self) -> TxnRecord | None:
         found = self._records("1=1 ORDER BY id DESC LIMIT 1")

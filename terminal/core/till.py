@@ -362,9 +362,15 @@ class Till:
                                "no new transaction until the host answers them")
         if not self.signed_on:
             self.sign_on(progress)
-        elif echo_if_idle and (self._last_contact is None or self._monotonic()
-                               - self._last_contact > self.settings.echo_idle_s):
+        elif echo_if_idle and self._idle_seconds() > self.settings.echo_idle_s:
             self.echo(progress)
+
+    def _idle_seconds(self) -> float:
+        """Seconds since the host last answered (this process, or the journal's record)."""
+        if self._last_contact is not None:
+            return self._monotonic() - self._last_contact
+        last = self.journal.last_host_contact()
+        return float("inf") if last is None else (self.clock() - last).total_seconds()
 
     # --- cards and PINs ------------------------------------------------------------------
     def _load_pin_key(self) -> None:
