@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Literal
 
+from iso8583.masking import mask_text
 from iso8583.responses import explain
 from terminal.core.money import format_amount
 from terminal.core.records import REASON_TEXT, RefundReason, TxnKind, TxnRecord, TxnStatus
@@ -250,7 +251,8 @@ def refund_status(refund: TxnRecord, original: TxnRecord | None,
         original_rrn=refund.original_rrn or (original.rrn if original else None),
         original_voucher=refund.original_stan or (original.stan if original else None),
         original_date=refund.original_date or (original.host_date if original else None),
-        operator=refund.operator, reason=refund.reason, note=refund.note,
+        operator=refund.operator, reason=refund.reason,
+        note=mask_text(refund.note) if refund.note else None,
         created_at=refund.created_at.isoformat(sep=" ", timespec="seconds"),
         settled=settled, host_agreed=settled_batches.get(refund.batch) if settled else None,
         card_type=kind,

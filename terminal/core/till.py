@@ -29,7 +29,7 @@ from iso8583.crypto.signon import WorkingKeys, encrypted_pik
 from iso8583.dialect import Dialect
 from iso8583.dialects import get_dialect
 from iso8583.errors import Iso8583Error, KeyCheckError, ResponseError, ResponseMacError
-from iso8583.masking import mask_pan
+from iso8583.masking import mask_pan, mask_text
 from iso8583.message import Message
 from iso8583.responses import ResponseCode, TerminalAction, explain
 from iso8583.settlement import SettlementTotals
@@ -661,6 +661,8 @@ class Till:
         if reason is RefundReason.OTHER and not (note and note.strip()):
             raise InputError("reason 'other' needs a note", cashier_zh="请填写退货原因说明",
                              cashier_en="Reason 'other' needs a note")
+        if note:  # a cashier may type a card number: never journal or print it whole
+            note = mask_text(note)
         now = self.clock()
         if isinstance(original, TxnRecord):
             children = self.journal.children(original.id)

@@ -681,3 +681,14 @@ def test_flag_a_mistaken_refund_and_link_its_follow_up(rig: Rig) -> None:
     assert session.audit.flagged(open_only=True) == []
     flags = session.audit.entries(action=AuditAction.FLAG)
     assert [e.txn_id for e in flags] == [wrong.id, wrong.id]
+
+
+def test_a_card_number_typed_in_a_refund_note_is_masked(rig: Rig) -> None:
+    session = session_of(rig)
+    original = sale(session, rig, 100_00)
+    q = session.quote_refund(original, card(rig, purpose=Purpose.REFUND), 1_00,
+                             RefundReason.OTHER, "customer's card 6225880000000019")
+    assert q.note == "customer's card 622588******0019"
+    out = session.refund(q)
+    assert out.record.note == "customer's card 622588******0019"
+    assert session.refund_status(out.record).note == "customer's card 622588******0019"
