@@ -17,14 +17,13 @@ from datetime import datetime
 
 from iso8583.settlement import SettlementTotals
 from terminal.core.approvals import Approval, ApprovalReason, describe_limits
-from terminal.core.errors import TerminalError
 from terminal.core.operators import Operator
 from terminal.core.ports import CardRead, Progress, Purpose
 from terminal.core.receipts import Copy, render_text
 from terminal.core.records import RefundReason, TxnKind, TxnRecord
 from terminal.core.refund_status import RefundStatusView
 from terminal.core.rules import Refundable, refundable_of
-from terminal.core.session import Session
+from terminal.core.session import NotLoggedInError, Session
 from terminal.core.till import Original, Outcome, RefundQuote, SettleOutcome, Till, VoidQuote
 
 #: Receipt preview width: the 32-column slip of a small POS printer.
@@ -44,12 +43,6 @@ class StatusView:
     batch: str
     training: bool
     now: datetime
-
-
-class NotLoggedInError(TerminalError):
-    """A screen asked for something only a logged-in operator may do."""
-
-    cashier_zh, cashier_en = "请先登录", "Log in first"
 
 
 class Backend:

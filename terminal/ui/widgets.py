@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: A keypad amount has at most 12 digits (F4 is n12).
 MAX_DIGITS = 12
+#: Below this width the status bar leaves out what is fine (devices) and the time.
+NARROW = 60
 
 
 class StatusBar(Static):
@@ -28,21 +30,27 @@ class StatusBar(Static):
         self.update_status()
         self.set_interval(2.0, self.update_status)
 
+    def on_resize(self) -> None:
+        self.update_status()
+
     def update_status(self) -> None:
         app = cast("PosApp", self.app)
         lang = app.lang
         s = app.backend.status()
         if s is None:
             return
+        narrow = 0 < self.size.width < NARROW
+        devices_ok = "none" not in (s.reader, s.pinpad)
         parts = [tr("status_op", lang, op=s.operator) if s.operator else tr("status_no_op", lang),
                  tr("signed_on" if s.signed_on else "not_signed_on", lang),
                  tr({True: "host_up", False: "host_down", None: "host_unknown"}[s.host_reachable],
-                    lang),
-                 tr("reader", lang, state=_device(s.reader, lang)),
-                 tr("pinpad", lang, state=_device(s.pinpad, lang)),
-                 tr("pending", lang, n=s.open_items),
-                 tr("batch", lang, batch=s.batch),
-                 s.now.strftime("%H:%M")]
+                    lang)]
+        if not (narrow and devices_ok):  # a small screen names the devices only when missing
+            parts += [tr("reader", lang, state=_device(s.reader, lang)),
+                      tr("pinpad", lang, state=_device(s.pinpad, lang))]
+        parts += [tr("pending", lang, n=s.open_items), tr("batch", lang, batch=s.batch)]
+        if not narrow:
+            parts.append(s.now.strftime("%H:%M"))
         text = " | ".join(parts)
         if s.training:
             text = f"[b reverse] {tr('training', lang)} [/] " + text

@@ -128,6 +128,10 @@ async def keys(pilot: Pilot[None], text: str, *, enter: bool = True) -> None:
 
 
 async def login(pilot: Pilot[None], number: str = "01", password: str = CASHIER_PW) -> None:
+    for _ in range(100):  # the login fields are mounted after the screen (headless runs)
+        if pilot.app.screen.query("#field0"):
+            break
+        await pilot.pause()
     await keys(pilot, number)
     await keys(pilot, password)
 

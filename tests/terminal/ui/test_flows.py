@@ -291,6 +291,10 @@ async def test_settlement(tmp_path: Path) -> None:
         text = screen_text(till.app)
         assert "结算成功，对账平" in text
         assert "新批次 000002" in text
+        await pilot.press("enter")
+        await keys(pilot, "6", enter=False)  # the day's report, as the core lays it out
+        report = screen_text(till.app)
+        assert "25.00" in report
 
 
 async def test_reprint_and_refund_status(tmp_path: Path) -> None:
