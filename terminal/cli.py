@@ -899,7 +899,7 @@ def _run_app(ctx: Ctx) -> int:
             from terminal.wiring import training_session
             print(ctx.say("正在启动培训终端（收单模拟器、虚拟读卡器、虚拟密码键盘）...",
                           "starting the training till (acquirer emulator, virtual card reader, "
-                          "virtual PIN pad)..."), flush=True)
+                          "virtual PIN pad)..."), file=sys.stderr, flush=True)
             session, world = training_session(_training_dir(ctx), lang=ctx.lang,
                                               in_process=args.in_process)
             try:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +23,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def web_server(tmp_path: Path) -> tuple[int, subprocess.Popen[bytes]]:
+def web_server(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
