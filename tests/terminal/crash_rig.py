@@ -12,7 +12,8 @@ Two ways to kill a terminal process:
   written (about 20-30 ms on a 2-core machine).
 
 After every kill ``pos-terminal recover`` runs (again while it exits 3; sometimes it is
-itself killed inside recovery first), then :func:`check_invariants` compares the
+itself killed inside recovery first, sometimes the next sale/refund/void runs before it
+and has to resolve what the crash left open), then :func:`check_invariants` compares the
 terminal's journal with the host's ledger (both SQLite files, read directly).
 
 Everything random comes from one seeded :class:`random.Random` per terminal lane, so a
@@ -108,6 +109,11 @@ class Emulator:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+    def batches(self, tid: str) -> list[sqlite3.Row]:
+        with contextlib.closing(sqlite3.connect(self.ledger, timeout=10)) as db:
+            db.row_factory = sqlite3.Row
+            return list(db.execute("SELECT * FROM batches WHERE tid = ?", (tid,)))
 
     def rows(self, tid: str) -> list[sqlite3.Row]:
         with contextlib.closing(sqlite3.connect(self.ledger, timeout=10)) as db:
@@ -259,6 +265,11 @@ class Lane:
             row = db.execute("SELECT value FROM meta WHERE key = 'batch'").fetchone()
         return txns, pending, f"{int(row[0]) if row else 1:06d}"
 
+    def settlements(self) -> list[sqlite3.Row]:
+        with contextlib.closing(sqlite3.connect(self.data / "journal.db", timeout=10)) as db:
+            db.row_factory = sqlite3.Row
+            return list(db.execute("SELECT * FROM settlement ORDER BY id"))
+
     # --- choosing the next command ----------------------------------------------------
     def next_command(self) -> tuple[str, list[str]]:
         txns, _, batch = self.journal()
@@ -292,7 +303,7 @@ class Lane:
             reader = ([f"--reader=virtual:{CARD_OF_MASK[sale['pan_masked']]}"]
                       if self.rng.random() < 0.5 else [])
             return "void", [*reader, "void", "--voucher", str(int(sale["stan"]))]
-        if len(sales) > 6 and roll > 0.97:
+        if len(sales) > 4 and roll > 0.94:
             return "settle", ["settle"]
         card = self.rng.choice(CARDS)
         amount = self.rng.randint(1, 200) * 100 + self.rng.choice((0, 0, 0, 0, 0, 0, 50, 99, 5))
@@ -303,12 +314,11 @@ class Lane:
     def step(self) -> None:
         """One command with a crash armed; recover and check when the crash hit."""
         op, args = self.next_command()
-        if op == "settle":  # moves the batch on (voids of older batches are then refused)
-            done = self.run(args)
-            self.stats.ops[f"settle:{done.returncode}"] += 1
-            return
+        # a settlement (it moves the batch on) only passes after_send: the settlement
+        # itself, then the batch upload items when the totals differ
+        points = ("after_send",) if op == "settle" else FLOW_POINTS
         if self.rng.random() < 0.7:
-            point = self.rng.choice(FLOW_POINTS)
+            point = self.rng.choice(points)
             count = self.rng.choice((1, 1, 1, 2, 2, 3)) if point == "after_send" else 1
             label = f"named:{point}"
             done = self.run(args, crash_at=f"{point}:{count}")
@@ -324,13 +334,25 @@ class Lane:
             return
         self.stats.kills[label] += 1
         self.stats.kills_by_op[op] += 1
+        if op != "settle" and self.rng.random() < 0.2:
+            # restarted straight into the next transaction: it must resolve what the
+            # crash left open before it sends anything of its own
+            next_op, next_args = self.next_command()
+            if next_op != "settle":
+                after = self.run(next_args)
+                self.stats.ops[f"{next_op} after a kill:{after.returncode}"] += 1
+                if after.returncode not in (0, 1, 2, 3):
+                    self.stats.violations.append(
+                        f"{self.tid}: {next_op} after a kill exited {after.returncode}: "
+                        f"{after.err.strip()[-300:]}")
         self.recover()
         self.check()
 
     def recover(self) -> None:
         """``recover``, sometimes first killed inside recovery; again while it exits 3."""
         _, pending, _ = self.journal()
-        owed = any(p["state"] in ("armed", "due") for p in pending)
+        owed = (any(p["state"] in ("armed", "due") for p in pending)
+                or any(row["status"] == "open" for row in self.settlements()))
         roll = self.rng.random()
         if owed and roll < 0.35:
             point = self.rng.choice(RESOLVE_POINTS)
@@ -363,9 +385,10 @@ class Lane:
                                      f"{done.err.strip()[-300:]}")
 
     def check(self, *, final: bool = False) -> None:
-        txns, pending, _ = self.journal()
+        txns, pending, batch = self.journal()
         host = self.emulator.rows(self.tid)
         found = check_invariants(txns, pending, host)
+        check_settlements(found, self.settlements(), batch, self.emulator.batches(self.tid))
         if final:
             self.stats.journal_rows.update(f"{t['kind']} {t['status']}" for t in txns)
             self.stats.host_rows.update(f"{h['kind']} {h['status']}" for h in host)
@@ -485,6 +508,19 @@ def check_invariants(txns: list[sqlite3.Row], pending: list[sqlite3.Row],
                  f"journal refund row {t['id']} names RRN {t['original_rrn']}, its original "
                  f"has {None if original is None else original['rrn']}")
     return f
+
+
+def check_settlements(f: Findings, settlements: list[sqlite3.Row], open_batch: str,
+                      host_batches: list[sqlite3.Row]) -> None:
+    """After recover no settlement is left open; the batches the journal closed are the
+    batches the host settled, and the terminal's open batch is not settled at the host."""
+    for row in settlements:
+        f.expect(row["status"] != "open", f"settlement of batch {row['batch']} is still open")
+    closed = {row["batch"] for row in settlements if row["status"] == "settled"}
+    settled = {row["batch"] for row in host_batches if row["settled"]}
+    f.expect(closed == settled, f"journal closed batches {sorted(closed)}, the host settled "
+                                f"{sorted(settled)}")
+    f.expect(open_batch not in settled, f"the open batch {open_batch} is settled at the host")
 
 
 # --- the campaign --------------------------------------------------------------------------
