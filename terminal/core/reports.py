@@ -263,6 +263,7 @@ _W: dict[str, tuple[str, str]] = {
     "balanced": ("对账平", "BALANCED"),
     "unbalanced": ("对账不平", "NOT BALANCED"),
     "unknown": ("对账结果未知", "RESULT UNKNOWN"),
+    "open": ("结算未完成", "NOT FINISHED"),
     "result": ("对账结果", "RESULT"),
     "operator": ("操作员", "OPERATOR"),
 }
@@ -312,7 +313,9 @@ def report_receipt(report: Report, lang: Lang = "both") -> Receipt:
     items.append(KeyValue(_w("unresolved", lang), report.unresolved.text()))
     for s in report.settlements:
         items.append(KeyValue(f"{_w('settlement', lang)} {s.get('batch', '-')}",
-                              _balanced_text(s.get("balanced"), lang)))
+                              _balanced_text(s.get("balanced"), lang)
+                              if s.get("status", "settled") == "settled"
+                              else _w("open", lang)))
     return Receipt(tuple(items), lang)
 
 

@@ -18,7 +18,7 @@ from terminal.core.approvals import (
     ApprovalRequiredError,
 )
 from terminal.core.audit import AuditAction
-from terminal.core.errors import OriginalNotFoundError
+from terminal.core.errors import HostLinkError, OriginalNotFoundError
 from terminal.core.operators import (
     MAX_TRIES,
     OperatorLockedError,
@@ -692,3 +692,18 @@ def test_a_card_number_typed_in_a_refund_note_is_masked(rig: Rig) -> None:
     out = session.refund(q)
     assert out.record.note == "customer's card 622588******0019"
     assert session.refund_status(out.record).note == "customer's card 622588******0019"
+
+
+def test_a_settlement_the_host_never_answered_is_not_reported_as_settled(rig: Rig) -> None:
+    session = session_of(rig)
+    sale(session, rig, 10_00)
+    rig.link.down = True
+    with pytest.raises(HostLinkError):
+        session.settle()
+    text = session.report().render_text("en", 42)
+    assert "SETTLEMENT 000001" in text
+    assert "NOT FINISHED" in text
+    assert "RESULT UNKNOWN" not in text
+    rig.link.down = False
+    session.settle()
+    assert "BALANCED" in session.report(batch="000001").render_text("en", 42)
