@@ -159,7 +159,8 @@ class Journal:
     def close_batch(self, settlement_id: int) -> str:
         """Mark the open batch settled and open the next one; returns the new batch."""
         with transaction(self.conn):
-            current = int(self.get("batch") or "1")
+            current = int(self.conn.execute("SELECT batch FROM settlement WHERE id = ?",
+                                            (settlement_id,)).fetchone()["batch"])
             following = 1 if current >= BATCH_MAX else current + 1
             self._put("batch", str(following))
             self.conn.execute("UPDATE settlement SET status = 'settled' WHERE id = ?",
