@@ -26,6 +26,7 @@ from iso8583.crypto import pinblock
 from iso8583.crypto.des import decrypt_ecb
 from iso8583.dialect import Dialect, Frame
 from iso8583.dialects import get_dialect
+from iso8583.errors import Iso8583Error
 from iso8583.message import Message
 from terminal.core import crashpoints
 from terminal.core.config import TerminalSettings, init_terminal
@@ -90,7 +91,10 @@ class MemoryHostLink:
         reply = outcome.reply
         if fault == "bad_mac":
             reply = reply[:-1] + bytes([reply[-1] ^ 0x01])
-        return self.dialect.unpack_payload(reply)
+        try:
+            return self.dialect.unpack_payload(reply)
+        except Iso8583Error as exc:  # as terminal.hostlink.TcpHostLink: unreadable = no answer
+            raise HostTimeoutError(f"unreadable answer ({exc}); treated as no answer") from None
 
     def restart_host(self) -> None:
         self.host = AcquirerHost.from_store(self.store, self.dialect,

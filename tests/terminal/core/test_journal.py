@@ -86,6 +86,13 @@ def test_batch_starts_at_1_and_closing_advances_and_wraps(journal: Journal) -> N
     assert journal.settled_batches()["999999"] is False
 
 
+def test_closing_advances_from_the_batch_settled_not_the_one_open_now(journal: Journal) -> None:
+    sid = journal.new_settlement("000001", {})
+    journal.set_batch("000002")  # a sign-on during the settlement adopted the host's batch
+    assert journal.close_batch(sid) == "000002"
+    assert journal.batch == "000002"
+
+
 # --- migrations ---------------------------------------------------------------------------
 
 def test_migrations_are_idempotent(tmp_path: Path) -> None:

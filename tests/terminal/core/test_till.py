@@ -712,6 +712,20 @@ def test_settlement_resolves_what_is_owed_first(rig: Rig) -> None:
     check_money_rules(rig)
 
 
+@pytest.mark.parametrize("dialect", ["cup", "iso87"])
+def test_a_re_sign_on_during_settlement_keeps_the_batch_in_step(tmp_path: Path,
+                                                                dialect: str) -> None:
+    rig = make_rig(tmp_path, dialect)
+    rig.till.sign_on()
+    rig.link.faults.append("bad_mac")  # the 0500's answer is garbled: keys lost, sign on again
+    first = rig.till.settle()
+    _corrupt_mak(rig)  # the next 0500 is answered A0: sign on again
+    second = rig.till.settle()
+    assert (first.batch, first.new_batch) == ("000001", "000002")
+    assert (second.batch, second.new_batch) == ("000002", "000003")
+    assert sale(rig, 10_00).approved
+
+
 # --- crashes and recovery ------------------------------------------------------------------
 
 FLOWS = ["sale", "refund", "void"]
