@@ -44,7 +44,9 @@ class ReceiptScreen(PosScreen):
     async def build(self) -> None:
         if self._error is not None:
             self.say_error(self._error)
-        self.set_focus(None)
+            self.set_focus(None)
+            return
+        self.query_one("#paper", VerticalScroll).focus()  # arrows scroll the slip
 
     def action_f3(self) -> None:
         if self.text is None or self.busy:
