@@ -65,7 +65,7 @@ COMMAND_TIMEOUT = 60.0
 class Emulator:
     """``pos-emulator serve`` in a subprocess on 127.0.0.1, a free port, ledger in ``work``."""
 
-    def __init__(self, work: Path, tids: list[str]) -> None:
+    def __init__(self, work: Path, tids: list[str], dialect: str = "cup") -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.ledger = work / "ledger.db"
         for tid in tids:
@@ -74,7 +74,8 @@ class Emulator:
                            check=True, capture_output=True, timeout=COMMAND_TIMEOUT)
         self.log = (work / "serve.log").open("w")
         self.proc = subprocess.Popen(
-            [EMULATOR, "serve", "--port", "0", "--ledger", str(self.ledger)],
+            [EMULATOR, "serve", "--port", "0", "--ledger", str(self.ledger),
+             "--dialect", dialect],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.port = self._wait_listening()
 
@@ -199,8 +200,10 @@ class Stats:
 class Lane:
     """One terminal (own TID and data directory) driven by one seeded RNG."""
 
-    def __init__(self, work: Path, tid: str, emulator: Emulator, rng: random.Random) -> None:
+    def __init__(self, work: Path, tid: str, emulator: Emulator, rng: random.Random,
+                 dialect: str = "cup") -> None:
         self.data = work / f"terminal-{tid}"
+        self.dialect = dialect
         self.tid = tid
         self.emulator = emulator
         self.rng = rng
@@ -208,6 +211,7 @@ class Lane:
         self.env = {**{k: v for k, v in os.environ.items() if k != CRASH_ENV},
                     "POS_TERMINAL_DATA": str(self.data), "LANG": "C"}
         self.log: list[str] = []  # the commands of this lane, for a failure message
+        self._deck: list[str] = []
 
     # --- running commands ---------------------------------------------------------
     def run(self, args: list[str], *, crash_at: str | None = None,
@@ -250,8 +254,8 @@ class Lane:
             time.sleep(0.0002)
 
     def init(self) -> None:
-        done = self.run(["init", "--tid", self.tid, "--mid", MID, "--tmk", TMK,
-                         "--host", f"127.0.0.1:{self.emulator.port}"])
+        done = self.run(["--dialect", self.dialect, "init", "--tid", self.tid, "--mid", MID,
+                         "--tmk", TMK, "--host", f"127.0.0.1:{self.emulator.port}"])
         if done.returncode != 0:
             raise RuntimeError(f"init failed: {done.err}")
 
@@ -310,16 +314,23 @@ class Lane:
         return "sale", [f"--reader=virtual:{card}", "--pinpad", "virtual", "sale",
                         _money(amount)]
 
+    def _draw(self) -> str:
+        """The next named flow point, from a shuffled deck: every point comes up once in
+        every five draws, so even a short run hits each of them."""
+        if not self._deck:
+            self._deck = list(FLOW_POINTS)
+            self.rng.shuffle(self._deck)
+        return self._deck.pop()
+
     # --- one crash point -------------------------------------------------------------------
     def step(self) -> None:
         """One command with a crash armed; recover and check when the crash hit."""
         op, args = self.next_command()
         # a settlement (it moves the batch on) only passes after_send: the settlement
         # itself, then the batch upload items when the totals differ
-        points = ("after_send",) if op == "settle" else FLOW_POINTS
         if self.rng.random() < 0.7:
-            point = self.rng.choice(points)
-            count = self.rng.choice((1, 1, 1, 2, 2, 3)) if point == "after_send" else 1
+            point = self._draw() if op != "settle" else "after_send"
+            count = self.rng.choice((1, 1, 1, 1, 2)) if point == "after_send" else 1
             label = f"named:{point}"
             done = self.run(args, crash_at=f"{point}:{count}")
         else:
@@ -525,8 +536,8 @@ def check_settlements(f: Findings, settlements: list[sqlite3.Row], open_batch: s
 
 # --- the campaign --------------------------------------------------------------------------
 @contextlib.contextmanager
-def emulator(work: Path, tids: list[str]) -> Iterator[Emulator]:
-    host = Emulator(work, tids)
+def emulator(work: Path, tids: list[str], dialect: str = "cup") -> Iterator[Emulator]:
+    host = Emulator(work, tids, dialect)
     try:
         yield host
     finally:
@@ -534,7 +545,7 @@ def emulator(work: Path, tids: list[str]) -> Iterator[Emulator]:
 
 
 def run_campaign(work: Path, *, seed: int, kills: int, lanes: int = 2,
-                 max_steps: int | None = None) -> tuple[Stats, float]:
+                 max_steps: int | None = None, dialect: str = "cup") -> tuple[Stats, float]:
     """Drive ``lanes`` terminals in parallel until ``kills`` SIGKILLs in all; (stats, seconds).
 
     Each lane does a couple of unharmed sales first (originals to refund and void), then
@@ -543,8 +554,9 @@ def run_campaign(work: Path, *, seed: int, kills: int, lanes: int = 2,
     started = time.monotonic()
     tids = [f"{90000001 + i}" for i in range(lanes)]
     total = Stats()
-    with emulator(work, tids) as host:
-        lane_objs = [Lane(work, tid, host, random.Random(f"{seed}/{tid}")) for tid in tids]
+    with emulator(work, tids, dialect) as host:
+        lane_objs = [Lane(work, tid, host, random.Random(f"{seed}/{tid}"), dialect)
+                     for tid in tids]
         share = [kills // lanes + (1 if i < kills % lanes else 0) for i in range(lanes)]
         limit = max_steps if max_steps is not None else max(20, 4 * kills)
         errors: list[BaseException] = []

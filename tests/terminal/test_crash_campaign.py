@@ -2,7 +2,8 @@
 ``pos-emulator serve``; after every kill and ``recover`` the journal and the host's ledger
 agree (see :mod:`tests.terminal.crash_rig` for how and what is checked).
 
-The CI run makes a few dozen kills; ``-m slow`` makes at least 200. The counts are printed
+The CI run makes a few dozen kills (24 with the CUP dialect, 12 with iso87); ``-m slow``
+makes 220 and 100. The counts are printed
 (``-s`` or ``-rP`` shows them) and attached as a report section. ``POS_CRASH_SEED=N``
 replays a seed (timing of the external kills aside).
 """
@@ -20,28 +21,35 @@ from tests.terminal.crash_rig import check_invariants, run_campaign
 SEED = int(os.environ.get("POS_CRASH_SEED", "20261201"))
 
 
-def _campaign(tmp_path: Path, request: pytest.FixtureRequest, kills: int) -> None:
-    stats, seconds = run_campaign(tmp_path, seed=SEED, kills=kills, lanes=2)
-    summary = stats.summary(SEED, 2, seconds)
+def _campaign(tmp_path: Path, request: pytest.FixtureRequest, kills: int,
+              dialect: str) -> None:
+    stats, seconds = run_campaign(tmp_path, seed=SEED, kills=kills, lanes=2, dialect=dialect)
+    summary = f"[{dialect}] " + stats.summary(SEED, 2, seconds)
     print("\n" + summary)
-    request.node.add_report_section("call", "crash campaign", summary)
+    request.node.add_report_section("call", f"crash campaign ({dialect})", summary)
     assert not stats.violations, summary + "\n" + "\n".join(stats.violations[:10])
     assert stats.total_kills >= kills, summary
     assert stats.checks >= stats.total_kills - stats.kills_by_op["recover"], summary
-    # every kind of crash point was hit at least once
-    for point in ("in_begin", "after_begin", "after_send", "after_answer", "after_record"):
-        assert stats.kills[f"named:{point}"] > 0, summary
     assert stats.kills["external"] > 0, summary
+    if kills >= 20:  # long enough for every named flow point to come up (a shuffled deck)
+        for point in ("in_begin", "after_begin", "after_send", "after_answer", "after_record"):
+            assert stats.kills[f"named:{point}"] > 0, summary
 
 
-def test_crash_campaign(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    _campaign(tmp_path, request, kills=30)
+# CUP: refunds are advices (0220), resent and never reversed; iso87: refunds are online
+# (0200) and reversed, reversals carry F90 and a STAN of their own.
+@pytest.mark.parametrize(("dialect", "kills"), [("cup", 24), ("iso87", 12)])
+def test_crash_campaign(tmp_path: Path, request: pytest.FixtureRequest, dialect: str,
+                        kills: int) -> None:
+    _campaign(tmp_path, request, kills, dialect)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_crash_campaign_long(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    _campaign(tmp_path, request, kills=220)
+@pytest.mark.parametrize(("dialect", "kills"), [("cup", 220), ("iso87", 100)])
+def test_crash_campaign_long(tmp_path: Path, request: pytest.FixtureRequest, dialect: str,
+                             kills: int) -> None:
+    _campaign(tmp_path, request, kills, dialect)
 
 
 # --- the checker itself catches what it is there to catch --------------------------------
