@@ -61,20 +61,6 @@ TRAINING_ENV = "POS_TRAINING_DATA"
 DEFAULT_TRAINING = "pos-training-data"
 TPDU = bytes.fromhex("6000030000")
 
-STEP_TEXT: dict[Step, tuple[str, str]] = {
-    Step.RESOLVING: ("处理未完成的冲正/通知", "resolving pending reversals/advices"),
-    Step.SIGNING_ON: ("签到", "signing on"),
-    Step.ECHO: ("检查主机连接", "checking the host link"),
-    Step.READING_CARD: ("读卡", "reading the card"),
-    Step.WAITING_PIN: ("等待持卡人输入密码", "waiting for the PIN"),
-    Step.CONNECTING: ("连接主机", "connecting"),
-    Step.SENDING: ("发送", "sending"),
-    Step.WAITING_HOST: ("等待主机应答", "waiting for the host"),
-    Step.REVERSING: ("冲正", "reversing"),
-    Step.RESENDING: ("重发退货通知", "resending the refund advice"),
-    Step.UPLOADING: ("批上送", "uploading the batch"),
-    Step.PRINTING: ("打印", "printing"),
-}
 
 
 class Refused(Exception):  # noqa: N818 -- control flow: exit 2 with a message
@@ -100,8 +86,9 @@ class Ctx:
 
     def progress(self, step: Step) -> None:
         if self.args.verbose and not self.as_json:
-            zh, en = STEP_TEXT.get(step, (step.value, step.value))
-            print(f"... {self.say(zh, en)}", file=sys.stderr)
+            from terminal.ui.text import step_text  # the one catalogue of on-screen words
+            print(f"... {step_text(step, 'zh' if self.lang == 'zh' else 'en')}",
+                  file=sys.stderr)
 
 
 # --- building the till from the command line -----------------------------------------

@@ -558,31 +558,22 @@ class Till:
                                        error="restarted with the outcome unknown")
             message = stored
             step = Step.RESENDING
-        for _ in range(max(1, self.settings.max_resend)):
-            if not self.signed_on:
-                self.sign_on(progress)
-            progress(step)
-            self.link.open()
-            result = self._send(message.copy())
-            crash_point("after_resolve_send")
-            if isinstance(result, _NoAnswer):
-                self.journal.attempt_failed(item.id, result.error)
-                if result.reason == REASON_MAC_FAILED:
-                    self._lost_keys()
-                continue
-            if result.action is TerminalAction.SIGN_ON_AGAIN:
-                self._lost_keys()
-                continue
-            if item.action == "reversal":
-                status = TxnStatus.REVERSED if result.approved else TxnStatus.UNCERTAIN
-                self.journal.resolved(item, code=result.code, txn_status=status)
-            else:
-                status = TxnStatus.APPROVED if result.approved else TxnStatus.DECLINED
-                self.journal.resolved(item, code=result.code, txn_status=status,
-                                      rrn=result.rrn, auth_code=result.auth_code,
-                                      host_date=result.date, host_time=result.time)
-            return True
-        return False
+        try:
+            result = self._until_answered(lambda ctx: message.copy(), step, progress,
+                                          fresh_stan=False,
+                                          failed=lambda error: self.journal.attempt_failed(
+                                              item.id, error))
+        except HostTimeoutError:
+            return False
+        if item.action == "reversal":
+            status = TxnStatus.REVERSED if result.approved else TxnStatus.UNCERTAIN
+            self.journal.resolved(item, code=result.code, txn_status=status)
+        else:
+            status = TxnStatus.APPROVED if result.approved else TxnStatus.DECLINED
+            self.journal.resolved(item, code=result.code, txn_status=status,
+                                  rrn=result.rrn, auth_code=result.auth_code,
+                                  host_date=result.date, host_time=result.time)
+        return True
 
     # --- sale --------------------------------------------------------------------------
     def sale(self, amount: int, card: CardRead, *, operator: str | None = None,
@@ -809,16 +800,29 @@ class Till:
     def _retrying(self, build: Callable[[RequestContext], Message],
                   progress: Progress) -> Answer:
         """Non-financial exchanges (settlement, batch upload): retried, never reversed."""
+        return self._until_answered(build, Step.SENDING, progress, fresh_stan=True)
+
+    def _until_answered(self, build: Callable[[RequestContext], Message], step: Step,
+                        progress: Progress, *, fresh_stan: bool,
+                        failed: Callable[[str], None] | None = None) -> Answer:
+        """Send until a valid answer, up to ``max_resend`` tries, signing on again as needed.
+
+        A resend (``fresh_stan`` False) repeats the same message, so the host
+        answers it from its store; a retry takes a new STAN each time.
+        """
         last = "no attempt"
         for _ in range(max(1, self.settings.max_resend)):
             if not self.signed_on:
                 self.sign_on(progress)
-            progress(Step.SENDING)
+            progress(step)
             self.link.open()
-            ctx = self._ctx(self.journal.take_stan())
-            result = self._send(build(ctx))
+            stan = self.journal.take_stan() if fresh_stan else self.journal.peek_stan()
+            result = self._send(build(self._ctx(stan)))
+            crash_point("after_resolve_send")
             if isinstance(result, _NoAnswer):
                 last = result.error
+                if failed is not None:
+                    failed(result.error)
                 if result.reason == REASON_MAC_FAILED:
                     self._lost_keys()
                 continue
