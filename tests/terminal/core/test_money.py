@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -49,12 +51,13 @@ def test_good_amounts(text: str, fen: int) -> None:
     ("12.", "not an amount"), (".5", "not an amount"), ("1.2.3", "not an amount"),
     ("0x10", "not an amount"), ("nan", "not an amount"), ("inf", "not an amount"),
     ("12.345", "not an amount"), ("0.001", "not an amount"),
-    ("12345678901", "not an amount"), ("99999999999.99", "not an amount"),
+    ("12345678901", "not an amount|more than a message can carry"),
+    ("99999999999.99", "not an amount|more than a message can carry"),
 ])
 def test_bad_amounts_are_refused_with_a_reason(text: str, why: str) -> None:
     with pytest.raises(AmountError) as caught:
         parse_amount(text)
-    assert why in caught.value.message
+    assert re.search(why, caught.value.message)
     assert caught.value.cashier_en
     assert caught.value.cashier_zh
 
