@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from drivers.errors import DriverError
 from iso8583.dialects import get_dialect
 from iso8583.errors import Iso8583Error
 from iso8583.responses import explain
@@ -99,7 +100,7 @@ def _host_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _reader(spec: str | None, f55_tags: tuple[int, ...]) -> CardReader | None:
+def _reader(spec: str | None, f55_tags: tuple[int, ...], timeout: float) -> CardReader | None:
     if not spec:
         return None
     kind, _, rest = spec.partition(":")
@@ -107,7 +108,8 @@ def _reader(spec: str | None, f55_tags: tuple[int, ...]) -> CardReader | None:
         from terminal.wiring import virtual_card_reader
         name, _, mode = rest.partition(":")
         try:
-            return virtual_card_reader(name, contactless=mode == "cl", f55_tags=f55_tags)
+            return virtual_card_reader(name, contactless=mode == "cl", f55_tags=f55_tags,
+                                       timeout=timeout)
         except KeyError:
             raise InputError(f"no test card named {name!r} (see pos-emulator cards)") from None
     if kind == "pcsc":
@@ -125,12 +127,12 @@ def _reader(spec: str | None, f55_tags: tuple[int, ...]) -> CardReader | None:
                 transport.close()
 
         return EmvCardReader(source, description=f"PC/SC reader {rest or '(first)'}",
-                             f55_tags=f55_tags)
+                             f55_tags=f55_tags, timeout=timeout)
     raise InputError(f"--reader must be pcsc:NAME or virtual:CARD, got {spec!r}")
 
 
-def _pinpad(spec: str | None, reader_spec: str | None, tmk: Callable[[], bytes]
-            ) -> PinEntry | None:
+def _pinpad(spec: str | None, reader_spec: str | None, tmk: Callable[[], bytes],
+            timeout: float) -> PinEntry | None:
     if not spec:
         return None
     if spec == "virtual":
@@ -139,10 +141,10 @@ def _pinpad(spec: str | None, reader_spec: str | None, tmk: Callable[[], bytes]
         if reader_spec and reader_spec.startswith("virtual:"):
             pin = test_card_pin(reader_spec.split(":")[1])
         override = os.environ.get("POS_VIRTUAL_PIN")  # QA: make the cardholder type this
-        return VirtualPinPadPort(tmk(), override or pin)
+        return VirtualPinPadPort(tmk(), override or pin, timeout=timeout)
     from drivers.pinpad import PinPad
     from terminal.core.devices import SerialPinPad
-    return SerialPinPad(PinPad.open(spec), description=f"PIN pad on {spec}")
+    return SerialPinPad(PinPad.open(spec), description=f"PIN pad on {spec}", timeout=timeout)
 
 
 def open_till(ctx: Ctx) -> Till:
@@ -162,8 +164,8 @@ def open_till(ctx: Ctx) -> Till:
         journal.close()
     link = TcpHostLink(dialect, host, port, timeout=args.timeout,
                        tpdu=TPDU if dialect.spec.tpdu else None)
-    reader = _reader(args.reader, dialect.settings.f55_tags)
-    pinpad = _pinpad(args.pinpad, args.reader, lambda: tmk)
+    reader = _reader(args.reader, dialect.settings.f55_tags, settings.card_timeout_s)
+    pinpad = _pinpad(args.pinpad, args.reader, lambda: tmk, settings.pin_timeout_s)
     return Till.open(ctx.data_dir, link=link, reader=reader, pinpad=pinpad)
 
 
@@ -908,7 +910,9 @@ def _fail(ctx: Ctx, code: int, result: str, message: str, zh: str = "", en: str 
     if zh or en:
         ctx.result["cashier"] = {"zh": zh, "en": en}
     if not ctx.as_json:
-        print(f"pos-terminal: {message}", file=sys.stderr)
+        cashier = ctx.say(zh, en)
+        said = f" ({cashier})" if cashier and cashier.lower() not in message.lower() else ""
+        print(f"pos-terminal: {message}{said}", file=sys.stderr)
     return code
 
 
@@ -935,6 +939,13 @@ def _run(ctx: Ctx) -> int:
         return _fail(ctx, EXIT_REFUSED, "error", f"protocol error: {exc}")
     except Refused as exc:
         return _fail(ctx, EXIT_REFUSED, "refused", exc.message)
+    except DriverError as exc:  # a device outside the core's adapters (opening a port)
+        return _fail(ctx, EXIT_REFUSED, "error", exc.message, exc.cashier_zh, exc.cashier_en)
+    except (OSError, ValueError) as exc:
+        # never a traceback, and never exit 1 ("declined") for a failure of our own: if
+        # anything was sent, the journal holds its follow-up for 'recover'
+        return _fail(ctx, EXIT_UNCERTAIN, "error", f"unexpected {type(exc).__name__}: {exc}; "
+                     "run 'pos-terminal recover' before the next transaction")
     finally:
         if till is not None:
             till.close()

@@ -45,6 +45,7 @@ from emulator.server import ServerConfig, acquirer_server
 from iso8583.dialects import get_dialect
 from terminal.core.config import TerminalSettings, init_terminal
 from terminal.core.devices import EmvCardReader, EscPosPrinter, SerialPinPad
+from terminal.core.errors import DeviceError
 from terminal.core.journal import Journal
 from terminal.core.ports import Purpose
 from terminal.core.session import Session
@@ -282,9 +283,15 @@ def open_world_till(world: EmulatedWorld, data_dir: Path, *, training: bool = Tr
 
 
 def virtual_card_reader(name: str, *, contactless: bool = False,
-                        f55_tags: tuple[int, ...] = ()) -> EmvCardReader:
+                        f55_tags: tuple[int, ...] = (), timeout: float = 60.0) -> EmvCardReader:
     """``--reader virtual:CARD``: the test card presented in-process to the real EMV kernel."""
     card = card_by_name(name)
+    if card.aid is None:
+        raise DeviceError(f"test card {name} is stripe-only: this reader reads chips",
+                          cashier_zh="磁条卡，请使用芯片卡", cashier_en="No chip on this card")
+    if contactless and not card.contactless:
+        raise DeviceError(f"test card {name} has no contactless interface",
+                          cashier_zh="此卡不支持非接", cashier_en="Card cannot be tapped")
 
     @contextlib.contextmanager
     def source(timeout: float) -> Iterator[CardTransport]:
@@ -296,7 +303,7 @@ def virtual_card_reader(name: str, *, contactless: bool = False,
             transport.close()
 
     return EmvCardReader(source, description=f"virtual card {name} (in-process)",
-                         f55_tags=f55_tags)
+                         f55_tags=f55_tags, timeout=timeout)
 
 
 def test_card_pin(name: str) -> str | None:
@@ -307,11 +314,11 @@ def test_card_pin(name: str) -> str | None:
 class VirtualPinPadPort(SerialPinPad):
     """``--pinpad virtual``: the virtual PIN pad on a pty, driven by the real serial driver."""
 
-    def __init__(self, master_key: bytes, pin: str | None) -> None:
+    def __init__(self, master_key: bytes, pin: str | None, *, timeout: float = 60.0) -> None:
         self._device = VirtualPinPad(master_key=master_key).start()
         self._device.cardholder.default = EnterPin(pin) if pin else WalkAway()
         super().__init__(PinPad.open(self._device.path),
-                         description=f"virtual PIN pad on {self._device.path}")
+                         description=f"virtual PIN pad on {self._device.path}", timeout=timeout)
 
     def close(self) -> None:
         super().close()

@@ -24,6 +24,10 @@ def parse_amount(text: str) -> int:
         raise AmountError(f"negative amount {raw!r}", cashier_zh="金额不能为负",
                           cashier_en="Amount cannot be negative")
     match = _AMOUNT.match(raw)
+    whole_digits = raw.split(".", 1)[0]
+    if match is None and whole_digits.isdigit() and len(whole_digits) > 10:
+        raise AmountError(f"amount {raw} is more than a message can carry",
+                          cashier_zh="金额过大", cashier_en="Amount too large")
     if match is None:
         raise AmountError(f"not an amount: {raw!r} (use digits and at most two decimals, "
                           "e.g. 12.34)", cashier_zh="金额格式错误（例：12.34）",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from terminal.core.errors import (
     CardMismatchError,
@@ -65,7 +65,7 @@ def check_refund(original: TxnRecord, children: Sequence[TxnRecord], *, pan_hash
     if original.pan_hash != pan_hash:
         raise CardMismatchError("the card presented is not the card of the original sale "
                                 f"({original.pan_masked})")
-    if now - original.created_at > timedelta(days=age_limit_days):
+    if (now.date() - original.created_at.date()).days > age_limit_days:  # calendar days
         raise RefundTooOldError(f"sale {original.voucher} of {original.created_at:%Y-%m-%d} is "
                                 f"older than {age_limit_days} days")
     left = refundable_of(original, children)
