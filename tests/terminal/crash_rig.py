@@ -440,7 +440,8 @@ def check_invariants(txns: list[sqlite3.Row], pending: list[sqlite3.Row],
     """DESIGN.md section 5 between one terminal's journal and the host's ledger.
 
     * no journal row stays pending/uncertain, and nothing is still owed to the host;
-    * every sale/refund/void the host processed is in the journal (same batch, STAN, MTI);
+    * every sale/refund/void the host processed is in the journal (same batch, STAN, MTI,
+      kind and amount: no STAN used twice);
     * host approved (a sale later voided counts) <=> journal approved, with the same RRN
       and amount;
     * no refund booked twice at the host; every original's approved refunds <= its amount
@@ -450,6 +451,8 @@ def check_invariants(txns: list[sqlite3.Row], pending: list[sqlite3.Row],
     f = Findings()
     by_id = {t["id"]: t for t in txns}
     journal_key = {(t["batch"], t["stan"], t["mti"]): t for t in txns}
+    f.expect(len({(t["batch"], t["stan"]) for t in txns}) == len(txns),
+             "the journal used a STAN twice in one batch")
     for t in txns:
         f.expect(t["status"] not in ("pending", "uncertain"),
                  f"journal row {t['id']} ({t['kind']} STAN {t['stan']}) is still {t['status']}")
@@ -467,6 +470,10 @@ def check_invariants(txns: list[sqlite3.Row], pending: list[sqlite3.Row],
                                    "that the journal does not know")
         if mine is None:
             continue
+        # the same request, not a STAN used again for another one
+        f.expect((mine["kind"], mine["amount"]) == (booked["kind"], booked["amount"]),
+                 f"{key}: host booked {booked['kind']} {booked['amount']}, the journal sent "
+                 f"{mine['kind']} {mine['amount']}")
         host_ok = booked["status"] in ("approved", "voided")
         f.expect(host_ok == (mine["status"] == "approved"),
                  f"{booked['kind']} {key}: host {booked['status']}, journal {mine['status']}")
