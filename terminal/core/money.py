@@ -8,7 +8,7 @@ from terminal.core.errors import AmountError
 
 #: F4 is n12: 9,999,999,999.99 is the largest amount a message can carry.
 MAX_AMOUNT = 999_999_999_999
-_AMOUNT = re.compile(r"^(\d{1,10})(?:\.(\d{1,2}))?$")
+_AMOUNT = re.compile(r"^([0-9]{1,10})(?:\.([0-9]{1,2}))?$")  # ASCII digits only
 
 
 def parse_amount(text: str) -> int:
@@ -25,7 +25,8 @@ def parse_amount(text: str) -> int:
                           cashier_en="Amount cannot be negative")
     match = _AMOUNT.match(raw)
     whole_digits = raw.split(".", 1)[0]
-    if match is None and whole_digits.isdigit() and len(whole_digits) > 10:
+    if match is None and whole_digits.isascii() and whole_digits.isdigit() \
+            and len(whole_digits) > 10:
         raise AmountError(f"amount {raw} is more than a message can carry",
                           cashier_zh="金额过大", cashier_en="Amount too large")
     if match is None:

@@ -328,7 +328,8 @@ class Till:
         self.journal.save_keys(result.keys, self.clock().date())
         self._keys_cache = result.keys
         if result.batch is not None and result.batch != self.journal.batch \
-                and not self.journal.batch_records(self.journal.batch):
+                and not self.journal.batch_records(self.journal.batch) \
+                and not self.journal.open_settlements():
             self.journal.set_batch(result.batch)
         f62 = frame.message.get(62)
         raw = bytes.fromhex(f62) if isinstance(f62, str) else f62
