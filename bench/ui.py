@@ -21,10 +21,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from terminal.ui.backend import Backend
 
 START_RATIO_TARGET = 1.5
 RSS_TARGET_MB = 150.0
 READY = "READY"
+CORE = "CORE"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class Start:
 
     seconds: float
     rss_mb: float
+    ready_seconds: float | None = None  # the core loaded: a login would go through
 
 
 def _rss_mb() -> float:
@@ -71,21 +77,30 @@ def _child(kind: str, data_dir: str) -> int:
 
         app = Minimal()
     else:
-        from iso8583.dialects import get_dialect
-        from terminal.core.session import Session
-        from terminal.core.till import Till
-        from terminal.hostlink import TcpHostLink
         from terminal.ui.app import PosApp
-        from terminal.ui.backend import Backend
 
-        link = TcpHostLink(get_dialect("cup"), "127.0.0.1", 9, timeout=1.0)
-        till = Till.open(Path(data_dir), link=link)
-        app = PosApp(Backend(Session(till)))
+        def load() -> Backend:
+            # what pos-terminal ui does: the core loads behind the login screen
+            from iso8583.dialects import get_dialect
+            from terminal.core.session import Session
+            from terminal.core.till import Till
+            from terminal.hostlink import TcpHostLink
+            from terminal.ui.backend import Backend
+
+            link = TcpHostLink(get_dialect("cup"), "127.0.0.1", 9, timeout=1.0)
+            return Backend(Session(Till.open(Path(data_dir), link=link)))
+
+        app = PosApp(loader=load)
 
     async def pilot(p: Pilot[object]) -> None:
         while not p.app.screen.query("#field0"):
             await p.pause()
-        print(READY, f"{_rss_mb():.1f}", flush=True)
+        while not getattr(p.app, "backend_ready", True):
+            await p.pause(0.005)
+        # the login screen's own record of when it was painted (the core loads after it)
+        painted = getattr(p.app, "first_screen_at", None) or time.time()
+        print(READY, f"{painted:.6f}", flush=True)
+        print(CORE, f"{time.time():.6f}", f"{_rss_mb():.1f}", flush=True)
         p.app.exit()
 
     app.run(headless=True, auto_pilot=pilot, size=(80, 24))
@@ -93,16 +108,19 @@ def _child(kind: str, data_dir: str) -> int:
 
 
 def _spawn(kind: str, data_dir: Path) -> Start:
-    t0 = time.perf_counter()
+    wall0 = time.time()  # the children report wall-clock moments
     proc = subprocess.Popen([sys.executable, "-m", "bench.ui", "--child", kind, str(data_dir)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
+    took: float | None = None
     for line in proc.stdout:
         if line.startswith(READY):
-            took = time.perf_counter() - t0
-            rss = float(line.split()[1])
+            took = float(line.split()[1]) - wall0
+        elif line.startswith(CORE) and took is not None:
+            ready = float(line.split()[1]) - wall0
+            rss = float(line.split()[2])  # with the core loaded
             proc.wait(timeout=30)
-            return Start(took, rss)
+            return Start(took, rss, ready)
     proc.wait(timeout=30)
     raise RuntimeError(f"{kind} app exited with {proc.returncode} before its first screen")
 
@@ -119,7 +137,8 @@ def run(runs: int = 5) -> dict[str, Start]:
                 prev = best.get(kind)
                 if prev is None or start.seconds < prev.seconds:
                     best[kind] = Start(start.seconds, max(start.rss_mb,
-                                                          prev.rss_mb if prev else 0.0))
+                                                          prev.rss_mb if prev else 0.0),
+                                       start.ready_seconds)
     return best
 
 
@@ -135,6 +154,10 @@ def _table(best: dict[str, Start]) -> str:
         f"{'minimal':<10}{anchor.seconds * 1000:>10.0f}{anchor.rss_mb:>10.1f}",
         f"{'pos':<10}{ours.seconds * 1000:>10.0f}{ours.rss_mb:>10.1f}",
         f"start ratio {ratio:.2f}x (target <= {START_RATIO_TARGET}x): {start_ok}",
+        f"core loaded behind the login screen (journal open, a login would go through) "
+        f"at {ours.ready_seconds * 1000:.0f} ms = "
+        f"{ours.ready_seconds / anchor.seconds:.2f}x the minimal app's start"
+        if ours.ready_seconds else "core load time not measured",
         f"RSS {ours.rss_mb:.1f} MB = {ours.rss_mb / anchor.rss_mb:.2f}x minimal "
         f"(target <= {RSS_TARGET_MB:.0f} MB): {rss_ok}",
     ])

@@ -879,7 +879,7 @@ def _run_app(ctx: Ctx) -> int:
                   "the same; pos-terminal ui --training starts the app).", flush=True)
         return demo.main(["--in-process"] if args.in_process else [])
     try:
-        from terminal.ui.app import run_app
+        from terminal.ui.app import run_app, run_app_loading
     except ImportError as exc:  # pragma: no cover - textual is a dependency
         return _fail(ctx, EXIT_REFUSED, "error", f"the cashier app cannot start: {exc}")
     training = args.command == "demo" or args.training
@@ -896,11 +896,9 @@ def _run_app(ctx: Ctx) -> int:
             finally:
                 session.till.close()
                 world.stop()
-        session = Session(open_till(ctx))
-        try:
-            return run_app(session, lang=ctx.lang)
-        finally:
-            session.till.close()
+        if not (ctx.data_dir / "journal.db").exists():
+            open_till(ctx)  # says how to set the terminal up, before any screen
+        return run_app_loading(lambda: Session(open_till(ctx)), lang=ctx.lang)
     except TerminalError as exc:
         return _fail(ctx, EXIT_REFUSED, "error", exc.message, exc.cashier_zh, exc.cashier_en)
 

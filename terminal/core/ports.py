@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from iso8583.dialect import Frame
-from iso8583.message import Message
-from iso8583.terminal import CardInput
+if TYPE_CHECKING:  # the screens import Step and Purpose before the protocol layer loads
+    from iso8583.dialect import Frame
+    from iso8583.message import Message
+    from iso8583.terminal import CardInput
 
 Clock = Callable[[], datetime]
 

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from terminal.core.approvals import (
     Approval,
@@ -27,17 +28,7 @@ from terminal.core.errors import ConfigError, OriginalNotFoundError, RuleError
 from terminal.core.money import format_amount
 from terminal.core.operators import LoginError, Operator, OperatorStore
 from terminal.core.ports import CardRead, Progress, Step
-from terminal.core.receipts import (
-    ChipInfo,
-    Copy,
-    MerchantInfo,
-    Receipt,
-    build_receipt,
-    build_refund_proof,
-)
 from terminal.core.records import RefundReason, TxnKind, TxnRecord, TxnStatus
-from terminal.core.refund_status import ArrivalWindows, RefundStatusView, card_type, refund_status
-from terminal.core.reports import Report, batch_report, day_report, export_rows, range_report
 from terminal.core.till import (
     Original,
     Outcome,
@@ -47,6 +38,11 @@ from terminal.core.till import (
     Till,
     VoidQuote,
 )
+
+if TYPE_CHECKING:  # paper and reports load on first use: the till starts faster
+    from terminal.core.receipts import Copy, MerchantInfo, Receipt
+    from terminal.core.refund_status import ArrivalWindows, RefundStatusView
+    from terminal.core.reports import Report
 
 POLICY_KEY = "approval_policy"
 
@@ -87,10 +83,8 @@ class Session:
         self.audit = AuditLog(conn, till.clock)
         self.operators = OperatorStore(conn, till.clock, audit=self.audit)
         self.policy = policy or load_policy(till)
-        self.windows = windows or ArrivalWindows()
+        self._windows = windows
         self.operator: Operator | None = None
-        settings = till.settings
-        self.merchant = MerchantInfo(settings.merchant_name, settings.mid, settings.tid)
 
     # --- who is at the till --------------------------------------------------------------
     @property
@@ -211,12 +205,29 @@ class Session:
                                   **detail})
 
     # --- paper and questions -----------------------------------------------------------------
+    @property
+    def merchant(self) -> MerchantInfo:
+        from terminal.core.receipts import MerchantInfo
+        settings = self.till.settings
+        return MerchantInfo(settings.merchant_name, settings.mid, settings.tid)
+
+    @property
+    def windows(self) -> ArrivalWindows:
+        if self._windows is None:
+            from terminal.core.refund_status import ArrivalWindows
+            self._windows = ArrivalWindows()
+        return self._windows
+
     def _original_of(self, record: TxnRecord) -> TxnRecord | None:
         return (self.till.journal.record(record.original_id)
                 if record.original_id is not None else None)
 
-    def receipt(self, record: TxnRecord, copy: Copy = Copy.CARDHOLDER, *, lang: str = "both",
+    def receipt(self, record: TxnRecord, copy: Copy | None = None, *, lang: str = "both",
                 reprint: bool = False) -> Receipt:
+        """A slip of ``record`` (the cardholder's copy unless ``copy`` says otherwise)."""
+        from terminal.core.receipts import ChipInfo, Copy, build_receipt
+        copy = copy if copy is not None else Copy.CARDHOLDER
+        from terminal.core.refund_status import card_type
         chip = None
         if record.aid and record.cryptogram and record.cryptogram_type in ("TC", "AAC", "ARQC"):
             chip = ChipInfo(record.aid, record.cryptogram,
@@ -236,6 +247,8 @@ class Session:
     def refund_proof(self, record: TxnRecord, *, lang: str = "both",
                      reprint: bool = False) -> Receipt:
         """退款凭证: RRN, original RRN, amount, date and the expected arrival window."""
+        from terminal.core.receipts import build_refund_proof
+        from terminal.core.refund_status import card_type
         proof = build_refund_proof(record, self.merchant, lang,  # type: ignore[arg-type]
                                    original=self._original_of(record),
                                    arrival_window=self.windows.text(
@@ -261,6 +274,7 @@ class Session:
         return found[0]
 
     def refund_status(self, record: TxnRecord) -> RefundStatusView:
+        from terminal.core.refund_status import refund_status
         pending = None
         for item in self.till.journal.open_items():
             if item.txn_id == record.id:
@@ -271,6 +285,7 @@ class Session:
 
     def report(self, *, day: datetime | None = None, batch: str | None = None,
                start: datetime | None = None, end: datetime | None = None) -> Report:
+        from terminal.core.reports import batch_report, day_report, range_report
         records = list(self.till.journal.iter_all())
         settlements = [dict(row) for row in self.till.journal.settlements()]
         training = self.till.settings.training
@@ -284,6 +299,7 @@ class Session:
 
     def export(self, fmt: str, start: datetime | None = None,
                end: datetime | None = None) -> str:
+        from terminal.core.reports import export_rows
         return export_rows(list(self.till.journal.iter_all()), fmt,  # type: ignore[arg-type]
                            start, end)
 

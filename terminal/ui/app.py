@@ -9,20 +9,24 @@ after ``idle_lock_s`` it locks until the operator's password is typed again.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from textual import events
 from textual.app import App
 from textual.binding import BindingType
 from textual.screen import Screen
 
-from terminal.core.session import Session
-from terminal.ui.backend import Backend
 from terminal.ui.text import Lang
+
+if TYPE_CHECKING:  # the core loads behind the first screen (see PosApp)
+    from terminal.core.session import Session
+    from terminal.ui.backend import Backend
 
 
 class DemoCard(Protocol):
@@ -72,10 +76,23 @@ class PosApp(App[None], inherit_bindings=False):
     BINDINGS: ClassVar[list[BindingType]] = []
     TITLE = "POS"
 
-    def __init__(self, backend: Backend, *, lang: Lang = "zh", world: DemoWorld | None = None,
-                 config: UiConfig | None = None) -> None:
+    def __init__(self, backend: Backend | None = None, *, lang: Lang = "zh",
+                 world: DemoWorld | None = None, config: UiConfig | None = None,
+                 loader: Callable[[], Backend] | None = None, training: bool = False) -> None:
+        """``backend``, or a ``loader`` that builds it (opening the journal, importing the
+        core) in a thread while the login screen is already up."""
         super().__init__()
-        self.backend = backend
+        if (backend is None) == (loader is None):
+            raise ValueError("give a backend or a loader, not both")
+        self._backend = backend
+        self._loader = loader
+        self._training = training
+        self._core_ready = threading.Event()
+        self.load_error: BaseException | None = None
+        self._loading = False
+        self.first_screen_at: float | None = None  # wall time the login screen was painted
+        if backend is not None:
+            self._core_ready.set()
         self.lang: Lang = lang
         self.world = world
         self.config = config or UiConfig()
@@ -89,6 +106,46 @@ class PosApp(App[None], inherit_bindings=False):
 
     def on_mount(self) -> None:
         self.set_interval(self.config.check_every_s, self.idle_tick)
+
+    def begin_loading(self) -> None:
+        """Load the core now (the login screen calls it once it is painted: the loader's
+        imports would otherwise compete with the first frame for the GIL)."""
+        if self.first_screen_at is None:
+            self.first_screen_at = time.time()
+        if self._loader is not None and not self._loading:
+            self._loading = True
+            threading.Thread(target=self._load, name="core-loader", daemon=True).start()
+
+    # --- the core behind the first screen ----------------------------------------------------
+    def _load(self) -> None:
+        assert self._loader is not None
+        try:
+            self._backend = self._loader()
+        except BaseException as exc:  # shown on the login screen, never a traceback
+            self.load_error = exc
+        finally:
+            self._core_ready.set()
+
+    @property
+    def backend_ready(self) -> bool:
+        return self._core_ready.is_set() and self._backend is not None
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            if self.load_error is not None:
+                raise self.load_error
+            raise RuntimeError("the till is still starting")
+        return self._backend
+
+    @property
+    def training(self) -> bool:
+        return self._backend.training if self._backend is not None else self._training
+
+    async def wait_backend(self, timeout: float = 60.0) -> None:
+        """Wait (without blocking the screen) until the core is loaded."""
+        if not self._core_ready.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, self._core_ready.wait, timeout)
 
     def after_login(self) -> None:
         from terminal.ui.menu import MenuScreen
@@ -110,7 +167,7 @@ class PosApp(App[None], inherit_bindings=False):
 
     def lock(self) -> None:
         from terminal.ui.lock import LockScreen
-        if self.locked or self.backend.operator is None:
+        if self.locked or not self.backend_ready or self.backend.operator is None:
             return
         self.go_menu()
         self.locked = True
@@ -153,7 +210,8 @@ class PosApp(App[None], inherit_bindings=False):
         if self.busy():
             self.touch()
             return
-        if self.backend.operator is None or isinstance(self.screen, LoginScreen):
+        if not self.backend_ready or self.backend.operator is None \
+                or isinstance(self.screen, LoginScreen):
             return
         idle = self.config.monotonic() - self._last_key
         if idle >= self.config.idle_lock_s:
@@ -166,6 +224,7 @@ class PosApp(App[None], inherit_bindings=False):
 def app_for_session(session: Session, *, lang: Lang = "zh", world: DemoWorld | None = None,
                     config: UiConfig | None = None) -> PosApp:
     """The app over a core ``Session``."""
+    from terminal.ui.backend import Backend
     return PosApp(Backend(session), lang=lang, world=world, config=config)
 
 
@@ -179,4 +238,22 @@ def run_app(session: Session, *, lang: str = "zh", training: bool = False,
     del training
     app = app_for_session(session, lang="en" if lang == "en" else "zh", world=world)
     app.run()
+    return 0
+
+
+def run_app_loading(open_session: Callable[[], Session], *, lang: str = "zh",
+                    training: bool = False, world: DemoWorld | None = None) -> int:
+    """Like :func:`run_app`, but the login screen is up while ``open_session`` runs."""
+    def load() -> Backend:
+        from terminal.ui.backend import Backend
+        return Backend(open_session())
+
+    app = PosApp(loader=load, lang="en" if lang == "en" else "zh", world=world,
+                 training=training)
+    try:
+        app.run()
+    finally:
+        backend = app._backend
+        if backend is not None:
+            backend.till.close()
     return 0

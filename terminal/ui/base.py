@@ -25,12 +25,12 @@ from textual.widgets import Input, Label, OptionList, Static
 
 from terminal.core.ports import Progress, Step
 from terminal.ui import messages as msg
-from terminal.ui.backend import Backend
 from terminal.ui.text import Lang, error_text, step_text, tr
 from terminal.ui.widgets import AmountEntry, NumberedList, StatusBar
 
 if TYPE_CHECKING:
     from terminal.ui.app import PosApp
+    from terminal.ui.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class PosScreen(Screen[None]):
 
     # --- frame ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        if self.backend.training:
+        if self.pos.training:
             yield Static(self.t("training_banner"), id="training")
         yield Static(self.t(self.TITLE_KEY), id="title")
         with Vertical(id="body"):

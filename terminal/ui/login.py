@@ -23,6 +23,7 @@ class LoginScreen(PosScreen):
 
     async def build(self) -> None:
         await self.ask()
+        self.call_after_refresh(self.pos.begin_loading)
 
     async def on_screen_resume(self) -> None:
         """Back from the menu (logout, lock): empty fields, never the last password."""
@@ -35,6 +36,7 @@ class LoginScreen(PosScreen):
                                 (self.t("login_password"), True, 64)], self.submit)
 
     async def submit(self, number: str, password: str) -> None:
+        await self.pos.wait_backend()
         try:
             op = self.backend.login(number.strip(), password)
         except Exception as exc:  # a refusal is shown, never raised

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from terminal.core.ports import CardRead as CoreCardRead
 from terminal.core.ports import Step
-from terminal.core.till import Outcome, SettleOutcome
+
+if TYPE_CHECKING:  # types only: the login screen comes up before the till loads
+    from terminal.core.ports import CardRead as CoreCardRead
+    from terminal.core.till import Outcome, SettleOutcome
 
 
 @dataclass

@@ -50,6 +50,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "login_number": ("操作员号", "Operator number"),
     "login_password": ("密码", "Password"),
     "login_hint": ("输入操作员号与密码后按确认", "Enter number and password, then Enter"),
+    "status_starting": ("终端启动中…", "Starting the till..."),
     "login_ok": ("欢迎 {op}", "Welcome {op}"),
     "lock_title": ("已锁屏", "Locked"),
     "lock_hint": ("操作员 {op} 请输入密码解锁；F4 注销",

@@ -36,6 +36,9 @@ class StatusBar(Static):
     def update_status(self) -> None:
         app = cast("PosApp", self.app)
         lang = app.lang
+        if not app.backend_ready:
+            self.update(tr("status_starting", lang))
+            return
         s = app.backend.status()
         if s is None:
             return
