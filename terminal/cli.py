@@ -892,7 +892,10 @@ def _run_app(ctx: Ctx) -> int:
             session, world = training_session(_training_dir(ctx), lang=ctx.lang,
                                               in_process=args.in_process)
             try:
-                return run_app(session, lang=ctx.lang, training=True, world=world)
+                from terminal.wiring import TRAINING_OPERATORS
+                hint = "  ".join(f"{n}/{pw}" for n, pw, _ in TRAINING_OPERATORS)
+                return run_app(session, lang=ctx.lang, training=True, world=world,
+                               login_hint=hint)
             finally:
                 session.till.close()
                 world.stop()

@@ -91,6 +91,7 @@ class PosApp(App[None], inherit_bindings=False):
         self.load_error: BaseException | None = None
         self._loading = False
         self.first_screen_at: float | None = None  # wall time the login screen was painted
+        self.login_hint: str | None = None  # e.g. the training operators' numbers and passwords
         if backend is not None:
             self._core_ready.set()
         self.lang: Lang = lang
@@ -229,14 +230,16 @@ def app_for_session(session: Session, *, lang: Lang = "zh", world: DemoWorld | N
 
 
 def run_app(session: Session, *, lang: str = "zh", training: bool = False,
-            world: DemoWorld | None = None) -> int:
+            world: DemoWorld | None = None, login_hint: str | None = None) -> int:
     """Run the cashier app in this terminal until a supervisor exits it; the exit code.
 
     ``training`` is shown by the till's own setting already (every screen says
     培训 / TRAINING); it is accepted so the CLI can say what it started.
+    ``login_hint`` (training only: the training operators) is shown on the login screen.
     """
     del training
     app = app_for_session(session, lang="en" if lang == "en" else "zh", world=world)
+    app.login_hint = login_hint
     app.run()
     return 0
 

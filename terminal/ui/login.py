@@ -31,9 +31,11 @@ class LoginScreen(PosScreen):
             await self.ask()
 
     async def ask(self) -> None:
+        hint = self.pos.login_hint
         await self.show_fields(self.t("login_title"),
                                [(self.t("login_number"), False, 2),
-                                (self.t("login_password"), True, 64)], self.submit)
+                                (self.t("login_password"), True, 64)], self.submit,
+                               info=[self.t("training_login_hint", ops=hint)] if hint else [])
 
     async def submit(self, number: str, password: str) -> None:
         await self.pos.wait_backend()

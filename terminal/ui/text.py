@@ -50,6 +50,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "login_number": ("操作员号", "Operator number"),
     "login_password": ("密码", "Password"),
     "login_hint": ("输入操作员号与密码后按确认", "Enter number and password, then Enter"),
+    "training_login_hint": ("培训操作员（编号/密码）：{ops}",
+                            "Training operators (number/password): {ops}"),
     "status_starting": ("终端启动中…", "Starting the till..."),
     "login_ok": ("欢迎 {op}", "Welcome {op}"),
     "lock_title": ("已锁屏", "Locked"),
