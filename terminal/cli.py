@@ -127,7 +127,7 @@ def _reader(spec: str | None, f55_tags: tuple[int, ...], timeout: float) -> Card
                 transport.close()
 
         return EmvCardReader(source, description=f"PC/SC reader {rest or '(first)'}",
-                             f55_tags=f55_tags, timeout=timeout)
+                             f55_tags=f55_tags, timeout=timeout, cancel=reader.cancel)
     raise InputError(f"--reader must be pcsc:NAME or virtual:CARD, got {spec!r}")
 
 

@@ -112,6 +112,7 @@ class CardSlot:
         self._server: Any = None
         self._card: TestCard | None = None
         self._contactless = False
+        self._cancelled = False
         self._changed = threading.Condition()
         if in_process:
             return
@@ -161,8 +162,13 @@ class CardSlot:
     def source(self, timeout: float) -> Iterator[CardTransport]:
         """Wait up to ``timeout`` s for a card, then an open transport to it."""
         with self._changed:
-            if not self._changed.wait_for(lambda: self._card is not None, timeout):
+            self._cancelled = False
+            if not self._changed.wait_for(lambda: self._card is not None or self._cancelled,
+                                          timeout):
                 raise CardTimeoutError(f"no card presented within {timeout:g} s")
+            if self._cancelled:
+                raise CardTimeoutError("waiting for the card was cancelled",
+                                       cashier_zh="已取消", cashier_en="Cancelled")
             card, contactless = self._card, self._contactless
         assert card is not None
         if self._harness is None:
@@ -175,6 +181,14 @@ class CardSlot:
             yield transport
         finally:
             transport.close()
+
+    def cancel(self) -> None:
+        """Wake a :meth:`source` waiting for a card (the cashier pressed Esc)."""
+        with self._changed:
+            self._cancelled = True
+            self._changed.notify_all()
+        if self._reader is not None:
+            self._reader.cancel()
 
     def close(self) -> None:
         self.remove()
@@ -274,7 +288,8 @@ def open_world_till(world: EmulatedWorld, data_dir: Path, *, training: bool = Tr
     dialect = world.host.dialect
     link = TcpHostLink(dialect, "127.0.0.1", world.host.port, timeout=3.0, tpdu=TPDU)
     reader = EmvCardReader(world.slot.source, description=world.reader_mode,
-                           f55_tags=dialect.settings.f55_tags, timeout=60.0)
+                           f55_tags=dialect.settings.f55_tags, timeout=60.0,
+                           cancel=world.slot.cancel)
     pinpad = SerialPinPad(PinPad.open(world.pad.path), description=f"virtual PIN pad on "
                           f"{world.pad.path}")
     till = Till.open(data_dir, link=link, reader=reader, pinpad=pinpad, clock=clock)

@@ -59,8 +59,10 @@ class EmvCardReader:
 
     def __init__(self, source: CardSource, *, description: str,
                  f55_tags: Iterable[int] = (), timeout: float = 60.0,
-                 config: TerminalConfig | None = None) -> None:
+                 config: TerminalConfig | None = None,
+                 cancel: Callable[[], None] | None = None) -> None:
         self._source = source
+        self._cancel = cancel
         self._description = description
         self._f55_tags = tuple(f55_tags)
         self._timeout = timeout
@@ -68,6 +70,11 @@ class EmvCardReader:
 
     def describe(self) -> str:
         return self._description
+
+    def cancel(self) -> None:
+        """Wake a read waiting for the card (the cashier pressed Esc)."""
+        if self._cancel is not None:
+            self._cancel()
 
     def read_card(self, purpose: Purpose, amount: int, now: datetime, stan: str) -> CardRead:
         txn = TransactionData(_TXN_TYPE[purpose], amount, now.date(),

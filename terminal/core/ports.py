@@ -67,6 +67,9 @@ class CardReader(Protocol):
 
     def describe(self) -> str: ...
 
+    def cancel(self) -> None:
+        """Stop waiting for a card (from another thread); the waiting read raises DeviceError."""
+
 
 class PinEntry(Protocol):
     """The PIN pad: holds the PIK, returns encrypted PIN blocks (never a clear PIN)."""

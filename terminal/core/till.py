@@ -401,6 +401,11 @@ class Till:
         progress(Step.READING_CARD)
         return self.reader.read_card(purpose, amount, self.clock(), self.journal.peek_stan())
 
+    def cancel_card_wait(self) -> None:
+        """Stop waiting for a card (safe: nothing has been written or sent for it yet)."""
+        if self.reader is not None:
+            self.reader.cancel()
+
     def _pin_block(self, card: CardRead, amount: int, *, wanted: bool,
                    progress: Progress) -> bytes | None:
         if not wanted or not card.wants_online_pin:

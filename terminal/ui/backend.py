@@ -160,6 +160,10 @@ class Backend:
             self.till.sign_on(progress)
             return self.till.journal.batch
 
+    def cancel_card_wait(self) -> None:
+        """Esc while the till waits for a card: not under the lock the waiting read holds."""
+        self.till.cancel_card_wait()
+
     def read_card(self, purpose: Purpose, amount: int, progress: Progress) -> CardRead:
         with self._held():
             return self.till.read_card(purpose, amount, progress)

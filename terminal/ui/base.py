@@ -58,6 +58,7 @@ class PosScreen(Screen[None]):
         self._then_amount: Then | None = None
         self._then_enter: Then | None = None
         self.busy = False
+        self.current_step: Step | None = None
 
     # --- shortcuts ------------------------------------------------------------------
     @property
@@ -122,6 +123,9 @@ class PosScreen(Screen[None]):
     def action_cancel(self) -> None:
         if not self.busy:
             self.pos.go_menu()
+        elif self.current_step is Step.READING_CARD:
+            # the only wait that is always safe to cancel: nothing is written or sent yet
+            self.backend.cancel_card_wait()
 
     async def action_enter(self) -> None:
         if self._then_enter is not None and not self.busy:
@@ -159,11 +163,13 @@ class PosScreen(Screen[None]):
         self.core_job(job)
 
     def on_step_reached(self, message: msg.StepReached) -> None:
+        self.current_step = message.step
         for widget in self.query("#progress"):
             cast(Static, widget).update(step_text(message.step, self.lang))
 
     def finished(self) -> None:
         self.busy = False
+        self.current_step = None
         self.pos.touch()
         self.refresh_status()
 

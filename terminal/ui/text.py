@@ -73,7 +73,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "step_resolving": ("正在处理未完成的冲正/通知…", "Sending owed reversals/advices..."),
     "step_signing_on": ("正在签到…", "Signing on..."),
     "step_echo": ("正在检测主机连接…", "Checking the host link..."),
-    "step_reading_card": ("正在读卡…", "Reading the card..."),
+    "step_reading_card": ("正在读卡…（Esc 取消）", "Reading the card... (Esc cancels)"),
     "step_waiting_pin": ("请持卡人输入密码…", "Waiting for the cardholder's PIN..."),
     "step_connecting": ("正在连接主机…", "Connecting to the host..."),
     "step_sending": ("正在发送…", "Sending..."),
