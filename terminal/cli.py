@@ -497,6 +497,12 @@ def _when(text: str | None) -> datetime | None:
         raise InputError(f"date {text!r} is not YYYY-MM-DD[THH:MM]") from None
 
 
+def _int_arg(text: str) -> int:
+    if not text.isdigit():
+        raise InputError(f"{text!r} is not a whole number")
+    return int(text)
+
+
 def _manager(ctx: Ctx, session: Session) -> Operator:
     if session.operator is None:
         raise InputError("this command needs --operator (99 or 00) and --password-file")
@@ -516,6 +522,14 @@ def cmd_operator(ctx: Ctx, session: Session) -> int:
             lock = f" locked until {o.locked_until:%Y-%m-%d %H:%M}" if o.locked_until else ""
             ctx.out(f"{o.number} {o.role.value:<10} {o.name or '-':<12} "
                     f"{'active' if o.active else 'inactive'}{lock}")
+        return EXIT_OK
+    if args.action == "expiry":  # the administrator: days a password lasts ('off': never)
+        if args.number is None:
+            raise InputError("operator expiry DAYS (or 'off')")
+        days = None if args.number.lower() in ("off", "none", "0") else _int_arg(args.number)
+        store.set_password_expiry(days, by=_manager(ctx, session))
+        ctx.result.update({"result": "ok", "password_expiry_days": days})
+        ctx.out(ctx.say("密码有效期", "password expiry") + f": {days if days else '-'}")
         return EXIT_OK
     if args.number is None:
         raise InputError(f"operator {args.action} needs the operator number")
@@ -762,9 +776,11 @@ def build_parser() -> argparse.ArgumentParser:
     journal.add_argument("--card", help="last four digits of the card")
     sub.add_parser("status", help="terminal state")
     sub.add_parser("recover", help="resolve every uncertain request with the host")
-    operator = sub.add_parser("operator", help="operators: add, passwd, list, unlock, deactivate")
-    operator.add_argument("action", choices=("add", "passwd", "list", "unlock", "deactivate"))
-    operator.add_argument("number", nargs="?")
+    operator = sub.add_parser("operator", help="operators: add, passwd, list, unlock, "
+                                                "deactivate, expiry DAYS")
+    operator.add_argument("action", choices=("add", "passwd", "list", "unlock", "deactivate",
+                                             "expiry"))
+    operator.add_argument("number", nargs="?", help="operator number (expiry: days or 'off')")
     operator.add_argument("--name")
     operator.add_argument("--new-password-file")
     operator.add_argument("--old-password-file")
