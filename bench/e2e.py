@@ -5,7 +5,7 @@ temporary data directory, WAL + ``synchronous=FULL``) refunds through:
 
 * the card: the virtual ``cup-debit`` card in a vpcd slot of a private pcscd, read with
   pyscard and the EMV kernel like a card in a real reader (the card slot of the training
-  world, :class:`terminal.wiring.CardSlot`); and, beside it, the same card attached
+  world, :class:`terminal.demo_world.CardSlot`); and, beside it, the same card attached
   in-process (no pcscd, no socket): the anchor that shows what the PC/SC path costs;
 * the PIN pad: the virtual PIN pad on a pty through the serial driver; the till's
   ``pin_on_refund`` setting is switched on so every refund asks for the PIN (the
@@ -63,8 +63,8 @@ from terminal.core.journal import Journal
 from terminal.core.ports import Purpose
 from terminal.core.records import RefundReason, TxnRecord, TxnStatus
 from terminal.core.till import Till
+from terminal.demo_world import CardSlot
 from terminal.hostlink import TcpHostLink
-from terminal.wiring import CardSlot
 
 TARGET_MS = 20.0
 CARD = "cup-debit"  # its CVM list asks for an online PIN

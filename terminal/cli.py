@@ -105,7 +105,7 @@ def _reader(spec: str | None, f55_tags: tuple[int, ...], timeout: float) -> Card
         return None
     kind, _, rest = spec.partition(":")
     if kind == "virtual":
-        from terminal.wiring import virtual_card_reader
+        from terminal.demo_world import virtual_card_reader
         name, _, mode = rest.partition(":")
         try:
             return virtual_card_reader(name, contactless=mode == "cl", f55_tags=f55_tags,
@@ -136,7 +136,7 @@ def _pinpad(spec: str | None, reader_spec: str | None, tmk: Callable[[], bytes],
     if not spec:
         return None
     if spec == "virtual":
-        from terminal.wiring import VirtualPinPadPort, test_card_pin
+        from terminal.demo_world import VirtualPinPadPort, test_card_pin
         pin = None
         if reader_spec and reader_spec.startswith("virtual:"):
             pin = test_card_pin(reader_spec.split(":")[1])
@@ -901,14 +901,14 @@ def _run_app(ctx: Ctx) -> int:
     training = args.command == "demo" or args.training
     try:
         if training:
-            from terminal.wiring import training_session
+            from terminal.demo_world import training_session
             print(ctx.say("正在启动培训终端（收单模拟器、虚拟读卡器、虚拟密码键盘）...",
                           "starting the training till (acquirer emulator, virtual card reader, "
                           "virtual PIN pad)..."), file=sys.stderr, flush=True)
             session, world = training_session(_training_dir(ctx), lang=ctx.lang,
                                               in_process=args.in_process)
             try:
-                from terminal.wiring import TRAINING_OPERATORS
+                from terminal.demo_world import TRAINING_OPERATORS
                 hint = "  ".join(f"{n}/{pw}" for n, pw, _ in TRAINING_OPERATORS)
                 return run_app(session, lang=ctx.lang, training=True, world=world,
                                login_hint=hint)

@@ -1,7 +1,8 @@
 """The scripted walkthrough: a cashier's original-route refund, end to end, with no hardware.
 
 The till is the real terminal core (:class:`terminal.core.till.Till`) with a real
-journal in a temporary data directory; around it :class:`terminal.wiring.EmulatedWorld`
+journal in a temporary data directory; around it
+:class:`terminal.demo_world.EmulatedWorld`
 starts the acquirer emulator on 127.0.0.1 (SQLite ledger), a virtual EMV card read
 through a private pcscd + vpcd with pyscard (in-process where pcscd/vpcd are
 missing or this is not root, and it says so), a virtual PIN pad and a virtual
@@ -35,7 +36,7 @@ from terminal.core.receipts import Copy, MerchantInfo, build_receipt, render_tex
 from terminal.core.records import RefundReason, TxnRecord
 from terminal.core.refund_status import ArrivalWindows, card_type
 from terminal.core.till import Outcome, Till
-from terminal.wiring import EmulatedWorld, open_world_till
+from terminal.demo_world import EmulatedWorld, open_world_till
 
 
 @dataclass

@@ -43,7 +43,7 @@ class DemoCard(Protocol):
 
 
 class DemoWorld(Protocol):
-    """What the demo panel needs of the emulated world (``terminal.wiring.EmulatedWorld``)."""
+    """What the demo panel needs of the emulated world (``demo_world.EmulatedWorld``)."""
 
     @property
     def reader_mode(self) -> str: ...

@@ -365,7 +365,7 @@ def test_host_stopped_is_exit_3_and_nothing_is_journaled(term: Term) -> None:
 
 def test_card_removed_during_the_read(term: Term, monkeypatch: pytest.MonkeyPatch) -> None:
     from drivers.errors import CardRemovedError
-    from terminal import wiring
+    from terminal import demo_world
     from terminal.core.devices import EmvCardReader
 
     def pulled_out(name: str, *, contactless: bool = False,
@@ -382,7 +382,7 @@ def test_card_removed_during_the_read(term: Term, monkeypatch: pytest.MonkeyPatc
 
     voucher = term.voucher_of_sale("10.00")
     before = term.state()
-    monkeypatch.setattr(wiring, "virtual_card_reader", pulled_out)
+    monkeypatch.setattr(demo_world, "virtual_card_reader", pulled_out)
     refused(term, term.sale("5.00"), before, "card removed")
     refused(term, term.refund("1.00", "--voucher", voucher), before, "card removed")
 

@@ -12,7 +12,7 @@ import pytest
 from terminal.core.devices import EmvCardReader
 from terminal.core.errors import DeviceError
 from terminal.core.ports import Purpose
-from terminal.wiring import CardSlot, virtual_card_reader
+from terminal.demo_world import CardSlot, virtual_card_reader
 
 
 def _reader(slot: CardSlot) -> EmvCardReader:
