@@ -265,8 +265,21 @@ class Backend:
             printer.print_text(text)
         return True
 
-    def report_text(self, lang: str, width: int = 42) -> str:
-        """Today's report, laid out by the core."""
+    def report_text(self, lang: str, width: int = 42, *, day: datetime | None = None,
+                    batch: str | None = None, start: datetime | None = None,
+                    end: datetime | None = None) -> str:
+        """A report laid out by the core: today (default), a batch, or ``start``..``end``."""
         with self._held():
-            report = self.session.report()
+            report = self.session.report(day=day, batch=batch, start=start, end=end)
         return report.render_text("zh" if lang == "zh" else "en", width)
+
+    def open_batch(self) -> str:
+        with self._held():
+            return self.till.journal.batch
+
+    def change_password(self, number: str, old: str, new: str) -> Operator:
+        """The operator's own change (an expired password must be changed before work)."""
+        with self._held():
+            op = self.session.operators.change_password(number, old, new)
+            self.session.operator = op
+            return op

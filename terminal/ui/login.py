@@ -18,6 +18,10 @@ class LoginScreen(PosScreen):
     TITLE_KEY: ClassVar[str] = "login_title"
     HINT_KEY: ClassVar[str] = "login_hint"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._expired = ("", "")  # (number, old password) while an expired one is changed
+
     def compose_body(self) -> ComposeResult:
         yield from ()
 
@@ -45,6 +49,31 @@ class LoginScreen(PosScreen):
             self.say_error(exc)
             await self.ask()
             return
+        if op.must_change_password:
+            self._expired = (number.strip(), password)
+            await self.show_fields(self.t("pw_expired"),
+                                   [(self.t("pw_new"), True, 64), (self.t("pw_repeat"), True, 64)],
+                                   self.change)
+            return
+        self.say(tr("login_ok", self.lang, op=op.number))
+        self.pos.after_login()
+
+    async def change(self, new: str, repeat: str) -> None:
+        """An expired password: a new one (typed twice) before any work."""
+        number, old = self._expired
+        if new != repeat:
+            self.say(self.t("pw_mismatch"), error=True)
+            await self.show_fields(self.t("pw_expired"),
+                                   [(self.t("pw_new"), True, 64), (self.t("pw_repeat"), True, 64)],
+                                   self.change)
+            return
+        try:
+            op = self.backend.change_password(number, old, new)
+        except Exception as exc:  # a refusal is shown, never raised
+            self.say_error(exc)
+            await self.ask()
+            return
+        self._expired = ("", "")
         self.say(tr("login_ok", self.lang, op=op.number))
         self.pos.after_login()
 

@@ -292,7 +292,8 @@ async def test_settlement(tmp_path: Path) -> None:
         assert "结算成功，对账平" in text
         assert "新批次 000002" in text
         await pilot.press("enter")
-        await keys(pilot, "6", enter=False)  # the day's report, as the core lays it out
+        await keys(pilot, "6", enter=False)  # reports: today, open batch, a batch, a range
+        await keys(pilot, "1", enter=False)  # the day's report, as the core lays it out
         report = screen_text(till.app)
         assert "25.00" in report
 
