@@ -821,6 +821,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"training data (default ${TRAINING_ENV} or ./{DEFAULT_TRAINING})")
     ui.add_argument("--in-process", action="store_true",
                     help="training: attach the virtual card in-process, not through pcscd")
+    ui.add_argument("--ascii", action="store_true",
+                    help="English and ASCII borders for the raw Linux console (default there)")
     demo = sub.add_parser("demo", help="training app in a terminal, else the scripted "
                                        "walkthrough")
     demo.add_argument("--script", action="store_true", help="the scripted walkthrough")
@@ -899,6 +901,8 @@ def _run_app(ctx: Ctx) -> int:
     except ImportError as exc:  # pragma: no cover - textual is a dependency
         return _fail(ctx, EXIT_REFUSED, "error", f"the cashier app cannot start: {exc}")
     training = args.command == "demo" or args.training
+    # the raw Linux console cannot draw CJK or box characters
+    ascii_only = bool(getattr(args, "ascii", False)) or os.environ.get("TERM") == "linux"
     try:
         if training:
             from terminal.demo_world import training_session
@@ -911,13 +915,14 @@ def _run_app(ctx: Ctx) -> int:
                 from terminal.demo_world import TRAINING_OPERATORS
                 hint = "  ".join(f"{n}/{pw}" for n, pw, _ in TRAINING_OPERATORS)
                 return run_app(session, lang=ctx.lang, training=True, world=world,
-                               login_hint=hint)
+                               login_hint=hint, ascii_only=ascii_only)
             finally:
                 session.till.close()
                 world.stop()
         if not (ctx.data_dir / "journal.db").exists():
             open_till(ctx)  # says how to set the terminal up, before any screen
-        return run_app_loading(lambda: Session(open_till(ctx)), lang=ctx.lang)
+        return run_app_loading(lambda: Session(open_till(ctx)), lang=ctx.lang,
+                               ascii_only=ascii_only)
     except TerminalError as exc:
         return _fail(ctx, EXIT_REFUSED, "error", exc.message, exc.cashier_zh, exc.cashier_en)
 

@@ -78,7 +78,8 @@ class PosApp(App[None], inherit_bindings=False):
 
     def __init__(self, backend: Backend | None = None, *, lang: Lang = "zh",
                  world: DemoWorld | None = None, config: UiConfig | None = None,
-                 loader: Callable[[], Backend] | None = None, training: bool = False) -> None:
+                 loader: Callable[[], Backend] | None = None, training: bool = False,
+                 ascii_only: bool = False) -> None:
         """``backend``, or a ``loader`` that builds it (opening the journal, importing the
         core) in a thread while the login screen is already up."""
         super().__init__()
@@ -90,6 +91,7 @@ class PosApp(App[None], inherit_bindings=False):
         self._core_ready = threading.Event()
         self.load_error: BaseException | None = None
         self._loading = False
+        self.ascii_only = ascii_only  # the raw Linux console: English, ASCII borders
         self.first_screen_at: float | None = None  # wall time the login screen was painted
         self.login_hint: str | None = None  # e.g. the training operators' numbers and passwords
         if backend is not None:
@@ -107,6 +109,9 @@ class PosApp(App[None], inherit_bindings=False):
 
     def on_mount(self) -> None:
         self.set_interval(self.config.check_every_s, self.idle_tick)
+        if self.ascii_only:
+            self.add_class("-ascii")
+            self.lang = "en"
 
     def begin_loading(self) -> None:
         """Load the core now (the login screen calls it once it is painted: the loader's
@@ -230,7 +235,8 @@ def app_for_session(session: Session, *, lang: Lang = "zh", world: DemoWorld | N
 
 
 def run_app(session: Session, *, lang: str = "zh", training: bool = False,
-            world: DemoWorld | None = None, login_hint: str | None = None) -> int:
+            world: DemoWorld | None = None, login_hint: str | None = None,
+            ascii_only: bool = False) -> int:
     """Run the cashier app in this terminal until a supervisor exits it; the exit code.
 
     ``training`` is shown by the till's own setting already (every screen says
@@ -240,19 +246,21 @@ def run_app(session: Session, *, lang: str = "zh", training: bool = False,
     del training
     app = app_for_session(session, lang="en" if lang == "en" else "zh", world=world)
     app.login_hint = login_hint
+    app.ascii_only = ascii_only
     app.run()
     return 0
 
 
 def run_app_loading(open_session: Callable[[], Session], *, lang: str = "zh",
-                    training: bool = False, world: DemoWorld | None = None) -> int:
+                    training: bool = False, world: DemoWorld | None = None,
+                    ascii_only: bool = False) -> int:
     """Like :func:`run_app`, but the login screen is up while ``open_session`` runs."""
     def load() -> Backend:
         from terminal.ui.backend import Backend
         return Backend(open_session())
 
     app = PosApp(loader=load, lang="en" if lang == "en" else "zh", world=world,
-                 training=training)
+                 training=training, ascii_only=ascii_only)
     try:
         app.run()
     finally:
