@@ -195,36 +195,53 @@ class Journal:
 
         ``follow_up`` is ``"reversal"``, ``"advice"`` or None (a balance inquiry).
         """
+        with transaction(self.conn):
+            return self._insert(txn, request, follow_up=follow_up, reason=reason)
+
+    def _insert(self, txn: NewTxn, request: bytes, *, follow_up: str | None,
+                reason: str | None) -> int:
+        """The rows of :meth:`begin`, inside the caller's transaction."""
         context = f"{txn.batch}:{txn.stan}:{txn.mti}".encode()
         sealed = self.vault.seal(request, context=context)
         now = self._now()
-        with transaction(self.conn):
-            try:
-                cur = self.conn.execute(
-                    "INSERT INTO txn (kind, mti, stan, batch, amount, currency, pan_masked, "
-                    "pan_hash, scheme, entry_mode, card_label, aid, status, created_at, "
-                    "original_id, original_rrn, original_batch, original_stan, original_date, "
-                    "original_amount, reason, note, operator, training, request, "
-                    "cryptogram_type, cryptogram) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (txn.kind.value, txn.mti, txn.stan, txn.batch, txn.amount, txn.currency,
-                     txn.pan_masked, txn.pan_hash, txn.scheme, txn.entry_mode, txn.card_label,
-                     txn.aid, TxnStatus.PENDING.value, now, txn.original_id, txn.original_rrn,
-                     txn.original_batch, txn.original_stan, txn.original_date,
-                     txn.original_amount, txn.reason, txn.note, txn.operator,
-                     int(txn.training), sealed, txn.cryptogram_type, txn.cryptogram))
-                crash_point("in_begin")
-            except sqlite3.IntegrityError as exc:
-                raise JournalError(f"STAN {txn.stan} of batch {txn.batch} is already in the "
-                                   f"journal ({exc})") from None
-            txn_id = int(cur.lastrowid or 0)
-            if follow_up is not None:
-                self.conn.execute(
-                    "INSERT INTO pending (txn_id, action, state, reason, message, created_at) "
-                    "VALUES (?, ?, 'armed', ?, ?, ?)",
-                    (txn_id, follow_up, reason, self.vault.seal(request, context=b"pending"),
-                     now))
+        try:
+            cur = self.conn.execute(
+                "INSERT INTO txn (kind, mti, stan, batch, amount, currency, pan_masked, "
+                "pan_hash, scheme, entry_mode, card_label, aid, status, created_at, "
+                "original_id, original_rrn, original_batch, original_stan, original_date, "
+                "original_amount, reason, note, operator, training, request, "
+                "cryptogram_type, cryptogram) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (txn.kind.value, txn.mti, txn.stan, txn.batch, txn.amount, txn.currency,
+                 txn.pan_masked, txn.pan_hash, txn.scheme, txn.entry_mode, txn.card_label,
+                 txn.aid, TxnStatus.PENDING.value, now, txn.original_id, txn.original_rrn,
+                 txn.original_batch, txn.original_stan, txn.original_date,
+                 txn.original_amount, txn.reason, txn.note, txn.operator,
+                 int(txn.training), sealed, txn.cryptogram_type, txn.cryptogram))
+            crash_point("in_begin")
+        except sqlite3.IntegrityError as exc:
+            raise JournalError(f"STAN {txn.stan} of batch {txn.batch} is already in the "
+                               f"journal ({exc})") from None
+        txn_id = int(cur.lastrowid or 0)
+        if follow_up is not None:
+            self.conn.execute(
+                "INSERT INTO pending (txn_id, action, state, reason, message, created_at) "
+                "VALUES (?, ?, 'armed', ?, ?, ?)",
+                (txn_id, follow_up, reason, self.vault.seal(request, context=b"pending"), now))
         return txn_id
+
+    def begin_new(self, make: Callable[[str], tuple[NewTxn, bytes]], *,
+                  follow_up: str | None, reason: str | None = None) -> int:
+        """Take the next STAN and write the request ``make(stan)`` builds, in one commit.
+
+        Same rows as :meth:`take_stan` + :meth:`begin`, one fsync fewer on the path
+        from card to answer. ``make`` must be quick and pure (it runs inside the write).
+        """
+        with transaction(self.conn):
+            current = int(self.get("next_stan") or "1")
+            self._put("next_stan", str(1 if current >= STAN_MAX else current + 1))
+            txn, request = make(f"{current:06d}")
+            return self._insert(txn, request, follow_up=follow_up, reason=reason)
 
     def request_of(self, txn_id: int) -> bytes:
         """The request body as it was sent (opened from its sealed copy)."""

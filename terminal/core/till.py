@@ -447,13 +447,7 @@ class Till:
         for attempt in (1, 2):
             progress(Step.CONNECTING)
             self.link.open()  # unreachable: HostLinkError here, nothing written
-            ctx = self._ctx(self.journal.take_stan())
-            request = build(ctx)
-            body = self.dialect.encode(request)
-            txn = describe(ctx, request)
-            txn_id = self.journal.begin(
-                NewTxn(**{**txn.__dict__, "entry_mode": str(request.get(22) or "") or None}),
-                body, follow_up=follow_up)
+            txn_id, request = self._begin(build, describe, follow_up)
             crash_point("after_begin")
             progress(Step.SENDING)
             result = self._send(request)
@@ -479,6 +473,25 @@ class Till:
             record = self.journal.record(txn_id)
             return Outcome(kind, record.status, record, explain(result.code))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _begin(self, build: Callable[[RequestContext], Message],
+               describe: Callable[[RequestContext, Message], NewTxn],
+               follow_up: str | None) -> tuple[int, Message]:
+        """Take the STAN and write the request it names in one journal commit (a crash in
+        between can neither lose nor reuse the STAN); the request, not yet MACed."""
+        built: list[Message] = []
+
+        def make(stan: str) -> tuple[NewTxn, bytes]:
+            ctx = self._ctx(stan)
+            request = build(ctx)
+            built.append(request)
+            txn = describe(ctx, request)
+            entry = str(request.get(22) or "") or None
+            return (NewTxn(**{**txn.__dict__, "entry_mode": entry}),
+                    self.dialect.encode(request))
+
+        txn_id = self.journal.begin_new(make, follow_up=follow_up)
+        return txn_id, built[0]
 
     def _unanswered(self, kind: TxnKind, txn_id: int, request: Message, failure: _NoAnswer,
                     follow_up: str | None, progress: Progress) -> Outcome:
