@@ -76,9 +76,10 @@ PARTS = 4  # each original is refunded in this many parts
 WARMUP = 3  # refunds per path before the clock runs (connections, caches, first PIN key)
 STAGES = ("card read", "PIN (pty pad)", "host exchange", "journal writes", "journal reads")
 JOURNAL_WRITES = frozenset({
-    "take_stan", "begin", "answered", "no_answer", "after_approval_failure",
+    "take_stan", "begin", "begin_new", "answered", "no_answer", "after_approval_failure",
     "attempt_failed", "resolved", "put", "put_many", "put_secret", "save_keys",
-    "forget_keys", "set_batch", "close_batch", "new_settlement", "settlement_result"})
+    "forget_keys", "set_batch", "close_batch", "new_settlement", "settlement_result",
+    "settlement_refused"})
 JOURNAL_READS = frozenset({
     "get", "get_secret", "peek_stan", "load_keys", "request_of", "open_items", "open_count",
     "record", "records", "by_voucher", "by_rrn", "children", "sales_for_card",
