@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from emulator.faults import FaultPlan, FaultSpecError
 from emulator.host.errors import HostError
+from emulator.host.faults import FaultPlan, FaultSpecError
 
 log = logging.getLogger(__name__)
 

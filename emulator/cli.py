@@ -38,8 +38,8 @@ from emulator.admin import (
     default_admin_address,
     parse_admin_address,
 )
-from emulator.faults import FaultPlan, FaultSpecError, parse_spec
 from emulator.host import AcquirerHost, HostError, SqliteLedgerStore
+from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
 from emulator.server import DEFAULT_PORT, ServerConfig, acquirer_server
 
 PROG = "pos-emulator"

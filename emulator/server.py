@@ -28,8 +28,10 @@ an answer) and the connection closed. SIGINT/SIGTERM stop accepting, answer the
 requests already received (up to ``shutdown_timeout``), flush the committer and
 return.
 
-Faults (:mod:`emulator.faults`) are decided before the host core sees the
+Faults (:mod:`emulator.host.faults`) are decided before the host core sees the
 request, so the faults that must not book (close-before, code=XX) never reach it.
+What a fault does to an answer (the forced code, a spoiled MAC, garbling) lives
+there with the host too; the server only delays, drops, closes or repeats.
 """
 
 from __future__ import annotations
@@ -48,9 +50,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from emulator.faults import NO_FAULT, FaultAction, FaultKind, FaultPlan, RequestFacts
-from emulator.host import AcquirerHost, HostOutcome, LedgerRecord, LedgerStore, security
+from emulator.host import AcquirerHost, LedgerRecord, LedgerStore
 from emulator.host.errors import HostError
+from emulator.host.faults import (
+    NO_FAULT,
+    FaultAction,
+    FaultKind,
+    FaultPlan,
+    corrupt_reply,
+    forced_answer,
+    request_facts,
+)
 from iso8583.errors import Iso8583Error
 
 log = logging.getLogger(__name__)
@@ -169,37 +179,6 @@ class ServerStats:
 def frame_reply(reply: bytes, length_bytes: int = 2) -> bytes:
     """A reply payload with its big-endian length prefix (2 bytes in both dialects)."""
     return len(reply).to_bytes(length_bytes, "big") + reply
-
-
-def request_facts(dialect: ServerDialect, payload: bytes) -> RequestFacts | None:
-    """MTI, PAN and amount of a request, for fault selection (None if undecodable)."""
-    try:
-        message = dialect.unpack_payload(payload).message
-    except Iso8583Error:
-        return None
-    pan = message.get(2)
-    if not isinstance(pan, str):
-        track2 = message.get(35)
-        pan = track2.split("D")[0].split("=")[0] if isinstance(track2, str) else None
-    return RequestFacts(message.mti, pan, message.amount)
-
-
-def bad_mac(dialect: ServerDialect, reply: bytes) -> bytes:
-    """``reply`` with the last character of its MAC changed (unchanged if it has none)."""
-    try:
-        has_mac = 64 in dialect.unpack_payload(reply).message
-    except Iso8583Error:
-        has_mac = False
-    if not has_mac or not reply:
-        return reply
-    # keep it a hex character so only the MAC check, not the decoder, fails
-    last = b"1" if reply[-1:] == b"0" else b"0"
-    return reply[:-1] + last
-
-
-def garble(reply: bytes) -> bytes:
-    """Every byte inverted: same length (the stream stays framed), nothing decodes."""
-    return bytes(b ^ 0xFF for b in reply)
 
 
 # --- group commit --------------------------------------------------------------------
@@ -446,10 +425,7 @@ class _HostConnection(asyncio.Protocol):
             return True
         if kind is FaultKind.CLOSE_AFTER:
             return False
-        if kind is FaultKind.BAD_MAC:
-            reply = bad_mac(self.server.dialect, reply)
-        elif kind is FaultKind.GARBLE:
-            reply = garble(reply)
+        reply = corrupt_reply(self.server.dialect, entry.action, reply)
         framed = frame_reply(reply, self.server.length_bytes)
         self.transport.write(framed + framed if kind is FaultKind.TWICE else framed)
         self.server.stats.replies += 1
@@ -634,35 +610,6 @@ class HostServer(Generic[R]):
 
 
 # --- wiring for the real host core ------------------------------------------------------
-def forced_answer(host: AcquirerHost, payload: bytes, code: str, now: datetime) -> HostOutcome:
-    """The ``code=XX`` fault: answer ``payload`` with F39 = ``code``, booking nothing.
-
-    The answer echoes the request's identifying fields, as the host's own refusals
-    do, and is MACed with the terminal's current MAK when it has one (F39 is set
-    before MACing, so the terminal sees a genuine-looking decline).
-    """
-    dialect = host.dialect
-    try:
-        frame = dialect.unpack_payload(payload)
-        request = frame.message
-        if not request.is_request:
-            return HostOutcome(None, close=True)
-        answer = dialect.message(request.response_mti)
-        for number in (2, 3, 4, 11, 12, 13, 25, 37, 41, 42, 49, 60, 70):
-            value = request.get(number)
-            if value is not None and number in dialect.fields:
-                answer[number] = value
-        answer[39] = code
-        row = next((t for t in host.terminals() if t.tid == request.tid), None)
-        if row is not None and row.signed_on and row.mak and request.mti not in ("0800", "0820"):
-            security.apply_mac(dialect, bytes.fromhex(row.mak), answer)
-        tpdu = dialect.reply_tpdu(frame.tpdu) if frame.tpdu is not None else None
-        reply = dialect.payload(answer, tpdu=tpdu, header=frame.header)
-    except Iso8583Error:
-        return HostOutcome(None, close=True)
-    return HostOutcome(reply, False, (), request, answer, request.pan, None)
-
-
 def acquirer_server(host: AcquirerHost, store: LedgerStore, *,
                     config: ServerConfig | None = None, faults: FaultPlan | None = None,
                     rng: random.Random | None = None,

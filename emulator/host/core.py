@@ -39,6 +39,7 @@ from datetime import datetime
 
 from emulator.catalogue import CARDS, CardStatus, TestCard
 from emulator.host import codes, security
+from emulator.host.classify import NETWORK_KINDS, UNKNOWN, TransactionTable
 from emulator.host.ledger import (
     BatchRow,
     LedgerRecord,
@@ -143,6 +144,7 @@ class AcquirerHost:
                  random_bytes: Callable[[int], bytes] = secrets.token_bytes,
                  cards: Iterable[TestCard] = CARDS) -> None:
         self.dialect = get_dialect(dialect) if isinstance(dialect, str) else dialect
+        self._table = TransactionTable(self.dialect)
         self._random = random_bytes
         self._cards = {c.pan: c for c in cards}
         self._currency = self.dialect.settings.currency
@@ -239,6 +241,11 @@ class AcquirerHost:
     def terminals(self) -> list[TerminalRow]:
         return [t.row for t in self._terminals.values()]
 
+    def terminal(self, tid: str) -> TerminalRow | None:
+        """The provisioned terminal ``tid`` as the host knows it now, or None."""
+        term = self._terminals.get(tid)
+        return term.row if term is not None else None
+
     def transactions(self) -> list[TransactionRow]:
         """Every stored transaction row, in booking order."""
         return list(self._txns.values())
@@ -306,14 +313,16 @@ class AcquirerHost:
                 return _Plain(None, True)
             return _Plain(self._unmaced(msg, codes.INVALID_MERCHANT, now), True)
         mti = msg.mti
-        if mti == "0800":
-            if msg.get(70) in ("301", "002"):  # iso87: echo and sign-off are 0800s
-                return self._net_820(term, msg, now)
-            return self._sign_on(term, msg, now)
-        if mti == "0820":
-            return self._net_820(term, msg, now)
-        if mti not in ("0200", "0220", "0400", "0420", "0500", "0320"):
+        # the dialect's transaction table says what this is (emulator.host.classify)
+        kind = self._table.classify(msg) if msg.is_request else None
+        if kind is None:
             return _Plain(None, True)
+        if kind in ("sign_on", "key_change"):
+            return self._sign_on(term, msg, now)
+        if kind in ("sign_off", "echo"):
+            return self._net_820(term, msg, now, sign_off=kind == "sign_off")
+        if kind == UNKNOWN and all(r.name in NETWORK_KINDS for r in self._table.rows(mti)):
+            return _Plain(self._unmaced(msg, codes.FORMAT_ERROR, now), False)
         if term.keys is None:
             return _Plain(self._unmaced(msg, codes.SIGN_ON_AGAIN, now), False)
         if not security.received_mac_ok(self.dialect, term.keys.mak, body, msg):
@@ -331,33 +340,9 @@ class AcquirerHost:
             if hmac.compare_digest(stored.fingerprint, fingerprint):
                 return _Plain(self._replay(term, msg, stored), False)
             return _Plain(self._maced(term, msg, codes.DUPLICATE, now), False)
-        kind = self._classify(msg)
         ctx = _Ctx(term, msg, body, now, kind, batch, str(stan), key, fingerprint)
         ctx.pan = _pan_of(msg)
         return self._financial(ctx)
-
-    def _classify(self, msg: Message) -> str:
-        mti = msg.mti
-        proc = str(msg.get(3) or "")
-        if mti in ("0400", "0420"):
-            return "reversal"
-        if mti == "0500":
-            return "settlement"
-        if mti == "0320":
-            net = self._net_code(msg)
-            return "batch_upload_end" if net == "202" else "batch_upload"
-        f60_type = self._f60(msg).msg_type if isinstance(msg.get(60), str) else None
-        if proc.startswith("31"):
-            return "balance"
-        if proc.startswith("00"):
-            return "sale"
-        if proc.startswith("02"):
-            return "void"
-        if proc.startswith("20"):
-            if mti == "0200" and f60_type == "23":
-                return "void"
-            return "refund"
-        return "unknown"
 
     def _f60(self, msg: Message) -> composite.F60:
         value = msg.get(60)
@@ -474,10 +459,10 @@ class AcquirerHost:
         resp[62] = f62 if self.dialect.fields[62].kind == "b" else f62.hex().upper()
         return _Plain(resp, False, (row,))
 
-    def _net_820(self, term: _Terminal, msg: Message, now: datetime) -> _Plain:
-        net = self._net_code(msg)
+    def _net_820(self, term: _Terminal, msg: Message, now: datetime, *,
+                 sign_off: bool) -> _Plain:
         resp = self._base_answer(msg, codes.APPROVED, now)
-        if net == "002":  # sign-off: the working keys die here
+        if sign_off:  # the working keys die here
             term.keys = None
             term.row = replace(term.row, pik="", mak="", tdk="", signed_on=False)
             return _Plain(resp, False, (term.row,))
@@ -489,6 +474,7 @@ class AcquirerHost:
             "sale": self._sale, "balance": self._balance, "void": self._void,
             "refund": self._refund, "reversal": self._reversal,
             "settlement": self._settlement, "batch_upload": self._batch_upload,
+            "batch_upload_icc": self._batch_upload,
             "batch_upload_end": self._batch_upload_end,
         }
         rule = rules.get(ctx.kind)
@@ -529,7 +515,8 @@ class AcquirerHost:
             rrn=ctx.rrn, auth_code=ctx.auth if code == codes.APPROVED else None,
             date=answered_date(ctx.now),  # what the answer's F13 says, not the request's
             original=key_text(ctx.original.key) if ctx.original is not None else None)
-        if ctx.kind in ("reversal", "settlement", "batch_upload", "batch_upload_end") \
+        if ctx.kind in ("reversal", "settlement", "batch_upload", "batch_upload_icc",
+                        "batch_upload_end") \
                 and code == codes.APPROVED:
             row = replace(row, status="acknowledged")
         self._apply(ctx.records)
@@ -780,7 +767,8 @@ class AcquirerHost:
                 return None
             candidates = [self._txns.get((tid, batch, data.stan, data.mti))]
         else:
-            candidates = [self._txns.get((tid, batch, ctx.stan, mti)) for mti in ("0200", "0220")]
+            candidates = [self._txns.get((tid, batch, ctx.stan, mti))
+                          for mti in self._table.money_mtis()]
         for target in candidates:
             if target is None or target.kind in ("reversal", "settlement"):
                 continue

@@ -58,6 +58,7 @@ TRANSACTIONS: dict[str, TransactionProfile] = {t.name: t for t in (
     T("balance", "0200", "310000", "00", "01", "000"),
     T("settlement", "0500", f60_type="00", net_code="201", on_timeout="retry"),
     T("batch_upload", "0320", f60_type="00", net_code="201", on_timeout="retry"),
+    T("batch_upload_icc", "0320", f60_type="00", net_code="203", on_timeout="retry"),
     T("batch_upload_end", "0320", f60_type="00", net_code="202", on_timeout="retry"),
     T("sign_off", "0820", f60_type="00", net_code="002"),
     T("echo", "0820", f60_type="00", net_code="301"),

@@ -133,6 +133,7 @@ TRANSACTIONS: dict[str, TransactionProfile] = {t.name: t for t in (
     T("balance", "0200", "310000", "00"),
     T("settlement", "0500", on_timeout="retry"),
     T("echo", "0800", net_code="301"),
+    T("sign_off", "0800", net_code="002"),
     T("key_change", "0800", net_code="161"),
 )}
 

@@ -19,7 +19,7 @@ from emulator.admin import (
     default_admin_address,
     parse_admin_address,
 )
-from emulator.faults import FaultPlan
+from emulator.host.faults import FaultPlan
 
 
 def stats() -> dict[str, object]:

@@ -20,7 +20,7 @@ from emulator.client import (
     run_terminal,
     sign_on,
 )
-from emulator.faults import FaultPlan
+from emulator.host.faults import FaultPlan
 from emulator.host.security import WorkingKeys
 from emulator.simterminal import Approved, SimTerminal
 from iso8583.dialects import get_dialect

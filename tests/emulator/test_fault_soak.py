@@ -28,8 +28,8 @@ import pytest
 
 from emulator import catalogue
 from emulator.client import Exchange, HostClient, NoAnswerError, run_terminal, sign_on
-from emulator.faults import FaultPlan
 from emulator.host import AcquirerHost, SqliteLedgerStore, security
+from emulator.host.faults import FaultPlan
 from emulator.host.ledger import LedgerSnapshot, TransactionRow, key_text
 from emulator.server import ServerConfig, acquirer_server
 from emulator.simterminal import Approved, SimTerminal

@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from emulator.catalogue import card_by_name
-from emulator.faults import (
+from emulator.host.faults import (
     NO_FAULT,
     FaultKind,
     FaultPlan,

@@ -15,15 +15,13 @@ from datetime import datetime
 
 import pytest
 
-from emulator.faults import FaultPlan
+from emulator.host.faults import FaultPlan, bad_mac, garble
 from emulator.server import (
     GroupCommitter,
     HostServer,
     ServerConfig,
     ServerStats,
-    bad_mac,
     frame_reply,
-    garble,
 )
 from iso8583.errors import DecodeError
 from iso8583.framing import FrameDecoder

@@ -19,8 +19,8 @@ from emulator.client import (
     run_terminal,
     sign_on,
 )
-from emulator.faults import FaultPlan
 from emulator.host import AcquirerHost, LedgerRecord, SqliteLedgerStore
+from emulator.host.faults import FaultPlan
 from emulator.server import HostServer, ServerConfig, acquirer_server
 from emulator.simterminal import Approved, Declined, SimTerminal
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from emulator.faults import FaultPlan
+from emulator.host.faults import FaultPlan
 from emulator.server import MAX_PIPELINE, HostServer, ServerConfig, _HostConnection, frame_reply
 from tests.emulator.test_server import ListStore, StandInHost, encode
 
