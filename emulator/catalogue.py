@@ -47,6 +47,10 @@ class TestCard:
     opening_balance: int  # fen; for credit cards the credit limit
     status: CardStatus
     imk_ac: bytes  # issuer master key for application cryptograms (16 bytes, test key)
+    #: the cryptogram version the chip is personalised with: a key of
+    #: :data:`iso8583.crypto.emv.CVNS` (how it derives keys, lays out 9F10, MACs and
+    #: checks the ARPC). Card and host read it from here, never from the scheme.
+    cvn: str = "cup-01"
 
     @property
     def pin_required(self) -> bool:
@@ -79,10 +83,10 @@ CARDS: tuple[TestCard, ...] = (
              5_000_000, CardStatus.ACTIVE, _K("11112222333344445555666677778888")),
     TestCard("visa-credit", "VIS", "4761739001010010", "01", "3112", "201", None,
              AID_VISA, "VISA CREDIT", True, True, AccountKind.CREDIT,
-             2_000_000, CardStatus.ACTIVE, _K("2315208C9110AD402315208C9110AD40")),
+             2_000_000, CardStatus.ACTIVE, _K("2315208C9110AD402315208C9110AD40"), "visa-18"),
     TestCard("mastercard", "MCC", "5413330089010012", "00", "3006", "201", "4315",
              AID_MASTERCARD, "MASTERCARD", True, True, AccountKind.CREDIT,
-             2_000_000, CardStatus.ACTIVE, _K("9E15204313F7318ACB79B90BD986AD29")),
+             2_000_000, CardStatus.ACTIVE, _K("9E15204313F7318ACB79B90BD986AD29"), "mc-20"),
     TestCard("cup-magstripe", "CUP", "6222000000000090", "00", "3008", "101", "888888",
              None, "", False, False, AccountKind.DEBIT,
              1_000_000, CardStatus.ACTIVE, _K("00000000000000000000000000000000")),

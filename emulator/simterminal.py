@@ -195,10 +195,9 @@ class SimTerminal:
             0x9F37: self._rng.getrandbits(32).to_bytes(4, "big"),
             0x82: bytes.fromhex("7C00"),
             0x9F36: atc.to_bytes(2, "big"),
-            0x9F10: bytes.fromhex("07010103A0A000010A01000000000000"),
+            0x9F10: security.card_iad(card),  # the layout of the card's CVN
         }
-        tags = {tag: values[tag] for tag in security.AC_INPUT_TAGS if tag in values}
-        arqc = security.compute_arqc(card.imk_ac, card.pan, card.psn, tags)
+        arqc = security.card_cryptogram(card, values)
         out: dict[int, bytes] = {0x9F26: arqc, 0x9F27: b"\x80"}
         out.update(values)
         out[0x9F33] = bytes.fromhex("E0E1C8")

@@ -12,13 +12,22 @@ What the card holds
 * The application (catalogue AID): FCI with 50 label, 87 priority, 9F38 PDOL
   (:data:`PDOL`), GET PROCESSING OPTIONS answering format 2 (77: 82 AIP, 94
   AFL), records in SFI 2 and 3 (:data:`AFL`), GENERATE AC with a real
-  cryptogram from the catalogue issuer key, GET DATA for ATC (9F36), PIN try
-  counter (9F17) and last online ATC (9F13).
-* Cryptogram input: :func:`iso8583.crypto.emv.ac_input` over the CDOL1 tags the
-  terminal sent (:data:`CDOL1` asks for exactly 9F02 9F03 9F1A 95 5F2A 9A 9C
-  9F37) plus the card's 82 AIP and 9F36 ATC, so the host can verify an ARQC
-  from the F55 tags alone.
-* The ATC increments on every GENERATE AC and lives as long as the object.
+  cryptogram from the catalogue issuer key, EXTERNAL AUTHENTICATE, GET DATA
+  for ATC (9F36), PIN try counter (9F17) and last online ATC (9F13).
+* Cryptogram: the one of the CVN the catalogue card claims
+  (:data:`iso8583.crypto.emv.CVNS`): its key derivation, its 9F10 layout (the
+  CVR records the cryptogram types of both GENERATE ACs) and its MAC input over
+  the CDOL1 tags the terminal sent (:data:`CDOL1` asks for exactly 9F02 9F03
+  9F1A 95 5F2A 9A 9C 9F37) plus 82 AIP, 9F36 ATC and 9F10, so the host can
+  verify a cryptogram from the F55 tags alone.
+* Issuer authentication: the ARPC (tag 91) arrives by EXTERNAL AUTHENTICATE
+  (UnionPay CVN 01, Visa CVN 10: the AIP says "issuer authentication
+  supported") or inside the second GENERATE AC (Visa CVN 18, Mastercard CVN 20:
+  their CDOL2 starts with tag 91, all zeros when the host sent none). The
+  second GENERATE AC answers a TC only when the terminal asks for one, 8A is
+  ``00`` and the ARPC is the issuer's and approves; otherwise an AAC.
+* The ATC increments once per transaction (at the first GENERATE AC; the
+  second one reuses it, as the ARPC is keyed on it) and lives as long as the object.
 
 Status words: 9000 ok; 6A82 file not found (unknown AID, PSE on the
 contactless interface, PPSE on the contact one, unknown SFI); 6A83 record not
@@ -90,6 +99,8 @@ INS_GET_RESPONSE = 0xC0
 INS_GPO = 0xA8
 INS_GENERATE_AC = 0xAE
 INS_GET_DATA = 0xCA
+INS_EXTERNAL_AUTHENTICATE = 0x82
+SW_AUTHENTICATION_FAILED = 0x6300
 
 CID_AAC, CID_TC, CID_ARQC = 0x00, 0x40, 0x80
 _CRYPTOGRAM_MASK = 0xC0
@@ -103,6 +114,7 @@ _INS_CLA = {
     INS_GPO: 0x80,
     INS_GENERATE_AC: 0x80,
     INS_GET_DATA: 0x80,
+    INS_EXTERNAL_AUTHENTICATE: 0x00,
 }
 _KNOWN_CLA = {0x00, 0x80, 0x84, 0x8C, 0x0C}
 
@@ -198,6 +210,7 @@ class VirtualCard:
             raise ValueError(f"{card.name} is a magnetic-stripe card: it has no chip")
         self.card = card
         self.aid: bytes = card.aid
+        self.profile = emv.cvn_profile(card.cvn)
         self.t0 = t0
         self.faults = faults if faults is not None else CardFaults()
         self.atc = atc
@@ -249,6 +262,8 @@ class VirtualCard:
         self._gpo_done = False
         self._gac_count = 0
         self._cdol1_values: dict[int, bytes] = {}
+        self._arqc: bytes | None = None  # the first GENERATE AC's ARQC, for the ARPC check
+        self._issuer_auth: emv.IssuerAuthentication | None = None
         self._pending: bytes = b""  # response data waiting for GET RESPONSE (T=0)
         self._has_pending = False
 
@@ -353,6 +368,8 @@ class VirtualCard:
                 return self._gpo(cmd)
             case 0xAE:
                 return self._generate_ac(cmd)
+            case 0x82:
+                return self._external_authenticate(cmd)
             case _:
                 return self._get_data(cmd)
 
@@ -457,7 +474,7 @@ class VirtualCard:
         cvm_list = bytes.fromhex("00000000" "00000000" + cvm_rule + "1F00")
         rec_3_1 = tlv.encode_tlv(0x70, (
             tlv.encode_tlv(0x8C, CDOL1)
-            + tlv.encode_tlv(0x8D, CDOL2)
+            + tlv.encode_tlv(0x8D, self.cdol2)
             + tlv.encode_tlv(0x8E, cvm_list)
             + tlv.encode_tlv(0x9F0D, bytes.fromhex("F040008800"))
             + tlv.encode_tlv(0x9F0E, bytes.fromhex("0010000000"))
@@ -470,8 +487,17 @@ class VirtualCard:
     def aip(self) -> bytes:
         """Application interchange profile: cardholder verification and terminal
         risk management; no offline data authentication (the card carries no
-        certificates). Contactless adds "EMV mode supported"."""
-        return bytes.fromhex("1880" if self.contactless else "1800")
+        certificates); issuer authentication (byte 1 bit 3) where the CVN takes
+        the ARPC by EXTERNAL AUTHENTICATE. Contactless adds "EMV mode supported"."""
+        byte1 = 0x18 | (0x04 if self.profile.issuer_auth == "external_authenticate" else 0)
+        return bytes([byte1, 0x80 if self.contactless else 0x00])
+
+    @property
+    def cdol2(self) -> bytes:
+        """CDOL2: :data:`CDOL2`, preceded by tag 91 where the ARPC rides in the command."""
+        if self.profile.issuer_auth == "cdol2":
+            return bytes([0x91, self.profile.tag91_length]) + CDOL2
+        return CDOL2
 
     def _gpo(self, cmd: _Command) -> tuple[bytes, int]:
         if cmd.p1 or cmd.p2:
@@ -500,7 +526,7 @@ class VirtualCard:
         if not self._gpo_done or self._gac_count >= 2:
             return b"", SW_CONDITIONS
         first = self._gac_count == 0
-        dol = CDOL1 if first else CDOL2
+        dol = CDOL1 if first else self.cdol2
         if len(cmd.data) != _dol_length(dol):
             return b"", SW_WRONG_LENGTH
         values = _split_dol_data(dol, cmd.data)
@@ -508,26 +534,35 @@ class VirtualCard:
             self._cdol1_values = values
             # The card never approves offline: a TC request becomes an ARQC.
             cid = CID_ARQC if requested in (CID_TC, CID_ARQC) else CID_AAC
+            self.atc = (self.atc + 1) & 0xFFFF
         else:
             if requested == CID_ARQC:
                 return b"", SW_BAD_P1P2
-            self._cdol1_values.update({t: v for t, v in values.items() if t != 0x8A})
+            tag91 = values.get(0x91)
+            if tag91 is not None and any(tag91):
+                self._issuer_auth = self._check_arpc(tag91)
+            self._cdol1_values.update(
+                {t: v for t, v in values.items() if t not in (0x8A, 0x91)})
             approved = values.get(0x8A) == b"00"
-            cid = CID_TC if requested == CID_TC and approved else CID_AAC
+            verdict = self._issuer_auth
+            issuer_ok = verdict is not None and verdict.approved
+            cid = CID_TC if requested == CID_TC and approved and issuer_ok else CID_AAC
         if self.aac_only:
             cid = CID_AAC
         self._gac_count += 1
-        self.atc = (self.atc + 1) & 0xFFFF
         atc = self.atc.to_bytes(2, "big")
         if cid == CID_ARQC:
             self.last_online_atc = self.atc
         tags = dict(self._cdol1_values)
         tags[0x82] = self.aip
         tags[0x9F36] = atc
-        ac = emv.compute_arqc(self.card.imk_ac, self.card.pan, self.card.psn, tags)
-        # Issuer application data: length, key index, cryptogram version 01,
-        # card verification results (byte 2 echoes the cryptogram type).
-        iad = bytes([0x07, 0x01, 0x01, 0x03, cid | 0x20, 0x00, 0x00, 0x00])
+        iad = (emv.build_iad(self.profile, cid) if first
+               else emv.build_iad(self.profile, CID_ARQC, cid))
+        tags[0x9F10] = iad
+        ac = emv.compute_cryptogram(self.profile, self.card.imk_ac, self.card.pan,
+                                    self.card.psn, tags)
+        if first and cid == CID_ARQC:
+            self._arqc = ac
         body = (
             tlv.encode_tlv(0x9F27, bytes([cid]))
             + tlv.encode_tlv(0x9F36, atc)
@@ -537,6 +572,29 @@ class VirtualCard:
         if not first or cid != CID_ARQC:
             self._gac_count = 2  # the transaction is over
         return tlv.encode_tlv(0x77, body), SW_OK
+
+    def _check_arpc(self, data: bytes) -> emv.IssuerAuthentication:
+        if self._arqc is None:
+            return emv.IssuerAuthentication(False, False)
+        return emv.check_issuer_authentication(
+            self.profile, self.card.imk_ac, self.card.pan, self.card.psn,
+            self.atc.to_bytes(2, "big"), self._arqc, data)
+
+    # --- EXTERNAL AUTHENTICATE -----------------------------------------------------
+    def _external_authenticate(self, cmd: _Command) -> tuple[bytes, int]:
+        """Issuer authentication data (tag 91's value) between the two GENERATE ACs.
+
+        Once per transaction, only after an ARQC; 6300 when the ARPC is not the
+        issuer's (the second GENERATE AC then gives an AAC).
+        """
+        if cmd.p1 or cmd.p2:
+            return b"", SW_BAD_P1P2
+        if not 8 <= len(cmd.data) <= 16:
+            return b"", SW_WRONG_LENGTH
+        if self._gac_count != 1 or self._arqc is None or self._issuer_auth is not None:
+            return b"", SW_CONDITIONS
+        self._issuer_auth = self._check_arpc(cmd.data)
+        return b"", SW_OK if self._issuer_auth.authentic else SW_AUTHENTICATION_FAILED
 
     # --- GET DATA -------------------------------------------------------------------
     def _get_data(self, cmd: _Command) -> tuple[bytes, int]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Mapping
 
+from emulator.catalogue import TestCard
+from iso8583 import tlv
 from iso8583.crypto import emv, pinblock, signon
 from iso8583.crypto.message_mac import apply_mac, message_mac, received_mac_ok, uses_x919
 from iso8583.errors import Iso8583Error
@@ -74,21 +76,80 @@ def compute_arqc(imk: bytes, pan: str, psn: str, tags: Mapping[int, bytes]) -> b
 
 
 def arqc_matches(imk: bytes, pan: str, psn: str, tags: Mapping[int, bytes]) -> bool:
-    """True when tag 9F26 in ``tags`` is the right ARQC for the card."""
+    """True when tag 9F26 in ``tags`` is the cryptogram of the CVN its 9F10 names.
+
+    Any known CVN whose byte sits where its scheme puts it (the layouts do not
+    overlap); :func:`card_arqc_matches` also holds the CVN to the card's scheme.
+    """
     arqc = tags.get(0x9F26)
-    if arqc is None:
+    iad = tags.get(0x9F10)
+    if arqc is None or iad is None:
         return False
-    try:
-        return emv.verify_arqc(imk, pan, psn, tags, arqc)
-    except Iso8583Error:
-        return False
+    return any(emv.verify_cryptogram(p, imk, pan, psn, tags, arqc)
+               for p in emv.CVNS.values()
+               if len(iad) > p.cvn_offset and iad[p.cvn_offset] == p.cvn)
 
 
 AC_INPUT_TAGS = emv.AC_INPUT_TAGS
 
 
+def card_profile(card: TestCard, tags: Mapping[int, bytes]) -> emv.CvnProfile | None:
+    """The CVN the card's 9F10 names, among its scheme's; None when there is none.
+
+    The issuer keys cards of a range under one IMK and accepts each CVN of the
+    scheme the IAD names (a range reissued from Visa CVN 10 to 18 has both).
+    """
+    iad = tags.get(0x9F10)
+    if iad is None:
+        return None
+    return emv.profile_for_iad(card.scheme, iad)
+
+
+def card_arqc_matches(card: TestCard, tags: Mapping[int, bytes]) -> bool:
+    """True when tag 9F26 is the cryptogram of the CVN the card's 9F10 names."""
+    arqc = tags.get(0x9F26)
+    profile = card_profile(card, tags)
+    if arqc is None or profile is None:
+        return False
+    return emv.verify_cryptogram(profile, card.imk_ac, card.pan, card.psn, tags, arqc)
+
+
+def card_cryptogram(card: TestCard, tags: Mapping[int, bytes]) -> bytes:
+    """The cryptogram the card computes over ``tags`` (9F10 included) by its catalogue CVN."""
+    return emv.compute_cryptogram(emv.cvn_profile(card.cvn), card.imk_ac, card.pan, card.psn,
+                                  tags)
+
+
+def card_iad(card: TestCard) -> bytes:
+    """9F10 of the card's first GENERATE AC answering an ARQC."""
+    return emv.build_iad(emv.cvn_profile(card.cvn), emv.ARQC)
+
+
+def issuer_answer_f55(card: TestCard, f55: object, response_code: str) -> bytes | None:
+    """F55 of the answer to a chip request: tag 91 by the method of the card's CVN.
+
+    None when the request carried no ARQC that verifies (there is nothing to
+    answer a cryptogram with) or the answer is a format/MAC error.
+    """
+    if not isinstance(f55, bytes) or response_code in ("30", "A0"):
+        return None
+    try:
+        tags = tlv.decode_flat(f55)
+    except Iso8583Error:
+        return None
+    profile = card_profile(card, tags)
+    atc, arqc = tags.get(0x9F36), tags.get(0x9F26)
+    if profile is None or atc is None or arqc is None or not card_arqc_matches(card, tags):
+        return None
+    data = emv.issuer_authentication_data(profile, card.imk_ac, card.pan, card.psn, atc, arqc,
+                                          response_code=response_code)
+    return tlv.encode_tlv(0x91, data)
+
+
 __all__ = [
-    "AC_INPUT_TAGS", "SIGNON_FORMS", "WorkingKeys", "apply_mac", "arqc_matches", "compute_arqc",
-    "encrypt_pin", "message_mac", "new_working_keys", "pin_matches", "received_mac_ok",
+    "AC_INPUT_TAGS", "SIGNON_FORMS", "WorkingKeys", "apply_mac", "arqc_matches",
+    "card_arqc_matches", "card_cryptogram", "card_iad", "card_profile", "compute_arqc",
+    "encrypt_pin",
+    "issuer_answer_f55", "message_mac", "new_working_keys", "pin_matches", "received_mac_ok",
     "unwrap_keys", "uses_x919", "wrap_keys",
 ]

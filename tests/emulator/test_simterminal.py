@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from emulator.catalogue import card_by_name
 from emulator.host.errors import NotSignedOnError, ResponseError, ResponseMacError
+from emulator.host.security import card_arqc_matches
 from emulator.simterminal import STAN_MAX, Approved, SimTerminal
 from iso8583 import composite, tlv
-from iso8583.crypto import emv, pinblock
+from iso8583.crypto import pinblock
 from iso8583.settlement import HalfTotals, SettlementTotals, SettleResult
 from tests.emulator.host.harness import MID, NOW, TID, TMK, Lane, make_lane
 
@@ -54,7 +55,7 @@ def test_chip_sale_layout(lane: Lane) -> None:
 def test_chip_sale_carries_a_verifiable_arqc_and_counts_the_atc(lane: Lane) -> None:
     first = tlv.decode_flat(bytes(lane.term.sale(DEBIT, 500, pin="123456")[55]))  # type: ignore[arg-type]
     second = tlv.decode_flat(bytes(lane.term.sale(DEBIT, 500, pin="123456")[55]))  # type: ignore[arg-type]
-    assert emv.verify_arqc(DEBIT.imk_ac, DEBIT.pan, DEBIT.psn, first, first[0x9F26])
+    assert card_arqc_matches(DEBIT, first)
     assert first[0x9F02] == bytes.fromhex("000000000500")
     assert int.from_bytes(second[0x9F36]) == int.from_bytes(first[0x9F36]) + 1
     assert first[0x9F26] != second[0x9F26]

@@ -205,14 +205,16 @@ def test_gpo_paths() -> None:
     assert sw == 0x9000
     assert data[0] == 0x77
     answer = flat(data)
-    assert answer[0x82] == bytes.fromhex("1800")
+    assert answer[0x82] == bytes.fromhex("1C00")  # UnionPay CVN 01: issuer authentication
     assert answer[0x94] == AFL
 
 
 def test_gpo_contactless_aip() -> None:
     card = powered(contactless=True)
     ready(card)
-    assert card.aip == bytes.fromhex("1880")
+    assert card.aip == bytes.fromhex("1C80")
+    visa = powered("visa-credit", contactless=True)  # CVN 18: the ARPC rides in CDOL2
+    assert visa.aip == bytes.fromhex("1880")
 
 
 def records(card: VirtualCard) -> dict[int, bytes]:
@@ -247,7 +249,8 @@ def test_records_carry_the_catalogue_data(test_card: CatalogueCard) -> None:
     assert tags[0x8C] == CDOL1
     assert [t for t, _ in tlv.decode_dol(tags[0x8C])] == [
         0x9F02, 0x9F03, 0x9F1A, 0x95, 0x5F2A, 0x9A, 0x9C, 0x9F37]
-    assert tags[0x8D] == CDOL2
+    assert tags[0x8D] == card.cdol2
+    assert tags[0x8D].endswith(CDOL2)
     for tag in (0x9F08, 0x5F28, 0x9F07, 0x8E):
         assert tag in tags
     cvm = tags[0x8E]
@@ -280,7 +283,28 @@ def cryptogram_ok(card: VirtualCard, answer: dict[int, bytes], sent: dict[int, b
     tags = {t: sent[t] for t in emv.AC_INPUT_TAGS if t in sent}
     tags[0x82] = card.aip
     tags[0x9F36] = answer[0x9F36]
-    return emv.verify_arqc(card.card.imk_ac, card.card.pan, card.card.psn, tags, answer[0x9F26])
+    tags[0x9F10] = answer[0x9F10]
+    profile = emv.profile_for_iad(card.card.scheme, answer[0x9F10])
+    assert profile is not None and profile.key == card.card.cvn
+    return emv.verify_cryptogram(profile, card.card.imk_ac, card.card.pan, card.card.psn, tags,
+                                 answer[0x9F26])
+
+
+def issuer_auth(card: VirtualCard, arqc: bytes, code: str = "00") -> bytes:
+    """Tag 91's value as the host answers the card's ARQC."""
+    c = card.card
+    return emv.issuer_authentication_data(card.profile, c.imk_ac, c.pan, c.psn,
+                                          card.atc.to_bytes(2, "big"), arqc, response_code=code)
+
+
+def second_ac(card: VirtualCard, p1: int, arpc: bytes | None, code: str = "00") -> bytes:
+    """The second GENERATE AC with the ARPC where this card's CVN takes it."""
+    overrides: dict[int, bytes] = {0x8A: code.encode()}
+    if card.profile.issuer_auth == "cdol2":
+        overrides[0x91] = arpc if arpc is not None else bytes(card.profile.tag91_length)
+    elif arpc is not None:
+        run(card, apdu(0x00, 0x82, 0, 0, arpc))
+    return generate_ac(p1, card.cdol2, overrides)
 
 
 def test_generate_ac_before_gpo_is_refused() -> None:
@@ -300,7 +324,8 @@ def test_arqc_verifies_against_the_issuer_key() -> None:
     assert answer[0x9F27] == b"\x80"
     assert answer[0x9F36] == b"\x00\x01"
     assert len(answer[0x9F26]) == 8
-    assert len(answer[0x9F10]) == 8
+    assert len(answer[0x9F10]) == 19  # 07 DKI CVN CVR(4) alg + 0A issuer discretionary data
+    assert answer[0x9F10][2] == 0x01 and answer[0x9F10][4] == 0xA0  # CVN 01, first AC ARQC
     assert cryptogram_ok(card, answer, TERMINAL)
     assert not cryptogram_ok(card, answer, {**TERMINAL, 0x9F02: bytes.fromhex("000000012346")})
 
@@ -314,22 +339,53 @@ def test_refund_asks_aac() -> None:
     assert run(card, generate_ac(0x40, CDOL2))[1] == 0x6985  # the transaction is over
 
 
-def test_tc_request_goes_online_then_second_generate_ac() -> None:
-    card = powered()
+@pytest.mark.parametrize("name", ["cup-debit", "visa-credit", "mastercard"])
+def test_tc_request_goes_online_then_second_generate_ac(name: str) -> None:
+    card = powered(name)
     ready(card)
     first = flat(run(card, generate_ac(0x40))[0])
     assert first[0x9F27] == b"\x80"  # never approved offline
-    assert run(card, generate_ac(0x80, CDOL2))[1] == 0x6A86  # no ARQC in the second
-    second = flat(run(card, generate_ac(0x40, CDOL2))[0])
+    assert cryptogram_ok(card, first, TERMINAL)
+    assert run(card, generate_ac(0x80, card.cdol2))[1] == 0x6A86  # no ARQC in the second
+    second = flat(run(card, second_ac(card, 0x40, issuer_auth(card, first[0x9F26])))[0])
     assert second[0x9F27] == b"\x40"
-    assert second[0x9F36] == b"\x00\x02"
-    assert run(card, generate_ac(0x40, CDOL2))[1] == 0x6985
+    assert second[0x9F36] == b"\x00\x01"  # the transaction's ATC, as the ARPC is keyed on it
+    assert cryptogram_ok(card, second, TERMINAL)
+    assert emv.iad_cvr(card.profile, second[0x9F10]) != emv.iad_cvr(card.profile, first[0x9F10])
+    assert run(card, generate_ac(0x40, card.cdol2))[1] == 0x6985
+
+
+@pytest.mark.parametrize("name", ["cup-debit", "visa-credit", "mastercard"])
+@pytest.mark.parametrize("fault", ["no-arpc", "corrupt", "declined"])
+def test_second_generate_ac_without_a_good_approving_arpc_gives_aac(name: str, fault: str) -> None:
+    card = powered(name)
+    ready(card)
+    arqc = flat(run(card, generate_ac(0x80))[0])[0x9F26]
+    good = issuer_auth(card, arqc, "05" if fault == "declined" else "00")
+    arpc = {"no-arpc": None, "corrupt": bytes([good[0] ^ 0x80]) + good[1:],
+            "declined": good}[fault]
+    answer = flat(run(card, second_ac(card, 0x40, arpc))[0])
+    assert answer[0x9F27] == b"\x00"
+
+
+def test_external_authenticate_paths() -> None:
+    card = powered()
+    ready(card)
+    assert run(card, apdu(0x00, 0x82, 0, 0, bytes(10)))[1] == 0x6985  # before any ARQC
+    arqc = flat(run(card, generate_ac(0x80))[0])[0x9F26]
+    assert run(card, apdu(0x00, 0x82, 1, 0, bytes(10)))[1] == 0x6A86
+    assert run(card, apdu(0x00, 0x82, 0, 0, bytes(4)))[1] == 0x6700
+    assert run(card, apdu(0x00, 0x82, 0, 0, bytes(10)))[1] == 0x6300  # not the issuer's
+    assert run(card, apdu(0x00, 0x82, 0, 0, issuer_auth(card, arqc)))[1] == 0x6985  # once
+    answer = flat(run(card, generate_ac(0x40, CDOL2))[0])
+    assert answer[0x9F27] == b"\x00"
 
 
 def test_second_generate_ac_declined_by_issuer_gives_aac() -> None:
     card = powered()
     ready(card)
-    run(card, generate_ac(0x80))
+    arqc = flat(run(card, generate_ac(0x80))[0])[0x9F26]
+    run(card, apdu(0x00, 0x82, 0, 0, issuer_auth(card, arqc)))
     answer = flat(run(card, generate_ac(0x40, CDOL2, {0x8A: b"05"}))[0])
     assert answer[0x9F27] == b"\x00"
 
