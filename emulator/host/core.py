@@ -499,6 +499,10 @@ class AcquirerHost:
                 ctx.auth = self._auth_code(ctx.rrn)
                 extra[38] = ctx.auth
         extra.update(ctx.extra)
+        if ctx.kind == "sale" and ctx.card is not None:  # ARPC (tag 91) for a chip sale
+            f55 = security.issuer_answer_f55(ctx.card, ctx.msg.get(55), code)
+            if f55 is not None:
+                extra[55] = f55
         resp = self._maced(ctx.term, ctx.msg, code, ctx.now, extra)
         stored_fields = {k: v for k, v in resp.fields.items() if k not in (2, self._mac_field)}
         card = ctx.card
