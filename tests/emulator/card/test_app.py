@@ -285,7 +285,8 @@ def cryptogram_ok(card: VirtualCard, answer: dict[int, bytes], sent: dict[int, b
     tags[0x9F36] = answer[0x9F36]
     tags[0x9F10] = answer[0x9F10]
     profile = emv.profile_for_iad(card.card.scheme, answer[0x9F10])
-    assert profile is not None and profile.key == card.card.cvn
+    assert profile is not None
+    assert profile.key == card.card.cvn
     return emv.verify_cryptogram(profile, card.card.imk_ac, card.card.pan, card.card.psn, tags,
                                  answer[0x9F26])
 
@@ -325,7 +326,8 @@ def test_arqc_verifies_against_the_issuer_key() -> None:
     assert answer[0x9F36] == b"\x00\x01"
     assert len(answer[0x9F26]) == 8
     assert len(answer[0x9F10]) == 19  # 07 DKI CVN CVR(4) alg + 0A issuer discretionary data
-    assert answer[0x9F10][2] == 0x01 and answer[0x9F10][4] == 0xA0  # CVN 01, first AC ARQC
+    assert answer[0x9F10][2] == 0x01
+    assert answer[0x9F10][4] == 0xA0
     assert cryptogram_ok(card, answer, TERMINAL)
     assert not cryptogram_ok(card, answer, {**TERMINAL, 0x9F02: bytes.fromhex("000000012346")})
 
