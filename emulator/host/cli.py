@@ -5,8 +5,11 @@ sub-command to :func:`terminal_main` or :func:`ledger_main`.  Bad input never
 ends in a traceback: one line on stderr and exit code 2.  PANs are shown masked
 and a TMK only with ``--reveal`` (otherwise its check value).
 
-Terminals are written straight into the ledger file; add them before starting
-``pos-emulator serve`` on the same ledger (a running host reads terminals at start).
+Terminals are written straight into the ledger file. A ``pos-emulator serve``
+running on the same ledger sees an added, removed or re-keyed terminal with its
+next request (it watches the file's ``PRAGMA data_version`` and re-reads the
+terminal rows when another connection committed; see
+``SqliteLedgerStore.changed_terminals``). A re-keyed terminal must sign on again.
 """
 
 from __future__ import annotations
@@ -18,9 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from emulator.host.core import AcquirerHost
 from emulator.host.errors import HostError
-from emulator.host.ledger import LedgerSnapshot, SqliteLedgerStore, TransactionRow, key_text
+from emulator.host.ledger import (
+    LedgerSnapshot,
+    SqliteLedgerStore,
+    TransactionRow,
+    key_text,
+    provisioned,
+    removed_row,
+)
 from emulator.host.terminals import (
     DEMO_MID,
     DEMO_TID,
@@ -75,6 +84,13 @@ def _terminal_parser() -> _Parser:
     add.add_argument("--demo", action="store_true",
                      help=f"the demo terminal {DEMO_TID} / {DEMO_MID} with the published test TMK")
     _ledger_arg(add)
+    remove = sub.add_parser("remove", help="remove a terminal (the host answers it 03)")
+    remove.add_argument("--tid", required=True, help="terminal id, 8 characters")
+    _ledger_arg(remove)
+    rekey = sub.add_parser("rekey", help="give a terminal a new TMK (it must sign on again)")
+    rekey.add_argument("--tid", required=True, help="terminal id, 8 characters")
+    rekey.add_argument("--tmk", help="new master key in hex (default: a random 16-byte key)")
+    _ledger_arg(rekey)
     listing = sub.add_parser("list", help="list provisioned terminals")
     listing.add_argument("--reveal", action="store_true", help="show TMKs in clear")
     listing.add_argument("--json", action="store_true")
@@ -83,12 +99,14 @@ def _terminal_parser() -> _Parser:
 
 
 def terminal_main(argv: Sequence[str]) -> int:
-    """``pos-emulator terminal add|list``; returns the exit code."""
+    """``pos-emulator terminal add|remove|rekey|list``; returns the exit code."""
     try:
         args = _terminal_parser().parse_args(list(argv))
         path: Path = args.ledger or default_ledger_path()
         if args.action == "add":
             return _terminal_add(args, path)
+        if args.action in ("remove", "rekey"):
+            return _terminal_change(args, path)
         return _terminal_list(args, path)
     except _UsageError as exc:
         return _fail(str(exc))
@@ -107,9 +125,8 @@ def _terminal_add(args: argparse.Namespace, path: Path) -> int:
                               "(or --demo)")
         tid, mid, tmk = check_tid(args.tid), check_mid(args.mid), parse_tmk(args.tmk)
     store = SqliteLedgerStore(path)
-    try:
-        host = AcquirerHost.from_store(store)
-        store.commit([host.provision(tid, mid, tmk)])
+    try:  # one row read and written: independent of the ledger's size
+        store.commit([provisioned(store.terminal(tid), tid, mid, tmk)])
     finally:
         store.close()
     print(f"terminal {tid} merchant {mid} added to {path} "
@@ -117,10 +134,32 @@ def _terminal_add(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
+def _terminal_change(args: argparse.Namespace, path: Path) -> int:
+    tid = check_tid(args.tid)
+    tmk = parse_tmk(args.tmk) if args.action == "rekey" else b""
+    store = SqliteLedgerStore(path)
+    try:
+        old = store.terminal(tid)
+        if old is None or old.removed:
+            return _fail(f"pos-emulator terminal {args.action}: no terminal {tid} in {path}")
+        if args.action == "remove":
+            store.commit([removed_row(old)])
+        else:
+            store.commit([provisioned(old, tid, old.mid, tmk)])
+    finally:
+        store.close()
+    if args.action == "remove":
+        print(f"terminal {tid} removed from {path}")
+    else:
+        print(f"terminal {tid} re-keyed in {path} (TMK check value "
+              f"{tdes_kcv(tmk).hex().upper()}); it must sign on again")
+    return 0
+
+
 def _terminal_list(args: argparse.Namespace, path: Path) -> int:
     snapshot = _open_snapshot(path)
     rows = []
-    for term in snapshot.terminals:
+    for term in (t for t in snapshot.terminals if not t.removed):
         tmk = bytes.fromhex(term.tmk)
         row: dict[str, object] = {
             "tid": term.tid, "mid": term.mid, "batch": term.batch,

@@ -46,11 +46,14 @@ from emulator.host.ledger import (
     LedgerSnapshot,
     LedgerStore,
     TerminalRow,
+    TerminalSource,
     TransactionRow,
     TxnKey,
     UploadRow,
     key_text,
     parse_key,
+    provisioned,
+    removed_row,
     response_fields,
     response_json,
 )
@@ -141,6 +144,7 @@ class AcquirerHost:
 
     def __init__(self, dialect: Dialect | str = "cup", *,
                  snapshot: LedgerSnapshot | None = None,
+                 terminal_source: TerminalSource | None = None,
                  random_bytes: Callable[[int], bytes] = secrets.token_bytes,
                  cards: Iterable[TestCard] = CARDS) -> None:
         self.dialect = get_dialect(dialect) if isinstance(dialect, str) else dialect
@@ -161,13 +165,16 @@ class AcquirerHost:
         self._rrn_seq = 0
         snap = snapshot if snapshot is not None else LedgerSnapshot(secrets.token_bytes(32))
         self._secret = snap.secret
+        self._terminal_source = terminal_source
         self._restore(snap)
 
     @classmethod
     def from_store(cls, store: LedgerStore, dialect: Dialect | str = "cup", *,
                    random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> AcquirerHost:
         """A host rebuilt from everything ``store`` holds."""
-        return cls(dialect, snapshot=store.load(), random_bytes=random_bytes)
+        source = store if isinstance(store, TerminalSource) else None
+        return cls(dialect, snapshot=store.load(), random_bytes=random_bytes,
+                   terminal_source=source)
 
     # --- state ---------------------------------------------------------------
     def _restore(self, snap: LedgerSnapshot) -> None:
@@ -230,21 +237,45 @@ class AcquirerHost:
         return hmac.new(self._secret, pan.encode(), hashlib.sha256).hexdigest()[:32]
 
     def provision(self, tid: str, mid: str, tmk: bytes) -> TerminalRow:
-        """Add or replace a terminal; returns the record to commit."""
-        row = TerminalRow(tid, mid, tmk.hex().upper())
+        """Add or replace (re-key) a terminal, signed off; returns the record to commit."""
         old = self._terminals.get(tid)
-        if old is not None:
-            row = replace(row, batch=old.row.batch)
+        row = provisioned(old.row if old is not None else None, tid, mid, tmk)
         self._terminals[tid] = _Terminal(row, None, old.settled if old else set())
         return row
 
+    def remove(self, tid: str) -> TerminalRow | None:
+        """Remove a terminal (it is answered 03 from now on); the tombstone to commit."""
+        old = self._terminals.get(tid)
+        if old is None or old.row.removed:
+            return None
+        old.row, old.keys = removed_row(old.row), None
+        return old.row
+
+    def refresh_terminals(self) -> None:
+        """Take in terminals another process added, removed or re-keyed (see TerminalSource).
+
+        A row whose generation is newer than the host's replaces it (and its working
+        keys: a re-keyed terminal must sign on again); rows of the same generation
+        are the host's own writes, possibly older than what it holds, and are ignored.
+        """
+        if self._terminal_source is None:
+            return
+        rows = self._terminal_source.changed_terminals()
+        for row in rows or ():
+            term = self._terminals.get(row.tid)
+            if term is None:
+                self._terminals[row.tid] = _Terminal(row, None if row.removed else _keys_of(row))
+            elif row.generation > term.row.generation:
+                term.row, term.keys = row, None if row.removed else _keys_of(row)
+
     def terminals(self) -> list[TerminalRow]:
-        return [t.row for t in self._terminals.values()]
+        """The terminals provisioned now (removed ones left out)."""
+        return [t.row for t in self._terminals.values() if not t.row.removed]
 
     def terminal(self, tid: str) -> TerminalRow | None:
         """The provisioned terminal ``tid`` as the host knows it now, or None."""
         term = self._terminals.get(tid)
-        return term.row if term is not None else None
+        return term.row if term is not None and not term.row.removed else None
 
     def transactions(self) -> list[TransactionRow]:
         """Every stored transaction row, in booking order."""
@@ -307,8 +338,9 @@ class AcquirerHost:
     # --- routing ---------------------------------------------------------------
     def _dispatch(self, msg: Message, body: bytes, now: datetime) -> _Plain:
         tid, mid = msg.tid, msg.mid
+        self.refresh_terminals()
         term = self._terminals.get(tid or "")
-        if term is None or term.row.mid != mid:
+        if term is None or term.row.removed or term.row.mid != mid:
             if not msg.is_request:
                 return _Plain(None, True)
             return _Plain(self._unmaced(msg, codes.INVALID_MERCHANT, now), True)

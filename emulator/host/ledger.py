@@ -23,16 +23,23 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from emulator.host.errors import LedgerError
 
 
 @dataclass(frozen=True)
 class TerminalRow:
-    """A provisioned terminal and its current working keys (hex, empty when signed off)."""
+    """A provisioned terminal and its current working keys (hex, empty when signed off).
+
+    ``generation`` counts provisioning changes (add, re-key, remove): a write of
+    this row only lands when its generation is not older than the stored one,
+    so a host committing a sign-on under the old TMK cannot undo a re-key made
+    meanwhile with ``pos-emulator terminal``. ``removed`` is a tombstone (a
+    removed terminal is answered 03, and a late write cannot bring it back).
+    """
 
     tid: str
     mid: str
@@ -42,6 +49,8 @@ class TerminalRow:
     tdk: str = field(default="", repr=False)
     batch: str = "000001"
     signed_on: bool = False
+    generation: int = 0
+    removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,32 @@ class LedgerStore(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class TerminalSource(Protocol):
+    """Where a running host learns of terminals provisioned by another process.
+
+    ``changed_terminals()`` is called before every request: it must be cheap when
+    nothing changed (return None) and return every terminal row (removed ones
+    included) when something may have.
+    """
+
+    def changed_terminals(self) -> Sequence[TerminalRow] | None: ...
+
+
+def provisioned(old: TerminalRow | None, tid: str, mid: str, tmk: bytes) -> TerminalRow:
+    """The row that adds ``tid`` or replaces its MID/TMK: signed off, batch kept, generation+1."""
+    row = TerminalRow(tid, mid, tmk.hex().upper())
+    if old is None:
+        return replace(row, generation=1)
+    return replace(row, batch=old.batch, generation=old.generation + 1)
+
+
+def removed_row(old: TerminalRow) -> TerminalRow:
+    """The tombstone of a removed terminal (keys dropped, generation+1)."""
+    return replace(old, pik="", mak="", tdk="", signed_on=False, removed=True,
+                   generation=old.generation + 1)
+
+
 class MemoryLedgerStore:
     """A non-durable store for tests and throwaway runs (same semantics as SQLite)."""
 
@@ -160,7 +195,9 @@ class MemoryLedgerStore:
     def commit(self, records: Sequence[LedgerRecord]) -> None:
         for record in records:
             if isinstance(record, TerminalRow):
-                self._terminals[record.tid] = record
+                old = self._terminals.get(record.tid)
+                if old is None or record.generation >= old.generation:
+                    self._terminals[record.tid] = record
             elif isinstance(record, TransactionRow):
                 self._txns[record.key] = record
             elif isinstance(record, BatchRow):
@@ -186,7 +223,9 @@ CREATE TABLE IF NOT EXISTS terminals (
     mak TEXT NOT NULL DEFAULT '',
     tdk TEXT NOT NULL DEFAULT '',
     batch TEXT NOT NULL,
-    signed_on INTEGER NOT NULL DEFAULT 0
+    signed_on INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,
+    removed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS transactions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -281,10 +320,19 @@ class SqliteLedgerStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(terminals)")}
+            for name in ("generation", "removed"):  # ledgers made before live provisioning
+                if name not in columns:
+                    self._db.execute(
+                        f"ALTER TABLE terminals ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
+            self._db.executescript(_PROVISIONING_TRIGGERS)
             self._secret = self._load_secret()
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._watch: sqlite3.Connection | None = None
+        self._data_version = 0
+        self._seen_version = 0
 
     def _load_secret(self) -> bytes:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'pan_key'").fetchone()
@@ -300,10 +348,7 @@ class SqliteLedgerStore:
         with self._lock:
             try:
                 db = self._db
-                terminals = tuple(
-                    TerminalRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
-                    for r in db.execute("SELECT tid, mid, tmk, pik, mak, tdk, batch, signed_on "
-                                        "FROM terminals ORDER BY tid"))
+                terminals = _terminal_rows(db)
                 txns = tuple(
                     TransactionRow(*r) for r in db.execute(_TXN_SELECT))
                 batches = tuple(
@@ -354,14 +399,7 @@ class SqliteLedgerStore:
                     "status = excluded.status",
                     (key_text(record.key), record.original, record.amount or 0, record.status)))
         elif isinstance(record, TerminalRow):
-            out.append((
-                "INSERT INTO terminals (tid, mid, tmk, pik, mak, tdk, batch, signed_on) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tid) DO UPDATE SET "
-                "mid = excluded.mid, tmk = excluded.tmk, pik = excluded.pik, "
-                "mak = excluded.mak, tdk = excluded.tdk, batch = excluded.batch, "
-                "signed_on = excluded.signed_on",
-                (record.tid, record.mid, record.tmk, record.pik, record.mak, record.tdk,
-                 record.batch, int(record.signed_on))))
+            out.append((_TERMINAL_UPSERT, _terminal_params(record)))
         elif isinstance(record, BatchRow):
             out.append((
                 "INSERT INTO batches (tid, batch, settled, host_totals, terminal_totals, "
@@ -380,9 +418,90 @@ class SqliteLedgerStore:
         return out
 
 
+    def terminal(self, tid: str) -> TerminalRow | None:
+        """One terminal row as stored (removed ones included), or None."""
+        with self._lock:
+            rows = _terminal_rows(self._db, tid)
+        return rows[0] if rows else None
+
+    def changed_terminals(self) -> tuple[TerminalRow, ...] | None:
+        """Every terminal row when a terminal was provisioned since the last call, else None.
+
+        Two cheap checks before every request: ``PRAGMA data_version`` on a
+        connection of its own (it changes when any other connection, this store's
+        writer included, committed; it reads no page), and only then the
+        ``terminals_version`` counter that triggers bump whenever a terminal row
+        is inserted or its generation changes (add, re-key, remove: sign-ons and
+        batches do not count). Only when that moved are the terminal rows read.
+        """
+        try:
+            if self._watch is None:
+                self._watch = sqlite3.connect(self.path, isolation_level=None,
+                                              check_same_thread=False, timeout=30.0)
+                self._data_version = self._pragma_version()
+                self._seen_version = self._terminals_version()
+                return None
+            data_version = self._pragma_version()
+            if data_version == self._data_version:
+                return None
+            self._data_version = data_version
+            version = self._terminals_version()
+            if version == self._seen_version:
+                return None
+            self._seen_version = version
+            return _terminal_rows(self._watch)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read terminals from {self.path}: {exc}") from exc
+
+    def _pragma_version(self) -> int:
+        assert self._watch is not None
+        return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
+    def _terminals_version(self) -> int:
+        assert self._watch is not None
+        row = self._watch.execute(
+            "SELECT value FROM meta WHERE name = 'terminals_version'").fetchone()
+        return int(row[0]) if row is not None else 0
+
     def close(self) -> None:
         with self._lock:
+            if self._watch is not None:
+                self._watch.close()
             self._db.close()
+
+
+_PROVISIONING_TRIGGERS = """
+INSERT OR IGNORE INTO meta (name, value) VALUES ('terminals_version', 0);
+CREATE TRIGGER IF NOT EXISTS terminals_added AFTER INSERT ON terminals BEGIN
+    UPDATE meta SET value = value + 1 WHERE name = 'terminals_version';
+END;
+CREATE TRIGGER IF NOT EXISTS terminals_provisioned AFTER UPDATE OF generation ON terminals
+WHEN NEW.generation <> OLD.generation BEGIN
+    UPDATE meta SET value = value + 1 WHERE name = 'terminals_version';
+END;
+"""
+
+_TERMINAL_UPSERT = (
+    "INSERT INTO terminals (tid, mid, tmk, pik, mak, tdk, batch, signed_on, generation, removed) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tid) DO UPDATE SET "
+    "mid = excluded.mid, tmk = excluded.tmk, pik = excluded.pik, "
+    "mak = excluded.mak, tdk = excluded.tdk, batch = excluded.batch, "
+    "signed_on = excluded.signed_on, generation = excluded.generation, "
+    "removed = excluded.removed WHERE excluded.generation >= terminals.generation")
+
+
+def _terminal_params(record: TerminalRow) -> tuple[object, ...]:
+    return (record.tid, record.mid, record.tmk, record.pik, record.mak, record.tdk,
+            record.batch, int(record.signed_on), record.generation, int(record.removed))
+
+
+def _terminal_rows(db: sqlite3.Connection, tid: str | None = None) -> tuple[TerminalRow, ...]:
+    sql = ("SELECT tid, mid, tmk, pik, mak, tdk, batch, signed_on, generation, removed "
+           "FROM terminals")
+    cursor = (db.execute(sql + " WHERE tid = ?", (tid,)) if tid is not None
+              else db.execute(sql + " ORDER BY tid"))
+    return tuple(TerminalRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), int(r[8]),
+                             bool(r[9])) for r in cursor)
 
 
 def response_json(mti: str, fields: dict[int, str | bytes]) -> str:
