@@ -11,6 +11,7 @@ from emulator.catalogue import CARDS, CardStatus, card_by_name
 from emulator.catalogue import TestCard as Card
 from emulator.host import AcquirerHost, MemoryLedgerStore, TransactionRow, security
 from emulator.host.codes import MAGIC_AMOUNTS
+from emulator.host.ledger import LedgerStore
 from emulator.simterminal import Approved, Declined, SimTerminal
 from iso8583 import composite, tlv
 from iso8583.message import Message
@@ -22,8 +23,9 @@ PIN = "123456"
 
 
 @pytest.fixture
-def lane() -> Lane:
-    return make_lane()
+def lane(ledger_store: LedgerStore) -> Lane:
+    """A signed-on lane over each ledger backend (memory, SQLite, PostgreSQL: conftest)."""
+    return make_lane(store=ledger_store)
 
 
 def approved_sale(lane: Lane, amount: int = 10_000, card: Card = DEBIT,
