@@ -32,6 +32,16 @@ Dialogue, in EMV Book 1/3 order:
    error (:class:`CryptogramError`). A contactless card that puts its
    cryptogram in the GPO answer (qPBOC / qVSDC) is not asked again.
 
+**Completion** (:meth:`EmvKernel.complete`), after the host answered an
+ARQC, with the card still in the reader: the issuer authentication data (F55
+tag 91) goes to the card by EXTERNAL AUTHENTICATE when the AIP says "issuer
+authentication supported" and CDOL2 does not ask for tag 91 itself, else
+inside the second GENERATE AC's CDOL2 data; the second GENERATE AC asks for a
+TC when the host approved and an AAC otherwise, with 8A = the host's response
+code (``Z3`` when it never answered). The card decides: a TC only if the ARPC
+is the issuer's and approves. An AAC after a host approval means the sale must
+be reversed (F39 ``06``/``96`` per the dialect's rules).
+
 Status words: 61xx is followed by GET RESPONSE and 6Cxx by the same command
 with Le = xx here in the kernel (so it works over a transport that passes them
 up), at most ``TerminalConfig.max_chained`` times per command.
@@ -364,6 +374,33 @@ class EmvKernel:
         return _Dialogue(transport, self.config, txn).run()
 
 
+    def complete(self, transport: CardTransport, read: CardReadResult, *,
+                 issuer_auth_data: bytes | None, approved: bool,
+                 response_code: str | None = None) -> Cryptogram:
+        """Second GENERATE AC after the host's answer to the ARQC of ``read``.
+
+        ``issuer_auth_data`` is the value of tag 91 from the answer's F55 (None
+        when the answer had none); ``approved`` whether the host approved;
+        ``response_code`` the answer's F39, sent as 8A (default ``00`` when
+        ``approved``, else ``Z3`` "unable to go online", for a host that never
+        answered: ``approved=False, response_code=None, issuer_auth_data=None``).
+        Returns the card's TC or AAC; raises :class:`CryptogramError` for an
+        ARQC, or a TC the terminal did not ask for, and
+        :class:`~drivers.errors.CardError` for refusals (e.g. the card was reset
+        between the two commands: 6985).
+        """
+        if read.cryptogram is None or read.cryptogram.type is not CryptogramType.ARQC:
+            raise ValueError("complete() follows a read that ended with an ARQC")
+        if issuer_auth_data is not None and not 8 <= len(issuer_auth_data) <= 16:
+            raise CardDataError(f"issuer authentication data (91) of {len(issuer_auth_data)} "
+                                "bytes; EMV allows 8 to 16")
+        arc = response_code if response_code is not None else ("00" if approved else "Z3")
+        if len(arc) != 2 or not arc.isascii():
+            raise ValueError(f"response code must be 2 ASCII characters, not {arc!r}")
+        return _Dialogue.for_completion(transport, self.config, read).second_generate_ac(
+            issuer_auth_data, approved, arc.encode("ascii"))
+
+
 def read_card(transport: CardTransport, txn: TransactionData,
               config: TerminalConfig | None = None) -> CardReadResult:
     """One-shot form of :meth:`EmvKernel.read_card`."""
@@ -547,6 +584,18 @@ class _Dialogue:
         self.apdus = 0
         un = txn.unpredictable_number or secrets.token_bytes(4)
         self.terminal = self._terminal_tags(un)
+        self.card_tags: dict[int, bytes] = {}
+
+    @classmethod
+    def for_completion(cls, transport: CardTransport, config: TerminalConfig,
+                       read: CardReadResult) -> _Dialogue:
+        """A dialogue that continues ``read``: the terminal data it sent, the card's tags."""
+        un = read.tags.get(0x9F37, bytes(4))
+        dialogue = cls(transport, config, TransactionData(
+            read.transaction_type, 0, dt.date(2000, 1, 1), unpredictable_number=un))
+        dialogue.terminal = dict(read.tags)
+        dialogue.card_tags = dict(read.tags)
+        return dialogue
 
     # -- terminal data ---------------------------------------------------------
 
@@ -860,6 +909,55 @@ class _Dialogue:
             raise CardDataError(f"{what}: issuer application data (9F10) of {len(iad)} bytes")
         return Cryptogram(kind, cid[0], atc, ac, iad, requested)
 
+    def second_generate_ac(self, issuer_auth_data: bytes | None, approved: bool,
+                           arc: bytes) -> Cryptogram:
+        card = self.card_tags
+        cdol2 = card.get(0x8D)
+        if cdol2 is None:
+            raise CardDataError("card data without CDOL2 (8D): cannot complete the transaction")
+        try:
+            in_cdol2 = any(tag == 0x91 for tag, _ in tlv.decode_dol(cdol2))
+        except Iso8583Error as exc:
+            raise CardDataError(f"CDOL2 (8D) is malformed ({exc})") from None
+        tvr = bytearray(self.terminal.get(0x95, bytes(5)).ljust(5, b"\x00")[:5])
+        aip = card.get(0x82, b"\x00\x00")
+        if issuer_auth_data is not None and not in_cdol2 and aip[0] & 0x04:
+            _data, sw = self._exchange(_Apdu(0x00, 0x82, 0x00, 0x00, issuer_auth_data),
+                                       "EXTERNAL AUTHENTICATE")
+            if sw != _SW_OK:
+                log.info("EXTERNAL AUTHENTICATE answered %04X: issuer authentication failed", sw)
+                tvr[4] |= 0x40  # TVR byte 5 bit 7: issuer authentication failed
+        self.terminal[0x95] = bytes(tvr)
+        self.terminal[0x8A] = arc
+        if in_cdol2:
+            self.terminal[0x91] = issuer_auth_data or b""
+        want = CryptogramType.TC if approved else CryptogramType.AAC
+        data = self._dol_data(cdol2, card, "CDOL2 (8D)")
+        crypt = self._generate_ac(want, data)
+        if crypt.type is CryptogramType.ARQC:
+            raise CryptogramError("card answered ARQC to the second GENERATE AC")
+        if want is CryptogramType.AAC and crypt.type is CryptogramType.TC:
+            raise CryptogramError("card answered TC when asked for an AAC")
+        return crypt
+
+    def _generate_ac(self, want: CryptogramType, data: bytes) -> Cryptogram:
+        what = f"GENERATE AC {want.value}"
+        rdata, sw = self._exchange(_Apdu(0x80, 0xAE, want.p1, 0x00, data), what)
+        if sw != _SW_OK:
+            raise CardError(f"{what} answered {_sw(sw)}")
+        template = _single_template(rdata, what, (0x80, 0x77))
+        values: dict[int, bytes] = {}
+        if template.tag == 0x80:
+            v = template.value
+            if len(v) < 11:
+                raise CardDataError(f"{what}: format 1 answer of {len(v)} bytes")
+            values = {0x9F27: v[:1], 0x9F36: v[1:3], 0x9F26: v[3:11]}
+            if len(v) > 11:
+                values[0x9F10] = v[11:]
+        else:
+            _flatten(template.children, values, what, strict=True)
+        return self._cryptogram(values, what, want)
+
     def _gpo_cryptogram(self, card: Mapping[int, bytes]) -> Cryptogram | None:
         if 0x9F26 not in card:
             return None
@@ -876,22 +974,7 @@ class _Dialogue:
         if cdol1 is None:
             raise CardDataError("card data without CDOL1 (8C): cannot ask for a cryptogram")
         data = self._dol_data(cdol1, card, "CDOL1 (8C)")
-        what = f"GENERATE AC {want.value}"
-        rdata, sw = self._exchange(_Apdu(0x80, 0xAE, want.p1, 0x00, data), what)
-        if sw != _SW_OK:
-            raise CardError(f"{what} answered {_sw(sw)}")
-        template = _single_template(rdata, what, (0x80, 0x77))
-        values: dict[int, bytes] = {}
-        if template.tag == 0x80:
-            v = template.value
-            if len(v) < 11:
-                raise CardDataError(f"{what}: format 1 answer of {len(v)} bytes")
-            values = {0x9F27: v[:1], 0x9F36: v[1:3], 0x9F26: v[3:11]}
-            if len(v) > 11:
-                values[0x9F10] = v[11:]
-        else:
-            _flatten(template.children, values, what, strict=True)
-        crypt = self._cryptogram(values, what, want)
+        crypt = self._generate_ac(want, data)
         if want is CryptogramType.AAC and crypt.type is not CryptogramType.AAC:
             if crypt.type is CryptogramType.TC:
                 raise CryptogramError("card approved a refund offline (TC asked AAC)")
