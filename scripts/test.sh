@@ -4,6 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    # the ledger tests start a private cluster (tests/pgcluster.py); without it they skip
+    if [[ $(id -u) -eq 0 ]]; then
+        echo "== installing Debian's postgresql for the PostgreSQL ledger tests"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            postgresql >/dev/null || echo "== postgresql did not install: those tests skip" >&2
+        # Debian may start its own cluster on 127.0.0.1:5432; the tests need none of it
+        for version in /etc/postgresql/*; do
+            [ -d "$version/main" ] && pg_ctlcluster --force "$(basename "$version")" main stop \
+                >/dev/null 2>&1 || true
+        done
+    else
+        echo "== postgresql missing and not root: the PostgreSQL ledger tests will skip" >&2
+    fi
+fi
 if [[ " $* " == *browser* ]] && ! dpkg -s chromium chromium-driver >/dev/null 2>&1; then
     # the browser check drives Debian's chromium; a browser build is never downloaded
     if [[ $(id -u) -eq 0 ]]; then
