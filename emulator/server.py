@@ -57,6 +57,7 @@ from emulator.host.faults import (
     FaultAction,
     FaultKind,
     FaultPlan,
+    PayloadDialect,
     corrupt_reply,
     forced_answer,
     request_facts,
@@ -113,29 +114,10 @@ class Decoder(Protocol):
     def feed(self, data: bytes) -> list[bytes]: ...
 
 
-class _MessageLike(Protocol):
-    @property
-    def mti(self) -> str: ...
-
-    @property
-    def amount(self) -> int | None: ...
-
-    def get(self, number: int) -> str | bytes | None: ...
-
-    def __contains__(self, key: object) -> bool: ...
-
-
-class _FrameLike(Protocol):
-    @property
-    def message(self) -> _MessageLike: ...
-
-
-class ServerDialect(Protocol):
+class ServerDialect(PayloadDialect, Protocol):
     """The dialect operations the server uses (``iso8583.dialects.Dialect`` has them)."""
 
     def frame_decoder(self) -> Decoder: ...
-
-    def unpack_payload(self, payload: bytes) -> _FrameLike: ...
 
 
 # --- configuration and counters ---------------------------------------------------
