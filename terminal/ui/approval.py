@@ -9,6 +9,24 @@ from terminal.ui.base import PosScreen
 from terminal.ui.text import pick
 
 
+async def send_with_approval(screen: PosScreen,
+                             needed: Callable[[], Sequence[ApprovalReason]],
+                             send: Callable[[Approval | None], Awaitable[None]]) -> None:
+    """After the cashier confirms: ask the core what must be approved, then send.
+
+    The core decides (``needed``); a refusal to even ask is said on screen.
+    """
+    try:
+        reasons = needed()
+    except Exception as exc:  # said on screen
+        screen.say_error(exc)
+        return
+    if reasons:
+        await ask_approval(screen, reasons, send)
+    else:
+        await send(None)
+
+
 async def ask_approval(screen: PosScreen, reasons: Sequence[ApprovalReason],
                        then: Callable[[Approval | None], Awaitable[None]]) -> None:
     """Ask for a supervisor's password until it is right or the cashier presses Esc.

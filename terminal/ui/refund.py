@@ -18,7 +18,7 @@ from terminal.core.records import RefundReason, TxnRecord
 from terminal.core.rules import Refundable
 from terminal.core.till import Original, RefundQuote
 from terminal.ui import messages as msg
-from terminal.ui.approval import ask_approval
+from terminal.ui.approval import send_with_approval
 from terminal.ui.base import PosScreen
 from terminal.ui.result import ResultScreen
 from terminal.ui.text import reason_text
@@ -180,16 +180,9 @@ class RefundScreen(PosScreen):
         self.set_hint("confirm_hint")
 
     async def confirmed(self) -> None:
-        assert self.quote is not None
-        try:
-            needed = self.backend.refund_approvals(self.quote)
-        except Exception as exc:  # said on screen
-            self.say_error(exc)
-            return
-        if needed:
-            await ask_approval(self, needed, self.send)
-        else:
-            await self.send(None)
+        quote = self.quote
+        assert quote is not None
+        await send_with_approval(self, lambda: self.backend.refund_approvals(quote), self.send)
 
     # --- 5. send -------------------------------------------------------------------------
     async def send(self, approval: Approval | None) -> None:

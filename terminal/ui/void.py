@@ -9,7 +9,7 @@ from terminal.core.approvals import Approval
 from terminal.core.money import format_amount
 from terminal.core.till import VoidQuote
 from terminal.ui import messages as msg
-from terminal.ui.approval import ask_approval
+from terminal.ui.approval import send_with_approval
 from terminal.ui.base import PosScreen
 from terminal.ui.result import ResultScreen
 
@@ -50,16 +50,9 @@ class VoidScreen(PosScreen):
         self.set_hint("confirm_hint")
 
     async def confirmed(self) -> None:
-        assert self.quote is not None
-        try:
-            needed = self.backend.void_approvals(self.quote)
-        except Exception as exc:  # said on screen
-            self.say_error(exc)
-            return
-        if needed:
-            await ask_approval(self, needed, self.send)
-        else:
-            await self.send(None)
+        quote = self.quote
+        assert quote is not None
+        await send_with_approval(self, lambda: self.backend.void_approvals(quote), self.send)
 
     async def send(self, approval: Approval | None) -> None:
         quote = self.quote
