@@ -135,6 +135,9 @@ class ServerConfig:
     # Freezing the survivors each round keeps each collection to what is new
     # (~10 ms). Process-wide: only for a process that runs nothing but the host.
     gc_freeze_interval: float | None = None
+    # SO_REUSEPORT: several host processes (``serve --workers N``) listen on one
+    # port and the kernel spreads the connections over them.
+    reuse_port: bool = False
 
 
 @dataclass
@@ -492,7 +495,7 @@ class HostServer(Generic[R]):
                                              name="gc-freeze")
         self._server = await loop.create_server(
             lambda: _HostConnection(self), self.config.host, self.config.port,
-            reuse_address=True, backlog=1024)
+            reuse_address=True, reuse_port=self.config.reuse_port or None, backlog=1024)
         sockname = self._server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
         log.info("acquirer host listening on %s:%d", *self.address)
