@@ -11,8 +11,11 @@ its ledger (``<ledger>.admin.sock``, mode 0600) or, when told, on a TCP port on
     anything else                        -> {"ok": false, "error": "..."}
 
 ``pos-emulator faults add SPEC | clear | list | stats [--admin ADDR]`` is the
-client side (:func:`admin_request`). Addresses: ``unix:/path``, a path with a
-``/`` in it, ``tcp:127.0.0.1:5859``, ``127.0.0.1:5859`` or a bare port.
+client side (:func:`admin_request`). With ``serve --workers N`` the supervisor
+serves this channel and relays each request to every worker
+(:mod:`emulator.workers`): the answers then sum the workers' counters.
+Addresses: ``unix:/path``, a path with a ``/`` in it, ``tcp:127.0.0.1:5859``,
+``127.0.0.1:5859`` or a bare port.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,14 +108,32 @@ def admin_dispatch(plan: FaultPlan, stats: Callable[[], Mapping[str, object]],
     return {"ok": False, "error": f"unknown command {cmd!r}; use list, add, clear or stats"}
 
 
+#: answers one decoded admin request (a relay may need to wait for others)
+AdminHandler = Callable[[object], Awaitable[dict[str, object]]]
+
+
 class AdminServer:
-    """Serves :func:`admin_dispatch` as JSON lines on a Unix socket or loopback TCP."""
+    """Serves admin requests as JSON lines on a Unix socket or loopback TCP.
+
+    ``AdminServer(plan, stats)`` answers with :func:`admin_dispatch` over one
+    process's fault plan and counters; ``AdminServer.relay(handler)`` hands each
+    request to ``handler`` instead (the ``--workers`` supervisor).
+    """
 
     def __init__(self, plan: FaultPlan, stats: Callable[[], Mapping[str, object]]) -> None:
-        self.plan = plan
-        self.stats = stats
+        async def dispatch(request: object) -> dict[str, object]:
+            return admin_dispatch(plan, stats, request)
+
+        self._handle: AdminHandler = dispatch
         self._server: asyncio.Server | None = None
         self.address: AdminAddress | None = None
+
+    @classmethod
+    def relay(cls, handler: AdminHandler) -> AdminServer:
+        """A channel whose requests ``handler`` answers."""
+        server = cls(FaultPlan(), dict)
+        server._handle = handler
+        return server
 
     async def start(self, address: AdminAddress) -> AdminAddress:
         """Listen; returns the address actually bound (the real port for port 0)."""
@@ -166,7 +187,7 @@ class AdminServer:
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     answer: dict[str, object] = {"ok": False, "error": "not JSON"}
                 else:
-                    answer = admin_dispatch(self.plan, self.stats, request)
+                    answer = await self._handle(request)
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
         except ConnectionError:

@@ -3,7 +3,7 @@
 Sub-commands::
 
     pos-emulator serve [--host 127.0.0.1] [--port 5858] [--ledger PATH] [--dialect cup|iso87]
-                       [--faults SPEC ...] [--admin ADDR|none]
+                       [--faults SPEC ...] [--admin ADDR|none] [--workers N]
     pos-emulator faults add SPEC | clear | list | stats [--admin ADDR] [--ledger PATH]
     pos-emulator terminal ...     (provisioning: emulator.host.cli)
     pos-emulator ledger ...       (ledger views: emulator.host.cli)
@@ -41,6 +41,7 @@ from emulator.admin import (
 from emulator.host import AcquirerHost, HostError, SqliteLedgerStore
 from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
 from emulator.server import DEFAULT_PORT, ServerConfig, acquirer_server
+from emulator.workers import WorkerError, WorkerSpec, supervise, workers_refusal
 
 PROG = "pos-emulator"
 
@@ -92,6 +93,9 @@ def _parser() -> _Parser:
     serve.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS")
     serve.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS")
     serve.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="host processes sharing the port (SO_REUSEPORT) and the ledger "
+                            "(default 1; more need --ledger postgresql://...)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log each connection event")
 
     faults = sub.add_parser("faults", help="change a running host's faults")
@@ -188,6 +192,9 @@ def _serve(args: argparse.Namespace) -> int:
             return _fail(f"--{name.replace('_', '-')} must be positive")
     plan = FaultPlan.from_specs(args.faults)
     ledger = _ledger_path(args.ledger)
+    refusal = workers_refusal(str(ledger), args.workers)
+    if refusal is not None:
+        return _fail(refusal)
     admin: AdminAddress | None = None
     if (args.admin or "").lower() != "none":
         admin = _admin_address(args.admin, ledger)
@@ -207,6 +214,9 @@ def _serve(args: argparse.Namespace) -> int:
                               read_timeout=args.read_timeout,
                               shutdown_timeout=args.shutdown_timeout,
                               gc_freeze_interval=1.0)  # this process only serves
+        if args.workers > 1:
+            store.close()  # each worker opens its own connection
+            return _serve_workers(args, config, admin, ledger)
         rng = random.Random(args.fault_seed)
         return asyncio.run(_run(host, store, config, plan, rng, admin, ledger, args.dialect))
     except HostError as exc:
@@ -244,6 +254,27 @@ async def _run(host: AcquirerHost, store: SqliteLedgerStore, config: ServerConfi
     print(f"{PROG}: stopped ({server.stats.requests} requests, "
           f"{server.stats.records_committed} records committed)", flush=True)
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminAddress | None,
+                   ledger: Path) -> int:
+    spec = WorkerSpec(str(ledger), args.dialect, config, tuple(args.faults), args.fault_seed,
+                      args.verbose)
+
+    def announce(bound: tuple[str, int], admin: AdminAddress | None) -> None:
+        where = f"admin {admin}" if admin is not None else "no admin channel"
+        print(f"{PROG}: listening on {bound[0]}:{bound[1]} (dialect {args.dialect}, ledger "
+              f"{ledger}, workers {args.workers}, {where}, faults: "
+              f"{'; '.join(args.faults) or 'none'})", flush=True)
+
+    try:
+        code, stats = asyncio.run(supervise(spec, args.workers, admin, announce))
+    except WorkerError as exc:
+        return _fail(str(exc))
+    print(f"{PROG}: stopped ({stats.get('requests', 0)} requests, "
+          f"{stats.get('records_committed', 0)} records committed, {args.workers} workers)",
+          flush=True)
+    return code
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

@@ -1,0 +1,628 @@
+"""``pos-emulator serve --workers N``: N acquirer host processes on one port, one supervisor.
+
+The supervisor (the ``serve`` process) starts N worker processes. Each worker is
+a whole host: its own ledger connection (opened in the worker, never shared
+across processes), its own :class:`~emulator.server.HostServer` bound to the
+same address with ``SO_REUSEPORT``, so the kernel spreads the terminals'
+connections over the workers. The ledger is what they share: this needs a store
+whose rules hold across processes (PostgreSQL; SQLite when the store says it
+is multi-process safe). A memory ledger lives in one process and is refused.
+
+The supervisor owns the admin channel (:mod:`emulator.admin`) and relays every
+request to every worker: ``faults add|clear`` arm or disarm on all of them,
+``faults list`` and ``stats`` sum their counters (``stats`` also lists each
+worker). It restarts a worker that dies (logged, with a growing pause when a
+worker dies young), re-arming the faults in force, and on SIGINT/SIGTERM stops
+the workers gracefully (each answers what it has read) and exits 0.
+
+Relay: one Unix socketpair per worker, JSON lines both ways. It is the simplest
+channel that a child inherits by file descriptor (``pass_fds``) with no port or
+path to name, closes by itself when either side dies (the worker stops when the
+supervisor is gone; the supervisor sees a dead worker), and carries the worker's
+configuration as its first line (so no database URL shows in ``ps``). Lines::
+
+    supervisor -> worker   {"config": {...}}                       first line only
+                           {"id": 7, "cmd": "add"|"clear"|"list"|"stats", ...}
+                           {"id": 8, "cmd": "set", "specs": [...]} replace the faults
+    worker -> supervisor   {"event": "listening", "address": [host, port], "pid": P}
+                           {"event": "failed", "error": "..."}    could not start
+                           {"event": "stopped", "stats": {...}}   last counters
+                           {"id": 7, ...answer...}                as emulator.admin answers
+
+Workers run as ``python -m emulator.workers FD`` in a process group of their
+own, so a Ctrl-C at the terminal reaches the supervisor only, which forwards
+SIGTERM. A ``once`` fault rule is armed in every worker: it fires at most once
+per worker, not once per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from emulator.admin import AdminAddress, AdminServer, admin_dispatch
+from emulator.host.errors import HostError
+from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
+from emulator.server import ServerConfig
+
+log = logging.getLogger(__name__)
+
+#: seconds a worker has to open its ledger and listen
+START_TIMEOUT = 60.0
+#: seconds the supervisor waits for a worker's answer on the relay
+RELAY_TIMEOUT = 5.0
+#: pause before restarting a worker that died young, doubling up to the maximum
+RESTART_PAUSE = (0.2, 5.0)
+#: a worker that lived this long restarts without a pause
+HEALTHY_AFTER = 10.0
+#: counters where the host's figure is the largest worker's, not the sum
+_MAX_COUNTERS = frozenset({"largest_batch", "slowest_commit_ms"})
+_MEMORY_LEDGERS = frozenset({":memory:", "memory", "mem"})
+
+
+class WorkerError(HostError):
+    """The workers cannot be started or refused a request."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every worker runs: the ledger it opens, the dialect, the server and its faults."""
+
+    ledger: str  # a SQLite file path or a postgresql:// URL
+    dialect: str = "cup"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    faults: tuple[str, ...] = ()
+    fault_seed: int | None = None
+    verbose: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {"ledger": self.ledger, "dialect": self.dialect, "server": asdict(self.server),
+                "faults": list(self.faults), "fault_seed": self.fault_seed,
+                "verbose": self.verbose}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WorkerSpec:
+        return cls(ledger=str(data["ledger"]), dialect=str(data["dialect"]),
+                   server=ServerConfig(**data["server"]), faults=tuple(data["faults"]),
+                   fault_seed=data["fault_seed"], verbose=bool(data["verbose"]))
+
+
+# --- what --workers accepts ----------------------------------------------------------
+def is_postgres(ledger: str) -> bool:
+    """Whether a ledger spec names a PostgreSQL database rather than a SQLite file."""
+    return ledger.startswith(("postgresql://", "postgres://"))
+
+
+def workers_refusal(ledger: str, workers: int) -> str | None:
+    """Why ``--workers`` cannot run with ``ledger``, or None when it can."""
+    if workers < 1:
+        return f"--workers must be at least 1, got {workers}"
+    if workers == 1 or is_postgres(ledger):
+        return None
+    if ledger.strip().lower() in _MEMORY_LEDGERS:
+        return (f"--workers {workers} needs a ledger the workers share (postgresql://... "
+                "or a SQLite file): a memory ledger lives in one process")
+    from emulator.host.ledger import SqliteLedgerStore
+    if not getattr(SqliteLedgerStore, "multi_process", False):
+        return (f"--workers {workers} needs --ledger postgresql://...: this SQLite ledger "
+                "keeps the host's rules in one process (run one worker, or use PostgreSQL)")
+    return None
+
+
+def _open_store(ledger: str) -> Any:
+    """The worker's own ledger connection."""
+    if is_postgres(ledger):
+        from emulator.host.pgledger import PostgresLedgerStore
+        return PostgresLedgerStore(ledger)
+    from emulator.host.ledger import SqliteLedgerStore
+    return SqliteLedgerStore(ledger)
+
+
+# --- merging the workers' answers (sans-I/O) -------------------------------------------
+def merge_stats(stats: Sequence[Mapping[str, object]]) -> dict[str, object]:
+    """The host's counters: each worker's summed (largest batch and slowest commit: the max)."""
+    total: dict[str, object] = {}
+    for one in stats:
+        for name, value in one.items():
+            old = total.get(name)
+            if isinstance(value, dict):
+                merged = dict(old) if isinstance(old, dict) else {}
+                for key, count in value.items():
+                    merged[key] = merged.get(key, 0) + count
+                total[name] = merged
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                total.setdefault(name, value)
+            elif old is None:
+                total[name] = value
+            elif isinstance(old, int | float) and name in _MAX_COUNTERS:
+                total[name] = max(old, value)
+            elif isinstance(old, int | float):
+                total[name] = old + value
+    return total
+
+
+def merge_faults(lists: Sequence[object]) -> list[dict[str, object]]:
+    """One fault list: the rules as the first worker lists them, ``fired`` summed over all,
+    ``armed`` while any worker still has the rule armed."""
+    rules: list[dict[str, object]] = []
+    for listed in lists:
+        if not isinstance(listed, list):
+            continue
+        for i, rule in enumerate(listed):
+            if not isinstance(rule, dict):
+                continue
+            if i == len(rules):
+                rules.append({"spec": rule.get("spec"), "fired": 0, "armed": False})
+            if i < len(rules) and rules[i]["spec"] == rule.get("spec"):
+                fired = rule.get("fired")
+                rules[i]["fired"] = int(str(rules[i]["fired"])) + (
+                    fired if isinstance(fired, int) else 0)
+                rules[i]["armed"] = bool(rules[i]["armed"]) or bool(rule.get("armed"))
+    return rules
+
+
+# --- the supervisor ---------------------------------------------------------------------
+@dataclass(eq=False)
+class _Slot:
+    """One worker place: the process in it now, its relay, and how often it was restarted."""
+
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    writer: asyncio.StreamWriter | None = None
+    ready: bool = False
+    restarts: int = 0
+    started_at: float = 0.0
+    specs_sent: tuple[str, ...] = ()
+    last_stats: dict[str, object] | None = None
+    next_id: int = 0
+    answers: dict[int, asyncio.Future[dict[str, object]]] = field(default_factory=dict)
+    listening: asyncio.Future[tuple[str, int]] | None = None
+
+
+class Supervisor:
+    """Starts, watches, relays to and stops the worker processes (see the module docstring)."""
+
+    def __init__(self, spec: WorkerSpec, workers: int, *,
+                 python: Sequence[str] = (sys.executable,)) -> None:
+        if workers < 1:
+            raise WorkerError(f"--workers must be at least 1, got {workers}")
+        self.spec = spec
+        self.specs: list[str] = list(spec.faults)  # the faults in force, as added
+        self.python = tuple(python)
+        self.slots = [_Slot(i) for i in range(workers)]
+        self.address: tuple[str, int] | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._watchers: list[asyncio.Task[None]] = []
+        self._readers: set[asyncio.Task[None]] = set()
+        self.exit_code = 0
+
+    # lifecycle -------------------------------------------------------------------------
+    async def start(self) -> tuple[str, int]:
+        """Start every worker and wait until all listen; returns the (host, port) they share.
+
+        Raises :class:`WorkerError` (with the worker's own message, such as the
+        ledger that cannot be opened) and stops the others when one cannot start.
+        """
+        host = self.spec.server.host
+        port = _free_port(host, self.spec.server.port)
+        server = ServerConfig(**{**asdict(self.spec.server), "port": port, "reuse_port": True})
+        self.spec = WorkerSpec(self.spec.ledger, self.spec.dialect, server, self.spec.faults,
+                               self.spec.fault_seed, self.spec.verbose)
+        try:
+            for slot in self.slots:
+                await self._spawn(slot)
+            for slot in self.slots:
+                self.address = await self._wait_listening(slot)
+        except WorkerError:
+            await self._stop_all()
+            raise
+        self._watchers = [asyncio.get_running_loop().create_task(self._watch(slot),
+                                                                 name=f"worker-{slot.index}")
+                          for slot in self.slots]
+        assert self.address is not None
+        return self.address
+
+    def stopping(self) -> bool:
+        """Whether the host is shutting down (a dead worker is then not restarted)."""
+        return self._stopping
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    def request_stop(self) -> None:
+        """Stop every worker gracefully (safe from a signal handler)."""
+        if not self._stopping:
+            self._stopping = True
+            asyncio.get_running_loop().create_task(self._shutdown())
+
+    async def wait(self) -> int:
+        """Until the workers are stopped; 0 when each stopped cleanly, else 1."""
+        await self._stopped.wait()
+        return self.exit_code
+
+    def final_stats(self) -> dict[str, object]:
+        """The counters the workers reported as they stopped, summed."""
+        return merge_stats([s.last_stats for s in self.slots if s.last_stats is not None])
+
+    async def _shutdown(self) -> None:
+        for task in self._watchers:
+            task.cancel()
+        await self._stop_all()
+        self._stopped.set()
+
+    async def _stop_all(self) -> None:
+        self._stopping = True
+        live = [s for s in self.slots if s.proc is not None and s.proc.returncode is None]
+        for slot in live:
+            assert slot.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                slot.proc.send_signal(signal.SIGTERM)
+        grace = self.spec.server.shutdown_timeout + 5
+        for slot in live:
+            assert slot.proc is not None
+            try:
+                code = await asyncio.wait_for(slot.proc.wait(), grace)
+            except TimeoutError:
+                log.error("worker %d (pid %d) did not stop in %.0f s; killing it",
+                          slot.index, slot.proc.pid, grace)
+                with contextlib.suppress(ProcessLookupError):
+                    slot.proc.kill()
+                code = await slot.proc.wait()
+            if code != 0:
+                log.error("worker %d (pid %d) stopped with %s", slot.index, slot.proc.pid,
+                          _exit_text(code))
+                self.exit_code = 1
+        if self._readers:  # their last lines (the final counters)
+            await asyncio.wait(list(self._readers), timeout=2)
+        for slot in self.slots:
+            if slot.writer is not None:
+                slot.writer.close()
+                slot.writer = None
+
+    # one worker ------------------------------------------------------------------------
+    async def _spawn(self, slot: _Slot) -> None:
+        ours, theirs = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        slot.listening = loop.create_future()
+        slot.ready = False
+        try:
+            slot.proc = await asyncio.create_subprocess_exec(
+                *self.python, "-m", "emulator.workers", str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                process_group=0)
+        except OSError as exc:
+            ours.close()
+            raise WorkerError(f"cannot start a worker process: {exc.strerror}") from None
+        finally:
+            theirs.close()
+        slot.started_at = time.monotonic()
+        reader, slot.writer = await asyncio.open_unix_connection(sock=ours)
+        config = {**self.spec.to_json(), "faults": list(self.specs), "index": slot.index}
+        slot.specs_sent = tuple(self.specs)
+        slot.writer.write(json.dumps({"config": config}).encode() + b"\n")
+        task = loop.create_task(self._read(slot, reader, slot.listening))
+        self._readers.add(task)
+        task.add_done_callback(self._readers.discard)
+
+    async def _wait_listening(self, slot: _Slot) -> tuple[str, int]:
+        assert slot.listening is not None
+        try:
+            address = await asyncio.wait_for(asyncio.shield(slot.listening), START_TIMEOUT)
+        except TimeoutError:
+            raise WorkerError(f"worker {slot.index} did not start listening in "
+                              f"{START_TIMEOUT:.0f} s") from None
+        if tuple(self.specs) != slot.specs_sent:  # faults changed while it started
+            await self._ask(slot, {"cmd": "set", "specs": list(self.specs)})
+        slot.ready = True
+        return address
+
+    async def _read(self, slot: _Slot, reader: asyncio.StreamReader,
+                    listening: asyncio.Future[tuple[str, int]]) -> None:
+        """Route a worker's lines: events, and answers to the relay's questions."""
+        try:
+            while line := await reader.readline():
+                try:
+                    message = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    log.error("worker %d sent a line that is not JSON", slot.index)
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                event = message.get("event")
+                if event == "listening" and not listening.done():
+                    host, port = message["address"]
+                    listening.set_result((str(host), int(port)))
+                elif event == "failed" and not listening.done():
+                    listening.set_exception(WorkerError(str(message.get("error"))))
+                elif event == "stopped":
+                    stats = message.get("stats")
+                    slot.last_stats = stats if isinstance(stats, dict) else None
+                elif isinstance(message.get("id"), int):
+                    answer = slot.answers.pop(message["id"], None)
+                    if answer is not None and not answer.done():
+                        answer.set_result(message)
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            if not listening.done():
+                listening.set_exception(WorkerError(
+                    f"worker {slot.index} stopped before it listened"))
+            for answer in slot.answers.values():
+                if not answer.done():
+                    answer.set_exception(WorkerError(f"worker {slot.index} is gone"))
+            slot.answers.clear()
+
+    async def _watch(self, slot: _Slot) -> None:
+        """Restart the worker in ``slot`` whenever it dies, until the host stops."""
+        pause = RESTART_PAUSE[0]
+        while not self.stopping():
+            assert slot.proc is not None
+            code = await slot.proc.wait()
+            slot.ready = False
+            if self.stopping():
+                return
+            lived = time.monotonic() - slot.started_at
+            log.warning("worker %d (pid %d) %s after %.1f s; restarting it", slot.index,
+                        slot.proc.pid, _exit_text(code), lived)
+            if lived >= HEALTHY_AFTER:
+                pause = RESTART_PAUSE[0]
+            else:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RESTART_PAUSE[1])
+            if self.stopping():
+                return
+            slot.restarts += 1
+            try:
+                await self._spawn(slot)
+                await self._wait_listening(slot)
+            except WorkerError as exc:
+                log.error("worker %d could not start again: %s", slot.index, exc)
+                if slot.proc is not None and slot.proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        slot.proc.kill()
+                continue
+            log.warning("worker %d is back (pid %d)", slot.index, slot.proc.pid)
+
+    # the relay ---------------------------------------------------------------------------
+    async def _ask(self, slot: _Slot, request: Mapping[str, object]) -> dict[str, object]:
+        if slot.writer is None:
+            raise WorkerError(f"worker {slot.index} is not running")
+        slot.next_id += 1
+        ident = slot.next_id
+        answer: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        slot.answers[ident] = answer
+        try:
+            slot.writer.write(json.dumps({**request, "id": ident}).encode() + b"\n")
+            return await asyncio.wait_for(answer, RELAY_TIMEOUT)
+        except TimeoutError:
+            raise WorkerError(f"worker {slot.index} did not answer in "
+                              f"{RELAY_TIMEOUT:.0f} s") from None
+        except (ConnectionError, RuntimeError) as exc:
+            raise WorkerError(f"worker {slot.index} is gone ({type(exc).__name__})") from None
+        finally:
+            slot.answers.pop(ident, None)
+
+    async def handle_admin(self, request: object) -> dict[str, object]:
+        """Answer one admin request for the whole host (:meth:`AdminServer.relay` calls it)."""
+        if not isinstance(request, dict):
+            return {"ok": False, "error": "request must be a JSON object"}
+        cmd = request.get("cmd")
+        if cmd not in ("add", "clear", "list", "stats"):
+            return {"ok": False, "error": f"unknown command {cmd!r}; use list, add, clear or "
+                                         "stats"}
+        if cmd == "add":
+            spec = request.get("spec")
+            if not isinstance(spec, str):
+                return {"ok": False, "error": "add needs a 'spec' string"}
+            try:
+                parse_spec(spec)
+            except FaultSpecError as exc:
+                return {"ok": False, "error": str(exc)}
+            self.specs.append(spec)
+        elif cmd == "clear":
+            self.specs.clear()
+        forwarded = {"cmd": cmd, "spec": request.get("spec")} if cmd == "add" else {"cmd": cmd}
+        live = [s for s in self.slots if s.ready]
+        results = await asyncio.gather(*(self._ask(s, forwarded) for s in live),
+                                       return_exceptions=True)
+        answers: list[tuple[_Slot, dict[str, object]]] = []
+        missing: list[str] = []
+        for slot, result in zip(live, results, strict=True):
+            if isinstance(result, dict) and result.get("ok"):
+                answers.append((slot, result))
+            elif isinstance(result, dict):
+                return {"ok": False, "error": str(result.get("error"))}
+            else:
+                missing.append(f"worker {slot.index}: {result}")
+        down = [s.index for s in self.slots if not s.ready]
+        return self._merged(cmd, answers, missing, down)
+
+    def _merged(self, cmd: str, answers: list[tuple[_Slot, dict[str, object]]],
+                missing: list[str], down: list[int]) -> dict[str, object]:
+        merged: dict[str, object] = {
+            "ok": True, "workers": len(self.slots),
+            "faults": merge_faults([a.get("faults") for _, a in answers]),
+        }
+        if cmd == "add":
+            merged["added"] = answers[0][1].get("added") if answers else []
+        elif cmd == "clear":
+            counts = [a.get("cleared") for _, a in answers]
+            merged["cleared"] = max((c for c in counts if isinstance(c, int)), default=0)
+        elif cmd == "stats":
+            per_worker = [(s, a.get("stats")) for s, a in answers]
+            merged["stats"] = merge_stats([st for _, st in per_worker if isinstance(st, dict)])
+            merged["per_worker"] = [
+                {"worker": s.index, "pid": s.proc.pid if s.proc is not None else None,
+                 "restarts": s.restarts, "stats": st} for s, st in per_worker]
+        if not answers and not down:
+            merged["faults"] = [{"spec": s, "fired": 0, "armed": True} for s in self.specs]
+        if missing or down:
+            merged["unanswered"] = missing + [f"worker {i}: restarting" for i in down]
+        return merged
+
+
+def _free_port(host: str, port: int) -> int:
+    """Check that ``port`` is free on ``host`` (port 0: pick one); the workers then share it.
+
+    The probe binds without SO_REUSEPORT, so a port some other process listens on
+    (another emulator's workers included) is refused here, not silently shared.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            return int(probe.getsockname()[1])
+    except OSError as exc:
+        raise WorkerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+async def supervise(spec: WorkerSpec, workers: int, admin: AdminAddress | None,
+                    announce: Callable[[tuple[str, int], AdminAddress | None], None],
+                    ) -> tuple[int, dict[str, object]]:
+    """Run the workers until SIGINT/SIGTERM; returns (exit code, the workers' last counters).
+
+    ``admin`` is where the supervisor's admin channel listens (None: none);
+    ``announce`` is called with the bound address and admin address once all listen.
+    """
+    supervisor = Supervisor(spec, workers)
+    await supervisor.start()
+    admin_server: AdminServer | None = None
+    if admin is not None:
+        admin_server = AdminServer.relay(supervisor.handle_admin)
+        try:
+            admin = await admin_server.start(admin)
+        except HostError:
+            supervisor.request_stop()
+            await supervisor.wait()
+            raise
+    supervisor.install_signal_handlers()
+    assert supervisor.address is not None
+    announce(supervisor.address, admin)
+    code = await supervisor.wait()
+    if admin_server is not None:
+        await admin_server.stop()
+    return code, supervisor.final_stats()
+
+
+# --- the worker process ----------------------------------------------------------------
+def worker_main(argv: Sequence[str]) -> int:
+    """``python -m emulator.workers FD``: one host process, driven over the relay at FD."""
+    if len(argv) != 1 or not argv[0].isdigit():
+        print("emulator.workers is started by 'pos-emulator serve --workers N'",
+              file=sys.stderr)
+        return 2
+    control = socket.socket(fileno=int(argv[0]))
+    try:
+        return asyncio.run(_worker(control))
+    except KeyboardInterrupt:  # pragma: no cover - the supervisor sends SIGTERM
+        return 0
+
+
+async def _worker(control: socket.socket) -> int:
+    from emulator.host import AcquirerHost
+    from emulator.server import acquirer_server
+
+    reader, writer = await asyncio.open_unix_connection(sock=control)
+
+    def send(message: Mapping[str, object]) -> None:
+        writer.write(json.dumps(message).encode() + b"\n")
+
+    first = json.loads(await reader.readline() or b"null")
+    if not isinstance(first, dict) or not isinstance(first.get("config"), dict):
+        return 2
+    config = first["config"]
+    spec = WorkerSpec.from_json(config)
+    index = int(config.get("index", 0))
+    logging.basicConfig(
+        level=logging.INFO if spec.verbose else logging.WARNING,
+        format=f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s")
+    plan = FaultPlan.from_specs(spec.faults)
+    seed = None if spec.fault_seed is None else spec.fault_seed + index
+    try:
+        store = _open_store(spec.ledger)
+    except HostError as exc:
+        send({"event": "failed", "error": str(exc)})
+        await writer.drain()
+        return 2
+    try:
+        host = AcquirerHost.from_store(store, spec.dialect)
+        server = acquirer_server(host, store, config=spec.server, faults=plan,
+                                 rng=random.Random(seed))
+        try:
+            bound = await server.start()
+        except OSError as exc:
+            send({"event": "failed", "error": f"cannot listen on {spec.server.host}:"
+                                              f"{spec.server.port}: {exc.strerror}"})
+            await writer.drain()
+            return 2
+        server.install_signal_handlers()
+        send({"event": "listening", "address": list(bound), "pid": os.getpid()})
+        control_task = asyncio.get_running_loop().create_task(
+            _obey(reader, send, plan, server.stats.as_dict, server.request_stop))
+        await server.serve_until_stopped()
+        control_task.cancel()
+        send({"event": "stopped", "stats": server.stats.as_dict()})
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+        if server.fatal is not None:
+            log.critical("stopped: the ledger refused a commit (%s)", server.fatal)
+            return 1
+        return 0
+    finally:
+        store.close()
+
+
+async def _obey(reader: asyncio.StreamReader, send: Callable[[Mapping[str, object]], None],
+                plan: FaultPlan, stats: Callable[[], Mapping[str, object]],
+                stop: Callable[[], None]) -> None:
+    """Answer the supervisor's requests; stop the worker when the supervisor is gone."""
+    try:
+        while line := await reader.readline():
+            try:
+                request = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if not isinstance(request, dict):
+                continue
+            ident = request.get("id")
+            if request.get("cmd") == "set":
+                plan.clear()
+                with contextlib.suppress(FaultSpecError):  # checked by the supervisor
+                    for spec in request.get("specs") or []:
+                        plan.add(str(spec))
+                send({"id": ident, "ok": True, "faults": plan.describe()})
+            else:
+                send({**admin_dispatch(plan, stats, request), "id": ident})
+    except (ConnectionError, ValueError):
+        pass
+    log.warning("the supervisor is gone; stopping")
+    stop()
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
