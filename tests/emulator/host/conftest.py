@@ -1,8 +1,8 @@
 """Ledger stores for the host's tests: memory, SQLite and (when available) PostgreSQL.
 
 ``ledger_store`` is parametrized over the three backends; the PostgreSQL one runs
-in a private cluster started once per session (tests/pgcluster.py), each test in a
-schema of its own, and skips with an install hint where PostgreSQL is missing.
+in a private cluster started once per session (``pg_dsn``, tests/emulator/conftest.py),
+each test in a schema of its own, and skips with an install hint where PostgreSQL is missing.
 """
 
 from __future__ import annotations
@@ -14,17 +14,8 @@ from pathlib import Path
 import pytest
 
 from emulator.host.ledger import LedgerStore, MemoryLedgerStore, SqliteLedgerStore
-from tests import pgcluster
 
 _schemas = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not pgcluster.available():
-        pytest.skip(pgcluster.SKIP_REASON)
-    with pgcluster.private_cluster(tmp_path_factory.mktemp("pg")) as dsn:
-        yield dsn
 
 
 def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> LedgerStore:

@@ -2,10 +2,15 @@
 settlements against the host and a simple model, checking DESIGN.md section 5 after
 every step (refunded <= amount per original, nothing booked twice, voided not refundable,
 refunded not voidable, host totals = terminal totals = model totals, balances agree).
+
+The machine runs over each ledger backend: memory, SQLite and PostgreSQL (a private
+cluster, a schema per example; skipped with an install hint without PostgreSQL). The
+default run keeps the durable backends' example counts small; ``-m slow`` runs long days.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -291,6 +296,31 @@ class HostMachine(RuleBasedStateMachine):
         assert self.lane.term.totals() == model
 
 
+def machine_over(kind: str, request: pytest.FixtureRequest) -> type[HostMachine]:
+    """The machine over a fresh ledger of ``kind`` for every example (restarts reload it)."""
+    if kind == "memory":
+        return HostMachine
+    if kind == "sqlite":
+        return SqliteHostMachine
+    dsn: str = request.getfixturevalue("pg_dsn")
+    import psycopg
+    from psycopg import sql
+
+    from emulator.host.pgledger import PostgresLedgerStore
+
+    class PostgresHostMachine(HostMachine):
+        def new_store(self) -> LedgerStore:
+            self.schema = f"machine{next(_schemas)}"
+            return PostgresLedgerStore(dsn, schema=self.schema)
+
+        def teardown(self) -> None:
+            self.lane.store.close()
+            with psycopg.connect(dsn, autocommit=True) as db:  # keep the catalogue small
+                db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.schema)))
+
+    return PostgresHostMachine
+
+
 class SqliteHostMachine(HostMachine):
     """The same machine over the SQLite ledger: every restart reloads from the file."""
 
@@ -303,23 +333,22 @@ class SqliteHostMachine(HostMachine):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def test_money_rules_hold_over_random_days() -> None:
-    run_state_machine_as_test(HostMachine, settings=settings(
-        max_examples=60, stateful_step_count=30, deadline=None))
+_schemas = itertools.count(1)
+#: examples per backend in the default run (memory is cheap; the durable stores pay per commit)
+#: and in the long one (-m slow)
+QUICK = {"memory": 60, "sqlite": 15, "postgresql": 15}
+LONG = {"memory": 400, "sqlite": 150, "postgresql": 100}
 
 
-def test_money_rules_hold_with_the_sqlite_ledger() -> None:
-    run_state_machine_as_test(SqliteHostMachine, settings=settings(
-        max_examples=15, stateful_step_count=30, deadline=None))
-
-
-@pytest.mark.slow
-def test_money_rules_hold_over_long_random_days() -> None:
-    run_state_machine_as_test(HostMachine, settings=settings(
-        max_examples=400, stateful_step_count=80, deadline=None))
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgresql"])
+def test_money_rules_hold_over_random_days(kind: str, request: pytest.FixtureRequest) -> None:
+    run_state_machine_as_test(machine_over(kind, request), settings=settings(
+        max_examples=QUICK[kind], stateful_step_count=30, deadline=None))
 
 
 @pytest.mark.slow
-def test_money_rules_hold_over_long_random_days_with_sqlite() -> None:
-    run_state_machine_as_test(SqliteHostMachine, settings=settings(
-        max_examples=150, stateful_step_count=80, deadline=None))
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgresql"])
+def test_money_rules_hold_over_long_random_days(kind: str,
+                                                request: pytest.FixtureRequest) -> None:
+    run_state_machine_as_test(machine_over(kind, request), settings=settings(
+        max_examples=LONG[kind], stateful_step_count=80, deadline=None))
