@@ -16,12 +16,16 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 SKIP_REASON = ("PostgreSQL tests need the server and psycopg: apt-get install postgresql "
                "and pip install 'psycopg[binary]>=3.1' (or set POS_TEST_PG_DSN)")
 DSN_ENV = "POS_TEST_PG_DSN"
+
+#: how to restart each running private cluster: DSN -> (pg_ctl argv head, its options, env)
+_RUNNING: dict[str, tuple[list[str], str, dict[str, str]]] = {}
 
 
 def server_bin() -> Path | None:
@@ -77,11 +81,32 @@ def private_cluster(base: Path) -> Iterator[str]:
     subprocess.run(_as_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", options,
                              "-l", str(base / "server.log"), "-w", "-t", "30", "start"]),
                    check=True, capture_output=True, env=env, cwd=base)
+    dsn = f"postgresql://postgres@/postgres?host={sock}"
+    _RUNNING[dsn] = ([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log")],
+                     options, env)
     try:
-        yield f"postgresql://postgres@/postgres?host={sock}"
+        yield dsn
     finally:
+        _RUNNING.pop(dsn, None)
         subprocess.run(_as_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                                  "-w", "stop"]), check=False, capture_output=True, env=env,
                        cwd=base)
         if os.geteuid() == 0:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def restart(dsn: str, *, mode: str = "fast", down: float = 0.0) -> None:
+    """Stop the private cluster behind ``dsn``, wait ``down`` seconds, start it again.
+
+    Every connection drops. ``mode`` is pg_ctl's shutdown mode: ``fast`` (roll
+    back, disconnect) or ``immediate`` (as a crash). Only clusters started by
+    :func:`private_cluster`.
+    """
+    if dsn not in _RUNNING:
+        raise RuntimeError("only a cluster started by private_cluster can be restarted")
+    head, options, env = _RUNNING[dsn]
+    subprocess.run(_as_user([*head, "-m", mode, "-w", "-t", "30", "stop"]),
+                   check=True, capture_output=True, env=env)
+    time.sleep(down)
+    subprocess.run(_as_user([*head, "-o", options, "-w", "-t", "30", "start"]),
+                   check=True, capture_output=True, env=env)
