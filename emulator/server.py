@@ -410,7 +410,7 @@ class _HostConnection(asyncio.Protocol):
             return True
         if kind is FaultKind.CLOSE_AFTER:
             return False
-        reply = corrupt_reply(self.server.dialect, entry.action, reply)
+        reply = self.server.spoil(entry.action, reply)
         framed = frame_reply(reply, self.server.length_bytes)
         self.transport.write(framed + framed if kind is FaultKind.TWICE else framed)
         self.server.stats.replies += 1
@@ -454,9 +454,12 @@ class HostServer(Generic[R]):
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = datetime.now,
         refuse: Callable[[bytes, str, datetime], Outcome[R]] | None = None,
+        spoil: Callable[[FaultAction, bytes], bytes] | None = None,
     ) -> None:
         self.handler = handler
         self._refuse_with = refuse
+        # what a fault does to a reply on its way out (emulator.host.faults.corrupt_reply)
+        self.spoil = spoil or (lambda action, reply: corrupt_reply(dialect, action, reply))
         self.dialect = dialect
         # the reply prefix follows the dialect's framing (its spec says how long)
         self.length_bytes = int(getattr(getattr(dialect, "spec", None), "length_bytes", 2))
@@ -601,4 +604,5 @@ def acquirer_server(host: AcquirerHost, store: LedgerStore, *,
                     clock: Callable[[], datetime] = datetime.now) -> HostServer[LedgerRecord]:
     """A server for the real host core and ledger store."""
     return HostServer(host, store, host.dialect, config=config, faults=faults, rng=rng,
-                      clock=clock, refuse=lambda p, c, n: forced_answer(host, p, c, n))
+                      clock=clock, refuse=lambda p, c, n: forced_answer(host, p, c, n),
+                      spoil=lambda a, r: corrupt_reply(host.dialect, a, r, host=host))

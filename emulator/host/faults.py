@@ -4,7 +4,7 @@ QA switches faults on per run (``pos-emulator serve --faults SPEC``) or at run t
 (``pos-emulator faults add SPEC``). This module is sans-I/O and holds both halves of a
 fault: the decision (which fault, if any, applies to a request) and its effects on
 the host's answer (:func:`request_facts`, :func:`forced_answer` for ``code=XX``,
-:func:`corrupt_reply` for ``bad-mac`` and ``garble``). The server
+:func:`corrupt_reply` for ``bad-mac``, ``garble`` and ``corrupt-arpc``). The server
 (:mod:`emulator.server`) only carries the decision out on the socket (delay, drop,
 close, twice) and holds no payment logic.
 
@@ -16,7 +16,7 @@ followed by ``@`` and comma-separated selectors; every selector must match (AND)
     spec     := rule (";" rule)*
     rule     := action ["@" selector ("," selector)*]
     action   := "delay=" MS | "drop" | "close-before" | "close-after"
-              | "bad-mac" | "twice" | "garble" | "code=" XX
+              | "bad-mac" | "twice" | "garble" | "corrupt-arpc" | "code=" XX
     selector := "p=" PROBABILITY | "card=" (CATALOGUE-NAME | PAN)
               | "amount=" FEN | "mti=" NNNN | "once"
 
@@ -33,6 +33,11 @@ bad-mac        the answer's F64 is corrupted (the MAC does not verify)      yes
 twice          the answer is sent twice                                     yes
 garble         every byte of the answer is inverted (the frame length is     yes
                kept, so the stream stays in step, but nothing decodes)
+corrupt-arpc   one bit of the ARPC (tag 91 in F55) of a chip sale's answer  yes
+               is flipped and the answer MACed again: the MAC verifies,
+               the card's issuer authentication fails (an approving
+               terminal gets an AAC and reverses); answers without tag 91
+               are sent as they are
 code=XX        the answer carries response code XX (F39 set before MACing)  no
 ============== ============================================================ =======
 
@@ -46,7 +51,7 @@ request's PAN (F2, or F35 before the separator); ``amount=1234`` matches F4 in f
 Rules are tried in the order they were added; the first that fires wins.
 
 Examples: ``delay=200@p=0.1``, ``drop@card=cup-debit``,
-``close-after@amount=1234,once``, ``code=96@mti=0200``,
+``close-after@amount=1234,once``, ``code=96@mti=0200``, ``corrupt-arpc@card=visa-credit``,
 ``bad-mac@p=0.05;twice@p=0.05``.
 """
 
@@ -61,6 +66,7 @@ from typing import TYPE_CHECKING, Protocol
 from emulator.catalogue import card_by_name
 from emulator.host import security
 from emulator.host.errors import HostError
+from iso8583 import tlv
 from iso8583.errors import Iso8583Error
 
 if TYPE_CHECKING:
@@ -82,12 +88,14 @@ class FaultKind(StrEnum):
     BAD_MAC = "bad-mac"
     TWICE = "twice"
     GARBLE = "garble"
+    CORRUPT_ARPC = "corrupt-arpc"
     CODE = "code"
 
 
 # Kinds that take a value after "=", and the aliases accepted on input.
 _VALUED = {FaultKind.DELAY, FaultKind.CODE}
-_ALIASES = {"badmac": FaultKind.BAD_MAC, "never": FaultKind.DROP}
+_ALIASES = {"badmac": FaultKind.BAD_MAC, "never": FaultKind.DROP,
+            "bad-arpc": FaultKind.CORRUPT_ARPC}
 _MAX_DELAY_MS = 600_000
 
 
@@ -347,12 +355,47 @@ def garble(reply: bytes) -> bytes:
     return bytes(b ^ 0xFF for b in reply)
 
 
-def corrupt_reply(dialect: PayloadDialect, action: FaultAction, reply: bytes) -> bytes:
-    """The answer as ``action`` spoils it (``bad-mac``, ``garble``); others leave it alone."""
+def corrupt_arpc(host: AcquirerHost, reply: bytes) -> bytes:
+    """``reply`` with one bit of its ARPC (the first byte of tag 91 in F55) flipped and the
+    MAC computed again under the terminal's MAK, so only the card's check fails.
+
+    Left alone: a reply without tag 91, one that does not decode, and one from a
+    terminal the host has no MAK for (it could not be MACed again).
+    """
+    dialect = host.dialect
+    try:
+        frame = dialect.unpack_payload(reply)
+        answer = frame.message
+        f55 = answer.get(55)
+        if not isinstance(f55, bytes):
+            return reply
+        items = tlv.decode(f55)
+        if not any(item.tag == 0x91 and item.value for item in items):
+            return reply
+        answer[55] = b"".join(
+            tlv.encode_tlv(0x91, bytes([item.value[0] ^ 0x01]) + item.value[1:])
+            if item.tag == 0x91 and item.value else item.encode() for item in items)
+        mac_field = dialect.spec.mac_field
+        if mac_field in answer:
+            row = host.terminal(answer.tid or "")
+            if row is None or not row.mak:
+                return reply
+            security.apply_mac(dialect, bytes.fromhex(row.mak), answer)
+        return dialect.payload(answer, tpdu=frame.tpdu, header=frame.header)
+    except Iso8583Error:
+        return reply
+
+
+def corrupt_reply(dialect: PayloadDialect, action: FaultAction, reply: bytes, *,
+                  host: AcquirerHost | None = None) -> bytes:
+    """The answer as ``action`` spoils it (``bad-mac``, ``garble``, ``corrupt-arpc``, the
+    last only given the ``host`` that holds the MAK); others leave it alone."""
     if action.kind is FaultKind.BAD_MAC:
         return bad_mac(dialect, reply)
     if action.kind is FaultKind.GARBLE:
         return garble(reply)
+    if action.kind is FaultKind.CORRUPT_ARPC and host is not None:
+        return corrupt_arpc(host, reply)
     return reply
 
 

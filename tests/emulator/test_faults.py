@@ -27,10 +27,10 @@ SALE = RequestFacts("0200", DEBIT, 1234)
 def test_every_action_parses() -> None:
     kinds = [parse_rule(s).action.kind for s in
              ["delay=200", "drop", "close-before", "close-after", "bad-mac", "twice",
-              "garble", "code=96"]]
+              "garble", "corrupt-arpc", "code=96"]]
     assert kinds == [FaultKind.DELAY, FaultKind.DROP, FaultKind.CLOSE_BEFORE,
                      FaultKind.CLOSE_AFTER, FaultKind.BAD_MAC, FaultKind.TWICE,
-                     FaultKind.GARBLE, FaultKind.CODE]
+                     FaultKind.GARBLE, FaultKind.CORRUPT_ARPC, FaultKind.CODE]
 
 
 def test_selectors_parse() -> None:
