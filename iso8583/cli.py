@@ -13,6 +13,8 @@ Examples::
     pos-iso pinblock --pin 1234 --pan 5544332211009966
     pos-iso kcv --key 0123456789ABCDEFFEDCBA9876543210
     pos-iso signon-keys --tmk TMK_HEX --f62 F62_HEX
+    pos-iso trace show demo.jsonl   # a recorded trace as a conversation
+    pos-iso trace diff a.jsonl b.jsonl   # exit 1 when two runs differ
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ from iso8583.errors import Iso8583Error
 from iso8583.masking import mask_pan
 from iso8583.message import Message
 from iso8583.pretty import format_message, message_dict
+from iso8583.trace import (
+    TraceEntry,
+    conversation,
+    diff,
+    format_conversation,
+    format_differences,
+    parse_trace,
+)
 
 
 class UsageError(Exception):
@@ -258,6 +268,35 @@ def cmd_signon_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- traces --------------------------------------------------------------------------
+
+
+def _read_trace(path: str) -> list[TraceEntry]:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read trace {path}: {getattr(exc, 'strerror', None) or exc}")
+    return parse_trace(text, name=path)
+
+
+def cmd_trace_show(args: argparse.Namespace) -> int:
+    entries = _read_trace(args.file)
+    _emit(args, {"file": args.file, "messages": conversation(entries)},
+          format_conversation(entries, name=args.file))
+    return 0
+
+
+def cmd_trace_diff(args: argparse.Namespace) -> int:
+    a, b = _read_trace(args.a), _read_trace(args.b)
+    differences = diff(a, b)
+    _emit(args, {"a": args.a, "b": args.b, "equal": not differences,
+                 "messages": [len(a), len(b)],
+                 "differences": [d.as_dict() for d in differences]},
+          format_differences(differences, a_name=args.a, b_name=args.b))
+    return 1 if differences else 0
+
+
 # --- wiring ------------------------------------------------------------------------
 
 
@@ -314,6 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tmk", required=True, help="terminal master key hex")
     p.add_argument("--f62", required=True, help="F62 of the 0810 sign-on response, hex")
     p.add_argument("--reveal", action="store_true", help="print the clear working keys")
+
+    trace = sub.add_parser("trace", help="show or compare recorded ISO 8583 traces (JSONL)",
+                           description="show or compare recorded ISO 8583 traces (JSONL)")
+    trace_sub = trace.add_subparsers(dest="trace_command", required=True)
+    p = trace_sub.add_parser("show", help="a trace as a readable conversation")
+    p.set_defaults(func=cmd_trace_show)
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = trace_sub.add_parser("diff", help="compare two traces field by field, ignoring what "
+                             "changes every run (STAN, times, RRN, auth code, MAC, "
+                             "cryptograms); exit 1 when they differ")
+    p.set_defaults(func=cmd_trace_diff)
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 

@@ -52,7 +52,7 @@ from terminal.core.receipts import Copy, render_text
 from terminal.core.records import REASON_TEXT, RefundReason, TxnKind, TxnRecord, TxnStatus
 from terminal.core.session import Session, save_policy
 from terminal.core.till import ExternalOriginal, Outcome, RefundQuote, Till
-from terminal.hostlink import TcpHostLink
+from terminal.hostlink import TRACE_ENV, IsoTraceFile, TcpHostLink
 
 EXIT_OK, EXIT_DECLINED, EXIT_REFUSED, EXIT_UNCERTAIN = 0, 1, 2, 3
 DATA_ENV = "POS_TERMINAL_DATA"
@@ -163,7 +163,8 @@ def open_till(ctx: Ctx) -> Till:
     finally:
         journal.close()
     link = TcpHostLink(dialect, host, port, timeout=args.timeout,
-                       tpdu=TPDU if dialect.spec.tpdu else None)
+                       tpdu=TPDU if dialect.spec.tpdu else None,
+                       trace=IsoTraceFile(args.trace, dialect) if args.trace else None)
     reader = _reader(args.reader, dialect.settings.f55_tags, settings.card_timeout_s)
     pinpad = _pinpad(args.pinpad, args.reader, lambda: tmk, settings.pin_timeout_s)
     return Till.open(ctx.data_dir, link=link, reader=reader, pinpad=pinpad)
@@ -733,6 +734,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--supervisor", help="supervisor approving a refund/void that needs it")
     parser.add_argument("--supervisor-password-file", help="the supervisor's password file")
     parser.add_argument("--verbose", "-v", action="store_true", help="say every step")
+    parser.add_argument("--trace", metavar="FILE",
+                        help=f"record every ISO 8583 frame to FILE (masked JSONL, appended; "
+                             f"read it with 'pos-iso trace show FILE'); {TRACE_ENV}=FILE does "
+                             f"the same for every command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     init = sub.add_parser("init", help="make the data directory a terminal")
     init.add_argument("--tid", required=True)
@@ -828,6 +833,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--script", action="store_true", help="the scripted walkthrough")
     demo.add_argument("--training-dir", type=Path)
     demo.add_argument("--in-process", action="store_true")
+    demo.add_argument("--trace", dest="demo_trace", metavar="FILE",
+                      help="with --script: record the ISO 8583 conversation to FILE (afresh)")
     web = sub.add_parser("web", help="serve the training app to a browser on loopback")
     web.add_argument("--port", type=int, default=8000)
     web.add_argument("--bind", default="127.0.0.1", help="address to listen on")
@@ -895,7 +902,9 @@ def _run_app(ctx: Ctx) -> int:
             print("pos-terminal: standard output is not a terminal, so this runs the scripted "
                   "walkthrough instead of the cashier app (pos-terminal demo --script does "
                   "the same; pos-terminal ui --training starts the app).", flush=True)
-        return demo.main(["--in-process"] if args.in_process else [])
+        return demo.main((["--in-process"] if args.in_process else [])
+                         + (["--trace", trace] if (trace := args.demo_trace or args.trace)
+                            else []))
     try:
         from terminal.ui.app import run_app, run_app_loading
     except ImportError as exc:  # pragma: no cover - textual is a dependency

@@ -37,6 +37,7 @@ from terminal.core.records import RefundReason, TxnRecord
 from terminal.core.refund_status import ArrivalWindows, card_type
 from terminal.core.till import Outcome, Till
 from terminal.demo_world import EmulatedWorld, open_world_till
+from terminal.hostlink import IsoTraceFile
 
 
 @dataclass
@@ -214,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="attach the virtual card in-process instead of through pcscd")
     parser.add_argument("--verbose", "-v", action="store_true", help="name every step")
+    parser.add_argument("--trace", type=Path, metavar="FILE",
+                        help="record the till's ISO 8583 conversation with the emulator to "
+                             "FILE (masked JSONL, started afresh; pos-iso trace show FILE)")
     parser.add_argument("--keep", type=Path,
                         help="keep the terminal journal and the acquirer ledger in this new "
                              "directory (default: a temporary one)")
@@ -231,9 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="pos-demo-"))
     world: EmulatedWorld | None = None
     till: Till | None = None
+    trace: IsoTraceFile | None = None
     try:
         world = EmulatedWorld(workdir / "world", in_process=args.in_process)
-        till = open_world_till(world, workdir / "terminal", training=True, lang="zh")
+        trace = (IsoTraceFile(args.trace, world.host.dialect, append=False)
+                 if args.trace is not None else None)
+        till = open_world_till(world, workdir / "terminal", training=True, lang="zh",
+                               trace=trace)
         out("pos-refund demo: an original-route refund (原路退款) with no hardware")
         out(f"   terminal journal   {workdir / 'terminal'} (training terminal "
             f"{till.settings.tid})")
@@ -257,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             till.close()
         if world is not None:
             world.stop()
+        if trace is not None:
+            trace.close()
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
 

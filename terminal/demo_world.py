@@ -50,7 +50,7 @@ from terminal.core.journal import Journal
 from terminal.core.ports import Purpose
 from terminal.core.session import Session
 from terminal.core.till import Till
-from terminal.hostlink import TcpHostLink
+from terminal.hostlink import IsoTraceFile, TcpHostLink
 
 TPDU = bytes.fromhex("6000030000")
 
@@ -273,8 +273,11 @@ class EmulatedWorld:
 
 
 def open_world_till(world: EmulatedWorld, data_dir: Path, *, training: bool = True,
-                    lang: str = "zh", clock: Callable[[], datetime] = datetime.now) -> Till:
-    """A till in ``data_dir`` wired to ``world`` (initialised as the demo terminal if new)."""
+                    lang: str = "zh", clock: Callable[[], datetime] = datetime.now,
+                    trace: IsoTraceFile | None = None) -> Till:
+    """A till in ``data_dir`` wired to ``world`` (initialised as the demo terminal if new).
+
+    ``trace`` records the till's ISO 8583 conversation with the emulator."""
     assert world.slot is not None
     assert world.pad is not None
     assert world.printer is not None
@@ -286,7 +289,8 @@ def open_world_till(world: EmulatedWorld, data_dir: Path, *, training: bool = Tr
     finally:
         journal.close()
     dialect = world.host.dialect
-    link = TcpHostLink(dialect, "127.0.0.1", world.host.port, timeout=3.0, tpdu=TPDU)
+    link = TcpHostLink(dialect, "127.0.0.1", world.host.port, timeout=3.0, tpdu=TPDU,
+                       trace=trace)
     reader = EmvCardReader(world.slot.source, description=world.reader_mode,
                            f55_tags=dialect.settings.f55_tags, timeout=60.0,
                            cancel=world.slot.cancel)

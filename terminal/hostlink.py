@@ -4,26 +4,85 @@
 ``asyncio.to_thread``) over one TCP connection, using the dialect's framing.
 It never decides what a missing answer means; it raises
 :class:`HostTimeoutError` and the transaction flow reverses, resends or asks.
+
+With a trace (``trace=`` an :class:`IsoTraceFile`, or the ``POS_ISO_TRACE``
+environment variable naming a file to append to) every frame sent and received
+is recorded, masked, in the format of :mod:`iso8583.trace`, before it is sent
+and as soon as it has arrived (an answer that does not decode is recorded too).
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
+from datetime import datetime
+from os import PathLike
+from pathlib import Path
+from typing import IO
 
 from iso8583.dialect import Dialect, Frame
 from iso8583.errors import Iso8583Error
 from iso8583.message import Message
+from iso8583.trace import HOST_TO_TERMINAL, TERMINAL_TO_HOST, TraceRecorder
 from terminal.core.crashpoints import crash_point
-from terminal.core.errors import HostLinkError, HostTimeoutError
+from terminal.core.errors import ConfigError, HostLinkError, HostTimeoutError
+
+TRACE_ENV = "POS_ISO_TRACE"
+"""Environment variable: a file every host link of the process appends its ISO trace to."""
+
+
+class IsoTraceFile:
+    """The terminal's ISO 8583 trace file: a :class:`TraceRecorder` over a locked stream.
+
+    ``append=False`` starts the file afresh (one conversation per file, as the
+    demo records it); the default appends, so several ``pos-terminal`` runs can
+    leave one conversation behind. Safe to share between threads.
+    """
+
+    def __init__(self, path: str | PathLike[str], dialect: Dialect, *,
+                 append: bool = True) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream: IO[str] = self.path.open("a" if append else "w", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write the ISO trace {self.path}: "
+                              f"{exc.strerror or exc}") from None
+        self._lock = threading.Lock()
+        with self._lock:
+            self.recorder = TraceRecorder(self._write, dialect, by="terminal",
+                                          monotonic=time.monotonic, wall=datetime.now)
+
+    def _write(self, line: str) -> None:
+        self._stream.write(line)
+        self._stream.flush()
+
+    def record(self, direction: str, payload: bytes) -> None:
+        """Record one frame payload (no length prefix); never raises."""
+        with self._lock:
+            if not self._stream.closed:
+                self.recorder.record(direction, payload)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stream.close()
+
+    @classmethod
+    def from_env(cls, dialect: Dialect) -> IsoTraceFile | None:
+        """The trace ``POS_ISO_TRACE`` names (appended to), or None when it is unset."""
+        path = os.environ.get(TRACE_ENV)
+        return cls(path, dialect) if path else None
 
 
 class TcpHostLink:
     """A connection to ``host:port`` that exchanges one message at a time."""
 
     def __init__(self, dialect: Dialect, host: str, port: int, *, timeout: float = 10.0,
-                 tpdu: bytes | None = None) -> None:
+                 tpdu: bytes | None = None, trace: IsoTraceFile | None = None) -> None:
         self.dialect = dialect
+        self.trace = trace if trace is not None else IsoTraceFile.from_env(dialect)
         self.address = (host, port)
         self.timeout = timeout
         self.tpdu = tpdu
@@ -48,6 +107,7 @@ class TcpHostLink:
         self._connect()
 
     def close(self) -> None:
+        """Close the connection (the trace stays open: the link may connect again)."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -56,6 +116,8 @@ class TcpHostLink:
         """Send ``request``; return the answer frame, or raise a HostLinkError."""
         frame = self.dialect.pack(request, tpdu=self.tpdu if self.dialect.spec.tpdu else None)
         sock = self._connect()
+        if self.trace is not None:
+            self.trace.record(TERMINAL_TO_HOST, frame[self.dialect.spec.length_bytes:])
         deadline = time.monotonic() + self.timeout
         try:
             sock.sendall(frame)
@@ -71,6 +133,8 @@ class TcpHostLink:
                     raise HostTimeoutError("the host closed the connection without an answer")
                 payloads = self._decoder.feed(chunk)
                 if payloads:
+                    if self.trace is not None:
+                        self.trace.record(HOST_TO_TERMINAL, payloads[0])
                     return self.dialect.unpack_payload(payloads[0])
         except TimeoutError:
             self.close()
