@@ -43,7 +43,9 @@ from iso8583.terminal import (
     OriginalRef,
     RequestContext,
     TerminalProtocol,
+    UploadChunk,
     UploadItem,
+    plan_upload,
 )
 
 Clock = Callable[[], datetime]
@@ -321,12 +323,21 @@ class SimTerminal:
         STAN + the answer's date, F37 by RRN.
         """
         self._mak()
+        msg = self.protocol.batch_upload(self._ctx(), self._upload_item(item))
+        return self._finish(msg, _Sent("batch_upload", item.scheme, self.batch, item))
+
+    @staticmethod
+    def _upload_item(item: Approved) -> UploadItem:
         if item.pan is None or item.amount is None:
             raise ValueError("only financial approvals can be uploaded")
-        upload = UploadItem(item.kind, item.pan, item.amount, item.batch, item.stan, item.date,
-                            item.rrn, item.auth_code)
-        msg = self.protocol.batch_upload(self._ctx(), upload)
-        return self._finish(msg, _Sent("batch_upload", item.scheme, self.batch, item))
+        return UploadItem(item.kind, item.pan, item.amount, item.batch, item.stan, item.date,
+                          item.rrn, item.auth_code, scheme=item.scheme)
+
+    def batch_upload_chunk(self, chunk: UploadChunk) -> Message:
+        """One 0320 of a batch upload: up to 8 stripe items in F48, or one advice/chip item."""
+        self._mak()
+        msg = self.protocol.upload(self._ctx(), chunk)
+        return self._finish(msg, _Sent("batch_upload", None, self.batch))
 
     def batch_upload_end(self, count: int) -> Message:
         """0320 end of batch upload (60.3 = 202) with the number of items sent in F48 (n4)."""
@@ -339,7 +350,9 @@ class SimTerminal:
         items = [a for a in self.approvals
                  if a.batch == self.batch and a.kind in ("sale", "refund")
                  and (a.batch, a.stan) not in self._voided]
-        return [*(self.batch_upload(a) for a in items), self.batch_upload_end(len(items))]
+        chunks = plan_upload(self.dialect.settings.batch_upload,
+                             [self._upload_item(a) for a in items])
+        return [*(self.batch_upload_chunk(c) for c in chunks), self.batch_upload_end(len(items))]
 
     # --- answers ---------------------------------------------------------------
     def check_response(self, request: Message, response: Message, *,

@@ -62,6 +62,25 @@ DEFAULT_F55_TAGS: tuple[int, ...] = (
 
 
 @dataclass(frozen=True)
+class BatchUploadProfile:
+    """How a dialect batch-uploads (批上送) after a settlement that did not balance.
+
+    China UnionPay POS, as public terminal code shows it: non-chip items go
+    several per 0320 (60.3 = 201) as a list in F48 (:class:`iso8583.composite.F48UploadList`);
+    chip items one per 0320 (60.3 = 203) with their F55; items told as advices
+    (a CUP refund is a 0220 notification) one per 0320 with their own fields;
+    then the end of the upload (60.3 = 202) with the number of items in F48 n4.
+    The rows named here are rows of the dialect's transaction table.
+    """
+
+    list_kind: str = "batch_upload"  # several non-chip items per message, F48 list
+    chip_kind: str = "batch_upload_icc"  # one chip item per message, F55
+    end_kind: str = "batch_upload_end"  # end of upload, F48 = item count n4
+    advice_kinds: frozenset[str] = frozenset({"refund"})  # one per message, own fields
+    domestic_schemes: frozenset[str] = frozenset({"CUP"})  # 48 organisation 00, others 01
+
+
+@dataclass(frozen=True)
 class DialectSettings:
     """What a dialect decides beyond its field table; flows read these, never the name."""
 
@@ -77,6 +96,8 @@ class DialectSettings:
     f55_tags: tuple[int, ...] = DEFAULT_F55_TAGS
     # EntryKind -> the first two digits of F22
     entry_mode_prefix: Mapping[str, str] = field(default_factory=lambda: ENTRY_MODE_PREFIX)
+    # 批上送 after an unbalanced settlement; None: the dialect has no batch upload
+    batch_upload: BatchUploadProfile | None = None
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,15 @@ never MACed). Typical use::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from iso8583 import composite
+from iso8583 import composite, tlv
 from iso8583.crypto import signon
 from iso8583.crypto.message_mac import apply_mac, received_mac_ok
-from iso8583.dialect import Dialect, TransactionProfile
+from iso8583.dialect import BatchUploadProfile, Dialect, TransactionProfile
 from iso8583.errors import Iso8583Error, ResponseError, ResponseMacError
 from iso8583.masking import mask_pan
 from iso8583.message import Message
@@ -99,7 +99,64 @@ class UploadItem:
     date: str | None  # MMDD of the host's answer
     rrn: str | None
     auth_code: str | None
-    icc_data: bytes | None = field(default=None, repr=False)
+    icc_data: bytes | None = field(default=None, repr=False)  # F55: the item is a chip item
+    scheme: str | None = None  # card organisation (CUP, VIS, MCC): 48.2.1 and F63
+    entry_mode: str | None = None  # F22 as the item was sent
+    card_seq: str | None = None  # F23 of a chip item
+
+
+#: How an item travels in a batch upload: in an F48 list, alone with its F55, alone as an advice.
+UploadWay = Literal["list", "chip", "advice"]
+
+
+@dataclass(frozen=True)
+class UploadChunk:
+    """What one batch-upload 0320 carries: up to 8 list items, or one chip or advice item."""
+
+    way: UploadWay
+    items: tuple[UploadItem, ...]
+
+
+def upload_way(profile: BatchUploadProfile | None, item: UploadItem) -> UploadWay:
+    """Advice kinds alone with their fields; chip items (F55) alone; the rest in F48 lists.
+
+    Without a profile (a dialect with no documented list form) every item goes alone.
+    """
+    if profile is not None and item.kind in profile.advice_kinds:
+        return "advice"
+    if item.icc_data is not None:
+        return "chip"
+    return "list" if profile is not None else "advice"
+
+
+def plan_upload(profile: BatchUploadProfile | None,
+                items: Sequence[UploadItem]) -> tuple[UploadChunk, ...]:
+    """The 0320s that carry ``items``: list items packed 8 a message, then advices, then chip."""
+    ways: dict[UploadWay, list[UploadItem]] = {"list": [], "advice": [], "chip": []}
+    for item in items:
+        ways[upload_way(profile, item)].append(item)
+    size = composite.UPLOAD_ITEMS_MAX
+    listed = ways["list"]
+    chunks = [UploadChunk("list", tuple(listed[i:i + size])) for i in range(0, len(listed), size)]
+    chunks += [UploadChunk(way, (item,)) for way in ("advice", "chip") for item in ways[way]]
+    return tuple(chunks)
+
+
+def upload_icc_data(f55: bytes, cryptogram_type: str | None, cryptogram: str | None) -> bytes:
+    """F55 of a chip item for its upload: the card's TC (9F26, 9F27 = 40) when there is one.
+
+    The sale's request carried the ARQC; a terminal that holds the TC of the
+    second GENERATE AC uploads that instead. Anything else leaves F55 as sent.
+    """
+    if cryptogram_type != "TC" or not cryptogram:
+        return f55
+    try:
+        tags = tlv.decode_flat(f55)
+        tags[0x9F26] = bytes.fromhex(cryptogram)
+    except (Iso8583Error, ValueError):
+        return f55
+    tags[0x9F27] = b"\x40"
+    return tlv.encode(tags)
 
 
 @dataclass(frozen=True)
@@ -114,6 +171,7 @@ class Answer:
     time: str | None  # F12 of the answer (hhmmss)
     balance: int | None  # balance inquiry: F54 available balance in fen (signed)
     settle_balanced: bool | None  # settlement: both halves of F48 agree
+    upload_counts: composite.UploadCounts | None = None  # end of a batch upload: F48
 
     @property
     def approved(self) -> bool:
@@ -134,6 +192,16 @@ def parse_balance(f54: object) -> int | None:
         return None
     sign = -1 if f54[7] == "D" else 1
     return sign * int(f54[8:20])
+
+
+def parse_upload_counts(f48: object) -> composite.UploadCounts | None:
+    """What the host says it received (and matched) in its answer to an upload's end."""
+    if not isinstance(f48, str):
+        return None
+    try:
+        return composite.UploadCounts.decode(f48)
+    except Iso8583Error:
+        return None
 
 
 def parse_settle_result(f48: object) -> bool | None:
@@ -364,27 +432,69 @@ class TerminalProtocol:
         return msg
 
     def batch_upload(self, ctx: RequestContext, item: UploadItem) -> Message:
-        """Batch upload (批上送) of one approved item: F61 batch + STAN + date, F37 RRN.
+        """Batch upload (批上送) of one item, the way the dialect sends it (see :meth:`upload`)."""
+        way = upload_way(self.settings.batch_upload, item)
+        return self.upload(ctx, UploadChunk(way, (item,)))
 
-        60.3 = 201 for stripe/keyed items, 203 (with F55) for chip items.
+    def upload(self, ctx: RequestContext, chunk: UploadChunk) -> Message:
+        """One 0320 of a batch upload (chunks from :func:`plan_upload`).
+
+        ``list``: 60.3 = 201, F48 = count n2 + per item organisation n2, STAN n6,
+        PAN n20, amount n12 (:class:`~iso8583.composite.F48UploadList`).
+        ``chip``: 60.3 = 203, F2/F4/F22/F23, F55, F37/F38, F61 = the item's
+        batch + STAN + date. ``advice``: 60.3 = 201 with the same fields (no F55)
+        and the card organisation. F11 is always the message's own STAN.
         """
-        msg = self._new("batch_upload", ctx)
+        profile = self.settings.batch_upload or BatchUploadProfile()
+        if chunk.way == "list":
+            msg = self._new(profile.list_kind, ctx)
+            msg[48] = composite.F48UploadList(tuple(
+                composite.UploadEntry(
+                    composite.UPLOAD_DOMESTIC if i.scheme is None
+                    or i.scheme in profile.domestic_schemes else composite.UPLOAD_FOREIGN,
+                    i.stan, i.pan, i.amount)
+                for i in chunk.items)).encode()
+            msg[60] = self._f60(profile.list_kind, ctx)
+            return msg
+        if len(chunk.items) != 1:
+            raise ValueError(f"a {chunk.way} upload carries one item, not {len(chunk.items)}")
+        item = chunk.items[0]
+        kind = profile.chip_kind if chunk.way == "chip" else profile.list_kind
+        if kind not in self.dialect.transactions:
+            kind = profile.list_kind
+        msg = self._new(kind, ctx)
         msg[2] = item.pan
         processing = self.dialect.transactions.get(item.kind)
         msg[3] = (processing.processing_code if processing is not None else None) or "000000"
         msg[4] = item.amount
         msg[49] = self.settings.currency
+        if item.entry_mode is not None:
+            msg[22] = item.entry_mode
         if item.rrn is not None:
             msg[37] = item.rrn
         if item.auth_code is not None:
             msg[38] = item.auth_code
-        net_code = "201"
-        if item.icc_data is not None:
-            net_code = "203"
+        if chunk.way == "chip" and item.icc_data is not None:
+            if item.card_seq is not None:
+                msg[23] = item.card_seq.zfill(3)
             msg[55] = item.icc_data
-        msg[60] = self._f60("batch_upload", ctx, net_code=net_code)
+        org_field = self.settings.card_organisation_field
+        if chunk.way == "advice" and org_field is not None and item.scheme is not None:
+            msg[org_field] = composite.F63(item.scheme).encode()
+        msg[60] = self._f60(kind, ctx)
         msg[61] = composite.F61(item.batch, item.stan, item.date).encode()
         return msg
+
+    def _is_upload_end(self, request: Message) -> bool:
+        profile = self.settings.batch_upload or BatchUploadProfile()
+        row = self.dialect.transactions.get(profile.end_kind)
+        if row is None or request.mti != row.mti:
+            return False
+        f60 = request.get(60)
+        try:
+            return isinstance(f60, str) and composite.F60.decode(f60).net_code == row.net_code
+        except Iso8583Error:
+            return False
 
     def batch_upload_end(self, ctx: RequestContext, count: int) -> Message:
         """End of batch upload (60.3 = 202) with the number of items sent in F48 (n4)."""
@@ -434,7 +544,9 @@ class TerminalProtocol:
             date=date if isinstance(date, str) else None,
             time=time if isinstance(time, str) else None,
             balance=parse_balance(response.get(54)),
-            settle_balanced=parse_settle_result(response.get(48)) if is_settlement else None)
+            settle_balanced=parse_settle_result(response.get(48)) if is_settlement else None,
+            upload_counts=parse_upload_counts(response.get(48))
+            if self._is_upload_end(request) else None)
 
 
 __all__ = [
@@ -442,3 +554,5 @@ __all__ = [
     "RequestContext", "SignOnResult", "TerminalProtocol", "UploadItem", "WorkingKeys",
     "parse_balance", "parse_settle_result",
 ]
+__all__ += ["UploadChunk", "UploadWay", "parse_upload_counts", "plan_upload", "upload_icc_data",
+            "upload_way"]

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from emulator.catalogue import CARDS, CardStatus, TestCard
-from emulator.host import codes, security
+from emulator.host import codes, security, upload
 from emulator.host.classify import NETWORK_KINDS, UNKNOWN, TransactionTable
 from emulator.host.ledger import (
     BatchRow,
@@ -841,26 +841,28 @@ class AcquirerHost:
         ctx.status = "acknowledged"
 
     def _batch_upload(self, ctx: _Ctx) -> None:
-        amount = self._amount(ctx)
-        rrn = ctx.msg.get(37)
-        f61 = ctx.msg.get(61)
+        """Each item of a 0320 compared with the ledger (emulator.host.upload), one row each."""
+        tid = ctx.term.tid
+
+        def by_stan(batch: str, stan: str) -> TransactionRow | None:
+            return next((t for mti in self._table.money_mtis()
+                         if (t := self._txns.get((tid, batch, stan, mti))) is not None), None)
+
+        def by_rrn(rrn: str) -> TransactionRow | None:
+            found = self.by_rrn(rrn)
+            return found if found is not None and found.tid == tid else None
+
         try:
-            named = composite.F61.decode(f61 if f61 is not None else "")
-        except Iso8583Error:
+            rows = upload.upload_rows(ctx.msg, tid, ctx.batch,
+                                      upload.Lookup(by_stan, by_rrn, self.pan_hash))
+        except upload.UploadFormatError:
             raise _Answer(codes.FORMAT_ERROR) from None
-        known = self.by_rrn(str(rrn)) if isinstance(rrn, str) else None
-        matched = (known is not None and known.tid == ctx.term.tid
-                   and known.status == "approved" and known.amount == amount
-                   and (known.batch, known.stan) == (named.batch, named.stan))
-        ctx.records.append(UploadRow(ctx.term.tid, ctx.batch, ctx.stan,
-                                     str(rrn) if isinstance(rrn, str) else None,
-                                     named.batch, named.stan, amount, matched))
+        ctx.records.extend(rows)
         ctx.status = "acknowledged"
 
     def _batch_upload_end(self, ctx: _Ctx) -> None:
-        received = sum(1 for u in self._uploads
-                       if u.tid == ctx.term.tid and u.batch == ctx.batch)
-        ctx.extra[48] = f"{received % 10_000:04d}"
+        """F48: the items the host holds for the batch (n4) and how many matched (n4)."""
+        ctx.extra[48] = upload.end_counts(self._uploads, ctx.term.tid, ctx.batch).encode()
         ctx.status = "acknowledged"
 
 

@@ -8,7 +8,7 @@ DESIGN.md section 4 for the transaction table this module encodes.
 
 from __future__ import annotations
 
-from iso8583.dialect import DialectSettings, DialectSpec, TransactionProfile
+from iso8583.dialect import BatchUploadProfile, DialectSettings, DialectSpec, TransactionProfile
 from iso8583.fields import FieldSpec, LenType, Sensitive, an, ans, b, n, nvar, z
 
 LL, LLL = LenType.LL, LenType.LLL
@@ -82,5 +82,8 @@ SPEC = DialectSpec(
         security_control="2600000000000000",  # F53: format 0, double-length TDES
         currency="156",
         mac="cup",
+        # non-chip items 8 per 0320 in F48 (201), chip items one each with F55 (203),
+        # refunds (0220 advices) one each with their fields (201), the end (202)
+        batch_upload=BatchUploadProfile(),
     ),
 )

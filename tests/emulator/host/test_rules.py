@@ -635,7 +635,7 @@ def test_settlement_mismatch_then_batch_upload(lane: Lane) -> None:
     for message in uploads:
         assert isinstance(lane.exchange(message), Approved)
     end = lane.answer(uploads[-1])
-    assert end[48] == "0001"
+    assert end[48] == "00010001"  # received 1, matched 1
     row = lane.store.load().uploads[0]
     assert row.matched
     assert row.amount == 10_000
@@ -644,7 +644,7 @@ def test_settlement_mismatch_then_batch_upload(lane: Lane) -> None:
 def test_batch_upload_of_an_unknown_item_is_flagged(lane: Lane) -> None:
     sale = approved_sale(lane, 1_000)
     lane.answer(lane.term.settlement(SettlementTotals()))
-    ghost = dataclasses.replace(sale, rrn="000000009999")
+    ghost = dataclasses.replace(sale, stan="000999")  # a list item names itself by STAN
     assert isinstance(lane.exchange(lane.term.batch_upload(ghost)), Approved)
     assert [u.matched for u in lane.store.load().uploads] == [False]
 
