@@ -63,6 +63,7 @@ from emulator.host.faults import (
     request_facts,
 )
 from iso8583.errors import Iso8583Error
+from iso8583.trace import HOST_TO_TERMINAL, TERMINAL_TO_HOST
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,10 @@ class Decoder(Protocol):
     def buffered(self) -> int: ...
 
     def feed(self, data: bytes) -> list[bytes]: ...
+
+
+#: Where the server records frames: ``(direction, payload)`` (emulator.trace.HostTraceFile).
+FrameTrace = Callable[[str, bytes], object]
 
 
 class ServerDialect(PayloadDialect, Protocol):
@@ -411,6 +416,9 @@ class _HostConnection(asyncio.Protocol):
         if kind is FaultKind.CLOSE_AFTER:
             return False
         reply = self.server.spoil(entry.action, reply)
+        if self.server.trace is not None:
+            for _ in range(2 if kind is FaultKind.TWICE else 1):
+                self.server.trace(HOST_TO_TERMINAL, reply)
         framed = frame_reply(reply, self.server.length_bytes)
         self.transport.write(framed + framed if kind is FaultKind.TWICE else framed)
         self.server.stats.replies += 1
@@ -455,8 +463,10 @@ class HostServer(Generic[R]):
         clock: Callable[[], datetime] = datetime.now,
         refuse: Callable[[bytes, str, datetime], Outcome[R]] | None = None,
         spoil: Callable[[FaultAction, bytes], bytes] | None = None,
+        trace: FrameTrace | None = None,
     ) -> None:
         self.handler = handler
+        self.trace = trace  # records every request taken and every reply written
         self._refuse_with = refuse
         # what a fault does to a reply on its way out (emulator.host.faults.corrupt_reply)
         self.spoil = spoil or (lambda action, reply: corrupt_reply(dialect, action, reply))
@@ -568,6 +578,8 @@ class HostServer(Generic[R]):
     def _accept(self, conn: _HostConnection, payload: bytes) -> None:
         """Hand one complete request to the core and queue its reply behind its commit."""
         self.stats.requests += 1
+        if self.trace is not None:
+            self.trace(TERMINAL_TO_HOST, payload)
         action: FaultAction = NO_FAULT
         if self.faults:
             facts = request_facts(self.dialect, payload)
@@ -601,8 +613,10 @@ class HostServer(Generic[R]):
 def acquirer_server(host: AcquirerHost, store: LedgerStore, *,
                     config: ServerConfig | None = None, faults: FaultPlan | None = None,
                     rng: random.Random | None = None,
-                    clock: Callable[[], datetime] = datetime.now) -> HostServer[LedgerRecord]:
+                    clock: Callable[[], datetime] = datetime.now,
+                    trace: FrameTrace | None = None) -> HostServer[LedgerRecord]:
     """A server for the real host core and ledger store."""
     return HostServer(host, store, host.dialect, config=config, faults=faults, rng=rng,
                       clock=clock, refuse=lambda p, c, n: forced_answer(host, p, c, n),
-                      spoil=lambda a, r: corrupt_reply(host.dialect, a, r, host=host))
+                      spoil=lambda a, r: corrupt_reply(host.dialect, a, r, host=host),
+                      trace=trace)

@@ -1,0 +1,50 @@
+"""The host's ISO 8583 trace file: every frame the server receives or sends, masked.
+
+A thin file adapter over :class:`iso8583.trace.TraceRecorder` (the line format,
+the masking and the tools that read a trace live there). The server calls it
+with each complete request payload as it is taken and each reply payload as it
+is written (a reply a fault drops is not written, so it is not in the trace).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from os import PathLike
+from pathlib import Path
+from typing import IO
+
+from emulator.host.errors import HostError
+from iso8583.dialect import Dialect
+from iso8583.trace import TraceRecorder
+
+
+class HostTraceFile:
+    """Records frames to ``path`` (appended; ``append=False`` starts it afresh).
+
+    Called from the server's event loop only; each line is flushed when written.
+    """
+
+    def __init__(self, path: str | PathLike[str], dialect: Dialect, *,
+                 append: bool = True) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream: IO[str] = self.path.open("a" if append else "w", encoding="utf-8")
+        except OSError as exc:
+            raise HostError(f"cannot write the ISO trace {self.path}: "
+                            f"{exc.strerror or exc}") from None
+        self.recorder = TraceRecorder(self._write, dialect, by="host",
+                                      monotonic=time.monotonic, wall=datetime.now)
+
+    def _write(self, line: str) -> None:
+        self._stream.write(line)
+        self._stream.flush()
+
+    def __call__(self, direction: str, payload: bytes) -> None:
+        """Record one frame payload (no length prefix); never raises."""
+        if not self._stream.closed:
+            self.recorder.record(direction, payload)
+
+    def close(self) -> None:
+        self._stream.close()
