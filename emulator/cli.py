@@ -97,6 +97,9 @@ def _parser() -> _Parser:
                        help="host processes sharing the port (SO_REUSEPORT) and the ledger "
                             "(default 1; more need --ledger postgresql://...)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log each connection event")
+    serve.add_argument("--trace", type=Path, default=None, metavar="FILE",
+                       help="record every ISO 8583 frame to FILE (masked JSONL, appended; "
+                            "read it with 'pos-iso trace show FILE'); one process only")
 
     faults = sub.add_parser("faults", help="change a running host's faults")
     faults.add_argument("action", choices=("add", "clear", "list", "stats"))
@@ -214,11 +217,14 @@ def _serve(args: argparse.Namespace) -> int:
                               read_timeout=args.read_timeout,
                               shutdown_timeout=args.shutdown_timeout,
                               gc_freeze_interval=1.0)  # this process only serves
+        if args.workers > 1 and args.trace is not None:
+            return _fail("--trace records one process: leave out --workers to record")
         if args.workers > 1:
             store.close()  # each worker opens its own connection
             return _serve_workers(args, config, admin, ledger)
         rng = random.Random(args.fault_seed)
-        return asyncio.run(_run(host, store, config, plan, rng, admin, ledger, args.dialect))
+        return asyncio.run(_run(host, store, config, plan, rng, admin, ledger, args.dialect,
+                                args.trace))
     except HostError as exc:
         return _fail(str(exc))
     finally:
@@ -227,8 +233,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run(host: AcquirerHost, store: SqliteLedgerStore, config: ServerConfig,
                plan: FaultPlan, rng: random.Random, admin: AdminAddress | None, ledger: Path,
-               dialect: str) -> int:
-    server = acquirer_server(host, store, config=config, faults=plan, rng=rng)
+               dialect: str, trace_path: Path | None = None) -> int:
+    from emulator.trace import HostTraceFile
+    trace = HostTraceFile(trace_path, host.dialect) if trace_path is not None else None
+    server = acquirer_server(host, store, config=config, faults=plan, rng=rng, trace=trace)
     try:
         bound = await server.start()
     except OSError as exc:
