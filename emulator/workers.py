@@ -467,7 +467,8 @@ class Supervisor:
             merged["stats"] = merge_stats([st for _, st in per_worker if isinstance(st, dict)])
             merged["per_worker"] = [
                 {"worker": s.index, "pid": s.proc.pid if s.proc is not None else None,
-                 "restarts": s.restarts, "stats": st} for s, st in per_worker]
+                 "restarts": s.restarts, "stats": st, "faults": a.get("faults")}
+                for (s, st), (_, a) in zip(per_worker, answers, strict=True)]
         if not answers and not down:
             merged["faults"] = [{"spec": s, "fired": 0, "armed": True} for s in self.specs]
         if missing or down:
