@@ -606,7 +606,9 @@ def describe(entry: TraceEntry, *, offset: float) -> JsonDict:
         fields["MAC"] = "yes"
     out["fields"] = fields
     code = message.response_code
-    if code is not None:
+    if code is not None and message.is_request:
+        fields["reason"] = code  # a reversal's F39: why the terminal reverses
+    elif code is not None:
         meaning = explain(code)
         out["response"] = {"code": code, "en": meaning.en, "zh": meaning.zh}
     return out
