@@ -10,6 +10,7 @@ Sub-commands::
     pos-emulator card ...         (virtual EMV card)
     pos-emulator pinpad ...       (virtual serial PIN pad)
     pos-emulator printer ...      (virtual receipt printer)
+    pos-emulator replay TRACE     (replay a recorded ISO 8583 trace: emulator.replay)
 
 ``serve`` provisions the demo terminal when the ledger has no terminal yet, prints
 where it listens and stops cleanly on SIGINT/SIGTERM (exit 0). Bad input ends with
@@ -52,6 +53,7 @@ _DELEGATES: dict[str, tuple[str, str]] = {
     "card": ("emulator.card.cli", "main"),
     "pinpad": ("emulator.pinpad.cli", "main"),
     "printer": ("emulator.printer.cli", "main"),
+    "replay": ("emulator.replay", "main"),
 }
 
 

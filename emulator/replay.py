@@ -33,11 +33,20 @@ How a masked request becomes a valid one again:
 A request recorded without an answer (the demo's lost sale) is sent and its
 answer is not compared: the host booked it in the recording too, and the
 reversal that follows in the trace undoes it in both.
+
+From the command line (exit 0 when every answer is as recorded, 1 when one
+differs, 2 for bad input)::
+
+    pos-emulator replay tests/traces/demo-cup.jsonl            # a fresh host in process
+    pos-emulator replay TRACE --connect 127.0.0.1:5858         # a running host, fresh ledger
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +54,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from emulator.catalogue import CARDS, TestCard
-from emulator.host.terminals import DEMO_TMK
+from emulator.host.terminals import DEMO_MID, DEMO_TID, DEMO_TMK
 from iso8583 import composite
 from iso8583.crypto import pinblock, signon
 from iso8583.crypto.message_mac import apply_mac, received_mac_ok
@@ -64,6 +73,7 @@ from iso8583.trace import (
     diff,
     format_differences,
     kind_of,
+    parse_trace,
 )
 
 Exchange = Callable[[bytes], bytes | None]
@@ -349,3 +359,64 @@ class TcpExchange:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def _fresh_host(dialect: str, tmk: bytes) -> Exchange:
+    from emulator.host.core import AcquirerHost
+    host = AcquirerHost(dialect)
+    host.store.commit([host.provision(DEMO_TID, DEMO_MID, tmk)])
+    return in_process(host, host.store)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pos-emulator replay TRACE [--connect HOST:PORT] [--tmk HEX] [--json]``."""
+    parser = argparse.ArgumentParser(
+        prog="pos-emulator replay",
+        description="replay a recorded ISO 8583 trace against the host and compare its "
+                    "answers with the recorded ones (STAN, times, RRN, auth code, MAC and "
+                    "cryptograms ignored)")
+    parser.add_argument("trace", help="JSONL trace (pos-terminal --trace FILE)")
+    parser.add_argument("--connect", metavar="HOST:PORT",
+                        help="a running pos-emulator serve with a fresh ledger (default: a "
+                             "fresh host in this process, demo terminal provisioned)")
+    parser.add_argument("--tmk", help="terminal master key, hex (default: the demo TMK)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="answer timeout (s)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code in (0, None) else 2
+    try:
+        with open(args.trace, encoding="utf-8") as stream:
+            entries = parse_trace(stream.read(), name=args.trace)
+        tmk = bytes.fromhex(args.tmk) if args.tmk else DEMO_TMK
+        if not entries:
+            raise ReplayError(f"{args.trace} holds no ISO 8583 messages")
+        dialect = get_dialect(entries[0].dialect)
+        tcp: TcpExchange | None = None
+        if args.connect:
+            host, _, port = args.connect.rpartition(":")
+            if not host or not port.isdigit():
+                raise ReplayError(f"--connect wants HOST:PORT, not {args.connect!r}")
+            tcp = TcpExchange(host, int(port), dialect, timeout=args.timeout)
+        exchange = tcp if tcp is not None else _fresh_host(dialect.name, tmk)
+        try:
+            report = TraceReplayer(entries, exchange, tmk=tmk).run()
+        finally:
+            if tcp is not None:
+                tcp.close()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"pos-emulator replay: cannot read {args.trace}: "
+              f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 2
+    except (Iso8583Error, ValueError) as exc:
+        print(f"pos-emulator replay: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(report.text())
+    return 0 if report.ok else 1
