@@ -195,17 +195,20 @@ def pg_database(dsn: str, name: str) -> str:
 
 
 # --- the host under test: pos-emulator serve, as a separate process -------------------------
+def open_ledger(ledger: str) -> Any:
+    """The ledger's store: a postgresql:// URL or a SQLite file path."""
+    if ledger.startswith(("postgresql://", "postgres://")):
+        from emulator.host.pgledger import PostgresLedgerStore
+        return PostgresLedgerStore(ledger)
+    from emulator.host.ledger import SqliteLedgerStore
+    return SqliteLedgerStore(ledger)
+
+
 def provision(ledger: str, tids: list[str]) -> None:
     """Write the terminals into the ledger before the host starts."""
     from emulator.host.ledger import provisioned
 
-    store: Any
-    if ledger.startswith(("postgresql://", "postgres://")):
-        from emulator.host.pgledger import PostgresLedgerStore
-        store = PostgresLedgerStore(ledger)
-    else:
-        from emulator.host.ledger import SqliteLedgerStore
-        store = SqliteLedgerStore(ledger)
+    store = open_ledger(ledger)
     try:
         store.commit([provisioned(None, tid, MID, TMK) for tid in tids])
     finally:
@@ -291,9 +294,9 @@ class Phase:
 class _Lane:
     """One simulated terminal on its own connection."""
 
-    def __init__(self, i: int, port: int, prebuilt: int) -> None:
-        self.rng = random.Random(i)
-        self.term = SimTerminal("cup", f"7{i:07d}", MID, TMK, datetime.now, rng=self.rng)
+    def __init__(self, tid: str, port: int, prebuilt: int) -> None:
+        self.rng = random.Random(tid)
+        self.term = SimTerminal("cup", tid, MID, TMK, datetime.now, rng=self.rng)
         self.client = HostClient("127.0.0.1", port, "cup", timeout=10)
         self.prebuilt = prebuilt
         self.queue: list[tuple[Message, int]] = []
@@ -385,10 +388,16 @@ def _clock_cpu(loop: asyncio.AbstractEventLoop, phase: Phase, read: CpuReader) -
     loop.call_at(phase.end, at_end)
 
 
+def lane_tids(connections: int, first: int = 70_000_000) -> list[str]:
+    """The TIDs of the simulated terminals (provision them before the host starts)."""
+    return [f"{first + i:08d}" for i in range(connections)]
+
+
 async def _drive(port: int, connections: int, seconds: float, warmup: float, rate: float,
-                 prebuilt: int, read_cpu: CpuReader) -> tuple[Phase, Phase | None]:
+                 prebuilt: int, read_cpu: CpuReader, first_tid: int = 70_000_000,
+                 ) -> tuple[Phase, Phase | None]:
     loop = asyncio.get_running_loop()
-    lanes = [_Lane(i, port, prebuilt) for i in range(connections)]
+    lanes = [_Lane(tid, port, prebuilt) for tid in lane_tids(connections, first_tid)]
     await asyncio.gather(*(lane.prepare() for lane in lanes))
     # the generator's own full GC pauses would show up as host latency: keep them short
     # the same way the server does (collect, then freeze the survivors, every second)
@@ -470,9 +479,8 @@ def run_config(name: str, kind: str, workers: int, ledger: str, work: Path, *,
                connections: int, seconds: float, warmup: float, rate: float, prebuilt: int,
                postmaster: int | None) -> ConfigResult:
     result = ConfigResult(name, kind, workers)
-    tids = [f"7{i:07d}" for i in range(connections)]
     try:
-        provision(ledger, tids)
+        provision(ledger, lane_tids(connections))
         serve = Serve(ledger, workers, work / f"admin-{kind}-{workers}.sock")
     except Exception as exc:  # a configuration that cannot start is reported, not fatal
         result.error = f"{type(exc).__name__}: {exc}"
