@@ -39,7 +39,10 @@ from iso8583.terminal import (
     OriginalRef,
     RequestContext,
     TerminalProtocol,
+    UploadChunk,
     UploadItem,
+    plan_upload,
+    upload_icc_data,
 )
 from terminal.core import rules
 from terminal.core.config import TerminalSettings, load_tmk
@@ -78,6 +81,8 @@ REASON_NO_ANSWER = "98"
 REASON_TERMINAL_FAULT = "96"
 REASON_MAC_FAILED = "A0"
 PIK_UNDER_TMK = "pik_under_tmk"
+#: Journal meta key: the batch upload under way (settlement id, items sent, items acknowledged).
+UPLOAD_PROGRESS = "batch_upload_progress"
 
 
 def _ignore(step: Step) -> None:
@@ -178,9 +183,18 @@ class SettleOutcome:
     batch: str
     totals: SettlementTotals
     balanced: bool
-    uploaded: int  # items sent in a batch upload (0 when totals agreed)
+    uploaded: int  # items of the batch upload the host acknowledged (0 when totals agreed)
     new_batch: str
     response: ResponseCode
+    host_received: int | None = None  # end of the upload: items the host says it holds
+    host_matched: int | None = None  # ... and how many of them agree with its ledger
+
+
+@dataclass(frozen=True)
+class _Uploaded:
+    acknowledged: int
+    received: int | None
+    matched: int | None
 
 
 @dataclass
@@ -801,20 +815,28 @@ class Till:
     def _finish_settlement(self, row: sqlite3.Row, progress: Progress) -> SettleOutcome:
         settlement_id, batch = int(row["id"]), str(row["batch"])
         totals = SettlementTotals.decode(json.loads(row["totals"])["f48"])[0]
-        answer = self._retrying(lambda ctx: self.protocol.settlement(
-            RequestContext(ctx.stan, batch, ctx.now), totals), progress)
-        if not answer.approved:
-            self.journal.settlement_refused(settlement_id, answer.code)
-            raise TerminalError(f"settlement refused with {answer.code}",
-                                cashier_zh=f"结算失败({answer.code})",
-                                cashier_en=f"Settlement refused ({answer.code})")
-        balanced = bool(answer.settle_balanced)
-        uploaded = 0
+        if row["balanced"] is None:
+            answer = self._retrying(lambda ctx: self.protocol.settlement(
+                RequestContext(ctx.stan, batch, ctx.now), totals), progress)
+            if not answer.approved:
+                self.journal.settlement_refused(settlement_id, answer.code)
+                raise TerminalError(f"settlement refused with {answer.code}",
+                                    cashier_zh=f"结算失败({answer.code})",
+                                    cashier_en=f"Settlement refused ({answer.code})")
+            balanced = bool(answer.settle_balanced)
+            # journaled before the upload: after a restart the upload resumes, no new 0500
+            self.journal.settlement_result(settlement_id, balanced=balanced, uploaded=False)
+            code = answer.code
+        else:  # the host answered before a restart; what is left is the upload
+            balanced, code = bool(row["balanced"]), "00"
+        uploaded = _Uploaded(0, None, None)
         if not balanced:
-            uploaded = self._batch_upload(batch, progress)
-        self.journal.settlement_result(settlement_id, balanced=balanced, uploaded=uploaded > 0)
+            uploaded = self._batch_upload(settlement_id, batch, progress)
+        self.journal.settlement_result(settlement_id, balanced=balanced,
+                                       uploaded=uploaded.acknowledged > 0)
         new_batch = self.journal.close_batch(settlement_id)
-        return SettleOutcome(batch, totals, balanced, uploaded, new_batch, explain(answer.code))
+        return SettleOutcome(batch, totals, balanced, uploaded.acknowledged, new_batch,
+                             explain(code), uploaded.received, uploaded.matched)
 
     def _retrying(self, build: Callable[[RequestContext], Message],
                   progress: Progress) -> Answer:
@@ -851,26 +873,71 @@ class Till:
             return result
         raise HostTimeoutError(f"no valid answer after {self.settings.max_resend} tries: {last}")
 
-    def _upload_builder(self, item: UploadItem) -> Callable[[RequestContext], Message]:
-        return lambda ctx: self.protocol.batch_upload(ctx, item)
+    def _upload_builder(self, chunk: UploadChunk,
+                        batch: str) -> Callable[[RequestContext], Message]:
+        return lambda ctx: self.protocol.upload(RequestContext(ctx.stan, batch, ctx.now), chunk)
 
-    def _batch_upload(self, batch: str, progress: Progress) -> int:
-        progress(Step.UPLOADING)
+    def _upload_items(self, batch: str) -> list[UploadItem]:
+        """The batch's standing sales and refunds (what the totals count), as sent."""
         records = self.journal.batch_records(batch)
         voided = {r.original_id for r in records
                   if r.kind is TxnKind.VOID and r.status is TxnStatus.APPROVED}
-        items = [r for r in records if r.status is TxnStatus.APPROVED
-                 and r.kind in (TxnKind.SALE, TxnKind.REFUND) and r.id not in voided]
-        for record in items:
+        items = []
+        for record in records:
+            if record.status is not TxnStatus.APPROVED or record.id in voided \
+                    or record.kind not in (TxnKind.SALE, TxnKind.REFUND):
+                continue
             sent = self.dialect.decode(self.journal.request_of(record.id))
-            icc = sent.get(55)
-            item = UploadItem(kind=record.kind.value, pan=self.pan_of(record),
-                              amount=record.amount, batch=record.batch, stan=record.stan,
-                              date=record.host_date, rrn=record.rrn, auth_code=record.auth_code,
-                              icc_data=icc if isinstance(icc, bytes) else None)
-            self._retrying(self._upload_builder(item), progress)
-        self._retrying(lambda ctx: self.protocol.batch_upload_end(ctx, len(items)), progress)
-        return len(items)
+            icc, entry, seq = sent.get(55), sent.get(22), sent.get(23)
+            items.append(UploadItem(
+                kind=record.kind.value, pan=self.pan_of(record), amount=record.amount,
+                batch=record.batch, stan=record.stan, date=record.host_date, rrn=record.rrn,
+                auth_code=record.auth_code,
+                icc_data=upload_icc_data(icc, record.cryptogram_type, record.cryptogram)
+                if isinstance(icc, bytes) else None,
+                scheme=record.scheme, entry_mode=entry if isinstance(entry, str) else None,
+                card_seq=seq if isinstance(seq, str) else None))
+        return items
+
+    def _batch_upload(self, settlement_id: int, batch: str, progress: Progress) -> _Uploaded:
+        """批上送 after an unbalanced settlement: every item, then the end with the count.
+
+        The dialect packs the items (CUP: stripe items 8 per 0320 in F48, chip
+        items one each with F55, refunds one each). After each answered 0320 the
+        journal notes its items (``UPLOAD_PROGRESS``), so a restart sends only
+        the rest; an item whose answer a crash lost goes again, and the host
+        keeps one row per item. The end always carries the batch's whole count.
+        """
+        profile = self.dialect.settings.batch_upload
+        if profile is None and "batch_upload" not in self.dialect.transactions:
+            log.warning("settlement of batch %s did not balance; dialect %s has no batch "
+                        "upload", batch, self.dialect.name)
+            return _Uploaded(0, None, None)
+        progress(Step.UPLOADING)
+        items = self._upload_items(batch)
+        state = json.loads(self.journal.get(UPLOAD_PROGRESS) or "{}")
+        if state.get("settlement") != settlement_id:
+            state = {"settlement": settlement_id, "sent": [], "acknowledged": []}
+        sent, acked = set(state["sent"]), set(state["acknowledged"])
+        for chunk in plan_upload(profile, [i for i in items if _item_key(i) not in sent]):
+            answer = self._retrying(self._upload_builder(chunk, batch), progress)
+            keys = [_item_key(i) for i in chunk.items]
+            sent.update(keys)
+            if answer.approved:
+                acked.update(keys)
+            else:
+                log.warning("host refused %d upload item(s) of batch %s with %s",
+                            len(keys), batch, answer.code)
+            self.journal.put(UPLOAD_PROGRESS, json.dumps(
+                {"settlement": settlement_id, "sent": sorted(sent), "acknowledged": sorted(acked)}))
+        end = self._retrying(lambda ctx: self.protocol.batch_upload_end(
+            RequestContext(ctx.stan, batch, ctx.now), len(items)), progress)
+        counts = end.upload_counts
+        if counts is not None and counts.received != len(items):
+            log.warning("batch %s: uploaded %d items, the host holds %d", batch, len(items),
+                        counts.received)
+        return _Uploaded(len(acked), counts.received if counts else None,
+                         counts.matched if counts else None)
 
     # --- maintenance ------------------------------------------------------------------------
     def recover(self, progress: Progress = _ignore) -> ResolveReport:
@@ -879,6 +946,11 @@ class Till:
 
     def uncertain(self) -> Sequence[TxnRecord]:
         return self.journal.records("status IN ('pending', 'uncertain')")
+
+
+def _item_key(item: UploadItem) -> str:
+    """How the upload progress names an item: batch/STAN (never the PAN)."""
+    return f"{item.batch}/{item.stan}"
 
 
 def _age_days(mmdd: str, today: date) -> int:
