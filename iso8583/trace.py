@@ -26,7 +26,7 @@ the host dropped is in the host's trace as nothing and in the terminal's as a
 request without an answer). ``frame`` is the frame payload (TPDU, header and
 message; the length prefix carries nothing and is left out) in hex, masked;
 ``message`` is the decoded message as :func:`iso8583.pretty.message_dict`
-shows it.
+shows it (card data inside F55 shown from the masked frame).
 
 Masking (:func:`mask_message`): the frame must stay decodable and replayable, so
 card numbers are not starred but replaced the way the APDU traces do it
@@ -63,7 +63,7 @@ from iso8583.errors import Iso8583Error
 from iso8583.fields import Kind, Sensitive
 from iso8583.masking import mask_pan, mask_text, substitute_pan, substitute_track2
 from iso8583.message import Message
-from iso8583.pretty import message_dict
+from iso8583.pretty import field_text, message_dict
 from iso8583.responses import explain
 
 __all__ = [
@@ -239,8 +239,8 @@ def build_line(dialect: Dialect, payload: bytes, direction: str, *, by: str, t: 
     line.update({"dir": _check_direction(direction), "by": by, "dialect": dialect.name,
                  "length": len(payload)})
     try:
-        masked, message, _ = mask_payload(dialect, bytes(payload))
-        view = message_dict(message, dialect)
+        masked, message, masked_message = mask_payload(dialect, bytes(payload))
+        view = _view(dialect, message, masked_message)
     except Iso8583Error as exc:
         line["error"] = str(exc)
         line["frame"] = _hidden_hex(dialect, payload)
@@ -250,9 +250,21 @@ def build_line(dialect: Dialect, payload: bytes, direction: str, *, by: str, t: 
         line["frame"] = _hidden_hex(dialect, payload)
         return line
     line["mti"] = message.mti
-    line["message"] = view["fields"]
+    line["message"] = view
     line["frame"] = masked.hex().upper()
     return line
+
+
+def _view(dialect: Dialect, message: Message, masked: Message) -> dict[str, str]:
+    """The pretty printer's view of ``message``; fields it would show unmasked that the
+    trace masks (card data inside F55) are shown from the masked message instead."""
+    view: dict[str, str] = message_dict(message, dialect)["fields"]
+    for number, value in masked.fields.items():
+        spec = dialect.fields.get(number)
+        if spec is not None and spec.sensitive is None and number != dialect.spec.mac_field \
+                and value != message.get(number):
+            view[str(number)] = field_text(spec, value)
+    return view
 
 
 def dumps_line(line: Mapping[str, Any]) -> str:
