@@ -171,6 +171,7 @@ class Answer:
     time: str | None  # F12 of the answer (hhmmss)
     balance: int | None  # balance inquiry: F54 available balance in fen (signed)
     settle_balanced: bool | None  # settlement: both halves of F48 agree
+    issuer_auth_data: bytes | None = None  # tag 91 of the answer's F55 (ARPC + ARC/CSU)
     upload_counts: composite.UploadCounts | None = None  # end of a batch upload: F48
 
     @property
@@ -184,6 +185,16 @@ class SignOnResult:
 
     keys: WorkingKeys
     batch: str | None
+
+
+def issuer_auth_data(f55: object) -> bytes | None:
+    """Tag 91 (issuer authentication data) of an answer's F55, or None (absent, malformed)."""
+    if not isinstance(f55, bytes):
+        return None
+    try:
+        return tlv.decode_flat(f55).get(0x91)
+    except Iso8583Error:
+        return None
 
 
 def parse_balance(f54: object) -> int | None:
@@ -546,13 +557,14 @@ class TerminalProtocol:
             balance=parse_balance(response.get(54)),
             settle_balanced=parse_settle_result(response.get(48)) if is_settlement else None,
             upload_counts=parse_upload_counts(response.get(48))
-            if self._is_upload_end(request) else None)
+            if self._is_upload_end(request) else None,
+            issuer_auth_data=issuer_auth_data(response.get(55)))
 
 
 __all__ = [
     "REVERSAL_COPIES", "SIGN_ON_FORMS", "Answer", "CardInput", "EntryKind", "OriginalRef",
     "RequestContext", "SignOnResult", "TerminalProtocol", "UploadItem", "WorkingKeys",
-    "parse_balance", "parse_settle_result",
+    "issuer_auth_data", "parse_balance", "parse_settle_result",
 ]
 __all__ += ["UploadChunk", "UploadWay", "parse_upload_counts", "plan_upload", "upload_icc_data",
             "upload_way"]

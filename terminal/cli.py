@@ -242,6 +242,10 @@ def _report(ctx: Ctx, outcome: Outcome) -> int:
     zh, en = outcome.next_step
     ctx.result["result"] = outcome.status.value
     ctx.result["next_step"] = {"zh": zh, "en": en}
+    if outcome.card_refused is not None:  # the host approved, the card did not: reversed
+        ctx.result["card"] = outcome.card_refused.value
+        ctx.out(ctx.say(f"{zh_kind}失败：", f"{en_kind} DECLINED: ") + ctx.say(zh, en))
+        return EXIT_DECLINED if outcome.status is TxnStatus.REVERSED else EXIT_UNCERTAIN
     if outcome.status is TxnStatus.REVERSED:
         ctx.out(ctx.say(f"{zh_kind}未完成：主机无有效应答，已冲正（未扣款）",
                         f"{en_kind} NOT DONE: no valid answer; reversed, nothing was charged"))

@@ -97,7 +97,11 @@ class Walkthrough:
     def outcome_text(self, outcome: Outcome) -> str:
         r = outcome.record
         if outcome.approved:
-            return f"APPROVED, RRN {r.rrn}, auth {r.auth_code}, voucher {r.voucher}"
+            return (f"APPROVED, RRN {r.rrn}, auth {r.auth_code}, voucher {r.voucher}"
+                    + (f", card {r.cryptogram_type}" if r.cryptogram_type else ""))
+        if outcome.card_refused is not None:
+            zh, en = outcome.next_step
+            return f"CARD DECLINED, {outcome.status.value.upper()}: {zh} / {en}"
         if outcome.response is not None and r.response_code:
             return f"DECLINED {r.response_code}: {outcome.response.zh} / {outcome.response.en}"
         zh, en = outcome.next_step

@@ -101,7 +101,9 @@ class CardSlot:
 
     A presented card stays until :meth:`remove` (or the next :meth:`present`);
     :meth:`source` waits for one, so a screen can ask for the card before the
-    trainer presents it.
+    trainer presents it. Removing the card while the till still holds it (a chip
+    sale waiting for the host) makes the held card answer as removed, in-process
+    as through pcscd.
     """
 
     def __init__(self, workdir: Path, *, in_process: bool) -> None:
@@ -114,6 +116,7 @@ class CardSlot:
         self._contactless = False
         self._cancelled = False
         self._changed = threading.Condition()
+        self._powered: list[VirtualCard] = []  # in-process cards the till may still hold
         if in_process:
             return
         from emulator.card.pcscd_harness import PcscdHarness, unavailable_reason
@@ -155,6 +158,9 @@ class CardSlot:
                 self._server = None
                 with contextlib.suppress(DriverError):
                     self._reader.wait_for_removal(5.0)
+            for powered in self._powered:
+                powered.power_off()
+            self._powered.clear()
             self._card = None
             self._changed.notify_all()
 
@@ -171,9 +177,12 @@ class CardSlot:
                                        cashier_zh="已取消", cashier_en="Cancelled")
             card, contactless = self._card, self._contactless
         assert card is not None
+        virtual: VirtualCard | None = None
         if self._harness is None:
-            transport: CardTransport = InProcessCardTransport(VirtualCard(card),
-                                                              contactless=contactless)
+            virtual = VirtualCard(card)
+            transport: CardTransport = InProcessCardTransport(virtual, contactless=contactless)
+            with self._changed:
+                self._powered.append(virtual)
         else:
             self._reader.wait_for_card(timeout)
             transport = self._reader.connect()
@@ -181,6 +190,10 @@ class CardSlot:
             yield transport
         finally:
             transport.close()
+            if virtual is not None:
+                with self._changed:
+                    if virtual in self._powered:
+                        self._powered.remove(virtual)
 
     def cancel(self) -> None:
         """Wake a :meth:`source` waiting for a card (the cashier pressed Esc)."""

@@ -3,6 +3,11 @@
 No sockets here: a card reader adapter takes a *card source* (a function that
 waits for the card and returns an open :class:`drivers.transport.CardTransport`:
 a PC/SC reader, or a virtual card in-process) and runs the EMV dialogue over it.
+A contact chip sale keeps the source open after the read (the card stays in the
+reader, :class:`terminal.core.ports.HeldCard`) so the host's answer can go back
+to the card in the second GENERATE AC; every other read closes it at once.
+Contactless cards are not held: EMV contactless kernels end with the first
+cryptogram (the card has left the field before the host answers).
 Driver failures become :class:`terminal.core.errors.DeviceError` with the
 driver's own cashier text, so no traceback reaches a cashier.
 """
@@ -10,18 +15,26 @@ driver's own cashier text, so no traceback reaches a cashier.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime
 
-from drivers.emv import EmvKernel, TerminalConfig, TransactionData, TransactionType
-from drivers.errors import DriverError
+from drivers.emv import (
+    CardReadResult,
+    CryptogramType,
+    EmvKernel,
+    TerminalConfig,
+    TransactionData,
+    TransactionType,
+)
+from drivers.errors import CardRemovedError, DriverError
 from drivers.pinpad import PinPad
 from drivers.printer import ReceiptPrinter
 from drivers.transport import CardTransport
 from iso8583.terminal import CardInput
-from terminal.core.errors import DeviceError
-from terminal.core.ports import CardRead, Purpose
+from terminal.core.errors import CardLeftReaderError, DeviceError
+from terminal.core.ports import CardDecision, CardRead, Purpose
 
 CardSource = Callable[[float], AbstractContextManager[CardTransport]]
 
@@ -51,7 +64,48 @@ def wants_online_pin(cvm_list: bytes | None) -> bool:
 
 
 def _device_error(exc: DriverError) -> DeviceError:
+    if isinstance(exc, CardRemovedError):
+        return CardLeftReaderError(exc.message, cashier_zh=exc.cashier_zh,
+                                   cashier_en=exc.cashier_en)
     return DeviceError(exc.message, cashier_zh=exc.cashier_zh, cashier_en=exc.cashier_en)
+
+
+class _HeldEmvCard:
+    """:class:`~terminal.core.ports.HeldCard` over a card source kept open after the read."""
+
+    def __init__(self, kernel: EmvKernel, transport: CardTransport, read: CardReadResult,
+                 stack: contextlib.ExitStack) -> None:
+        self._kernel = kernel
+        self._transport = transport
+        self._read = read
+        self._stack: contextlib.ExitStack | None = stack
+        self._lock = threading.Lock()
+
+    def complete(self, *, issuer_auth_data: bytes | None, approved: bool,
+                 response_code: str | None) -> CardDecision:
+        with self._lock:
+            if self._stack is None:
+                raise DeviceError("the card is no longer held: it was completed or released",
+                                  cashier_zh="请重新插卡", cashier_en="Insert the card again")
+            try:
+                crypt = self._kernel.complete(self._transport, self._read,
+                                              issuer_auth_data=issuer_auth_data,
+                                              approved=approved, response_code=response_code)
+            except DriverError as exc:
+                raise _device_error(exc) from None
+            finally:
+                self._close()
+        return CardDecision(crypt.type.value, crypt.ac.hex().upper())
+
+    def release(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            with contextlib.suppress(DriverError, OSError):
+                stack.close()
 
 
 class EmvCardReader:
@@ -67,9 +121,18 @@ class EmvCardReader:
         self._f55_tags = tuple(f55_tags)
         self._timeout = timeout
         self._kernel = EmvKernel(config or TerminalConfig(refund_ends_with="aac"))
+        self._held: _HeldEmvCard | None = None
 
     def describe(self) -> str:
         return self._description
+
+    def release(self) -> None:
+        """Let a card still held from the last read go."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
+
+    close = release
 
     def cancel(self) -> None:
         """Wake a read waiting for the card (the cashier pressed Esc)."""
@@ -80,9 +143,15 @@ class EmvCardReader:
         txn = TransactionData(_TXN_TYPE[purpose], amount, now.date(),
                               now.time().replace(microsecond=0),
                               sequence_counter=int(stan) if stan.isdigit() else 1)
+        self.release()
+        held: _HeldEmvCard | None = None
         try:
-            with self._source(self._timeout) as transport:
+            with contextlib.ExitStack() as stack:  # closes the card unless it is held
+                transport = stack.enter_context(self._source(self._timeout))
                 result = self._kernel.read_card(transport, txn)
+                if self._holds(purpose, result):
+                    held = self._held = _HeldEmvCard(self._kernel, transport, result,
+                                                     stack.pop_all())
         except DriverError as exc:
             raise _device_error(exc) from None
         card = CardInput(
@@ -96,7 +165,15 @@ class EmvCardReader:
                         aid=result.aid.hex().upper(), contactless=result.contactless,
                         wants_online_pin=wants_online_pin(result.tags.get(0x8E)),
                         cryptogram_type=crypt.type.value if crypt else None,
-                        cryptogram=crypt.ac.hex().upper() if crypt else None)
+                        cryptogram=crypt.ac.hex().upper() if crypt else None, held=held)
+
+    def _holds(self, purpose: Purpose, result: CardReadResult) -> bool:
+        """Keep the card for the second GENERATE AC: a contact chip sale that gave an ARQC
+        the request carries in F55 (no ARQC sent, no ARPC to check)."""
+        crypt = result.cryptogram
+        return (purpose is Purpose.SALE and not result.contactless and bool(self._f55_tags)
+                and crypt is not None and crypt.type is CryptogramType.ARQC
+                and 0x9F26 in self._f55_tags)
 
 
 class SerialPinPad:

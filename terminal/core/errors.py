@@ -112,3 +112,9 @@ class DeviceError(TerminalError):
     """A card reader, PIN pad or printer failed (the driver's message says which)."""
 
     cashier_zh, cashier_en = "设备故障", "Device failure"
+
+
+class CardLeftReaderError(DeviceError):
+    """The card was removed before the terminal finished with it (second GENERATE AC)."""
+
+    cashier_zh, cashier_en = "卡片已拔出", "Card removed too early"

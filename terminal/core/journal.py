@@ -253,24 +253,36 @@ class Journal:
         return self.vault.open_sealed(bytes(row["request"]), context=context)
 
     def answered(self, txn_id: int, *, status: TxnStatus, code: str | None, rrn: str | None,
-                 auth_code: str | None, host_date: str | None, host_time: str | None) -> None:
-        """Record the host's answer and stand the follow-up down, in one transaction."""
+                 auth_code: str | None, host_date: str | None, host_time: str | None,
+                 cryptogram_type: str | None = None, cryptogram: str | None = None) -> None:
+        """Record the host's answer and stand the follow-up down, in one transaction.
+
+        ``cryptogram_type``/``cryptogram``: the card's last cryptogram when it
+        completed the transaction (TC or AAC of the second GENERATE AC).
+        """
         with transaction(self.conn):
             self.conn.execute(
                 "UPDATE txn SET status = ?, response_code = ?, rrn = ?, auth_code = ?, "
-                "host_date = ?, host_time = ?, answered_at = ? WHERE id = ?",
-                (status.value, code, rrn, auth_code, host_date, host_time, self._now(), txn_id))
+                "host_date = ?, host_time = ?, answered_at = ?, "
+                "cryptogram_type = COALESCE(?, cryptogram_type), "
+                "cryptogram = COALESCE(?, cryptogram) WHERE id = ?",
+                (status.value, code, rrn, auth_code, host_date, host_time, self._now(),
+                 cryptogram_type, cryptogram, txn_id))
             self.conn.execute(
                 "UPDATE pending SET state = 'cancelled', done_at = ?, answer_code = ? "
                 "WHERE txn_id = ? AND state IN ('armed', 'due')",
                 (self._now(), code, txn_id))
 
     def no_answer(self, txn_id: int, *, reason: str, error: str,
-                  reversal: bytes | None = None, reversal_stan: str | None = None) -> None:
+                  reversal: bytes | None = None, reversal_stan: str | None = None,
+                  cryptogram_type: str | None = None, cryptogram: str | None = None) -> None:
         """The request has no valid answer: its follow-up becomes due (reversal or advice)."""
         with transaction(self.conn):
             self.conn.execute("UPDATE txn SET status = ? WHERE id = ? AND status = ?",
                               (TxnStatus.UNCERTAIN.value, txn_id, TxnStatus.PENDING.value))
+            if cryptogram_type is not None:  # the card's AAC after no answer (8A = Z3)
+                self.conn.execute("UPDATE txn SET cryptogram_type = ?, cryptogram = ? "
+                                  "WHERE id = ?", (cryptogram_type, cryptogram, txn_id))
             if reversal is not None:
                 self.conn.execute(
                     "UPDATE pending SET state = 'due', reason = ?, last_error = ?, message = ?, "
@@ -281,6 +293,27 @@ class Journal:
                 self.conn.execute(
                     "UPDATE pending SET state = 'due', reason = ?, last_error = ? "
                     "WHERE txn_id = ? AND state = 'armed'", (reason, error, txn_id))
+
+    def card_declined(self, txn_id: int, *, code: str | None, rrn: str | None,
+                      auth_code: str | None, host_date: str | None, host_time: str | None,
+                      reason: str, error: str, reversal: bytes, reversal_stan: str | None,
+                      cryptogram_type: str | None = None, cryptogram: str | None = None
+                      ) -> None:
+        """The host approved but the card did not (AAC, or it left the reader): record the
+        answer and make the armed reversal due with ``reversal``, in one transaction."""
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE txn SET status = ?, response_code = ?, rrn = ?, auth_code = ?, "
+                "host_date = ?, host_time = ?, answered_at = ?, "
+                "cryptogram_type = COALESCE(?, cryptogram_type), "
+                "cryptogram = COALESCE(?, cryptogram) WHERE id = ?",
+                (TxnStatus.UNCERTAIN.value, code, rrn, auth_code, host_date, host_time,
+                 self._now(), cryptogram_type, cryptogram, txn_id))
+            self.conn.execute(
+                "UPDATE pending SET state = 'due', reason = ?, last_error = ?, message = ?, "
+                "stan = ? WHERE txn_id = ? AND state = 'armed'",
+                (reason, error, self.vault.seal(reversal, context=b"pending"), reversal_stan,
+                 txn_id))
 
     def after_approval_failure(self, txn_id: int, *, reason: str, error: str,
                                reversal: bytes, reversal_stan: str | None) -> None:

@@ -9,7 +9,7 @@ thread workers, and every adapter has a timeout.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -43,8 +43,43 @@ class HostLink(Protocol):
 
 
 @dataclass(frozen=True)
+class CardDecision:
+    """The card's last word on a chip sale: the second GENERATE AC's cryptogram."""
+
+    cryptogram_type: str  # TC (the card accepts) or AAC (the card declines)
+    cryptogram: str  # 9F26 hex
+
+    @property
+    def accepted(self) -> bool:
+        return self.cryptogram_type == "TC"
+
+
+class HeldCard(Protocol):
+    """A contact chip card left in the reader after it gave an ARQC, until the host answered.
+
+    EMV completion: the host's answer goes back to the card (issuer authentication
+    data, tag 91, and the response code), which then accepts (TC) or declines
+    (AAC). Either call ends the hold and releases the reader; both are safe to
+    call again.
+    """
+
+    def complete(self, *, issuer_auth_data: bytes | None, approved: bool,
+                 response_code: str | None) -> CardDecision:
+        """Second GENERATE AC; :class:`~terminal.core.errors.CardLeftReaderError` when the
+        card was removed, DeviceError for any other card failure."""
+
+    def release(self) -> None:
+        """Let the card go without completing (nothing was sent for it)."""
+
+
+@dataclass(frozen=True)
 class CardRead:
-    """A card as the terminal read it: message fields plus what the screens and receipts show."""
+    """A card as the terminal read it: message fields plus what the screens and receipts show.
+
+    ``held`` is set when the card stays in the reader for the host's answer (a
+    contact chip sale that gave an ARQC): the sale completes it, and anything that
+    does not send the sale releases it (:meth:`release`).
+    """
 
     card: CardInput
     masked_pan: str
@@ -54,6 +89,12 @@ class CardRead:
     wants_online_pin: bool = False  # the card's CVM list asks for an online PIN
     cryptogram_type: str | None = None  # ARQC, AAC, TC
     cryptogram: str | None = None  # 9F26 hex (printed on chip receipts)
+    held: HeldCard | None = field(default=None, compare=False)
+
+    def release(self) -> None:
+        """Let a held card go (a read that will not be sent)."""
+        if self.held is not None:
+            self.held.release()
 
     def __repr__(self) -> str:
         return (f"CardRead(pan={self.masked_pan!r}, label={self.label!r}, "
@@ -61,7 +102,11 @@ class CardRead:
 
 
 class CardReader(Protocol):
-    """Waits for a card, runs the card dialogue, returns the card's data."""
+    """Waits for a card, runs the card dialogue, returns the card's data.
+
+    A contact chip read for a sale keeps the card (``CardRead.held``) until the
+    sale completes or releases it; the next read releases a card still held.
+    """
 
     def read_card(self, purpose: Purpose, amount: int, now: datetime, stan: str) -> CardRead: ...
 

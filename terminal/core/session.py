@@ -150,7 +150,11 @@ class Session:
 
     # --- money -----------------------------------------------------------------------------
     def sale(self, amount: int, card: CardRead, *, progress: Progress = _ignore) -> Outcome:
-        self._require_operator()
+        try:
+            self._require_operator()
+        except RuleError:
+            card.release()  # a chip card held for this sale: nothing will be sent
+            raise
         outcome = self.till.sale(amount, card, operator=self.operator_number, progress=progress)
         self._audit_outcome(AuditAction.SALE, outcome, None)
         return outcome

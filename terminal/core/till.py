@@ -12,6 +12,14 @@ before settlement.
 The refund is two calls so a screen can show the quote before anything moves:
 :meth:`Till.quote_refund` checks every rule and returns what the cashier
 confirms; :meth:`Till.refund` sends it.
+
+A contact chip sale keeps the card in the reader across the host exchange
+(:attr:`CardRead.held`): the host's answer (F39 and the ARPC, tag 91 of F55)
+goes back to the card in the second GENERATE AC. A TC completes the sale; an
+AAC, or a card gone before it answered, after the host approved, makes the
+armed reversal due with reason 06 and sends it at once (the cashier sees the
+sale declined). Refunds and voids are not completed: the card gives an AAC (or
+no cryptogram) to a refund read and nothing goes back to it.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 
 from iso8583.crypto.signon import WorkingKeys, encrypted_pik
@@ -48,6 +57,7 @@ from terminal.core import rules
 from terminal.core.config import TerminalSettings, load_tmk
 from terminal.core.crashpoints import crash_point
 from terminal.core.errors import (
+    CardLeftReaderError,
     DeviceError,
     HostLinkError,
     HostTimeoutError,
@@ -61,8 +71,10 @@ from terminal.core.errors import (
 )
 from terminal.core.journal import Journal, NewTxn, OpenItem
 from terminal.core.ports import (
+    CardDecision,
     CardRead,
     CardReader,
+    HeldCard,
     HostLink,
     PinEntry,
     Printer,
@@ -80,6 +92,7 @@ Clock = Callable[[], datetime]
 REASON_NO_ANSWER = "98"
 REASON_TERMINAL_FAULT = "96"
 REASON_MAC_FAILED = "A0"
+REASON_CARD_DECLINED = "06"  # "other": the card declined (AAC) or left after the approval
 PIK_UNDER_TMK = "pik_under_tmk"
 #: Journal meta key: the batch upload under way (settlement id, items sent, items acknowledged).
 UPLOAD_PROGRESS = "batch_upload_progress"
@@ -141,14 +154,35 @@ class VoidQuote:
     amount: int
 
 
+class CardEnding(StrEnum):
+    """Why a chip sale the host approved did not complete on the card (it is reversed)."""
+
+    DECLINED = "declined"  # the second GENERATE AC gave an AAC (e.g. the ARPC failed)
+    REMOVED = "removed"  # the card left the reader before the second GENERATE AC
+    FAILED = "failed"  # the card answered the second GENERATE AC with an error
+
+
+_CARD_ENDING_TEXT = {
+    CardEnding.DECLINED: ("主机已批准但卡片拒绝交易",
+                          "Approved by the host but declined by the card"),
+    CardEnding.REMOVED: ("卡片在交易完成前被拔出", "Card removed before the sale was completed"),
+    CardEnding.FAILED: ("卡片未能完成交易", "The card could not complete the sale"),
+}
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """How a request ended, for the screen, the receipt and the exit code."""
+    """How a request ended, for the screen, the receipt and the exit code.
+
+    ``card_refused``: the host approved a chip sale the card then refused; the
+    sale is reversed (``status`` REVERSED, or UNCERTAIN while the reversal waits).
+    """
 
     kind: TxnKind
     status: TxnStatus
     record: TxnRecord
     response: ResponseCode | None
+    card_refused: CardEnding | None = None
 
     @property
     def approved(self) -> bool:
@@ -161,6 +195,11 @@ class Outcome:
     @property
     def next_step(self) -> tuple[str, str]:
         """What the terminal will do about an open outcome (zh, en)."""
+        if self.card_refused is not None:
+            zh, en = _CARD_ENDING_TEXT[self.card_refused]
+            if self.status is TxnStatus.REVERSED:
+                return zh + "：已冲正，未扣款", en + ": reversed, nothing was charged"
+            return zh + "：终端将自动冲正", en + ": the terminal will reverse it"
         if self.status is TxnStatus.UNCERTAIN:
             if self.kind is TxnKind.REFUND:
                 return ("结果未知：终端将重发退货通知直到主机应答",
@@ -447,11 +486,14 @@ class Till:
     def _financial(self, kind: TxnKind, build: Callable[[RequestContext], Message],
                    describe: Callable[[RequestContext, Message], NewTxn],
                    progress: Progress, *,
-                   on_new_keys: Callable[[], None] | None = None) -> Outcome:
+                   on_new_keys: Callable[[], None] | None = None,
+                   held: HeldCard | None = None) -> Outcome:
         """Write, send, record; after an A0/77 answer sign on and try once more.
 
         ``on_new_keys`` runs after that sign-on: a PIN block made under the old
-        PIK is useless, so the sale asks the cardholder again.
+        PIK is useless, so the sale asks the cardholder again. ``held``: the card
+        still in the reader, completed with the final answer (or with none) before
+        the answer is recorded; its armed reversal stays armed until then.
         """
         profile = self.dialect.transactions[kind.value]
         follow_up = {"reverse": "reversal", "resend": "advice"}.get(profile.on_timeout)
@@ -466,14 +508,24 @@ class Till:
             progress(Step.SENDING)
             result = self._send(request)
             if isinstance(result, _NoAnswer):
-                return self._unanswered(kind, txn_id, request, result, follow_up, progress)
+                decision, _ = self._complete_card(held, None)
+                return self._unanswered(kind, txn_id, request, result, follow_up, progress,
+                                        decision=decision)
             crash_point("after_answer")
+            retry = result.action is TerminalAction.SIGN_ON_AGAIN and attempt == 1
+            decision, refused = (None, None) if retry else self._complete_card(held, result)
+            if refused is not None:
+                return self._card_refused(kind, txn_id, request, result, decision, refused,
+                                          progress)
+            crypt_type = decision.cryptogram_type if decision else None
+            crypt = decision.cryptogram if decision else None
             if result.action is TerminalAction.SIGN_ON_AGAIN:
                 self.journal.answered(txn_id, status=TxnStatus.DECLINED, code=result.code,
                                       rrn=result.rrn, auth_code=result.auth_code,
-                                      host_date=result.date, host_time=result.time)
+                                      host_date=result.date, host_time=result.time,
+                                      cryptogram_type=crypt_type, cryptogram=crypt)
                 self._lost_keys()
-                if attempt == 1:
+                if retry:
                     self.sign_on(progress)
                     if on_new_keys is not None:
                         on_new_keys()
@@ -482,7 +534,8 @@ class Till:
                 self.journal.answered(
                     txn_id, status=TxnStatus.APPROVED if result.approved else TxnStatus.DECLINED,
                     code=result.code, rrn=result.rrn, auth_code=result.auth_code,
-                    host_date=result.date, host_time=result.time)
+                    host_date=result.date, host_time=result.time,
+                    cryptogram_type=crypt_type, cryptogram=crypt)
             crash_point("after_record")
             record = self.journal.record(txn_id)
             return Outcome(kind, record.status, record, explain(result.code))
@@ -507,15 +560,68 @@ class Till:
         txn_id = self.journal.begin_new(make, follow_up=follow_up)
         return txn_id, built[0]
 
+    def _complete_card(self, held: HeldCard | None, answer: Answer | None
+                       ) -> tuple[CardDecision | None, CardEnding | None]:
+        """Second GENERATE AC of a held card with the host's ``answer`` (None: no answer,
+        8A = Z3); the card's decision and, when the host approved but the card did not
+        accept, why."""
+        if held is None:
+            return None, None
+        approved = answer is not None and answer.approved
+        code = answer.code if answer is not None else None
+        try:
+            decision = held.complete(
+                issuer_auth_data=answer.issuer_auth_data if answer is not None else None,
+                approved=approved,
+                response_code=code if code and len(code) == 2 and code.isascii() else None)
+        except CardLeftReaderError as exc:
+            log.warning("second GENERATE AC: %s", exc.message)
+            return None, CardEnding.REMOVED if approved else None
+        except DeviceError as exc:
+            log.warning("second GENERATE AC failed: %s", exc.message)
+            return None, CardEnding.FAILED if approved else None
+        if approved and not decision.accepted:
+            return decision, CardEnding.DECLINED
+        return decision, None
+
+    def _card_refused(self, kind: TxnKind, txn_id: int, request: Message, answer: Answer,
+                      decision: CardDecision | None, ending: CardEnding,
+                      progress: Progress) -> Outcome:
+        """The host approved, the card did not: record the answer with the reversal due
+        (reason 06) in one write, then reverse at once."""
+        log.warning("%s STAN %s: approved by the host, card %s: reversing", kind,
+                    request.get(11), ending.value)
+        reversal, stan = self._build_reversal(request, REASON_CARD_DECLINED)
+        self.journal.card_declined(
+            txn_id, code=answer.code, rrn=answer.rrn, auth_code=answer.auth_code,
+            host_date=answer.date, host_time=answer.time, reason=REASON_CARD_DECLINED,
+            error=f"card {ending.value} after the host approved",
+            reversal=self.dialect.encode(reversal), reversal_stan=stan,
+            cryptogram_type=decision.cryptogram_type if decision else None,
+            cryptogram=decision.cryptogram if decision else None)
+        crash_point("after_record")
+        try:
+            self.resolve(progress)
+        except TerminalError as exc:
+            log.warning("reversing after the card declined failed: %s", exc.message)
+        record = self.journal.record(txn_id)
+        return Outcome(kind, record.status, record, explain(record.response_code),
+                       card_refused=ending)
+
     def _unanswered(self, kind: TxnKind, txn_id: int, request: Message, failure: _NoAnswer,
-                    follow_up: str | None, progress: Progress) -> Outcome:
+                    follow_up: str | None, progress: Progress, *,
+                    decision: CardDecision | None = None) -> Outcome:
         log.warning("%s STAN %s: no valid answer (%s)", kind, request.get(11), failure.error)
+        crypt_type = decision.cryptogram_type if decision else None
+        crypt = decision.cryptogram if decision else None
         if follow_up == "reversal":
             reversal, stan = self._build_reversal(request, failure.reason)
             self.journal.no_answer(txn_id, reason=failure.reason, error=failure.error,
-                                   reversal=self.dialect.encode(reversal), reversal_stan=stan)
+                                   reversal=self.dialect.encode(reversal), reversal_stan=stan,
+                                   cryptogram_type=crypt_type, cryptogram=crypt)
         else:
-            self.journal.no_answer(txn_id, reason=failure.reason, error=failure.error)
+            self.journal.no_answer(txn_id, reason=failure.reason, error=failure.error,
+                                   cryptogram_type=crypt_type, cryptogram=crypt)
         if failure.reason == REASON_MAC_FAILED:
             self._lost_keys()
         try:
@@ -611,21 +717,29 @@ class Till:
     # --- sale --------------------------------------------------------------------------
     def sale(self, amount: int, card: CardRead, *, operator: str | None = None,
              progress: Progress = _ignore) -> Outcome:
-        """消费: the card was read for ``amount``; PIN where the card asks for it."""
-        if amount <= 0:
-            raise InputError("sale amount must be more than 0.00")
-        self.prepare(progress)
-        pin = [self._pin_block(card, amount, wanted=True, progress=progress)]
+        """消费: the card was read for ``amount``; PIN where the card asks for it.
 
-        def ask_again() -> None:
-            pin[0] = self._pin_block(card, amount, wanted=True, progress=progress)
+        A held chip card is completed with the host's answer (module docstring)
+        and let go whatever happens; an approved sale the card refuses comes back
+        reversed (or uncertain while the reversal is owed) with ``card_refused``.
+        """
+        try:
+            if amount <= 0:
+                raise InputError("sale amount must be more than 0.00")
+            self.prepare(progress)
+            pin = [self._pin_block(card, amount, wanted=True, progress=progress)]
 
-        return self._financial(
-            TxnKind.SALE,
-            lambda ctx: self.protocol.sale(ctx, amount, card.card, pin[0]),
-            lambda ctx, msg: self._new_txn(TxnKind.SALE, msg.mti, ctx, amount, card.card, card,
-                                           operator=operator),
-            progress, on_new_keys=ask_again)
+            def ask_again() -> None:
+                pin[0] = self._pin_block(card, amount, wanted=True, progress=progress)
+
+            return self._financial(
+                TxnKind.SALE,
+                lambda ctx: self.protocol.sale(ctx, amount, card.card, pin[0]),
+                lambda ctx, msg: self._new_txn(TxnKind.SALE, msg.mti, ctx, amount, card.card,
+                                               card, operator=operator),
+                progress, on_new_keys=ask_again, held=card.held)
+        finally:
+            card.release()
 
     # --- finding originals ---------------------------------------------------------------
     def find_by_voucher(self, voucher: str) -> TxnRecord:
@@ -966,5 +1080,5 @@ def _age_days(mmdd: str, today: date) -> int:
     return 366
 
 
-__all__ = ["ExternalOriginal", "Outcome", "RefundQuote", "ResolveReport", "SettleOutcome",
-           "Till", "TillStatus", "VoidQuote", "timedelta"]
+__all__ = ["CardEnding", "ExternalOriginal", "Outcome", "RefundQuote", "ResolveReport",
+           "SettleOutcome", "Till", "TillStatus", "VoidQuote", "timedelta"]

@@ -29,8 +29,8 @@ def result_key(outcome: Outcome) -> tuple[str, str]:
     ok, no = _TITLES.get(outcome.kind, ("res_sale_ok", "res_sale_no"))
     if outcome.status is TxnStatus.APPROVED:
         return ok, "approved"
-    if outcome.status is TxnStatus.DECLINED:
-        return no, "declined"
+    if outcome.status is TxnStatus.DECLINED or outcome.card_refused is not None:
+        return no, "declined"  # a sale the card refused after the host approved: reversed
     if outcome.status is TxnStatus.REVERSED:
         return "res_reversed", "reversed"
     return "res_uncertain", "uncertain"

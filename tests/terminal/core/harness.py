@@ -2,9 +2,10 @@
 
 No sockets, no ptys: the host link hands frames to :meth:`AcquirerHost.handle` and
 commits its records, with knobs for the faults the core must survive (answer
-lost before or after booking, bad MAC, host down). The card reader runs the
-real EMV kernel over a virtual card in-process; the PIN pad builds real ISO 9564
-format 0 blocks under the PIK it was loaded with.
+lost before or after booking, bad MAC, a corrupted ARPC, host down). The card
+reader runs the real EMV kernel over a virtual card in-process (a card held for
+the second GENERATE AC is powered off by :meth:`VirtualCardSlot.remove`); the PIN
+pad builds real ISO 9564 format 0 blocks under the PIK it was loaded with.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from drivers.transport import CardTransport
 from emulator.card import InProcessCardTransport, VirtualCard
 from emulator.catalogue import TestCard, card_by_name
 from emulator.host import AcquirerHost
+from emulator.host.faults import corrupt_arpc
 from emulator.host.ledger import LedgerStore, MemoryLedgerStore
 from iso8583.crypto import pinblock
 from iso8583.crypto.des import decrypt_ecb
@@ -91,6 +93,8 @@ class MemoryHostLink:
         reply = outcome.reply
         if fault == "bad_mac":
             reply = reply[:-1] + bytes([reply[-1] ^ 0x01])
+        elif fault == "corrupt_arpc":
+            reply = corrupt_arpc(self.host, reply)
         try:
             return self.dialect.unpack_payload(reply)
         except Iso8583Error as exc:  # as terminal.hostlink.TcpHostLink: unreadable = no answer
@@ -107,24 +111,33 @@ class VirtualCardSlot:
     def __init__(self) -> None:
         self.card: TestCard | None = None
         self.contactless = False
+        self._powered: list[VirtualCard] = []  # cards still in the reader (held or reading)
 
     def present(self, card: TestCard | str, *, contactless: bool = False) -> None:
         self.card = card_by_name(card) if isinstance(card, str) else card
         self.contactless = contactless
 
     def remove(self) -> None:
+        """The card leaves the reader: a card still held answers as removed."""
         self.card = None
+        for card in self._powered:
+            card.power_off()
+        self._powered.clear()
 
     @contextlib.contextmanager
     def source(self, timeout: float) -> Iterator[CardTransport]:
         del timeout
         if self.card is None:
             raise CardTimeoutError("no card presented")
-        transport = InProcessCardTransport(VirtualCard(self.card), contactless=self.contactless)
+        card = VirtualCard(self.card)
+        transport = InProcessCardTransport(card, contactless=self.contactless)
+        self._powered.append(card)
         try:
             yield transport
         finally:
             transport.close()
+            if card in self._powered:
+                self._powered.remove(card)
 
 
 class VirtualPinEntry:
