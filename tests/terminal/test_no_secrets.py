@@ -23,14 +23,17 @@ from pathlib import Path
 import pytest
 
 from emulator.catalogue import CARDS
+from emulator.host.terminals import DEMO_TMK
 from iso8583.crypto import pinblock
 from iso8583.crypto.signon import WorkingKeys
+from iso8583.trace import parse_trace
 from terminal.core.approvals import ApprovalPolicy
 from terminal.core.journal import Journal
 from terminal.core.ports import Purpose
 from terminal.core.receipts import Copy, Receipt, render_escpos, render_text
 from terminal.core.records import RefundReason, TxnKind, TxnRecord, TxnStatus
 from terminal.core.session import Session, save_policy
+from terminal.hostlink import TRACE_ENV
 from tests.terminal.core.harness import TMK as RIG_TMK
 from tests.terminal.core.harness import make_rig
 from tests.terminal.test_cli import MID, PASSWORDS, TID, TMK, Term, start_host
@@ -106,8 +109,10 @@ def receipt_bytes(receipts: list[Receipt]) -> bytes:
 
 # --- through pos-terminal ---------------------------------------------------------------
 
-def test_no_secret_after_a_full_cli_flow(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_secret_after_a_full_cli_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    iso_trace = tmp_path / "iso-trace.jsonl"  # every host link of the flow records here
+    monkeypatch.setenv(TRACE_ENV, str(iso_trace))
     host = start_host(tmp_path / "host")
     log = tmp_path / "terminal.log"
     pw_dir = tmp_path / "pw"
@@ -176,8 +181,36 @@ def test_no_secret_after_a_full_cli_flow(tmp_path: Path,
     found += leaks("pos-emulator serve log", (tmp_path / "host" / "serve.log").read_bytes(),
                    secrets)
     found += leaks("CLI output", "\n".join(term.outputs).encode(), secrets)
+    found += leaks("ISO 8583 trace", iso_trace.read_bytes(), secrets)
     assert found == [], found
     assert b"622588******0019" in "\n".join(term.outputs).encode()  # the search does look
+    assert b'"2":"622588******0019"' in iso_trace.read_bytes()  # the trace recorded sales
+    assert_trace_masked(iso_trace)
+
+
+def assert_trace_masked(path: Path) -> None:
+    """Every PIN block, key field and MAC in an ISO trace is starred, every PAN substituted."""
+    entries = parse_trace(path.read_text(encoding="utf-8"), name=path.name)
+    assert entries
+    pans = {card.pan for card in CARDS}
+    for entry in entries:
+        message = entry.message()
+        assert message is not None, entry.error
+        for number, value in message.fields.items():
+            if number in (52, 62, 64):
+                assert value == b"*" * len(value), (entry.line, number)
+        assert message.get(2) not in pans, entry.line
+
+
+def test_no_secret_in_the_checked_in_traces() -> None:
+    traces = sorted((Path(__file__).resolve().parents[1] / "traces").glob("*.jsonl"))
+    assert traces, "tests/traces holds the demo's recorded ISO 8583 trace"
+    secrets = needles([DEMO_TMK])
+    found: list[str] = []
+    for path in traces:
+        found += leaks(path.name, path.read_bytes(), secrets)
+        assert_trace_masked(path)
+    assert found == [], found
 
 
 # --- through Session over the rig -------------------------------------------------------------
