@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from emulator.host import upload
 from emulator.host.errors import HostError
 from emulator.host.ledger import (
     LedgerSnapshot,
@@ -237,7 +238,8 @@ def ledger_report(snapshot: LedgerSnapshot) -> dict[str, list[dict[str, object]]
         batches[key] = {"tid": key[0], "batch": key[1], **info,
                         "domestic": _half(total.domestic), "foreign": _half(total.foreign)}
     return {"transactions": txns, "originals": originals,
-            "batches": [batches[k] for k in sorted(batches)]}
+            "batches": [batches[k] for k in sorted(batches)],
+            "uploads": upload.report(snapshot.uploads, snapshot.transactions)}
 
 
 def _half(half: object) -> dict[str, int]:
@@ -306,3 +308,10 @@ def _print_report(report: dict[str, list[dict[str, object]]]) -> None:
             print(f"      {name:<8}  debit {half.get('debit_count', 0)} / "
                   f"{_yuan(half.get('debit_amount', 0))}  credit {half.get('credit_count', 0)} / "
                   f"{_yuan(half.get('credit_amount', 0))}")
+    if report.get("uploads"):
+        print()
+        print("Batch uploads (item by item)")
+        for u in report["uploads"]:
+            amount = u["amount"] if isinstance(u["amount"], int) else None
+            print(f"  {u['tid']} batch {u['batch']}  item {u['item_batch']}/{u['item_stan']}  "
+                  f"RRN {u['rrn'] or '-'}  {_yuan(amount)}  {u['verdict']}")

@@ -155,5 +155,37 @@ def end_counts(uploads: Iterable[UploadRow], tid: str, upload_batch: str) -> com
     return composite.UploadCounts(len(latest), sum(1 for r in latest.values() if r.matched))
 
 
+def report(uploads: Iterable[UploadRow],
+           transactions: Iterable[TransactionRow]) -> list[dict[str, object]]:
+    """The uploaded items with their verdicts, as plain data (``pos-emulator ledger``)."""
+    by_key: dict[tuple[str, str, str], TransactionRow] = {}
+    by_rrn: dict[tuple[str, str], TransactionRow] = {}
+    for txn in transactions:
+        if txn.kind in ITEM_KINDS:
+            by_key[(txn.tid, txn.batch, txn.stan)] = txn
+            if txn.rrn is not None:
+                by_rrn[(txn.tid, txn.rrn)] = txn
+    out: list[dict[str, object]] = []
+    for row in uploads:
+        lookup = _mapped_lookup(row.tid, by_key, by_rrn)
+        out.append({"tid": row.tid, "batch": row.batch, "item_batch": row.item_batch,
+                    "item_stan": row.item_stan, "rrn": row.rrn, "amount": row.amount,
+                    "matched": row.matched, "verdict": verdict_of(row, lookup).value})
+    out.sort(key=lambda r: (str(r["tid"]), str(r["batch"]), str(r["item_stan"])))
+    return out
+
+
+
+def _mapped_lookup(tid: str, by_key: dict[tuple[str, str, str], TransactionRow],
+                   by_rrn: dict[tuple[str, str], TransactionRow]) -> Lookup:
+    def by_stan(batch: str, stan: str) -> TransactionRow | None:
+        return by_key.get((tid, batch, stan))
+
+    def rrn_of(rrn: str) -> TransactionRow | None:
+        return by_rrn.get((tid, rrn))
+
+    return Lookup(by_stan, rrn_of, lambda pan: "")  # stored rows keep no PAN
+
+
 __all__ = ["ITEM_KINDS", "Item", "Lookup", "UploadFormatError", "Verdict", "compare",
-           "end_counts", "items_of", "upload_rows", "verdict_of"]
+           "end_counts", "items_of", "report", "upload_rows", "verdict_of"]

@@ -189,3 +189,19 @@ def test_items_of_reads_both_forms() -> None:
     with pytest.raises(upload.UploadFormatError):
         upload.items_of(cup.message("0320", {61: "000002000005"}), "000002")
     assert "6225880000000019" not in repr(upload.items_of(listed, "000001"))
+
+
+def test_the_ledger_view_shows_each_item_and_its_verdict(lane: Lane,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    from emulator.host.cli import _print_report, ledger_report
+    sale = approved(lane, 1_000)
+    send(lane, UploadChunk("list", (item_of(sale), item_of(sale, stan="000777", amount=5))))
+    report = ledger_report(lane.store.load())
+    assert [(u["item_stan"], u["verdict"]) for u in report["uploads"]] == [
+        (sale.stan, "matched"), ("000777", "unknown")]
+    _print_report(report)
+    out = capsys.readouterr().out
+    assert "Batch uploads (item by item)" in out
+    assert f"item 000001/{sale.stan}" in out
+    assert DEBIT.pan not in out
