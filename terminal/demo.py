@@ -98,7 +98,7 @@ class Walkthrough:
         r = outcome.record
         if outcome.approved:
             return (f"APPROVED, RRN {r.rrn}, auth {r.auth_code}, voucher {r.voucher}"
-                    + (f", card {r.cryptogram_type}" if r.cryptogram_type else ""))
+                    + (", card TC" if r.cryptogram_type == "TC" else ""))
         if outcome.card_refused is not None:
             zh, en = outcome.next_step
             return f"CARD DECLINED, {outcome.status.value.upper()}: {zh} / {en}"
