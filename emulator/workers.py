@@ -282,9 +282,9 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     slot.proc.kill()
                 code = await slot.proc.wait()
-            if code != 0:
-                log.error("worker %d (pid %d) stopped with %s", slot.index, slot.proc.pid,
-                          _exit_text(code))
+            # killed by our SIGTERM before it could catch it: it was still starting
+            if code not in (0, -signal.SIGTERM):
+                log.error("worker %d (pid %d) %s", slot.index, slot.proc.pid, _exit_text(code))
                 self.exit_code = 1
         if self._readers:  # their last lines (the final counters)
             await asyncio.wait(list(self._readers), timeout=2)
