@@ -184,8 +184,10 @@ def mask_message(dialect: Dialect, message: Message) -> Message:
             new = _starred(spec.kind, value)
         elif number == 55 and isinstance(value, bytes):
             new = _mask_icc(value)
-        elif isinstance(value, bytes) and mask_text(value.hex()) != value.hex():
-            new = _starred(spec.kind, value)  # binary data with a card-number-like run
+        elif isinstance(value, bytes) and not spec.fixed \
+                and mask_text(value.hex()) != value.hex():
+            # variable binary data with a card-number-like run (the pretty printer masks it)
+            new = _starred(spec.kind, value)
         if new != value:
             masked[number] = new
     return masked

@@ -210,9 +210,14 @@ def test_a_line_round_trips_to_the_masked_message(data: st.DataObject) -> None:
     assert entry.at == AT
     assert entry.error is None
     assert entry.message() == mask_message(dialect, original)
+    # the view is the pretty printer's, except where the trace masks more than it does
+    masked = mask_message(dialect, original)
     shown = message_dict(original, dialect)["fields"]
-    assert {k: v for k, v in entry.view.items() if k != "55"} == {
-        k: v for k, v in shown.items() if k != "55"}
+    more = {str(n) for n, v in masked.fields.items()
+            if v != original[n] and dialect.fields[n].sensitive is None
+            and n != dialect.spec.mac_field}
+    assert {k: v for k, v in entry.view.items() if k not in more} == {
+        k: v for k, v in shown.items() if k not in more}
     # the frame is the masked message and re-recording it describes the same message
     again = build_line(dialect, entry.frame or b"", direction, by="terminal", t=t)
     assert again["mti"] == original.mti
