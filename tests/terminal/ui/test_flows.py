@@ -103,6 +103,24 @@ async def test_sale(tmp_path: Path) -> None:
         assert showing(till, MenuScreen)
 
 
+async def test_a_sale_the_card_declines_after_approval_shows_declined_and_reversed(
+        tmp_path: Path) -> None:
+    till = make_till(tmp_path)
+    till.present("cup-debit")
+    till.rig.link.faults.extend(["none", "corrupt_arpc"])  # sign-on, then the sale's answer
+    async with till.app.run_test(size=(80, 24)) as pilot:
+        await login(pilot)
+        await keys(pilot, "1", enter=False)
+        await keys(pilot, "8800")
+        assert showing(till, ResultScreen)
+        text = screen_text(till.app)
+        assert "消费失败" in text
+        assert "主机已批准但卡片拒绝交易：已冲正，未扣款" in text
+        sale = till.rig.till.journal.last()
+        assert sale is not None
+        assert (sale.status, sale.cryptogram_type) == (TxnStatus.REVERSED, "AAC")
+
+
 async def test_two_partial_refunds_then_over_refund_refused(tmp_path: Path) -> None:
     till = make_till(tmp_path)
     sale = till.seed_sale(100_00).record
