@@ -169,6 +169,21 @@ def test_a_crash_between_the_answer_and_the_card_is_reversed_on_restart(
     check_money_rules(rig)
 
 
+def test_a_crash_after_the_card_declined_resends_the_06_reversal_on_restart(
+        rig: Rig, plan: CrashPlan) -> None:
+    rig.link.faults.append("corrupt_arpc")
+    plan.arm("after_record")
+    with pytest.raises(Crash):
+        chip_sale(rig)
+    (record,) = rig.till.journal.records("kind = 'sale'")
+    assert (record.status, record.cryptogram_type) == (TxnStatus.UNCERTAIN, "AAC")
+    rig.restart()
+    assert rig.till.recover().left == 0
+    assert rig.till.journal.record(record.id).status is TxnStatus.REVERSED
+    assert reversals(rig) == ["06"]
+    check_money_rules(rig)
+
+
 def test_contactless_and_refund_reads_do_not_hold_the_card(rig: Rig) -> None:
     tap = rig.card("cup-debit", Purpose.SALE, 20_00, contactless=True)
     assert tap.held is None  # EMV contactless: no second GENERATE AC
