@@ -14,6 +14,7 @@ from iso8583 import composite, tlv
 from iso8583.masking import mask_pan
 from iso8583.message import Message
 from iso8583.terminal import CardInput
+from terminal.core.errors import HostTimeoutError
 from terminal.core.ports import CardRead, Purpose
 from terminal.core.records import RefundReason, TxnRecord
 from terminal.core.till import UPLOAD_PROGRESS, Outcome
@@ -168,3 +169,16 @@ def test_iso87_has_no_batch_upload_and_still_settles(tmp_path: Path) -> None:
     assert out.uploaded == 0
     assert uploads_sent(rig) == []
     assert out.new_batch == "000002"
+
+
+def test_a_host_that_stops_answering_mid_upload_is_resumed_by_the_next_settle(rig: Rig) -> None:
+    unbalanced_batch(rig)
+    tries = rig.till.settings.max_resend
+    # the 0500 and the first list are answered, then the host goes quiet
+    rig.link.faults.extend(["none", "none"] + ["drop_before"] * tries)
+    with pytest.raises(HostTimeoutError):
+        rig.till.settle()
+    assert rig.till.journal.open_settlements()  # still open: nothing is lost
+    out = rig.till.settle()
+    assert (out.uploaded, out.host_received, out.host_matched) == (12, 12, 11)
+    assert [m.mti for m in rig.link.sent].count("0500") == 1
