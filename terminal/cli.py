@@ -417,7 +417,8 @@ def cmd_settle(ctx: Ctx, session: Session) -> int:
     result = session.settle(progress=ctx.progress)
     dom = result.totals.domestic
     ctx.result.update({"result": "ok", "batch": result.batch, "balanced": result.balanced,
-                       "uploaded": result.uploaded, "new_batch": result.new_batch,
+                       "uploaded": result.uploaded, "host_received": result.host_received,
+                       "host_matched": result.host_matched, "new_batch": result.new_batch,
                        "debit_count": dom.debit_count, "debit_amount": format_amount(
                            dom.debit_amount), "credit_count": dom.credit_count,
                        "credit_amount": format_amount(dom.credit_amount)})
@@ -429,8 +430,19 @@ def cmd_settle(ctx: Ctx, session: Session) -> int:
             + (ctx.say("对账平", "totals agree with the host") if result.balanced else
                ctx.say(f"对账不平，已批上送 {result.uploaded} 笔",
                        f"totals differ; batch uploaded ({result.uploaded} items)"))
+            + _host_counts(ctx, result.host_received, result.host_matched)
             + f"; next batch {result.new_batch}")
     return EXIT_OK
+
+
+def _host_counts(ctx: Ctx, received: int | None, matched: int | None) -> str:
+    """What the host said at the end of the batch upload (nothing when it said nothing)."""
+    if received is None:
+        return ""
+    text = ctx.say(f"，主机收到 {received} 笔", f", host received {received}")
+    if matched is not None:
+        text += ctx.say(f"，相符 {matched} 笔", f", {matched} matched")
+    return text
 
 
 def cmd_status(ctx: Ctx, session: Session) -> int:

@@ -52,8 +52,11 @@ class SettlementScreen(PosScreen):
         out = message.outcome
         verdict = (self.t("settle_balanced") if out.balanced
                    else self.t("settle_unbalanced", n=out.uploaded))
+        upload = ([self.t("settle_host_counts", received=out.host_received,
+                          matched=out.host_matched if out.host_matched is not None else "-")]
+                  if out.host_received is not None else [])
         await self.show_lines(verdict, [self.t("batch", batch=out.batch),
-                                        *self.total_lines(out.totals),
+                                        *self.total_lines(out.totals), *upload,
                                         self.t("settle_new_batch", batch=out.new_batch)],
                               self.back)
         self.query_one(".heading").add_class("approved")

@@ -187,6 +187,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "settle_balanced": ("结算成功，对账平", "Settled: totals agree"),
     "settle_unbalanced": ("结算完成，对账不平，已批上送 {n} 笔",
                           "Settled: totals differed, {n} uploaded"),
+    "settle_host_counts": ("主机收到 {received} 笔，相符 {matched} 笔",
+                           "Host received {received}, {matched} matched"),
     "settle_new_batch": ("新批次 {batch}", "New batch {batch}"),
     # -- reports ------------------------------------------------------------------------------
     "reports_title": ("报表", "Reports"),
