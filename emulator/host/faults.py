@@ -37,7 +37,8 @@ corrupt-arpc   one bit of the ARPC (tag 91 in F55) of a chip sale's answer  yes
                is flipped and the answer MACed again: the MAC verifies,
                the card's issuer authentication fails (an approving
                terminal gets an AAC and reverses); answers without tag 91
-               are sent as they are
+               are sent as they are; the rule fires only on requests
+               carrying chip data (F55)
 code=XX        the answer carries response code XX (F39 set before MACing)  no
 ============== ============================================================ =======
 
@@ -100,7 +101,8 @@ _MAX_DELAY_MS = 600_000
 
 
 class FaultSubject(Protocol):
-    """What a fault rule can select on: the request's MTI, PAN and amount."""
+    """What a fault rule can select on: the request's MTI, PAN and amount, and whether it
+    carries chip data (F55; ``corrupt-arpc`` fires on no other request)."""
 
     @property
     def mti(self) -> str: ...
@@ -111,6 +113,9 @@ class FaultSubject(Protocol):
     @property
     def amount(self) -> int | None: ...
 
+    @property
+    def chip(self) -> bool: ...
+
 
 @dataclass(frozen=True)
 class RequestFacts:
@@ -119,6 +124,7 @@ class RequestFacts:
     mti: str
     pan: str | None = None
     amount: int | None = None
+    chip: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,8 @@ class FaultRule:
         """Whether the non-random selectors match ``subject``."""
         if self.mti is not None and subject.mti != self.mti:
             return False
+        if self.action.kind is FaultKind.CORRUPT_ARPC and not subject.chip:
+            return False  # no ARQC asked, no ARPC to spoil: ``once`` is kept for one that is
         if self.pan is not None and subject.pan != self.pan:
             return False
         return self.amount is None or subject.amount == self.amount
@@ -334,7 +342,7 @@ def request_facts(dialect: PayloadDialect, payload: bytes) -> RequestFacts | Non
     if not isinstance(pan, str):
         track2 = message.get(35)
         pan = track2.split("D")[0].split("=")[0] if isinstance(track2, str) else None
-    return RequestFacts(message.mti, pan, message.amount)
+    return RequestFacts(message.mti, pan, message.amount, chip=55 in message)
 
 
 def bad_mac(dialect: PayloadDialect, reply: bytes) -> bytes:

@@ -87,6 +87,16 @@ def test_once_fires_once_and_first_rule_wins() -> None:
     assert [r["fired"] for r in plan.describe()] == [1, 1]
 
 
+def test_corrupt_arpc_fires_only_on_requests_with_chip_data() -> None:
+    plan = FaultPlan.from_specs(["corrupt-arpc@once"])
+    rng = random.Random(1)
+    assert plan.decide(RequestFacts("0800"), rng) is NO_FAULT  # a sign-on keeps the ``once``
+    assert plan.decide(SALE, rng) is NO_FAULT  # a stripe sale: no ARPC to spoil
+    assert plan.decide(RequestFacts("0200", DEBIT, 1234, chip=True), rng).kind \
+        is FaultKind.CORRUPT_ARPC
+    assert plan.describe() == [{"spec": "corrupt-arpc@once", "fired": 1, "armed": False}]
+
+
 def test_probability_is_drawn_from_the_given_rng() -> None:
     plan = FaultPlan.from_specs(["delay=5@p=0.25"])
     rng = random.Random(42)
