@@ -730,3 +730,20 @@ def test_flag_follow_up_and_report_flagged(term: Term) -> None:
     missing = term.run("flag", "--voucher", wrong["voucher"])
     assert missing.code == 2
     assert "--explain" in missing.err
+
+
+def test_a_sale_the_card_declines_after_approval_is_reversed(term: Term) -> None:
+    term.host.faults("add", "corrupt-arpc@once")  # the host approves; its ARPC fails the card
+    done = term.sale("12.00", as_json=True)
+    assert done.code == 1
+    assert (done.json["result"], done.json["card"]) == ("reversed", "declined")
+    assert done.json["next_step"]["en"] == ("Approved by the host but declined by the card: "
+                                            "reversed, nothing was charged")
+    shown = term.sale("13.00")  # the next one completes with a TC
+    assert shown.code == 0
+    sales = [(t["status"], t["amount"]) for t in term.host.snapshot()["transactions"]
+             if t["kind"] == "sale"]
+    assert sales == [("reversed", 12_00), ("approved", 13_00)]
+    with contextlib.closing(sqlite3.connect(term.data_dir / "journal.db")) as db:
+        assert [r[0] for r in db.execute("SELECT cryptogram_type FROM txn ORDER BY id")] \
+            == ["AAC", "TC"]
