@@ -9,7 +9,8 @@ Order of writes (the same as the acquirer host's: write, then send):
 2. The request is sent.
 3. :meth:`Journal.answered` records the answer and cancels the armed
    follow-up, again in one transaction; :meth:`Journal.no_answer` makes it
-   *due* instead.
+   *due* instead, and :meth:`Journal.card_declined` records an approving
+   answer the chip card then refused (AAC) with the reversal due.
 
 After a crash anywhere in between, :meth:`Journal.open_items` lists what is
 still armed for a pending request or due, and the flows resolve each before
