@@ -2,7 +2,8 @@
 
 Sub-commands::
 
-    pos-emulator serve [--host 127.0.0.1] [--port 5858] [--ledger PATH] [--dialect cup|iso87]
+    pos-emulator serve [--host 127.0.0.1] [--port 5858] [--ledger PATH|postgresql://...]
+                       [--dialect cup|iso87]
                        [--faults SPEC ...] [--admin ADDR|none] [--workers N]
     pos-emulator faults add SPEC | clear | list | stats [--admin ADDR] [--ledger PATH]
     pos-emulator terminal ...     (provisioning: emulator.host.cli)
@@ -39,8 +40,9 @@ from emulator.admin import (
     default_admin_address,
     parse_admin_address,
 )
-from emulator.host import AcquirerHost, HostError, SqliteLedgerStore
+from emulator.host import AcquirerHost, HostError, LedgerStore, open_store, safe_ledger_name
 from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
+from emulator.host.ledger import MEMORY_LEDGERS, is_postgres_url
 from emulator.server import DEFAULT_PORT, ServerConfig, acquirer_server
 from emulator.workers import WorkerError, WorkerSpec, supervise, workers_refusal
 
@@ -81,9 +83,9 @@ def _parser() -> _Parser:
                        help="address to bind (default 127.0.0.1: loopback only)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT,
                        help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
-    serve.add_argument("--ledger", type=Path, default=None,
-                       help="SQLite ledger file (default: $POS_EMULATOR_LEDGER or "
-                            "pos-emulator-ledger.db)")
+    serve.add_argument("--ledger", default=None,
+                       help="SQLite ledger file, postgresql://... database URL, or :memory: "
+                            "(default: $POS_EMULATOR_LEDGER or pos-emulator-ledger.db)")
     serve.add_argument("--dialect", choices=("cup", "iso87"), default="cup")
     serve.add_argument("--faults", action="append", default=[], metavar="SPEC",
                        help="fault rules, e.g. 'delay=200@p=0.1' (repeatable)")
@@ -108,7 +110,7 @@ def _parser() -> _Parser:
     faults.add_argument("spec", nargs="?", help="fault spec for 'add'")
     faults.add_argument("--admin", default=None, metavar="ADDR",
                         help="the host's control channel (default: <ledger>.admin.sock)")
-    faults.add_argument("--ledger", type=Path, default=None,
+    faults.add_argument("--ledger", default=None,
                         help="ledger of the running host (locates the default control socket)")
     faults.add_argument("--json", action="store_true", help="print the raw answer")
     for name in _DELEGATES:
@@ -116,15 +118,21 @@ def _parser() -> _Parser:
     return parser
 
 
-def _ledger_path(given: Path | None) -> Path:
-    if given is not None:
+def _ledger_path(given: str | None) -> str:
+    """The ledger spec: --ledger, else $POS_EMULATOR_LEDGER, else the default file."""
+    if given:
         return given
     from emulator.host.terminals import default_ledger_path
-    return default_ledger_path()
+    return str(default_ledger_path())
 
 
-def _admin_address(given: str | None, ledger: Path) -> AdminAddress:
-    return parse_admin_address(given) if given else default_admin_address(ledger)
+def _admin_address(given: str | None, ledger: str) -> AdminAddress:
+    if given:
+        return parse_admin_address(given)
+    if is_postgres_url(ledger) or ledger.strip().lower() in MEMORY_LEDGERS:
+        # no file to sit next to: a socket in the working directory
+        return default_admin_address(Path("pos-emulator-host"))
+    return default_admin_address(ledger)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,13 +214,13 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        store = SqliteLedgerStore(ledger)
+        store = open_store(ledger)
     except HostError as exc:
         return _fail(str(exc))
     try:
         host = AcquirerHost.from_store(store, args.dialect)
         if not host.terminals():
-            store.commit([host.provision(DEMO_TID, DEMO_MID, DEMO_TMK)])
+            host.provision(DEMO_TID, DEMO_MID, DEMO_TMK)
             print(f"{PROG}: new ledger: provisioned the demo terminal TID {DEMO_TID} "
                   f"MID {DEMO_MID}", flush=True)
         config = ServerConfig(host=args.host, port=args.port, idle_timeout=args.idle_timeout,
@@ -233,8 +241,8 @@ def _serve(args: argparse.Namespace) -> int:
         store.close()
 
 
-async def _run(host: AcquirerHost, store: SqliteLedgerStore, config: ServerConfig,
-               plan: FaultPlan, rng: random.Random, admin: AdminAddress | None, ledger: Path,
+async def _run(host: AcquirerHost, store: LedgerStore, config: ServerConfig,
+               plan: FaultPlan, rng: random.Random, admin: AdminAddress | None, ledger: str,
                dialect: str, trace_path: Path | None = None) -> int:
     from emulator.trace import HostTraceFile
     trace = HostTraceFile(trace_path, host.dialect) if trace_path is not None else None
@@ -253,7 +261,8 @@ async def _run(host: AcquirerHost, store: SqliteLedgerStore, config: ServerConfi
             raise
     server.install_signal_handlers()
     where = f"admin {admin}" if admin is not None else "no admin channel"
-    print(f"{PROG}: listening on {bound[0]}:{bound[1]} (dialect {dialect}, ledger {ledger}, "
+    print(f"{PROG}: listening on {bound[0]}:{bound[1]} (dialect {dialect}, ledger "
+          f"{safe_ledger_name(ledger)}, "
           f"{where}, faults: {'; '.join(r.spec for r in plan.rules) or 'none'})", flush=True)
     await server.serve_until_stopped()
     if admin_server is not None:
@@ -267,14 +276,14 @@ async def _run(host: AcquirerHost, store: SqliteLedgerStore, config: ServerConfi
 
 
 def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminAddress | None,
-                   ledger: Path) -> int:
-    spec = WorkerSpec(str(ledger), args.dialect, config, tuple(args.faults), args.fault_seed,
+                   ledger: str) -> int:
+    spec = WorkerSpec(ledger, args.dialect, config, tuple(args.faults), args.fault_seed,
                       args.verbose)
 
     def announce(bound: tuple[str, int], admin: AdminAddress | None) -> None:
         where = f"admin {admin}" if admin is not None else "no admin channel"
         print(f"{PROG}: listening on {bound[0]}:{bound[1]} (dialect {args.dialect}, ledger "
-              f"{ledger}, workers {args.workers}, {where}, faults: "
+              f"{safe_ledger_name(ledger)}, workers {args.workers}, {where}, faults: "
               f"{'; '.join(args.faults) or 'none'})", flush=True)
 
     try:

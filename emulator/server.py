@@ -9,16 +9,20 @@ replies of the same connection. A terminal that pipelines more than
 ``MAX_PIPELINE`` unanswered requests, or stops reading its answers, is paused
 until it catches up. The server itself holds no payment rules.
 
-Durability (group commit). The host core decides synchronously in the event loop
-and returns the ledger records a request books. Every outcome, from every
+Durability (group commit). The ledger is the source of truth: the host core reads
+and writes it inside a store session (one transaction). Every request, from every
 connection, is queued FIFO to one committer task; the committer takes everything
-queued, writes all of its records in one ``store.commit(batch)`` call on one
-dedicated worker thread, and only then releases those replies. So no reply leaves before its
-records are durable, and because *every* outcome goes through the same FIFO queue
-(even ones that book nothing), the stored answer to a duplicate can never overtake
-the commit of the original it repeats. A batch that books nothing skips the
-commit call. If a commit fails, the server stops answering at once (fatal): a
-host that cannot book must not approve.
+queued (the requests that arrived since the last group: one group), and on one
+dedicated worker thread opens one session, runs the core on each request of the
+group in order, commits (one fsync for the group) and only then releases those
+replies. So no reply leaves before what it books is durable, and because *every*
+request goes through the same FIFO queue, the stored answer to a duplicate can
+never overtake the commit of the original it repeats. When the store reports a
+conflict with another process (``LedgerConflict``: deadlock, serialization
+failure, a concurrent duplicate) the whole group is rolled back and run again (no
+reply has left yet); when the database is unreachable (``LedgerUnavailable``) the
+group is retried for a while. Any other failure stops the server at once (fatal):
+a host that cannot book must not approve.
 
 Timeouts: a connection with no partial frame is closed after ``idle_timeout``;
 one holding half a frame is closed after ``read_timeout`` of silence. A length
@@ -28,10 +32,12 @@ an answer) and the connection closed. SIGINT/SIGTERM stop accepting, answer the
 requests already received (up to ``shutdown_timeout``), flush the committer and
 return.
 
-Faults (:mod:`emulator.host.faults`) are decided before the host core sees the
-request, so the faults that must not book (close-before, code=XX) never reach it.
-What a fault does to an answer (the forced code, a spoiled MAC, garbling) lives
-there with the host too; the server only delays, drops, closes or repeats.
+Faults (:mod:`emulator.host.faults`) are decided in the event loop before the host
+core sees the request, so the faults that must not book (close-before, code=XX)
+never reach it. What a fault does to an answer (the forced code, a spoiled MAC,
+garbling, a corrupted ARPC) lives there with the host too and is computed in the
+request's session (it may read the terminal's MAK); the server only delays,
+drops, closes or repeats.
 """
 
 from __future__ import annotations
@@ -46,12 +52,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from emulator.host import AcquirerHost, LedgerRecord, LedgerStore
-from emulator.host.errors import HostError
+from emulator.host import AcquirerHost, LedgerSession, LedgerStore
+from emulator.host.errors import HostError, LedgerConflict, LedgerUnavailable
 from emulator.host.faults import (
     NO_FAULT,
     FaultAction,
@@ -67,9 +74,9 @@ from iso8583.trace import HOST_TO_TERMINAL, TERMINAL_TO_HOST
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
-R_contra = TypeVar("R_contra", contravariant=True)
+S = TypeVar("S")  # the store's session type
+S_co = TypeVar("S_co", covariant=True)
+S_contra = TypeVar("S_contra", contravariant=True)
 
 DEFAULT_PORT = 5858
 
@@ -83,7 +90,7 @@ class CommitFailedError(ServerError):
 
 
 # --- what the server needs from its collaborators ---------------------------------
-class Outcome(Protocol[R_co]):
+class Outcome(Protocol):
     """What the host core returns for one request payload."""
 
     @property
@@ -93,19 +100,19 @@ class Outcome(Protocol[R_co]):
     def close(self) -> bool: ...  # close the connection after the reply
 
     @property
-    def records(self) -> Sequence[R_co]: ...  # ledger records to make durable first
+    def records(self) -> Sequence[object]: ...  # what it wrote in the session (counted)
 
 
-class RequestHandler(Protocol[R_co]):
-    """The sans-I/O host core."""
+class RequestHandler(Protocol[S_contra]):
+    """The sans-I/O host core: runs one request inside the caller's store session."""
 
-    def handle(self, payload: bytes, now: datetime) -> Outcome[R_co]: ...
+    def handle(self, payload: bytes, now: datetime, session: S_contra) -> Outcome: ...
 
 
-class Store(Protocol[R_contra]):
-    """Where booked records go; one call is one transaction."""
+class Store(Protocol[S_co]):
+    """Where the ledger lives; one session is one transaction (commit on a clean exit)."""
 
-    def commit(self, records: Sequence[R_contra]) -> None: ...
+    def session(self) -> AbstractContextManager[S_co]: ...
 
 
 class Decoder(Protocol):
@@ -155,11 +162,13 @@ class ServerStats:
     replies: int = 0
     framing_errors: int = 0
     timeouts: int = 0
-    commits: int = 0
+    commits: int = 0  # sessions committed (one per group of requests)
     records_committed: int = 0
-    largest_batch: int = 0
-    commit_seconds: float = 0.0  # time spent in store.commit, all commits
+    largest_batch: int = 0  # most records one commit wrote
+    commit_seconds: float = 0.0  # time spent in group sessions (rules + commit), all groups
     slowest_commit_ms: float = 0.0
+    conflicts: int = 0  # groups rolled back and run again (another process clashed)
+    unavailable: int = 0  # groups retried because the ledger could not be reached
     faults: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -172,26 +181,35 @@ def frame_reply(reply: bytes, length_bytes: int = 2) -> bytes:
 
 
 # --- group commit --------------------------------------------------------------------
-Released = Callable[[BaseException | None], None]
+#: One request's work in a group: runs in the group's session; the set is shared by the
+#: works of one attempt (a connection closed earlier in the group is skipped).
+Work = Callable[[S, set[object]], Any]
+Released = Callable[[Any, BaseException | None], None]
+
+#: Times a group clashing with another process (LedgerConflict) is run again.
+MAX_CONFLICTS = 50
+#: Seconds a group is retried while the ledger cannot be reached (LedgerUnavailable).
+UNAVAILABLE_FOR = 30.0
 
 
-class GroupCommitter(Generic[R]):
-    """One task that makes queued records durable in batches, FIFO.
+class GroupCommitter(Generic[S]):
+    """One task that runs queued work in groups, FIFO, each group in one store session.
 
-    Each submission carries a callback; the committer takes everything queued,
-    commits all of its records in one ``store.commit`` call on a dedicated
-    thread, then calls the callbacks in submission order with ``None``. After a
-    failed commit every pending and later callback gets the error instead.
+    Each submission is a work function and a callback; the committer takes everything
+    queued, and on a dedicated thread opens one session, runs each work in order with
+    it, commits, then calls the callbacks in submission order with the work's result.
+    A LedgerConflict rolls the group back and runs it again; after a failure every
+    pending and later callback gets the error instead.
     """
 
-    def __init__(self, store: Store[R], stats: ServerStats | None = None) -> None:
+    def __init__(self, store: Store[S], stats: ServerStats | None = None) -> None:
         self._store = store
         self._stats = stats if stats is not None else ServerStats()
-        self._queue: list[tuple[Sequence[R], Released]] = []
+        self._queue: list[tuple[Work[S], Released]] = []
         self._wake = asyncio.Event()
         self._failed: BaseException | None = None
         self._closing = False
-        # one dedicated thread: commits never overlap and a store that keeps a
+        # one dedicated thread: sessions never overlap and a store that keeps a
         # connection per thread sees only one
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-commit")
         self.on_failure: Callable[[BaseException], None] | None = None
@@ -200,32 +218,32 @@ class GroupCommitter(Generic[R]):
     def failed(self) -> BaseException | None:
         return self._failed
 
-    def submit_nowait(self, records: Sequence[R], released: Released) -> None:
-        """Queue ``records``; ``released(None)`` runs once they (and all before) are durable."""
+    def submit_nowait(self, work: Work[S], released: Released) -> None:
+        """Queue ``work``; ``released(result, None)`` runs once its group committed."""
         if self._failed is not None:
-            released(CommitFailedError("ledger commit failed earlier"))
+            released(None, CommitFailedError("ledger commit failed earlier"))
             return
-        self._queue.append((records, released))
+        self._queue.append((work, released))
         if not self._wake.is_set():
             self._wake.set()
 
-    async def submit(self, records: Sequence[R]) -> None:
-        """Queue ``records`` and wait until they are durable (raises CommitFailedError)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def submit(self, work: Work[S]) -> Any:
+        """Queue ``work`` and wait until its group committed (raises CommitFailedError)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-        def released(error: BaseException | None) -> None:
+        def released(result: Any, error: BaseException | None) -> None:
             if future.done():
                 return
             if error is None:
-                future.set_result(None)
+                future.set_result(result)
             else:
                 future.set_exception(error)
 
-        self.submit_nowait(records, released)
-        await future
+        self.submit_nowait(work, released)
+        return await future
 
     async def run(self) -> None:
-        """Commit batches until :meth:`close` is called and the queue is empty."""
+        """Run groups until :meth:`close` is called and the queue is empty."""
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -236,26 +254,50 @@ class GroupCommitter(Generic[R]):
                     await self._wake.wait()
                     continue
                 batch, self._queue = self._queue, []
-                records = [r for recs, _ in batch for r in recs]
-                if records:
-                    started = time.perf_counter()
-                    try:
-                        await loop.run_in_executor(self._executor, self._store.commit, records)
-                    except Exception as exc:
-                        self._fail(exc, batch)
-                        return
-                    took = time.perf_counter() - started
-                    self._stats.commit_seconds += took
-                    self._stats.slowest_commit_ms = max(self._stats.slowest_commit_ms, took * 1000)
-                    self._stats.commits += 1
-                    self._stats.records_committed += len(records)
-                    self._stats.largest_batch = max(self._stats.largest_batch, len(records))
-                for _, released in batch:
-                    released(None)
+                started = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(
+                        self._executor, self._run_group, [work for work, _ in batch])
+                except Exception as exc:
+                    self._fail(exc, batch)
+                    return
+                took = time.perf_counter() - started
+                stats = self._stats
+                records = sum(len(getattr(r, "records", ())) for r in results)
+                stats.commit_seconds += took
+                stats.slowest_commit_ms = max(stats.slowest_commit_ms, took * 1000)
+                stats.commits += 1
+                stats.records_committed += records
+                stats.largest_batch = max(stats.largest_batch, records)
+                for (_, released), result in zip(batch, results, strict=True):
+                    released(result, None)
         finally:
             self._executor.shutdown(wait=False)
 
-    def _fail(self, exc: Exception, batch: list[tuple[Sequence[R], Released]]) -> None:
+    def _run_group(self, works: list[Work[S]]) -> list[Any]:
+        """One session for the whole group (on the committer's thread), run again on conflict."""
+        conflicts = 0
+        deadline = time.monotonic() + UNAVAILABLE_FOR
+        while True:
+            try:
+                with self._store.session() as session:
+                    stopped: set[object] = set()
+                    return [work(session, stopped) for work in works]
+            except LedgerConflict:
+                conflicts += 1
+                self._stats.conflicts += 1
+                if conflicts > MAX_CONFLICTS:
+                    raise
+                # back off a little, at random, so two processes do not clash again
+                time.sleep(random.uniform(0, 0.001 * min(conflicts, 20)))
+            except LedgerUnavailable:
+                self._stats.unavailable += 1
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("ledger unavailable; retrying the group")
+                time.sleep(0.2)
+
+    def _fail(self, exc: Exception, batch: list[tuple[Work[S], Released]]) -> None:
         log.critical("ledger commit failed, the host stops answering: %s", type(exc).__name__)
         self._failed = exc
         error = CommitFailedError(f"ledger commit failed: {exc}")
@@ -263,7 +305,7 @@ class GroupCommitter(Generic[R]):
         if self.on_failure is not None:
             self.on_failure(exc)
         for _, released in pending:
-            released(error)
+            released(None, error)
 
     def close(self) -> None:
         """Finish what is queued, then let :meth:`run` return."""
@@ -276,10 +318,19 @@ class GroupCommitter(Generic[R]):
 class _Pending:
     """A reply waiting for its commit (and for any fault delay) before it may leave."""
 
+    action: FaultAction
+    reply: bytes | None = None  # known once its group committed (spoiled by its fault)
+    close: bool = False
+    ready: bool = False
+
+
+@dataclass(frozen=True)
+class _Done:
+    """What one request's work in a group gave: the reply to send and what it wrote."""
+
     reply: bytes | None
     close: bool
-    action: FaultAction
-    ready: bool = False
+    records: Sequence[object]
 
 
 class _HostConnection(asyncio.Protocol):
@@ -292,6 +343,7 @@ class _HostConnection(asyncio.Protocol):
         self.decoder = server.dialect.frame_decoder()
         self.pending: deque[_Pending] = deque()
         self.closing = False  # no more requests are read; close once pending is empty
+        self.refused = False  # the core answered with close: nothing later is handled
         self.timer: asyncio.TimerHandle | None = None
         self.paused = False
         self.closed = asyncio.Event()
@@ -375,10 +427,16 @@ class _HostConnection(asyncio.Protocol):
     def enqueue(self, entry: _Pending) -> None:
         self.pending.append(entry)
 
-    def committed(self, entry: _Pending, error: BaseException | None) -> None:
+    def committed(self, entry: _Pending, done: _Done | None,
+                  error: BaseException | None) -> None:
         if error is not None:
             self.abort()
             return
+        if done is not None:
+            entry.reply, entry.close = done.reply, done.close
+            if done.close:
+                self.refused = True
+                self.close_after_replies()
         if entry.action.kind is FaultKind.DELAY and entry.action.delay_ms:
             self.loop.call_later(entry.action.delay_ms / 1000, self._ready, entry)
         else:
@@ -415,7 +473,6 @@ class _HostConnection(asyncio.Protocol):
             return True
         if kind is FaultKind.CLOSE_AFTER:
             return False
-        reply = self.server.spoil(entry.action, reply)
         if self.server.trace is not None:
             for _ in range(2 if kind is FaultKind.TWICE else 1):
                 self.server.trace(HOST_TO_TERMINAL, reply)
@@ -443,7 +500,7 @@ class _HostConnection(asyncio.Protocol):
 MAX_PIPELINE = 64  # replies owed on one connection before its reading pauses
 
 
-class HostServer(Generic[R]):
+class HostServer(Generic[S]):
     """Serves one host core over TCP.
 
     Per connection, requests are handed to the core in arrival order the moment
@@ -453,23 +510,23 @@ class HostServer(Generic[R]):
 
     def __init__(
         self,
-        handler: RequestHandler[R],
-        store: Store[R],
+        handler: RequestHandler[S],
+        store: Store[S],
         dialect: ServerDialect,
         *,
         config: ServerConfig | None = None,
         faults: FaultPlan | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = datetime.now,
-        refuse: Callable[[bytes, str, datetime], Outcome[R]] | None = None,
-        spoil: Callable[[FaultAction, bytes], bytes] | None = None,
+        refuse: Callable[[bytes, str, datetime, S], Outcome] | None = None,
+        spoil: Callable[[FaultAction, bytes, S], bytes] | None = None,
         trace: FrameTrace | None = None,
     ) -> None:
         self.handler = handler
         self.trace = trace  # records every request taken and every reply written
         self._refuse_with = refuse
         # what a fault does to a reply on its way out (emulator.host.faults.corrupt_reply)
-        self.spoil = spoil or (lambda action, reply: corrupt_reply(dialect, action, reply))
+        self.spoil = spoil or (lambda action, reply, _: corrupt_reply(dialect, action, reply))
         self.dialect = dialect
         # the reply prefix follows the dialect's framing (its spec says how long)
         self.length_bytes = int(getattr(getattr(dialect, "spec", None), "length_bytes", 2))
@@ -478,7 +535,7 @@ class HostServer(Generic[R]):
         self.stats = ServerStats()
         self._rng = rng or random.Random()
         self._clock = clock
-        self._committer: GroupCommitter[R] = GroupCommitter(store, self.stats)
+        self._committer: GroupCommitter[S] = GroupCommitter(store, self.stats)
         self._committer.on_failure = self._on_commit_failure
         self._committer_task: asyncio.Task[None] | None = None
         self._gc_task: asyncio.Task[None] | None = None
@@ -591,32 +648,42 @@ class HostServer(Generic[R]):
         if action.kind is FaultKind.CLOSE_BEFORE:
             conn.abort()
             return
-        if action.kind is FaultKind.CODE:
-            outcome = self._refuse(payload, action.code or "96")
-        else:
-            outcome = self.handler.handle(payload, self._clock())
-        entry = _Pending(outcome.reply, outcome.close, action)
-        conn.enqueue(entry)
-        if outcome.close:
-            conn.close_after_replies()
-        self._committer.submit_nowait(outcome.records,
-                                      lambda error: conn.committed(entry, error))
-
-    def _refuse(self, payload: bytes, code: str) -> Outcome[R]:
-        """The answer with a forced response code, booking nothing."""
-        if self._refuse_with is None:
+        if action.kind is FaultKind.CODE and self._refuse_with is None:
             raise ServerError("this server was built without a way to force a response code")
-        return self._refuse_with(payload, code, self._clock())
+        entry = _Pending(action)
+        conn.enqueue(entry)
+        now = self._clock()
+
+        def work(session: S, stopped: set[object]) -> _Done | None:
+            """In the group's session, on the committer's thread."""
+            if conn.refused or conn in stopped:
+                return None  # an earlier request of this connection closed it
+            if action.kind is FaultKind.CODE:
+                assert self._refuse_with is not None
+                outcome = self._refuse_with(payload, action.code or "96", now, session)
+            else:
+                outcome = self.handler.handle(payload, now, session)
+            if outcome.close:
+                stopped.add(conn)
+            reply = outcome.reply
+            if reply is not None and action.kind is not FaultKind.NONE:
+                reply = self.spoil(action, reply, session)
+            return _Done(reply, outcome.close, outcome.records)
+
+        self._committer.submit_nowait(
+            work, lambda done, error: conn.committed(entry, done, error))
 
 
 # --- wiring for the real host core ------------------------------------------------------
-def acquirer_server(host: AcquirerHost, store: LedgerStore, *,
+def acquirer_server(host: AcquirerHost, store: LedgerStore | None = None, *,
                     config: ServerConfig | None = None, faults: FaultPlan | None = None,
                     rng: random.Random | None = None,
                     clock: Callable[[], datetime] = datetime.now,
-                    trace: FrameTrace | None = None) -> HostServer[LedgerRecord]:
-    """A server for the real host core and ledger store."""
-    return HostServer(host, store, host.dialect, config=config, faults=faults, rng=rng,
-                      clock=clock, refuse=lambda p, c, n: forced_answer(host, p, c, n),
-                      spoil=lambda a, r: corrupt_reply(host.dialect, a, r, host=host),
+                    trace: FrameTrace | None = None) -> HostServer[LedgerSession]:
+    """A server for the real host core on its ledger store (``store``: the host's own)."""
+    return HostServer(host, store if store is not None else host.store, host.dialect,
+                      config=config, faults=faults, rng=rng, clock=clock,
+                      refuse=lambda p, c, n, s: forced_answer(host, p, c, n, session=s),
+                      spoil=lambda a, r, s: corrupt_reply(host.dialect, a, r, host=host,
+                                                          session=s),
                       trace=trace)

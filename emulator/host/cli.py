@@ -5,11 +5,11 @@ sub-command to :func:`terminal_main` or :func:`ledger_main`.  Bad input never
 ends in a traceback: one line on stderr and exit code 2.  PANs are shown masked
 and a TMK only with ``--reveal`` (otherwise its check value).
 
-Terminals are written straight into the ledger file. A ``pos-emulator serve``
-running on the same ledger sees an added, removed or re-keyed terminal with its
-next request (it watches the file's ``PRAGMA data_version`` and re-reads the
-terminal rows when another connection committed; see
-``SqliteLedgerStore.changed_terminals``). A re-keyed terminal must sign on again.
+Terminals are written straight into the ledger (a SQLite file or a
+``postgresql://`` database, see ``emulator.host.ledger.open_store``). A
+``pos-emulator serve`` running on the same ledger sees an added, removed or
+re-keyed terminal with its next request (the host reads the terminal's row in
+every request's transaction). A re-keyed terminal must sign on again.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from emulator.host import upload
 from emulator.host.errors import HostError
 from emulator.host.ledger import (
     LedgerSnapshot,
-    SqliteLedgerStore,
     TransactionRow,
+    is_postgres_url,
     key_text,
+    open_store,
     provisioned,
     removed_row,
+    safe_ledger_name,
 )
 from emulator.host.terminals import (
     DEMO_MID,
@@ -58,8 +60,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _ledger_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ledger", type=Path, default=None,
-                        help=f"ledger file (default: ${LEDGER_ENV} or {default_ledger_path()})")
+    parser.add_argument("--ledger", default=None,
+                        help=f"SQLite ledger file or postgresql://... URL (default: "
+                             f"${LEDGER_ENV} or {default_ledger_path()})")
 
 
 def _fail(message: str) -> int:
@@ -103,7 +106,7 @@ def terminal_main(argv: Sequence[str]) -> int:
     """``pos-emulator terminal add|remove|rekey|list``; returns the exit code."""
     try:
         args = _terminal_parser().parse_args(list(argv))
-        path: Path = args.ledger or default_ledger_path()
+        path: str = args.ledger or str(default_ledger_path())
         if args.action == "add":
             return _terminal_add(args, path)
         if args.action in ("remove", "rekey"):
@@ -115,7 +118,7 @@ def terminal_main(argv: Sequence[str]) -> int:
         return _fail(f"pos-emulator terminal: {exc}")
 
 
-def _terminal_add(args: argparse.Namespace, path: Path) -> int:
+def _terminal_add(args: argparse.Namespace, path: str) -> int:
     if args.demo:
         if args.tid or args.mid or args.tmk:
             raise _UsageError("pos-emulator terminal add: --demo takes no --tid/--mid/--tmk")
@@ -125,24 +128,25 @@ def _terminal_add(args: argparse.Namespace, path: Path) -> int:
             raise _UsageError("pos-emulator terminal add: --tid and --mid are required "
                               "(or --demo)")
         tid, mid, tmk = check_tid(args.tid), check_mid(args.mid), parse_tmk(args.tmk)
-    store = SqliteLedgerStore(path)
+    store = open_store(path)
     try:  # one row read and written: independent of the ledger's size
         store.commit([provisioned(store.terminal(tid), tid, mid, tmk)])
     finally:
         store.close()
-    print(f"terminal {tid} merchant {mid} added to {path} "
+    print(f"terminal {tid} merchant {mid} added to {safe_ledger_name(path)} "
           f"(TMK check value {tdes_kcv(tmk).hex().upper()})")
     return 0
 
 
-def _terminal_change(args: argparse.Namespace, path: Path) -> int:
+def _terminal_change(args: argparse.Namespace, path: str) -> int:
     tid = check_tid(args.tid)
     tmk = parse_tmk(args.tmk) if args.action == "rekey" else b""
-    store = SqliteLedgerStore(path)
+    store = open_store(path)
     try:
         old = store.terminal(tid)
         if old is None or old.removed:
-            return _fail(f"pos-emulator terminal {args.action}: no terminal {tid} in {path}")
+            return _fail(f"pos-emulator terminal {args.action}: no terminal {tid} in "
+                         f"{safe_ledger_name(path)}")
         if args.action == "remove":
             store.commit([removed_row(old)])
         else:
@@ -150,14 +154,14 @@ def _terminal_change(args: argparse.Namespace, path: Path) -> int:
     finally:
         store.close()
     if args.action == "remove":
-        print(f"terminal {tid} removed from {path}")
+        print(f"terminal {tid} removed from {safe_ledger_name(path)}")
     else:
-        print(f"terminal {tid} re-keyed in {path} (TMK check value "
+        print(f"terminal {tid} re-keyed in {safe_ledger_name(path)} (TMK check value "
               f"{tdes_kcv(tmk).hex().upper()}); it must sign on again")
     return 0
 
 
-def _terminal_list(args: argparse.Namespace, path: Path) -> int:
+def _terminal_list(args: argparse.Namespace, path: str) -> int:
     snapshot = _open_snapshot(path)
     rows = []
     for term in (t for t in snapshot.terminals if not t.removed):
@@ -172,7 +176,7 @@ def _terminal_list(args: argparse.Namespace, path: Path) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no terminals in {path}")
+        print(f"no terminals in {safe_ledger_name(path)}")
         return 0
     print(f"{'TID':<8}  {'MID':<15}  {'batch':<6}  {'signed on':<9}  TMK")
     for row in rows:
@@ -182,10 +186,10 @@ def _terminal_list(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
-def _open_snapshot(path: Path) -> LedgerSnapshot:
-    if not path.exists():
+def _open_snapshot(path: str) -> LedgerSnapshot:
+    if not is_postgres_url(path) and not Path(path).exists():
         raise HostError(f"no ledger at {path}")
-    store = SqliteLedgerStore(path)
+    store = open_store(path)
     try:
         return store.load()
     finally:
@@ -259,7 +263,7 @@ def ledger_main(argv: Sequence[str]) -> int:
     """``pos-emulator ledger [--ledger PATH] [--json]``; returns the exit code."""
     try:
         args = _ledger_parser().parse_args(list(argv))
-        path: Path = args.ledger or default_ledger_path()
+        path: str = args.ledger or str(default_ledger_path())
         report = ledger_report(_open_snapshot(path))
     except _UsageError as exc:
         return _fail(str(exc))

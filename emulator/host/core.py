@@ -1,12 +1,20 @@
 """The acquirer host's rules as plain code: one payload in, one outcome out.
 
-:class:`AcquirerHost` is sans-I/O: ``handle(payload, now)`` decodes a frame
-payload, applies the terminal, security, issuer and original-route rules,
-updates the in-memory state and returns a :class:`HostOutcome` carrying the
-reply payload and the ledger records the server must commit before it sends
-that reply.  Randomness (working keys) comes from an injected source; time is
-the ``now`` passed in.  Bad input of any kind gives an outcome, never an
-exception.
+:class:`AcquirerHost` is sans-I/O: ``handle(payload, now, session)`` decodes a
+frame payload, applies the terminal, security, issuer and original-route rules
+reading and writing the ledger through ``session`` (one store transaction, see
+:mod:`emulator.host.ledger`), and returns a :class:`HostOutcome` carrying the
+reply payload and the records it wrote. The caller commits the session before
+the reply leaves (the server: one session per group of requests). Without a
+session, ``handle`` opens one on the host's own store and commits it.
+
+The host keeps no transaction in memory: the ledger is the source of truth, so
+several hosts (processes) on one ledger agree, and memory stays flat however
+large the ledger grows. Randomness (working keys) comes from an injected
+source; time is the ``now`` passed in.  Bad input of any kind gives an outcome,
+never an exception; a ledger failure raises
+:class:`~emulator.host.errors.LedgerError` (a
+:class:`~emulator.host.errors.LedgerConflict` means: roll back, run again).
 
 Order of checks for a financial request (each step answers and stops):
 
@@ -36,26 +44,29 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TypeVar
 
 from emulator.catalogue import CARDS, CardStatus, TestCard
 from emulator.host import codes, security, upload
 from emulator.host.classify import NETWORK_KINDS, UNKNOWN, TransactionTable
+from emulator.host.errors import LedgerConflict, LedgerError
 from emulator.host.ledger import (
+    BalanceRow,
     BatchRow,
     LedgerRecord,
-    LedgerSnapshot,
+    LedgerSession,
     LedgerStore,
+    MemoryLedgerStore,
     TerminalRow,
-    TerminalSource,
     TransactionRow,
     TxnKey,
-    UploadRow,
     key_text,
     parse_key,
     provisioned,
     removed_row,
     response_fields,
     response_json,
+    tombstone_of,
 )
 from iso8583 import composite, tlv
 from iso8583.dialect import Dialect
@@ -73,6 +84,12 @@ CHIP_ENTRY = ("05", "07")
 SIGN_ON_CODES = {"001": 1, "003": 3, "004": 4}
 #: 61.1 / 61.2 of a refund whose terminal does not know the original's batch and STAN.
 _UNKNOWN = "000000"
+#: Times handle() without a session runs again after a LedgerConflict.
+_ATTEMPTS = 20
+#: Bound of the derived working-key cache (entries; cleared when full).
+_KEY_CACHE = 4096
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,7 +98,7 @@ class HostOutcome:
 
     reply: bytes | None = field(repr=False)  # payload to send back (TPDU swapped), no length
     close: bool = False  # close the connection after sending the reply (if any)
-    records: tuple[LedgerRecord, ...] = ()  # commit these before the reply leaves
+    records: tuple[LedgerRecord, ...] = ()  # what this request wrote in its session
     request: Message | None = field(default=None, repr=False)
     response: Message | None = field(default=None, repr=False)
     pan: str | None = field(default=None, repr=False)  # for fault matching; never log it
@@ -96,7 +113,6 @@ class HostOutcome:
 class _Terminal:
     row: TerminalRow
     keys: security.WorkingKeys | None
-    settled: set[str] = field(default_factory=set)
 
     @property
     def tid(self) -> str:
@@ -115,6 +131,7 @@ class _Answer(Exception):  # noqa: N818  -- control flow, not an error
 class _Ctx:
     """One request in flight: what the rules found out so far."""
 
+    s: LedgerSession
     term: _Terminal
     msg: Message
     body: bytes
@@ -137,178 +154,143 @@ class _Ctx:
 class AcquirerHost:
     """The acquirer host and its issuer simulation (see the module docstring).
 
-    Not thread-safe: one caller at a time (the server's event loop).  The state
-    in memory is authoritative; the records of each outcome must be committed
-    (in outcome order) before its reply is sent.
+    ``store`` is where the ledger lives (a fresh :class:`MemoryLedgerStore` when
+    None). The host itself holds only the dialect, the card catalogue and a small
+    bounded cache of working keys derived from terminal rows; everything else is
+    read from the ledger inside the request's session. One ``handle`` at a time
+    per session; several hosts may share one store.
     """
 
     def __init__(self, dialect: Dialect | str = "cup", *,
-                 snapshot: LedgerSnapshot | None = None,
-                 terminal_source: TerminalSource | None = None,
+                 store: LedgerStore | None = None,
                  random_bytes: Callable[[int], bytes] = secrets.token_bytes,
                  cards: Iterable[TestCard] = CARDS) -> None:
         self.dialect = get_dialect(dialect) if isinstance(dialect, str) else dialect
+        self.store: LedgerStore = store if store is not None else MemoryLedgerStore()
         self._table = TransactionTable(self.dialect)
         self._random = random_bytes
         self._cards = {c.pan: c for c in cards}
         self._currency = self.dialect.settings.currency
         self._mac_field = self.dialect.spec.mac_field
         self._answer_time_fields = frozenset({12, 13} & set(self.dialect.fields))
-        self._terminals: dict[str, _Terminal] = {}
-        self._txns: dict[TxnKey, TransactionRow] = {}
-        self._by_rrn: dict[str, TxnKey] = {}
-        self._batches: dict[tuple[str, str], BatchRow] = {}
-        self._uploads: list[UploadRow] = []
-        self._spent: dict[str, int] = {}  # pan hash -> fen taken from the account
-        # reversals that named a request never seen: (TID, batch, STAN) -> (F3, amount)
-        self._tombstones: dict[tuple[str, str, str], tuple[str | None, int | None]] = {}
-        self._rrn_seq = 0
-        snap = snapshot if snapshot is not None else LedgerSnapshot(secrets.token_bytes(32))
-        self._secret = snap.secret
-        self._terminal_source = terminal_source
-        self._restore(snap)
+        self._secret = self.store.secret
+        # (tid, generation, pik, mak, tdk) -> keys: derived data, safe across rollbacks
+        self._keys: dict[tuple[str, int, str, str, str], security.WorkingKeys] = {}
 
     @classmethod
     def from_store(cls, store: LedgerStore, dialect: Dialect | str = "cup", *,
-                   random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> AcquirerHost:
-        """A host rebuilt from everything ``store`` holds."""
-        source = store if isinstance(store, TerminalSource) else None
-        return cls(dialect, snapshot=store.load(), random_bytes=random_bytes,
-                   terminal_source=source)
+                   random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+                   cards: Iterable[TestCard] = CARDS) -> AcquirerHost:
+        """A host on ``store`` (nothing is loaded: the ledger is read per request)."""
+        return cls(dialect, store=store, random_bytes=random_bytes, cards=cards)
 
-    # --- state ---------------------------------------------------------------
-    def _restore(self, snap: LedgerSnapshot) -> None:
-        for trow in snap.terminals:
-            self._terminals[trow.tid] = _Terminal(trow, _keys_of(trow))
-        for brow in snap.batches:
-            self._batches[(brow.tid, brow.batch)] = brow
-            term = self._terminals.get(brow.tid)
-            if term is not None and brow.settled:
-                term.settled.add(brow.batch)
-        for txn in snap.transactions:
-            self._put(txn)
-        self._uploads = list(snap.uploads)
-        for txn in self._txns.values():
-            self._note_tombstone(txn)
-        # issuer balances are derived from the standing money movements
-        for txn in self._txns.values():
-            if txn.pan_hash is None or txn.amount is None:
-                continue
-            if txn.kind == "sale" and txn.status == "approved":
-                self._spent[txn.pan_hash] = self._spent.get(txn.pan_hash, 0) + txn.amount
-            elif txn.kind == "refund" and txn.status == "approved":
-                self._spent[txn.pan_hash] = self._spent.get(txn.pan_hash, 0) - txn.amount
-
-    def _put(self, txn: TransactionRow) -> None:
-        self._txns[txn.key] = txn
-        if txn.rrn is not None:
-            self._by_rrn[txn.rrn] = txn.key
-            if txn.rrn.isdigit():
-                self._rrn_seq = max(self._rrn_seq, int(txn.rrn))
-
-    def _note_tombstone(self, txn: TransactionRow) -> None:
-        """Remember a reversal that arrived before (or instead of) its original."""
-        if txn.kind != "reversal" or txn.status != "acknowledged" or txn.original is not None:
-            return
-        _, fields = response_fields(txn.response)
-        stan = txn.stan
-        f90 = fields.get(90)
-        if isinstance(f90, str):
+    # --- sessions ----------------------------------------------------------------
+    def _in_session(self, work: Callable[[LedgerSession], T],
+                    session: LedgerSession | None = None) -> T:
+        """``work`` in ``session``, or in a session of the host's own store (retried on
+        LedgerConflict: another process clashed, nothing was committed)."""
+        if session is not None:
+            return work(session)
+        for attempt in range(1, _ATTEMPTS + 1):
             try:
-                stan = composite.F90.decode(f90).stan
-            except Iso8583Error:
-                return
-        proc = fields.get(3)
-        self._tombstones[(txn.tid, txn.batch, stan)] = (
-            proc if isinstance(proc, str) else None, txn.amount)
+                with self.store.session() as own:
+                    return work(own)
+            except LedgerConflict:
+                if attempt == _ATTEMPTS:
+                    raise
+                log.info("ledger conflict, running the request again (attempt %d)", attempt)
+        raise AssertionError("unreachable")
 
-    def _reversed_in_advance(self, ctx: _Ctx) -> bool:
-        """True when a reversal for exactly this request was acknowledged before it arrived."""
-        seen = self._tombstones.get((ctx.term.tid, ctx.batch, ctx.stan))
-        if seen is None:
-            return False
-        proc, amount = seen
-        if proc is not None and ctx.msg.get(3) != proc:
-            return False
-        return amount is None or not _digits(ctx.msg.get(4)) or amount == ctx.msg.amount
+    def _terminal(self, s: LedgerSession, tid: str) -> _Terminal | None:
+        row = s.terminal(tid)
+        if row is None or row.removed:
+            return None
+        return _Terminal(row, self._keys_of(row))
 
+    def _keys_of(self, row: TerminalRow) -> security.WorkingKeys | None:
+        if not row.signed_on or not row.mak:
+            return None
+        cache_key = (row.tid, row.generation, row.pik, row.mak, row.tdk)
+        keys = self._keys.get(cache_key)
+        if keys is None:
+            if len(self._keys) >= _KEY_CACHE:
+                self._keys.clear()
+            keys = self._keys[cache_key] = _keys_of(row)
+        return keys
+
+    # --- reads (each in a session of its own unless one is given) -------------------
     def pan_hash(self, pan: str) -> str:
         """Keyed hash of a PAN for matching (HMAC-SHA256 under the ledger secret)."""
         return hmac.new(self._secret, pan.encode(), hashlib.sha256).hexdigest()[:32]
 
     def provision(self, tid: str, mid: str, tmk: bytes) -> TerminalRow:
-        """Add or replace (re-key) a terminal, signed off; returns the record to commit."""
-        old = self._terminals.get(tid)
-        row = provisioned(old.row if old is not None else None, tid, mid, tmk)
-        self._terminals[tid] = _Terminal(row, None, old.settled if old else set())
-        return row
+        """Add or replace (re-key) a terminal, signed off; written to the store at once.
+
+        Returns the row written (committing it again is harmless: an idempotent upsert).
+        """
+        def work(s: LedgerSession) -> TerminalRow:
+            row = provisioned(s.terminal(tid), tid, mid, tmk)
+            s.write([row])
+            return row
+        return self._in_session(work)
 
     def remove(self, tid: str) -> TerminalRow | None:
-        """Remove a terminal (it is answered 03 from now on); the tombstone to commit."""
-        old = self._terminals.get(tid)
-        if old is None or old.row.removed:
-            return None
-        old.row, old.keys = removed_row(old.row), None
-        return old.row
+        """Remove a terminal (it is answered 03 from now on); returns the tombstone written."""
+        def work(s: LedgerSession) -> TerminalRow | None:
+            old = s.terminal(tid)
+            if old is None or old.removed:
+                return None
+            row = removed_row(old)
+            s.write([row])
+            return row
+        return self._in_session(work)
 
-    def refresh_terminals(self) -> None:
-        """Take in terminals another process added, removed or re-keyed (see TerminalSource).
-
-        A row whose generation is newer than the host's replaces it (and its working
-        keys: a re-keyed terminal must sign on again); rows of the same generation
-        are the host's own writes, possibly older than what it holds, and are ignored.
-        """
-        if self._terminal_source is None:
-            return
-        rows = self._terminal_source.changed_terminals()
-        for row in rows or ():
-            term = self._terminals.get(row.tid)
-            if term is None:
-                self._terminals[row.tid] = _Terminal(row, None if row.removed else _keys_of(row))
-            elif row.generation > term.row.generation:
-                term.row, term.keys = row, None if row.removed else _keys_of(row)
-
-    def terminals(self) -> list[TerminalRow]:
+    def terminals(self, session: LedgerSession | None = None) -> list[TerminalRow]:
         """The terminals provisioned now (removed ones left out)."""
-        return [t.row for t in self._terminals.values() if not t.row.removed]
+        rows = self._in_session(lambda s: s.terminals(), session)
+        return [r for r in rows if not r.removed]
 
-    def terminal(self, tid: str) -> TerminalRow | None:
-        """The provisioned terminal ``tid`` as the host knows it now, or None."""
-        term = self._terminals.get(tid)
-        return term.row if term is not None and not term.row.removed else None
+    def terminal(self, tid: str, session: LedgerSession | None = None) -> TerminalRow | None:
+        """The provisioned terminal ``tid`` as the ledger has it now, or None."""
+        row = self._in_session(lambda s: s.terminal(tid), session)
+        return row if row is not None and not row.removed else None
 
     def transactions(self) -> list[TransactionRow]:
-        """Every stored transaction row, in booking order."""
-        return list(self._txns.values())
+        """Every stored transaction row, in booking order (reads the whole ledger: tests)."""
+        return self._in_session(lambda s: s.transactions())
 
     def transaction(self, key: TxnKey) -> TransactionRow | None:
-        return self._txns.get(key)
+        return self._in_session(lambda s: s.transaction(key))
 
     def by_rrn(self, rrn: str) -> TransactionRow | None:
-        key = self._by_rrn.get(rrn)
-        return self._txns.get(key) if key is not None else None
+        return self._in_session(lambda s: s.transaction_by_rrn(rrn))
 
     def batch_totals(self, tid: str, batch: str) -> SettlementTotals:
         """Host totals of a batch: standing approved sales (debit) and refunds (credit)."""
-        totals = SettlementTotals()
-        for txn in self._txns.values():
-            if txn.tid != tid or txn.batch != batch or txn.status != "approved":
-                continue
-            if txn.amount is None or txn.scheme is None:
-                continue
-            if txn.kind == "sale":
-                totals = totals.add(txn.scheme, txn.amount, credit=False)
-            elif txn.kind == "refund":
-                totals = totals.add(txn.scheme, txn.amount, credit=True)
-        return totals
+        return self._in_session(lambda s: s.batch_totals(tid, batch))
 
-    def available(self, card: TestCard) -> int:
+    def settled(self, tid: str, batch: str) -> bool:
+        """Whether the host has settled ``tid``'s ``batch`` (it takes no new money there)."""
+        row = self._in_session(lambda s: s.batch(tid, batch))
+        return row is not None and row.settled
+
+    def available(self, card: TestCard, session: LedgerSession | None = None) -> int:
         """What the issuer would still approve on ``card`` (balance or open credit), fen."""
-        return card.opening_balance - self._spent.get(self.pan_hash(card.pan), 0)
+        pan_hash = self.pan_hash(card.pan)
+        return card.opening_balance - self._in_session(lambda s: s.spent(pan_hash), session)
 
     # --- entry point -----------------------------------------------------------
-    def handle(self, payload: bytes, now: datetime) -> HostOutcome:
-        """Process one frame payload (no length prefix); never raises for bad input."""
+    def handle(self, payload: bytes, now: datetime,
+               session: LedgerSession | None = None) -> HostOutcome:
+        """Process one frame payload (no length prefix); never raises for bad input.
+
+        With ``session`` the rules read and write through it and the caller commits;
+        without, the host runs the request in a session of its own store.
+        Raises LedgerError when the ledger fails (LedgerConflict: roll back, rerun).
+        """
+        return self._in_session(lambda s: self._handle(payload, now, s), session)
+
+    def _handle(self, payload: bytes, now: datetime, s: LedgerSession) -> HostOutcome:
         try:
             frame = self.dialect.unpack_payload(payload)
         except Iso8583Error as exc:
@@ -316,13 +298,15 @@ class AcquirerHost:
             return HostOutcome(None, close=True)
         msg = frame.message
         try:
-            outcome = self._dispatch(msg, frame.body, now)
+            outcome = self._dispatch(s, msg, frame.body, now)
+        except LedgerError:
+            raise  # the session must roll back: never answer from a half-read ledger
         except Iso8583Error as exc:  # a field the rules could not use at all
             log.info("request refused: %s", exc)
             outcome = _Plain(None, True)
         except Exception:  # last line of defence: a host bug must not kill the server
             log.exception("host rule failed; answering 96")
-            outcome = _Plain(self._system_error(msg, now), False)
+            outcome = _Plain(self._system_error(s, msg, now), False)
         reply_msg = outcome.response
         reply: bytes | None = None
         if reply_msg is not None:
@@ -336,11 +320,11 @@ class AcquirerHost:
                            _pan_of(msg), msg.amount if _digits(msg.get(4)) else None)
 
     # --- routing ---------------------------------------------------------------
-    def _dispatch(self, msg: Message, body: bytes, now: datetime) -> _Plain:
+    def _dispatch(self, s: LedgerSession, msg: Message, body: bytes, now: datetime) -> _Plain:
         tid, mid = msg.tid, msg.mid
-        self.refresh_terminals()
-        term = self._terminals.get(tid or "")
-        if term is None or term.row.removed or term.row.mid != mid:
+        # read per request: a terminal provisioned by another process is served at once
+        term = self._terminal(s, tid or "")
+        if term is None or term.row.mid != mid:
             if not msg.is_request:
                 return _Plain(None, True)
             return _Plain(self._unmaced(msg, codes.INVALID_MERCHANT, now), True)
@@ -350,9 +334,9 @@ class AcquirerHost:
         if kind is None:
             return _Plain(None, True)
         if kind in ("sign_on", "key_change"):
-            return self._sign_on(term, msg, now)
+            return self._sign_on(s, term, msg, now)
         if kind in ("sign_off", "echo"):
-            return self._net_820(term, msg, now, sign_off=kind == "sign_off")
+            return self._net_820(s, term, msg, now, sign_off=kind == "sign_off")
         if kind == UNKNOWN and all(r.name in NETWORK_KINDS for r in self._table.rows(mti)):
             return _Plain(self._unmaced(msg, codes.FORMAT_ERROR, now), False)
         if term.keys is None:
@@ -367,12 +351,12 @@ class AcquirerHost:
             return _Plain(self._maced(term, msg, codes.FORMAT_ERROR, now), False)
         key: TxnKey = (term.tid, batch, str(stan), mti)
         fingerprint = self._fingerprint(msg)
-        stored = self._txns.get(key)
+        stored = s.transaction(key)
         if stored is not None:
             if hmac.compare_digest(stored.fingerprint, fingerprint):
                 return _Plain(self._replay(term, msg, stored), False)
             return _Plain(self._maced(term, msg, codes.DUPLICATE, now), False)
-        ctx = _Ctx(term, msg, body, now, kind, batch, str(stan), key, fingerprint)
+        ctx = _Ctx(s, term, msg, body, now, kind, batch, str(stan), key, fingerprint)
         ctx.pan = _pan_of(msg)
         return self._financial(ctx)
 
@@ -432,9 +416,9 @@ class AcquirerHost:
         except Iso8583Error:
             return None
 
-    def _system_error(self, msg: Message, now: datetime) -> Message | None:
+    def _system_error(self, s: LedgerSession, msg: Message, now: datetime) -> Message | None:
         """96 for a request the host failed on, MACed when the terminal has a key."""
-        term = self._terminals.get(msg.tid or "")
+        term = self._terminal(s, msg.tid or "")
         if term is None or term.keys is None or msg.mti in ("0800", "0820"):
             return self._unmaced(msg, codes.SYSTEM_ERROR, now)
         try:
@@ -465,7 +449,7 @@ class AcquirerHost:
         return resp
 
     # --- network management ----------------------------------------------------
-    def _sign_on(self, term: _Terminal, msg: Message, now: datetime) -> _Plain:
+    def _sign_on(self, s: LedgerSession, term: _Terminal, msg: Message, now: datetime) -> _Plain:
         net = self._net_code(msg) or "003"
         if isinstance(msg.get(70), str):
             # iso87: F70 001 (sign-on) / 161 (key change); the key form rides in 60.3 if sent
@@ -485,18 +469,20 @@ class AcquirerHost:
                       tdk=(keys.tdk or b"").hex().upper(), signed_on=True)
         term.row = row
         term.keys = keys
+        s.write([row])
         resp = self._base_answer(msg, codes.APPROVED, now)
         if 60 in msg:
             resp[60] = composite.F60(msg_type="00", batch=row.batch, net_code=net).encode()
         resp[62] = f62 if self.dialect.fields[62].kind == "b" else f62.hex().upper()
         return _Plain(resp, False, (row,))
 
-    def _net_820(self, term: _Terminal, msg: Message, now: datetime, *,
+    def _net_820(self, s: LedgerSession, term: _Terminal, msg: Message, now: datetime, *,
                  sign_off: bool) -> _Plain:
         resp = self._base_answer(msg, codes.APPROVED, now)
         if sign_off:  # the working keys die here
             term.keys = None
             term.row = replace(term.row, pik="", mak="", tdk="", signed_on=False)
+            s.write([term.row])
             return _Plain(resp, False, (term.row,))
         return _Plain(resp, False)
 
@@ -514,6 +500,10 @@ class AcquirerHost:
         try:
             if rule is None:
                 raise _Answer(codes.INVALID_TRANSACTION)
+            if ctx.kind in ("sale", "void", "refund"):
+                # a reversal of this request in another process waits for this booking,
+                # or this booking sees that reversal's tombstone: never both missed
+                ctx.s.lock_request(ctx.term.tid, ctx.batch, ctx.stan)
             if ctx.kind in ("sale", "void", "refund") and self._reversed_in_advance(ctx):
                 # the terminal already reversed this request: it must not book now
                 raise _Answer(codes.INVALID_TRANSACTION)
@@ -523,7 +513,7 @@ class AcquirerHost:
             ctx.records.clear()  # a refusal books nothing but its own row
             ctx.status = "declined"
         if ctx.kind in ("sale", "void", "refund", "balance") and ctx.rrn is None:
-            ctx.rrn = self._next_rrn()
+            ctx.rrn = ctx.s.next_rrn()
         extra: dict[int, str | bytes] = {}
         if ctx.rrn is not None:
             extra[37] = ctx.rrn
@@ -555,33 +545,39 @@ class AcquirerHost:
                         "batch_upload_end") \
                 and code == codes.APPROVED:
             row = replace(row, status="acknowledged")
-        self._apply(ctx.records)
-        self._put(row)
-        self._note_tombstone(row)
+        stone = tombstone_of(row)
+        if stone is not None:  # a reversal of a request not seen (yet): it must not book
+            ctx.records.append(stone)
+        # the rule's side effects (originals, balances, batches, terminals), then the
+        # request's own row: inserted, so a concurrent duplicate in another process
+        # (same key) raises LedgerConflict instead of booking twice
+        ctx.s.write(ctx.records)
+        ctx.s.book(row)
         return _Plain(resp, False, (*ctx.records, row))
-
-    def _apply(self, records: list[LedgerRecord]) -> None:
-        """Make a rule's side effects (original updates, batches, terminals) current."""
-        for record in records:
-            if isinstance(record, TransactionRow):
-                self._put(record)
-            elif isinstance(record, BatchRow):
-                self._batches[(record.tid, record.batch)] = record
-            elif isinstance(record, TerminalRow):
-                self._terminals[record.tid].row = record
-            else:
-                self._uploads.append(record)
-
-    def _next_rrn(self) -> str:
-        self._rrn_seq += 1
-        return f"{self._rrn_seq:012d}"
 
     @staticmethod
     def _auth_code(rrn: str) -> str:
         return rrn[-6:]
 
-    def _spend(self, pan_hash: str, amount: int) -> None:
-        self._spent[pan_hash] = self._spent.get(pan_hash, 0) + amount
+    @staticmethod
+    def _spend(ctx: _Ctx, pan_hash: str, amount: int) -> None:
+        """Take ``amount`` from the card (negative: give back); the balance row is locked."""
+        ctx.records.append(BalanceRow(pan_hash, ctx.s.spent(pan_hash) + amount))
+
+    @staticmethod
+    def _settled(ctx: _Ctx, batch: str) -> bool:
+        row = ctx.s.batch(ctx.term.tid, batch)
+        return row is not None and row.settled
+
+    def _reversed_in_advance(self, ctx: _Ctx) -> bool:
+        """True when a reversal for exactly this request was acknowledged before it arrived."""
+        seen = ctx.s.tombstone(ctx.term.tid, ctx.batch, ctx.stan)
+        if seen is None:
+            return False
+        if seen.proc is not None and ctx.msg.get(3) != seen.proc:
+            return False
+        return seen.amount is None or not _digits(ctx.msg.get(4)) \
+            or seen.amount == ctx.msg.amount
 
     # --- shared checks -----------------------------------------------------------
     def _amount(self, ctx: _Ctx) -> int:
@@ -595,7 +591,7 @@ class AcquirerHost:
 
     def _open_batch(self, ctx: _Ctx) -> None:
         """New money movements go into an unsettled batch; moves the host's batch forward."""
-        if ctx.batch in ctx.term.settled:
+        if self._settled(ctx, ctx.batch):
             raise _Answer(codes.INVALID_TRANSACTION)
         if ctx.batch.isdigit() and int(ctx.batch) > int(ctx.term.row.batch):
             ctx.records.append(replace(ctx.term.row, batch=ctx.batch))
@@ -665,7 +661,9 @@ class AcquirerHost:
     def _original(self, ctx: _Ctx) -> TransactionRow:
         """The approved sale F37 names, checked against F61 (batch, STAN, date) and the TID."""
         rrn = ctx.msg.get(37)
-        original = self.by_rrn(str(rrn)) if isinstance(rrn, str) else None
+        # read and locked: two refunds (or a void and a refund) of one sale in two
+        # processes serialize here, so together they can never exceed it
+        original = ctx.s.original_by_rrn(str(rrn)) if isinstance(rrn, str) else None
         if original is None or original.kind != "sale" or not self._may_name(ctx, original):
             raise _Answer(codes.ORIGINAL_NOT_FOUND)
         if original.status not in ("approved", "voided"):
@@ -699,8 +697,9 @@ class AcquirerHost:
         """A void names a sale of its own terminal; a refund one of the same merchant."""
         if original.tid == ctx.term.tid:
             return True
-        owner = self._terminals.get(original.tid)
-        return ctx.kind == "refund" and owner is not None and owner.row.mid == ctx.term.row.mid
+        owner = ctx.s.terminal(original.tid)
+        return ctx.kind == "refund" and owner is not None and not owner.removed \
+            and owner.mid == ctx.term.row.mid
 
     # --- rules -------------------------------------------------------------------
     def _sale(self, ctx: _Ctx) -> None:
@@ -711,9 +710,9 @@ class AcquirerHost:
         self._check_arqc(ctx, card, required=True)
         self._magic(amount)
         self._check_status(ctx, card)
-        if amount > self.available(card):
+        if amount > self.available(card, ctx.s):
             raise _Answer(codes.INSUFFICIENT_FUNDS)
-        self._spend(self.pan_hash(card.pan), amount)
+        self._spend(ctx, self.pan_hash(card.pan), amount)
         ctx.status = "approved"
 
     def _balance(self, ctx: _Ctx) -> None:
@@ -721,7 +720,7 @@ class AcquirerHost:
         self._check_pin(ctx, card, required=True)
         self._check_arqc(ctx, card, required=False)
         self._check_status(ctx, card)
-        available = self.available(card)
+        available = self.available(card, ctx.s)
         sign = "C" if available >= 0 else "D"
         ctx.extra[54] = f"1002{self._currency}{sign}{abs(available):012d}"
         ctx.status = "approved"
@@ -734,7 +733,7 @@ class AcquirerHost:
         auth = ctx.msg.get(38)
         if auth is not None and auth != original.auth_code:
             raise _Answer(codes.ORIGINAL_NOT_FOUND)
-        if original.batch != ctx.batch or original.batch in ctx.term.settled:
+        if original.batch != ctx.batch or self._settled(ctx, original.batch):
             raise _Answer(codes.INVALID_TRANSACTION)
         if amount != original.amount:
             raise _Answer(codes.ORIGINAL_AMOUNT_MISMATCH)
@@ -742,7 +741,7 @@ class AcquirerHost:
             self._check_pin(ctx, ctx.card, required=False)
         self._open_batch(ctx)
         ctx.records.append(replace(original, status="voided", voided_by=key_text(ctx.key)))
-        self._spend(original.pan_hash or "", -amount)
+        self._spend(ctx, original.pan_hash or "", -amount)
         ctx.status = "approved"
 
     def _refund(self, ctx: _Ctx) -> None:
@@ -757,7 +756,7 @@ class AcquirerHost:
             self._check_pin(ctx, ctx.card, required=False)
         self._magic(amount)
         ctx.records.append(replace(original, refunded=original.refunded + amount))
-        self._spend(original.pan_hash or "", -amount)
+        self._spend(ctx, original.pan_hash or "", -amount)
         ctx.status = "approved"
 
     def _reversal(self, ctx: _Ctx) -> None:
@@ -770,7 +769,7 @@ class AcquirerHost:
         ctx.card = self._cards.get(ctx.pan or "")
         if target.status in ("declined", "reversed", "acknowledged") or target.kind == "balance":
             return
-        if target.batch in ctx.term.settled:
+        if self._settled(ctx, target.batch):
             raise _Answer(codes.INVALID_TRANSACTION)
         amount = target.amount or 0
         if target.kind == "sale":
@@ -778,19 +777,21 @@ class AcquirerHost:
                 raise _Answer(codes.INVALID_TRANSACTION)
             ctx.records.append(replace(target, status="reversed"))
             if target.status != "voided":  # a void already gave the money back
-                self._spend(target.pan_hash or "", -amount)
+                self._spend(ctx, target.pan_hash or "", -amount)
         elif target.kind == "void":
-            sale = self._txns.get(parse_key(target.original)) if target.original else None
+            sale = ctx.s.transaction(parse_key(target.original), lock=True) \
+                if target.original else None
             ctx.records.append(replace(target, status="reversed"))
             if sale is not None and sale.status == "voided":
                 ctx.records.append(replace(sale, status="approved", voided_by=None))
-                self._spend(sale.pan_hash or "", sale.amount or 0)
+                self._spend(ctx, sale.pan_hash or "", sale.amount or 0)
         elif target.kind == "refund":
-            sale = self._txns.get(parse_key(target.original)) if target.original else None
+            sale = ctx.s.transaction(parse_key(target.original), lock=True) \
+                if target.original else None
             ctx.records.append(replace(target, status="reversed"))
             if sale is not None:
                 ctx.records.append(replace(sale, refunded=sale.refunded - amount))
-            self._spend(target.pan_hash or "", amount)
+            self._spend(ctx, target.pan_hash or "", amount)
 
     def _reversal_target(self, ctx: _Ctx) -> TransactionRow | None:
         msg = ctx.msg
@@ -801,9 +802,11 @@ class AcquirerHost:
                 data = composite.F90.decode(f90)
             except Iso8583Error:
                 return None
-            candidates = [self._txns.get((tid, batch, data.stan, data.mti))]
+            ctx.s.lock_request(tid, batch, data.stan)  # see _financial
+            candidates = [ctx.s.transaction((tid, batch, data.stan, data.mti), lock=True)]
         else:
-            candidates = [self._txns.get((tid, batch, ctx.stan, mti))
+            ctx.s.lock_request(tid, batch, ctx.stan)
+            candidates = [ctx.s.transaction((tid, batch, ctx.stan, mti), lock=True)
                           for mti in self._table.money_mtis()]
         for target in candidates:
             if target is None or target.kind in ("reversal", "settlement"):
@@ -828,12 +831,11 @@ class AcquirerHost:
             theirs, _, _ = SettlementTotals.decode(str(f48 or ""))
         except ValueError:
             raise _Answer(codes.FORMAT_ERROR) from None
-        ours = self.batch_totals(ctx.term.tid, ctx.batch)
+        ours = ctx.s.batch_totals(ctx.term.tid, ctx.batch)
         dom_ok, for_ok = ours.agrees_with(theirs)
         ctx.extra[48] = ours.encode(
             SettleResult.BALANCED if dom_ok else SettleResult.NOT_BALANCED,
             SettleResult.BALANCED if for_ok else SettleResult.NOT_BALANCED)
-        ctx.term.settled.add(ctx.batch)
         ctx.records.append(BatchRow(ctx.term.tid, ctx.batch, True, ours.encode(),
                                     theirs.encode(), dom_ok and for_ok))
         if int(ctx.batch) >= int(ctx.term.row.batch):
@@ -846,10 +848,10 @@ class AcquirerHost:
 
         def by_stan(batch: str, stan: str) -> TransactionRow | None:
             return next((t for mti in self._table.money_mtis()
-                         if (t := self._txns.get((tid, batch, stan, mti))) is not None), None)
+                         if (t := ctx.s.transaction((tid, batch, stan, mti))) is not None), None)
 
         def by_rrn(rrn: str) -> TransactionRow | None:
-            found = self.by_rrn(rrn)
+            found = ctx.s.transaction_by_rrn(rrn)
             return found if found is not None and found.tid == tid else None
 
         try:
@@ -862,7 +864,8 @@ class AcquirerHost:
 
     def _batch_upload_end(self, ctx: _Ctx) -> None:
         """F48: the items the host holds for the batch (n4) and how many matched (n4)."""
-        ctx.extra[48] = upload.end_counts(self._uploads, ctx.term.tid, ctx.batch).encode()
+        ctx.extra[48] = upload.end_counts(ctx.s.uploads(ctx.term.tid, ctx.batch), ctx.term.tid,
+                                          ctx.batch).encode()
         ctx.status = "acknowledged"
 
 
@@ -890,9 +893,7 @@ def _pan_of(msg: Message) -> str | None:
     return None
 
 
-def _keys_of(row: TerminalRow) -> security.WorkingKeys | None:
-    if not row.signed_on or not row.mak:
-        return None
+def _keys_of(row: TerminalRow) -> security.WorkingKeys:
     return security.WorkingKeys(bytes.fromhex(row.pik), bytes.fromhex(row.mak),
                                 bytes.fromhex(row.tdk) if row.tdk else None)
 

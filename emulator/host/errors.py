@@ -27,9 +27,19 @@ class LedgerError(HostError):
     """The ledger store cannot be opened, read or written."""
 
 
+class LedgerConflict(LedgerError):  # noqa: N818  -- a condition the caller retries
+    """Another process clashed with this ledger session (serialization failure, deadlock,
+    a concurrent duplicate): roll the whole session back and run it again."""
+
+
+class LedgerUnavailable(LedgerError):  # noqa: N818
+    """The ledger's server cannot be reached now (connection lost, restarting): the
+    session was rolled back; a later session reconnects."""
+
+
 class NotSignedOnError(HostError):
     """The simulated terminal has no working keys yet: sign on first."""
 
 
-__all__ = ["HostError", "LedgerError", "NotSignedOnError", "ProvisioningError", "ResponseError",
-           "ResponseMacError"]
+__all__ = ["HostError", "LedgerConflict", "LedgerError", "LedgerUnavailable", "NotSignedOnError",
+           "ProvisioningError", "ResponseError", "ResponseMacError"]

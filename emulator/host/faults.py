@@ -72,6 +72,7 @@ from iso8583.errors import Iso8583Error
 
 if TYPE_CHECKING:
     from emulator.host.core import AcquirerHost, HostOutcome
+    from emulator.host.ledger import LedgerSession
 
 
 class FaultSpecError(HostError, ValueError):
@@ -363,7 +364,7 @@ def garble(reply: bytes) -> bytes:
     return bytes(b ^ 0xFF for b in reply)
 
 
-def corrupt_arpc(host: AcquirerHost, reply: bytes) -> bytes:
+def corrupt_arpc(host: AcquirerHost, reply: bytes, session: LedgerSession | None = None) -> bytes:
     """``reply`` with one bit of its ARPC (the first byte of tag 91 in F55) flipped and the
     MAC computed again under the terminal's MAK, so only the card's check fails.
 
@@ -385,7 +386,7 @@ def corrupt_arpc(host: AcquirerHost, reply: bytes) -> bytes:
             if item.tag == 0x91 and item.value else item.encode() for item in items)
         mac_field = dialect.spec.mac_field
         if mac_field in answer:
-            row = host.terminal(answer.tid or "")
+            row = host.terminal(answer.tid or "", session)
             if row is None or not row.mak:
                 return reply
             security.apply_mac(dialect, bytes.fromhex(row.mak), answer)
@@ -395,7 +396,8 @@ def corrupt_arpc(host: AcquirerHost, reply: bytes) -> bytes:
 
 
 def corrupt_reply(dialect: PayloadDialect, action: FaultAction, reply: bytes, *,
-                  host: AcquirerHost | None = None) -> bytes:
+                  host: AcquirerHost | None = None,
+                  session: LedgerSession | None = None) -> bytes:
     """The answer as ``action`` spoils it (``bad-mac``, ``garble``, ``corrupt-arpc``, the
     last only given the ``host`` that holds the MAK); others leave it alone."""
     if action.kind is FaultKind.BAD_MAC:
@@ -403,11 +405,12 @@ def corrupt_reply(dialect: PayloadDialect, action: FaultAction, reply: bytes, *,
     if action.kind is FaultKind.GARBLE:
         return garble(reply)
     if action.kind is FaultKind.CORRUPT_ARPC and host is not None:
-        return corrupt_arpc(host, reply)
+        return corrupt_arpc(host, reply, session)
     return reply
 
 
-def forced_answer(host: AcquirerHost, payload: bytes, code: str, now: datetime) -> HostOutcome:
+def forced_answer(host: AcquirerHost, payload: bytes, code: str, now: datetime, *,
+                  session: LedgerSession | None = None) -> HostOutcome:
     """The ``code=XX`` fault: answer ``payload`` with F39 = ``code``, booking nothing.
 
     The answer echoes the request's identifying fields, as the host's own refusals
@@ -428,7 +431,7 @@ def forced_answer(host: AcquirerHost, payload: bytes, code: str, now: datetime) 
             if value is not None and number in dialect.fields:
                 answer[number] = value
         answer[39] = code
-        row = host.terminal(request.tid or "")
+        row = host.terminal(request.tid or "", session)
         if row is not None and row.signed_on and row.mak and request.mti not in ("0800", "0820"):
             security.apply_mac(dialect, bytes.fromhex(row.mak), answer)
         tpdu = dialect.reply_tpdu(frame.tpdu) if frame.tpdu is not None else None

@@ -1,14 +1,30 @@
-"""The acquirer host's ledger: durable records, the store interface, and its SQLite store.
+"""The acquirer host's ledger: the source of truth the host's rules read and write.
 
-The host's rules keep their state in memory (authoritative while running) and
-hand every change to the server as :data:`LedgerRecord` values; the server
-commits them through a :class:`LedgerStore` *before* the answer leaves, batching
-the records of many answers into one ``commit`` (group commit).  At start,
-``load()`` returns a :class:`LedgerSnapshot` from which the host rebuilds the
-same state, so a duplicate after a restart gets the same stored answer.
+The host keeps no per-transaction state in memory. Each request (or each group of
+requests the server gathered in one turn of its loop) runs inside one
+:class:`LedgerSession`, one database transaction: the rules read what they need
+(the terminal, the idempotency key, the original a refund names, the card's
+balance, the batch) and write what they book, and the session commits before any
+answer leaves. Two hosts on one ledger therefore see each other's bookings at
+once, and a refund reads and locks its original in the transaction that books it.
 
-Every record is an idempotent upsert of one row (the row's latest state), so
-committing a record twice, or out of a crash-interrupted batch again, is safe.
+Stores (one interface, :class:`LedgerStore`; :func:`open_store` picks one):
+
+* :class:`MemoryLedgerStore` -- dicts, for tests and throwaway runs; a session
+  holds the store's lock and undoes its writes on rollback;
+* :class:`SqliteLedgerStore` -- one file, WAL, ``synchronous=FULL``; a session is
+  ``BEGIN IMMEDIATE`` (the write lock), so several processes on one file serialize;
+* ``PostgresLedgerStore`` (:mod:`emulator.host.pgledger`) -- READ COMMITTED, the
+  original and the balance row read ``FOR UPDATE``.
+
+A retryable clash with another process (serialization failure, deadlock, a
+concurrent duplicate) raises :class:`~emulator.host.errors.LedgerConflict`: the
+caller rolls the whole session back and runs it again (no answer has left).
+
+Every record is also an idempotent upsert of one row's latest state
+(:meth:`LedgerSession.write`, ``LedgerStore.commit``), so writing a record twice is
+safe; a *new* transaction row is inserted with :meth:`LedgerSession.book`, which
+refuses a key that exists (the concurrent duplicate above).
 
 Security: the full PAN is never stored in a plain column: transactions carry a
 masked PAN for people and a keyed hash (HMAC-SHA256 under a per-ledger secret
@@ -22,12 +38,19 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol
 
-from emulator.host.errors import LedgerError
+from emulator.host.errors import LedgerConflict, LedgerError
+from iso8583 import composite
+from iso8583.errors import Iso8583Error
+from iso8583.settlement import HalfTotals, SettlementTotals, is_domestic
+
+#: Schema version this code writes (SQLite: counters 'schema'; PostgreSQL the same).
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -126,12 +149,35 @@ class UploadRow:
     matched: bool
 
 
-LedgerRecord = TerminalRow | TransactionRow | BatchRow | UploadRow
+@dataclass(frozen=True)
+class BalanceRow:
+    """What the issuer has taken from one card so far (fen; refunds give back), by PAN hash."""
+
+    pan_hash: str
+    spent: int
+
+
+@dataclass(frozen=True)
+class TombstoneRow:
+    """A reversal acknowledged before (or instead of) the request it names.
+
+    The request (TID, batch, STAN) with processing code ``proc`` and ``amount`` (None:
+    any) must not book when it arrives late: the terminal already undid it.
+    """
+
+    tid: str
+    batch: str
+    stan: str
+    proc: str | None
+    amount: int | None
+
+
+LedgerRecord = TerminalRow | TransactionRow | BatchRow | UploadRow | BalanceRow | TombstoneRow
 
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
-    """Everything the host needs to rebuild its state at start."""
+    """The whole ledger, for views and tests (``pos-emulator ledger``); the host never loads it."""
 
     secret: bytes = field(repr=False)
     terminals: tuple[TerminalRow, ...] = ()
@@ -140,26 +186,57 @@ class LedgerSnapshot:
     uploads: tuple[UploadRow, ...] = ()
 
 
+class LedgerSession(Protocol):
+    """One store transaction: what the host's rules read and write (see the module docstring)."""
+
+    def terminal(self, tid: str) -> TerminalRow | None: ...
+
+    def terminals(self) -> list[TerminalRow]: ...  # every row, removed ones included, by TID
+
+    def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None: ...
+
+    def original_by_rrn(self, rrn: str) -> TransactionRow | None: ...  # read and lock
+
+    def transaction_by_rrn(self, rrn: str) -> TransactionRow | None: ...  # read only
+
+    def transactions(self) -> list[TransactionRow]: ...  # all, in booking order (views, tests)
+
+    def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None: ...
+
+    def lock_request(self, tid: str, batch: str, stan: str) -> None: ...  # until commit
+
+    def spent(self, pan_hash: str) -> int: ...  # read and lock the card's balance
+
+    def batch(self, tid: str, batch: str) -> BatchRow | None: ...
+
+    def batch_totals(self, tid: str, batch: str) -> SettlementTotals: ...
+
+    def upload_count(self, tid: str, batch: str) -> int: ...
+
+    def uploads(self, tid: str, batch: str) -> list[UploadRow]: ...
+
+    def next_rrn(self) -> str: ...
+
+    def book(self, row: TransactionRow) -> None: ...  # insert; LedgerConflict if the key exists
+
+    def write(self, records: Sequence[LedgerRecord]) -> None: ...  # idempotent upserts
+
+
 class LedgerStore(Protocol):
-    """Where the host's records become durable. One ``commit`` is one transaction."""
+    """Where the ledger lives. One :meth:`session` is one transaction."""
 
-    def load(self) -> LedgerSnapshot: ...
+    @property
+    def secret(self) -> bytes: ...  # the PAN hash key
 
-    def commit(self, records: Sequence[LedgerRecord]) -> None: ...
+    def session(self) -> AbstractContextManager[LedgerSession]: ...
+
+    def commit(self, records: Sequence[LedgerRecord]) -> None: ...  # write() in one session
+
+    def terminal(self, tid: str) -> TerminalRow | None: ...
+
+    def load(self) -> LedgerSnapshot: ...  # everything: views and tests only
 
     def close(self) -> None: ...
-
-
-@runtime_checkable
-class TerminalSource(Protocol):
-    """Where a running host learns of terminals provisioned by another process.
-
-    ``changed_terminals()`` is called before every request: it must be cheap when
-    nothing changed (return None) and return every terminal row (removed ones
-    included) when something may have.
-    """
-
-    def changed_terminals(self) -> Sequence[TerminalRow] | None: ...
 
 
 def provisioned(old: TerminalRow | None, tid: str, mid: str, tmk: bytes) -> TerminalRow:
@@ -176,44 +253,464 @@ def removed_row(old: TerminalRow) -> TerminalRow:
                    generation=old.generation + 1)
 
 
+def tombstone_of(txn: TransactionRow) -> TombstoneRow | None:
+    """The tombstone a stored reversal leaves when it named no request the host had seen."""
+    if txn.kind != "reversal" or txn.status != "acknowledged" or txn.original is not None:
+        return None
+    _, fields = response_fields(txn.response)
+    stan = txn.stan
+    f90 = fields.get(90)
+    if isinstance(f90, str):
+        try:
+            stan = composite.F90.decode(f90).stan
+        except Iso8583Error:
+            return None
+    proc = fields.get(3)
+    return TombstoneRow(txn.tid, txn.batch, stan, proc if isinstance(proc, str) else None,
+                        txn.amount)
+
+
+def totals_of(groups: Iterable[tuple[str, str, int, int]]) -> SettlementTotals:
+    """Batch totals from (kind, scheme, count, amount) groups of standing sales and refunds."""
+    halves = {True: [0, 0, 0, 0], False: [0, 0, 0, 0]}
+    for kind, scheme, count, amount in groups:
+        half = halves[is_domestic(scheme)]
+        at = 2 if kind == "refund" else 0
+        half[at] += int(count)
+        half[at + 1] += int(amount)
+    return SettlementTotals(HalfTotals(*halves[True]), HalfTotals(*halves[False]))
+
+
+def is_postgres_url(text: str) -> bool:
+    """Whether a ``--ledger`` value names a PostgreSQL database rather than a SQLite file."""
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+#: ``--ledger`` values that mean a throwaway ledger in memory.
+MEMORY_LEDGERS = (":memory:", "memory")
+
+
+def safe_ledger_name(spec: str | Path) -> str:
+    """A ledger spec fit to print: a PostgreSQL URL without its password."""
+    text = str(spec)
+    if not is_postgres_url(text):
+        return text
+    head, at, tail = text.rpartition("@")
+    if at:
+        scheme, _, userinfo = head.partition("://")
+        text = f"{scheme}://{userinfo.split(':', 1)[0]}@{tail}"
+    base, question, query = text.partition("?")
+    if question:
+        kept = [p for p in query.split("&") if not p.lower().startswith("password=")]
+        text = base + ("?" + "&".join(kept) if kept else "")
+    return text
+
+
+def open_store(spec: str | Path) -> LedgerStore:
+    """The ledger a ``--ledger`` value names: ``postgresql://...``, ``:memory:``, or a SQLite file.
+
+    Every entry point (``serve``, each ``--workers`` process, ``pos-emulator terminal``
+    and ``ledger``, the benchmarks) opens its ledger here. Raises LedgerError with a
+    clear message (never the password) when it cannot be opened.
+    """
+    text = str(spec)
+    if text.strip().lower() in MEMORY_LEDGERS:
+        return MemoryLedgerStore()
+    if is_postgres_url(text):
+        from emulator.host.pgledger import PostgresLedgerStore
+        return PostgresLedgerStore(text)
+    return SqliteLedgerStore(text)
+
+
+# --- memory ---------------------------------------------------------------------------------
+_MISSING: Any = object()
+
+
 class MemoryLedgerStore:
-    """A non-durable store for tests and throwaway runs (same semantics as SQLite)."""
+    """A non-durable store for tests and throwaway runs (same semantics as SQLite).
+
+    A session holds the store's lock (sessions never overlap) and keeps an undo
+    log; leaving it with an exception undoes every write it made.
+    """
+
+    multi_process = False
 
     def __init__(self, secret: bytes | None = None) -> None:
         self._secret = secret if secret is not None else secrets.token_bytes(32)
-        self._terminals: dict[str, TerminalRow] = {}
-        self._txns: dict[TxnKey, TransactionRow] = {}
-        self._batches: dict[tuple[str, str], BatchRow] = {}
-        self._uploads: dict[tuple[str, str, str], UploadRow] = {}
+        self._lock = threading.RLock()
+        self._open = False
+        self.terminals: dict[str, TerminalRow] = {}
+        self.txns: dict[TxnKey, TransactionRow] = {}
+        self.by_rrn: dict[str, TxnKey] = {}
+        self.by_batch: dict[tuple[str, str], dict[TxnKey, None]] = {}
+        self.batches: dict[tuple[str, str], BatchRow] = {}
+        self.uploads: dict[tuple[str, str, str], UploadRow] = {}
+        self.uploads_by_batch: dict[tuple[str, str], dict[str, None]] = {}
+        self.balances: dict[str, int] = {}
+        self.tombstones: dict[tuple[str, str, str], TombstoneRow] = {}
+        self.counters: dict[str, int] = {"rrn": 0}
         self.commits = 0
 
-    def load(self) -> LedgerSnapshot:
-        return LedgerSnapshot(self._secret, tuple(self._terminals.values()),
-                              tuple(self._txns.values()), tuple(self._batches.values()),
-                              tuple(self._uploads.values()))
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
+    @contextmanager
+    def session(self) -> Iterator[LedgerSession]:
+        with self._lock:
+            if self._open:
+                raise LedgerError("a ledger session is already open in this thread")
+            self._open = True
+            session = _MemorySession(self)
+            try:
+                yield session
+            except BaseException:
+                session.rollback()
+                raise
+            else:
+                self.commits += 1
+            finally:
+                self._open = False
 
     def commit(self, records: Sequence[LedgerRecord]) -> None:
-        for record in records:
-            if isinstance(record, TerminalRow):
-                old = self._terminals.get(record.tid)
-                if old is None or record.generation >= old.generation:
-                    self._terminals[record.tid] = record
-            elif isinstance(record, TransactionRow):
-                self._txns[record.key] = record
-            elif isinstance(record, BatchRow):
-                self._batches[(record.tid, record.batch)] = record
-            else:
-                self._uploads[(record.tid, record.batch, record.stan)] = record
-        self.commits += 1
+        with self.session() as session:
+            session.write(records)
+
+    def terminal(self, tid: str) -> TerminalRow | None:
+        with self._lock:
+            return self.terminals.get(tid)
+
+    def load(self) -> LedgerSnapshot:
+        with self._lock:
+            return LedgerSnapshot(self._secret,
+                                  tuple(self.terminals[t] for t in sorted(self.terminals)),
+                                  tuple(self.txns.values()), tuple(self.batches.values()),
+                                  tuple(self.uploads.values()))
 
     def close(self) -> None:
         pass
+
+
+class _MemorySession:
+    def __init__(self, store: MemoryLedgerStore) -> None:
+        self.s = store
+        self._undo: list[tuple[dict[Any, Any], object, object]] = []
+
+    def _put(self, table: dict[Any, Any], key: object, value: object) -> None:
+        self._undo.append((table, key, table.get(key, _MISSING)))
+        table[key] = value
+
+    def rollback(self) -> None:
+        for table, key, old in reversed(self._undo):
+            if old is _MISSING:
+                table.pop(key, None)
+            else:
+                table[key] = old
+        self._undo.clear()
+
+    # reads
+    def terminal(self, tid: str) -> TerminalRow | None:
+        return self.s.terminals.get(tid)
+
+    def terminals(self) -> list[TerminalRow]:
+        return [self.s.terminals[t] for t in sorted(self.s.terminals)]
+
+    def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None:
+        return self.s.txns.get(key)
+
+    def original_by_rrn(self, rrn: str) -> TransactionRow | None:
+        return self.transaction_by_rrn(rrn)
+
+    def transaction_by_rrn(self, rrn: str) -> TransactionRow | None:
+        key = self.s.by_rrn.get(rrn)
+        return self.s.txns.get(key) if key is not None else None
+
+    def transactions(self) -> list[TransactionRow]:
+        return list(self.s.txns.values())
+
+    def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None:
+        return self.s.tombstones.get((tid, batch, stan))
+
+    def lock_request(self, tid: str, batch: str, stan: str) -> None:
+        pass  # sessions never overlap
+
+    def spent(self, pan_hash: str) -> int:
+        return self.s.balances.get(pan_hash, 0)
+
+    def batch(self, tid: str, batch: str) -> BatchRow | None:
+        return self.s.batches.get((tid, batch))
+
+    def batch_totals(self, tid: str, batch: str) -> SettlementTotals:
+        groups = []
+        for key in self.s.by_batch.get((tid, batch), {}):
+            txn = self.s.txns[key]
+            if txn.status == "approved" and txn.kind in ("sale", "refund") \
+                    and txn.amount is not None and txn.scheme is not None:
+                groups.append((txn.kind, txn.scheme, 1, txn.amount))
+        return totals_of(groups)
+
+    def upload_count(self, tid: str, batch: str) -> int:
+        return len(self.s.uploads_by_batch.get((tid, batch), {}))
+
+    def uploads(self, tid: str, batch: str) -> list[UploadRow]:
+        return [self.s.uploads[(tid, batch, stan)]
+                for stan in self.s.uploads_by_batch.get((tid, batch), {})]
+
+    def next_rrn(self) -> str:
+        value = self.s.counters["rrn"] + 1
+        self._put(self.s.counters, "rrn", value)
+        return f"{value:012d}"
+
+    # writes
+    def book(self, row: TransactionRow) -> None:
+        if row.key in self.s.txns:
+            raise LedgerConflict(f"transaction {key_text(row.key)} is booked already")
+        self._put_txn(row)
+
+    def write(self, records: Sequence[LedgerRecord]) -> None:
+        s = self.s
+        for record in records:
+            if isinstance(record, TransactionRow):
+                self._put_txn(record)
+            elif isinstance(record, TerminalRow):
+                old = s.terminals.get(record.tid)
+                if old is None or record.generation >= old.generation:
+                    self._put(s.terminals, record.tid, record)
+            elif isinstance(record, BatchRow):
+                self._put(s.batches, (record.tid, record.batch), record)
+            elif isinstance(record, UploadRow):
+                self._put(s.uploads, (record.tid, record.batch, record.stan), record)
+                index = s.uploads_by_batch.setdefault((record.tid, record.batch), {})
+                self._put(index, record.stan, None)
+            elif isinstance(record, BalanceRow):
+                self._put(s.balances, record.pan_hash, record.spent)
+            else:
+                self._put(s.tombstones, (record.tid, record.batch, record.stan), record)
+
+    def _put_txn(self, row: TransactionRow) -> None:
+        s = self.s
+        old = s.txns.get(row.key)
+        self._put(s.txns, row.key, row)
+        if old is not None and old.rrn is not None and old.rrn != row.rrn:
+            self._undo.append((s.by_rrn, old.rrn, s.by_rrn.get(old.rrn, _MISSING)))
+            s.by_rrn.pop(old.rrn, None)
+        if row.rrn is not None:
+            self._put(s.by_rrn, row.rrn, row.key)
+        self._put(s.by_batch.setdefault((row.tid, row.batch), {}), row.key, None)
+
+
+# --- SQL stores (SQLite here, PostgreSQL in emulator.host.pgledger) ----------------------------
+TXN_COLUMNS = ("tid", "batch", "stan", "mti", "kind", "fingerprint", "status",
+               "response_code", "received_at", "response", "pan_masked", "pan_hash", "scheme",
+               "amount", "rrn", "auth_code", "date", "original", "refunded", "voided_by")
+TERMINAL_COLUMNS = ("tid", "mid", "tmk", "pik", "mak", "tdk", "batch", "signed_on",
+                    "generation", "removed")
+# the column lists are constants of this module, never input; "?" marks a parameter
+# (the PostgreSQL store turns it into %s)
+TXN_SELECT = f"SELECT {', '.join(TXN_COLUMNS)} FROM transactions"  # noqa: S608
+_TXN_INSERT = (f"INSERT INTO transactions ({', '.join(TXN_COLUMNS)}) "  # noqa: S608
+               f"VALUES ({', '.join(['?'] * len(TXN_COLUMNS))})")
+_TXN_UPSERT = (_TXN_INSERT + " ON CONFLICT (tid, batch, stan, mti) DO UPDATE SET "
+               + ", ".join(f"{c} = excluded.{c}" for c in TXN_COLUMNS[4:]))
+_REFUND_UPSERT = (
+    "INSERT INTO refunds (refund_key, original_key, amount, status) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (refund_key) DO UPDATE SET status = excluded.status")
+TERMINAL_SELECT = f"SELECT {', '.join(TERMINAL_COLUMNS)} FROM terminals"  # noqa: S608
+_TERMINAL_UPSERT = (
+    f"INSERT INTO terminals ({', '.join(TERMINAL_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join(['?'] * len(TERMINAL_COLUMNS))}) ON CONFLICT (tid) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in TERMINAL_COLUMNS[1:])
+    + " WHERE excluded.generation >= terminals.generation")
+BATCH_SELECT = ("SELECT tid, batch, settled, host_totals, terminal_totals, balanced "
+                 "FROM batches")
+_BATCH_UPSERT = (
+    "INSERT INTO batches (tid, batch, settled, host_totals, terminal_totals, balanced) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tid, batch) DO UPDATE SET "
+    "settled = excluded.settled, host_totals = excluded.host_totals, "
+    "terminal_totals = excluded.terminal_totals, balanced = excluded.balanced")
+UPLOAD_SELECT = ("SELECT tid, batch, stan, rrn, item_batch, item_stan, amount, matched "
+                  "FROM uploads")
+_UPLOAD_UPSERT = (
+    "INSERT INTO uploads (tid, batch, stan, rrn, item_batch, item_stan, amount, matched) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tid, batch, stan) DO UPDATE SET "
+    "rrn = excluded.rrn, item_batch = excluded.item_batch, item_stan = excluded.item_stan, "
+    "amount = excluded.amount, matched = excluded.matched")
+_BALANCE_UPSERT = ("INSERT INTO balances (pan_hash, spent) VALUES (?, ?) "
+                   "ON CONFLICT (pan_hash) DO UPDATE SET spent = excluded.spent")
+_TOMBSTONE_UPSERT = (
+    "INSERT INTO tombstones (tid, batch, stan, proc, amount) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (tid, batch, stan) DO UPDATE SET proc = excluded.proc, "
+    "amount = excluded.amount")
+_TOTALS = ("SELECT kind, scheme, count(*), sum(amount) FROM transactions "
+           "WHERE tid = ? AND batch = ? AND status = 'approved' AND kind IN ('sale', 'refund') "
+           "AND amount IS NOT NULL AND scheme IS NOT NULL GROUP BY kind, scheme")
+#: one-time migration to schema 2: the balances a ledger of schema 1 implied
+BALANCES_FROM_TRANSACTIONS = (
+    "INSERT INTO balances (pan_hash, spent) "
+    "SELECT pan_hash, sum(CASE WHEN kind = 'sale' THEN amount ELSE -amount END) "
+    "FROM transactions WHERE status = 'approved' AND kind IN ('sale', 'refund') "
+    "AND pan_hash IS NOT NULL AND amount IS NOT NULL GROUP BY pan_hash "
+    "ON CONFLICT (pan_hash) DO NOTHING")
+#: one-time migration to schema 2: reversals whose tombstones a ledger of schema 1 implied
+TOMBSTONE_SOURCES = (TXN_SELECT + " WHERE kind = 'reversal' AND original IS NULL "
+                     "AND status = 'acknowledged'")
+
+
+def terminal_of(r: Sequence[Any]) -> TerminalRow:
+    return TerminalRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), int(r[8]),
+                       bool(r[9]))
+
+
+def transaction_of(r: Sequence[Any]) -> TransactionRow:
+    return TransactionRow(*r)
+
+
+def batch_of(r: Sequence[Any]) -> BatchRow:
+    return BatchRow(r[0], r[1], bool(r[2]), r[3], r[4], None if r[5] is None else bool(r[5]))
+
+
+def upload_of(r: Sequence[Any]) -> UploadRow:
+    return UploadRow(r[0], r[1], r[2], r[3], r[4], r[5], int(r[6]), bool(r[7]))
+
+
+class SqlSession:
+    """A :class:`LedgerSession` over a DB-API connection (SQLite; PostgreSQL subclasses it).
+
+    ``run(sql, params)`` executes one statement and turns the driver's errors into
+    LedgerConflict/LedgerError. Subclasses say how a row is locked and how the
+    next RRN and a card's balance are read.
+    """
+
+    lock_suffix = ""  # appended to a SELECT that must lock what it reads
+
+    def __init__(self, run: Callable[[str, Sequence[object]], Any]) -> None:
+        self.run = run
+
+    def _one(self, sql: str, params: Sequence[object]) -> Any:
+        return self.run(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        return list(self.run(sql, params).fetchall())
+
+    # reads
+    def terminal(self, tid: str) -> TerminalRow | None:
+        row = self._one(TERMINAL_SELECT + " WHERE tid = ?", (tid,))
+        return terminal_of(row) if row is not None else None
+
+    def terminals(self) -> list[TerminalRow]:
+        return [terminal_of(r) for r in self._all(TERMINAL_SELECT + " ORDER BY tid")]
+
+    def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None:
+        row = self._one(TXN_SELECT + " WHERE tid = ? AND batch = ? AND stan = ? AND mti = ?"
+                        + (self.lock_suffix if lock else ""), key)
+        return transaction_of(row) if row is not None else None
+
+    def original_by_rrn(self, rrn: str) -> TransactionRow | None:
+        row = self._one(TXN_SELECT + " WHERE rrn = ?" + self.lock_suffix, (rrn,))
+        return transaction_of(row) if row is not None else None
+
+    def transaction_by_rrn(self, rrn: str) -> TransactionRow | None:
+        row = self._one(TXN_SELECT + " WHERE rrn = ?", (rrn,))
+        return transaction_of(row) if row is not None else None
+
+    def transactions(self) -> list[TransactionRow]:
+        return [transaction_of(r) for r in self._all(TXN_SELECT + " ORDER BY seq")]
+
+    def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None:
+        row = self._one("SELECT proc, amount FROM tombstones WHERE tid = ? AND batch = ? "
+                        "AND stan = ?", (tid, batch, stan))
+        return None if row is None else TombstoneRow(tid, batch, stan, row[0], row[1])
+
+    def lock_request(self, tid: str, batch: str, stan: str) -> None:
+        """Serialize this session with any other that books or reverses (tid, batch, stan).
+
+        SQLite: nothing to do (a session holds the file's write lock).
+        """
+
+    def spent(self, pan_hash: str) -> int:
+        row = self._one("SELECT spent FROM balances WHERE pan_hash = ?", (pan_hash,))
+        return int(row[0]) if row is not None else 0
+
+    def batch(self, tid: str, batch: str) -> BatchRow | None:
+        row = self._one(BATCH_SELECT + " WHERE tid = ? AND batch = ?", (tid, batch))
+        return batch_of(row) if row is not None else None
+
+    def batch_totals(self, tid: str, batch: str) -> SettlementTotals:
+        return totals_of(self._all(_TOTALS, (tid, batch)))
+
+    def upload_count(self, tid: str, batch: str) -> int:
+        row = self._one("SELECT count(*) FROM uploads WHERE tid = ? AND batch = ?", (tid, batch))
+        return int(row[0])
+
+    def uploads(self, tid: str, batch: str) -> list[UploadRow]:
+        return [upload_of(r) for r in self._all(
+            UPLOAD_SELECT + " WHERE tid = ? AND batch = ? ORDER BY stan", (tid, batch))]
+
+    def next_rrn(self) -> str:
+        row = self._all("UPDATE counters SET value = value + 1 WHERE name = 'rrn' "
+                        "RETURNING value")
+        if not row:
+            raise LedgerError("the ledger has no RRN counter")
+        return f"{int(row[0][0]):012d}"
+
+    # writes
+    def book(self, row: TransactionRow) -> None:
+        self.run(_TXN_INSERT, tuple(getattr(row, c) for c in TXN_COLUMNS))
+        self._refund_row(row)
+
+    def write(self, records: Sequence[LedgerRecord]) -> None:
+        for record in records:
+            for sql, params in self.statements(record):
+                self.run(sql, params)
+
+    def _refund_row(self, row: TransactionRow) -> None:
+        if row.kind == "refund" and row.original is not None:
+            self.run(_REFUND_UPSERT, (key_text(row.key), row.original, row.amount or 0,
+                                      row.status))
+
+    def statements(self, record: LedgerRecord) -> list[tuple[str, tuple[object, ...]]]:
+        """The (SQL, parameters) pairs that upsert ``record``."""
+        if isinstance(record, TransactionRow):
+            out: list[tuple[str, tuple[object, ...]]] = [
+                (_TXN_UPSERT, tuple(getattr(record, c) for c in TXN_COLUMNS))]
+            if record.kind == "refund" and record.original is not None:
+                out.append((_REFUND_UPSERT, (key_text(record.key), record.original,
+                                             record.amount or 0, record.status)))
+            return out
+        if isinstance(record, TerminalRow):
+            return [(_TERMINAL_UPSERT, self.terminal_params(record))]
+        if isinstance(record, BatchRow):
+            return [(_BATCH_UPSERT, (record.tid, record.batch, self.flag(record.settled),
+                                     record.host_totals, record.terminal_totals,
+                                     None if record.balanced is None
+                                     else self.flag(record.balanced)))]
+        if isinstance(record, UploadRow):
+            return [(_UPLOAD_UPSERT, (record.tid, record.batch, record.stan, record.rrn,
+                                      record.item_batch, record.item_stan, record.amount,
+                                      self.flag(record.matched)))]
+        if isinstance(record, BalanceRow):
+            return [(_BALANCE_UPSERT, (record.pan_hash, record.spent))]
+        return [(_TOMBSTONE_UPSERT, (record.tid, record.batch, record.stan, record.proc,
+                                     record.amount))]
+
+    def terminal_params(self, record: TerminalRow) -> tuple[object, ...]:
+        return (record.tid, record.mid, record.tmk, record.pik, record.mak, record.tdk,
+                record.batch, self.flag(record.signed_on), record.generation,
+                self.flag(record.removed))
+
+    @staticmethod
+    def flag(value: bool) -> object:
+        return int(value)
 
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS terminals (
     tid TEXT PRIMARY KEY,
@@ -279,60 +776,95 @@ CREATE TABLE IF NOT EXISTS uploads (
     matched INTEGER NOT NULL,
     PRIMARY KEY (tid, batch, stan)
 );
+CREATE TABLE IF NOT EXISTS balances (
+    pan_hash TEXT PRIMARY KEY,
+    spent INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    tid TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    stan TEXT NOT NULL,
+    proc TEXT,
+    amount INTEGER,
+    PRIMARY KEY (tid, batch, stan)
+);
 """
-
-_TXN_COLUMNS = ("tid", "batch", "stan", "mti", "kind", "fingerprint", "status",
-                "response_code", "received_at", "response", "pan_masked", "pan_hash", "scheme",
-                "amount", "rrn", "auth_code", "date", "original", "refunded", "voided_by")
-_TXN_SELECT = (
-    "SELECT tid, batch, stan, mti, kind, fingerprint, status, response_code, received_at, "
-    "response, pan_masked, pan_hash, scheme, amount, rrn, auth_code, date, original, "
-    "refunded, voided_by FROM transactions ORDER BY seq")
-_TXN_UPSERT = (
-    "INSERT INTO transactions (tid, batch, stan, mti, kind, fingerprint, status, "
-    "response_code, received_at, response, pan_masked, pan_hash, scheme, amount, rrn, "
-    "auth_code, date, original, refunded, voided_by) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (tid, batch, stan, mti) DO UPDATE SET "
-    "kind = excluded.kind, fingerprint = excluded.fingerprint, status = "
-    "excluded.status, response_code = excluded.response_code, received_at = "
-    "excluded.received_at, response = excluded.response, pan_masked = "
-    "excluded.pan_masked, pan_hash = excluded.pan_hash, scheme = excluded.scheme, "
-    "amount = excluded.amount, rrn = excluded.rrn, auth_code = excluded.auth_code, "
-    "date = excluded.date, original = excluded.original, refunded = "
-    "excluded.refunded, voided_by = excluded.voided_by")
+# Batch totals read (tid, batch) through the UNIQUE (tid, batch, stan, mti) index
+# (its leading columns); the RRN lookups through UNIQUE (rrn).
 
 
 class SqliteLedgerStore:
     """The ledger in one SQLite file: WAL journal, ``synchronous=FULL``.
 
-    ``commit`` writes all records in one transaction and returns only when it is
-    durable. The server calls it from one writer thread; the connection is
-    opened with ``check_same_thread=False`` and a lock guards it, so ``load``
-    and read helpers may run on another thread.
+    A session is ``BEGIN IMMEDIATE`` on this store's one connection (a lock keeps
+    sessions of one process apart; the file's write lock keeps processes apart),
+    and its COMMIT returns once the transaction is durable. Opening migrates a
+    ledger of an older schema in place (once: the one-time cost of deriving the
+    balances and tombstones from the transactions); after that nothing at start
+    reads the transactions.
     """
+
+    multi_process = True  # several processes on one file serialize on its write lock
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
                                        check_same_thread=False, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(terminals)")}
-            for name in ("generation", "removed"):  # ledgers made before live provisioning
-                if name not in columns:
-                    self._db.execute(
-                        f"ALTER TABLE terminals ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
-            self._db.executescript(_PROVISIONING_TRIGGERS)
+            self._migrate()
             self._secret = self._load_secret()
         except sqlite3.Error as exc:
+            self._db.close()
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
         self._lock = threading.Lock()
-        self._watch: sqlite3.Connection | None = None
-        self._data_version = 0
-        self._seen_version = 0
+
+    def __repr__(self) -> str:
+        return f"SqliteLedgerStore({str(self.path)!r})"
+
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {r[1] for r in db.execute("PRAGMA table_info(terminals)")}
+            for name in ("generation", "removed"):  # ledgers made before live provisioning
+                if name not in columns:
+                    db.execute(
+                        f"ALTER TABLE terminals ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
+            row = db.execute("SELECT value FROM counters WHERE name = 'schema'").fetchone()
+            if row is None or int(row[0]) < SCHEMA_VERSION:
+                # schema 1 kept balances and tombstones only in the host's memory
+                db.execute("DROP TRIGGER IF EXISTS terminals_added")
+                db.execute("DROP TRIGGER IF EXISTS terminals_provisioned")
+                db.execute("DELETE FROM meta WHERE name = 'terminals_version'")
+                db.execute(BALANCES_FROM_TRANSACTIONS)
+                session = SqlSession(db.execute)
+                for r in db.execute(TOMBSTONE_SOURCES).fetchall():
+                    stone = tombstone_of(transaction_of(r))
+                    if stone is not None:
+                        session.write([stone])
+                top = db.execute("SELECT max(rrn) FROM transactions").fetchone()[0]
+                last = int(top) if isinstance(top, str) and top.isdigit() else 0
+                db.execute("INSERT INTO counters (name, value) VALUES ('rrn', ?) "
+                           "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                           (last,))
+                db.execute("INSERT INTO counters (name, value) VALUES ('schema', ?) "
+                           "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                           (SCHEMA_VERSION,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def _load_secret(self) -> bytes:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'pan_key'").fetchone()
@@ -344,164 +876,66 @@ class SqliteLedgerStore:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'pan_key'").fetchone()
         return bytes(row[0])
 
-    def load(self) -> LedgerSnapshot:
-        with self._lock:
-            try:
-                db = self._db
-                terminals = _terminal_rows(db)
-                txns = tuple(
-                    TransactionRow(*r) for r in db.execute(_TXN_SELECT))
-                batches = tuple(
-                    BatchRow(r[0], r[1], bool(r[2]), r[3], r[4],
-                             None if r[5] is None else bool(r[5]))
-                    for r in db.execute("SELECT tid, batch, settled, host_totals, "
-                                        "terminal_totals, balanced FROM batches"))
-                uploads = tuple(
-                    UploadRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
-                    for r in db.execute("SELECT tid, batch, stan, rrn, item_batch, item_stan, "
-                                        "amount, matched FROM uploads"))
-            except sqlite3.Error as exc:
-                raise LedgerError(f"cannot read ledger {self.path}: {exc}") from exc
-        return LedgerSnapshot(self._secret, terminals, txns, batches, uploads)
+    def _run(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise LedgerConflict(f"ledger {self.path}: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise LedgerConflict(f"ledger {self.path}: {exc}") from exc
+            raise LedgerError(f"ledger {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: {exc}") from exc
 
-    def commit(self, records: Sequence[LedgerRecord]) -> None:
-        if not records:
-            return
-        # One executemany per statement: each sqlite3 call releases the GIL, and
-        # getting it back from a busy event loop can take a whole switch interval.
-        # Rows keep their order within a statement, so a later upsert still wins.
-        groups: dict[str, list[tuple[object, ...]]] = {}
-        for record in records:
-            for sql, params in self._statements(record):
-                groups.setdefault(sql, []).append(params)
+    @contextmanager
+    def session(self) -> Iterator[SqlSession]:
         with self._lock:
             db = self._db
+            self._run("BEGIN IMMEDIATE")
             try:
-                db.execute("BEGIN IMMEDIATE")
-                for sql, rows in groups.items():
-                    db.executemany(sql, rows)
+                yield SqlSession(self._run)
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            try:
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise LedgerError(f"ledger commit failed: {exc}") from exc
 
-    @staticmethod
-    def _statements(record: LedgerRecord) -> list[tuple[str, tuple[object, ...]]]:
-        """The (SQL, parameters) pairs that store ``record``."""
-        out: list[tuple[str, tuple[object, ...]]] = []
-        if isinstance(record, TransactionRow):
-            out.append((_TXN_UPSERT, tuple(getattr(record, c) for c in _TXN_COLUMNS)))
-            if record.kind == "refund" and record.original is not None:
-                out.append((
-                    "INSERT INTO refunds (refund_key, original_key, amount, status) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (refund_key) DO UPDATE SET "
-                    "status = excluded.status",
-                    (key_text(record.key), record.original, record.amount or 0, record.status)))
-        elif isinstance(record, TerminalRow):
-            out.append((_TERMINAL_UPSERT, _terminal_params(record)))
-        elif isinstance(record, BatchRow):
-            out.append((
-                "INSERT INTO batches (tid, batch, settled, host_totals, terminal_totals, "
-                "balanced) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tid, batch) DO UPDATE SET "
-                "settled = excluded.settled, host_totals = excluded.host_totals, "
-                "terminal_totals = excluded.terminal_totals, balanced = excluded.balanced",
-                (record.tid, record.batch, int(record.settled), record.host_totals,
-                 record.terminal_totals,
-                 None if record.balanced is None else int(record.balanced))))
-        else:
-            out.append((
-                "INSERT OR REPLACE INTO uploads (tid, batch, stan, rrn, item_batch, item_stan, "
-                "amount, matched) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.tid, record.batch, record.stan, record.rrn, record.item_batch,
-                 record.item_stan, record.amount, int(record.matched))))
-        return out
-
+    def commit(self, records: Sequence[LedgerRecord]) -> None:
+        with self.session() as session:
+            session.write(records)
 
     def terminal(self, tid: str) -> TerminalRow | None:
         """One terminal row as stored (removed ones included), or None."""
         with self._lock:
-            rows = _terminal_rows(self._db, tid)
-        return rows[0] if rows else None
+            return SqlSession(self._run).terminal(tid)
 
-    def changed_terminals(self) -> tuple[TerminalRow, ...] | None:
-        """Every terminal row when a terminal was provisioned since the last call, else None.
-
-        Two cheap checks before every request: ``PRAGMA data_version`` on a
-        connection of its own (it changes when any other connection, this store's
-        writer included, committed; it reads no page), and only then the
-        ``terminals_version`` counter that triggers bump whenever a terminal row
-        is inserted or its generation changes (add, re-key, remove: sign-ons and
-        batches do not count). Only when that moved are the terminal rows read.
-        """
-        try:
-            if self._watch is None:
-                self._watch = sqlite3.connect(self.path, isolation_level=None,
-                                              check_same_thread=False, timeout=30.0)
-                self._data_version = self._pragma_version()
-                self._seen_version = self._terminals_version()
-                return None
-            data_version = self._pragma_version()
-            if data_version == self._data_version:
-                return None
-            self._data_version = data_version
-            version = self._terminals_version()
-            if version == self._seen_version:
-                return None
-            self._seen_version = version
-            return _terminal_rows(self._watch)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot read terminals from {self.path}: {exc}") from exc
-
-    def _pragma_version(self) -> int:
-        assert self._watch is not None
-        return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
-
-    def _terminals_version(self) -> int:
-        assert self._watch is not None
-        row = self._watch.execute(
-            "SELECT value FROM meta WHERE name = 'terminals_version'").fetchone()
-        return int(row[0]) if row is not None else 0
+    def load(self) -> LedgerSnapshot:
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN")
+                try:
+                    terminals = tuple(terminal_of(r) for r in db.execute(
+                        TERMINAL_SELECT + " ORDER BY tid"))
+                    txns = tuple(transaction_of(r) for r in db.execute(
+                        TXN_SELECT + " ORDER BY seq"))
+                    batches = tuple(batch_of(r) for r in db.execute(BATCH_SELECT))
+                    uploads = tuple(upload_of(r) for r in db.execute(UPLOAD_SELECT))
+                finally:
+                    db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot read ledger {self.path}: {exc}") from exc
+        return LedgerSnapshot(self._secret, terminals, txns, batches, uploads)
 
     def close(self) -> None:
         with self._lock:
-            if self._watch is not None:
-                self._watch.close()
             self._db.close()
-
-
-_PROVISIONING_TRIGGERS = """
-INSERT OR IGNORE INTO meta (name, value) VALUES ('terminals_version', 0);
-CREATE TRIGGER IF NOT EXISTS terminals_added AFTER INSERT ON terminals BEGIN
-    UPDATE meta SET value = value + 1 WHERE name = 'terminals_version';
-END;
-CREATE TRIGGER IF NOT EXISTS terminals_provisioned AFTER UPDATE OF generation ON terminals
-WHEN NEW.generation <> OLD.generation BEGIN
-    UPDATE meta SET value = value + 1 WHERE name = 'terminals_version';
-END;
-"""
-
-_TERMINAL_UPSERT = (
-    "INSERT INTO terminals (tid, mid, tmk, pik, mak, tdk, batch, signed_on, generation, removed) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tid) DO UPDATE SET "
-    "mid = excluded.mid, tmk = excluded.tmk, pik = excluded.pik, "
-    "mak = excluded.mak, tdk = excluded.tdk, batch = excluded.batch, "
-    "signed_on = excluded.signed_on, generation = excluded.generation, "
-    "removed = excluded.removed WHERE excluded.generation >= terminals.generation")
-
-
-def _terminal_params(record: TerminalRow) -> tuple[object, ...]:
-    return (record.tid, record.mid, record.tmk, record.pik, record.mak, record.tdk,
-            record.batch, int(record.signed_on), record.generation, int(record.removed))
-
-
-def _terminal_rows(db: sqlite3.Connection, tid: str | None = None) -> tuple[TerminalRow, ...]:
-    sql = ("SELECT tid, mid, tmk, pik, mak, tdk, batch, signed_on, generation, removed "
-           "FROM terminals")
-    cursor = (db.execute(sql + " WHERE tid = ?", (tid,)) if tid is not None
-              else db.execute(sql + " ORDER BY tid"))
-    return tuple(TerminalRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), int(r[8]),
-                             bool(r[9])) for r in cursor)
 
 
 def response_json(mti: str, fields: dict[int, str | bytes]) -> str:

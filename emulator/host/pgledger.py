@@ -1,16 +1,28 @@
 """The host's ledger in PostgreSQL (psycopg 3): ``pos-emulator serve --ledger postgresql://...``.
 
-Same tables, records and semantics as :class:`~emulator.host.ledger.SqliteLedgerStore`:
-every record is an idempotent upsert of a row's latest state, one ``commit`` is
-one transaction, terminal rows only move forward in ``generation``. Terminals
-provisioned by another process are announced with ``NOTIFY pos_terminals`` by a
-trigger (insert, or a generation change), so the running host learns of them
-without a query per request.
+Same tables, records and session API as :class:`~emulator.host.ledger.SqliteLedgerStore`,
+and the same SQL (:class:`~emulator.host.ledger.SqlSession`), so several host
+processes, each with its own connection, share one ledger:
 
-What this store does *not* do yet: make the database the source of truth across
-several host processes (read and lock the original with ``SELECT ... FOR UPDATE``
-in the transaction that books a refund). One host process per ledger, as with
-SQLite; see docs/host-emulator.md.
+* a session is one transaction at READ COMMITTED; what a rule must not let
+  another process change under it is read ``FOR UPDATE``: the original a void or
+  refund names (so two refunds of one sale, or a void and a refund, serialize and
+  can never exceed it), the request a reversal undoes, and the card's balance row;
+* a new transaction row is a plain INSERT: a concurrent duplicate of the same
+  request in another process fails with a unique violation, which (like a
+  deadlock or a serialization failure) raises
+  :class:`~emulator.host.errors.LedgerConflict`: the caller rolls back and runs
+  the session again, and then finds the stored answer;
+* RRNs come from a SEQUENCE with a per-connection cache (workers never wait on
+  each other for one; numbers are unique, not gap-free);
+* a lost connection raises :class:`~emulator.host.errors.LedgerUnavailable`; the
+  next session reconnects.
+
+Why READ COMMITTED + row locks rather than SERIALIZABLE: the rules know exactly
+which rows decide a booking, so locking them costs one round trip and never
+aborts work; SERIALIZABLE would abort and rerun a whole group of requests on any
+overlapping read (settlement totals read a whole batch) and needs predicate
+locks on every read.
 
 psycopg is optional: importing this module without it raises
 :class:`~emulator.host.errors.LedgerError` with an install hint.
@@ -20,22 +32,35 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from emulator.host.errors import LedgerError
+from emulator.host.errors import LedgerConflict, LedgerError, LedgerUnavailable
 from emulator.host.ledger import (
-    BatchRow,
+    BALANCES_FROM_TRANSACTIONS,
+    BATCH_SELECT,
+    SCHEMA_VERSION,
+    TERMINAL_SELECT,
+    TOMBSTONE_SOURCES,
+    TXN_SELECT,
+    UPLOAD_SELECT,
     LedgerRecord,
     LedgerSnapshot,
+    SqlSession,
     TerminalRow,
-    TransactionRow,
-    UploadRow,
-    key_text,
+    batch_of,
+    is_postgres_url,
+    safe_ledger_name,
+    terminal_of,
+    tombstone_of,
+    transaction_of,
+    upload_of,
 )
 
 try:
     import psycopg  # type: ignore[import-not-found, unused-ignore]
+    from psycopg import errors as pg_errors  # type: ignore[import-not-found, unused-ignore]
     from psycopg import sql  # type: ignore[import-not-found, unused-ignore]
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise LedgerError("the PostgreSQL ledger needs psycopg 3: "
@@ -53,7 +78,6 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value BIGINT NOT NULL
 );
-INSERT INTO counters (name, value) VALUES ('terminals_version', 0) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS terminals (
     tid TEXT PRIMARY KEY,
     mid TEXT NOT NULL,
@@ -118,179 +142,197 @@ CREATE TABLE IF NOT EXISTS uploads (
     matched BOOLEAN NOT NULL,
     PRIMARY KEY (tid, batch, stan)
 );
-CREATE OR REPLACE FUNCTION pos_terminals_changed() RETURNS trigger AS $$
-BEGIN
-    IF TG_OP = 'INSERT' OR NEW.generation <> OLD.generation THEN
-        UPDATE counters SET value = value + 1 WHERE name = 'terminals_version';
-        PERFORM pg_notify('pos_terminals', NEW.tid);
-    END IF;
-    RETURN NULL;
-END $$ LANGUAGE plpgsql;
+CREATE TABLE IF NOT EXISTS balances (
+    pan_hash TEXT PRIMARY KEY,
+    spent BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    tid TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    stan TEXT NOT NULL,
+    proc TEXT,
+    amount BIGINT,
+    PRIMARY KEY (tid, batch, stan)
+);
+CREATE SEQUENCE IF NOT EXISTS rrn_seq CACHE 32;
+"""
+# schema 1 announced provisioning with NOTIFY for a host that cached terminals;
+# the host now reads the terminal row per request
+_DROP_SCHEMA_1 = """
 DROP TRIGGER IF EXISTS terminals_changed ON terminals;
-CREATE TRIGGER terminals_changed AFTER INSERT OR UPDATE ON terminals
-    FOR EACH ROW EXECUTE FUNCTION pos_terminals_changed();
+DROP FUNCTION IF EXISTS pos_terminals_changed();
+DELETE FROM counters WHERE name = 'terminals_version';
 """
 
-_TXN_COLUMNS = ("tid", "batch", "stan", "mti", "kind", "fingerprint", "status",
-                "response_code", "received_at", "response", "pan_masked", "pan_hash", "scheme",
-                "amount", "rrn", "auth_code", "date", "original", "refunded", "voided_by")
-# the column lists are constants of this module, never input
-_TXN_UPSERT = (
-    f"INSERT INTO transactions ({', '.join(_TXN_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join(['%s'] * len(_TXN_COLUMNS))}) "
-    "ON CONFLICT (tid, batch, stan, mti) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _TXN_COLUMNS[4:]))
-_REFUND_UPSERT = (
-    "INSERT INTO refunds (refund_key, original_key, amount, status) VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (refund_key) DO UPDATE SET status = excluded.status")
-_TERMINAL_COLUMNS = ("tid", "mid", "tmk", "pik", "mak", "tdk", "batch", "signed_on",
-                     "generation", "removed")
-_TERMINAL_UPSERT = (
-    f"INSERT INTO terminals ({', '.join(_TERMINAL_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join(['%s'] * len(_TERMINAL_COLUMNS))}) ON CONFLICT (tid) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _TERMINAL_COLUMNS[1:])
-    + " WHERE excluded.generation >= terminals.generation")
-_BATCH_UPSERT = (
-    "INSERT INTO batches (tid, batch, settled, host_totals, terminal_totals, balanced) "
-    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tid, batch) DO UPDATE SET "
-    "settled = excluded.settled, host_totals = excluded.host_totals, "
-    "terminal_totals = excluded.terminal_totals, balanced = excluded.balanced")
-_UPLOAD_UPSERT = (
-    "INSERT INTO uploads (tid, batch, stan, rrn, item_batch, item_stan, amount, matched) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tid, batch, stan) DO UPDATE SET "
-    "rrn = excluded.rrn, item_batch = excluded.item_batch, item_stan = excluded.item_stan, "
-    "amount = excluded.amount, matched = excluded.matched")
-_TERMINAL_SELECT = f"SELECT {', '.join(_TERMINAL_COLUMNS)} FROM terminals"  # noqa: S608
-_TXN_SELECT = f"SELECT {', '.join(_TXN_COLUMNS)} FROM transactions ORDER BY seq"  # noqa: S608
+_CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
+              pg_errors.UniqueViolation, pg_errors.LockNotAvailable)
 
 
-def is_postgres_url(text: str) -> bool:
-    """Whether a ``--ledger`` value names a PostgreSQL database rather than a SQLite file."""
-    return text.startswith(("postgresql://", "postgres://"))
+class PgSession(SqlSession):
+    """The shared SQL session with PostgreSQL's locks, sequence and booleans."""
+
+    lock_suffix = " FOR UPDATE"
+
+    def lock_request(self, tid: str, batch: str, stan: str) -> None:
+        # a request and its reversal may reach two processes at once; neither row
+        # exists yet, so a row lock cannot order them: a transaction-scoped advisory
+        # lock on the request's key does (READ COMMITTED: what follows sees the other)
+        self.run("SELECT pg_advisory_xact_lock(8583, hashtext(?))", (f"{tid}/{batch}/{stan}",))
+
+    def spent(self, pan_hash: str) -> int:
+        # one round trip: create the row if missing, lock it, read it
+        row = self._one("INSERT INTO balances (pan_hash, spent) VALUES (?, 0) "
+                        "ON CONFLICT (pan_hash) DO UPDATE SET spent = balances.spent "
+                        "RETURNING spent", (pan_hash,))
+        return int(row[0])
+
+    def next_rrn(self) -> str:
+        row = self._one("SELECT nextval('rrn_seq')", ())
+        return f"{int(row[0]):012d}"
+
+    @staticmethod
+    def flag(value: bool) -> object:
+        return value
 
 
 class PostgresLedgerStore:
-    """The ledger in a PostgreSQL database (one writer connection, one watch connection).
+    """The ledger in a PostgreSQL database (one connection per store: one per process).
 
     ``schema`` keeps the tables in a schema of their own (tests give each test one).
     """
+
+    multi_process = True
 
     def __init__(self, dsn: str, *, schema: str | None = None) -> None:
         self.dsn = dsn
         self.schema = schema
         self._lock = threading.Lock()
+        self._sql: dict[str, str] = {}
+        self._db: psycopg.Connection[Any] | None = None
         try:
-            self._db = self._connect()
-            with self._db.transaction():
-                self._db.execute("SELECT pg_advisory_xact_lock(8583)")  # one schema creator
-                self._db.execute(_SCHEMA)
-            self._secret = self._load_secret()
+            db = self._connection()
+            with db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(8583)")  # one schema creator
+                db.execute(_SCHEMA)
+                self._migrate(db)
+            db.execute("INSERT INTO meta (name, value) VALUES ('pan_key', %s) "
+                       "ON CONFLICT DO NOTHING", (secrets.token_bytes(32),))
+            row = db.execute("SELECT value FROM meta WHERE name = 'pan_key'").fetchone()
+            assert row is not None
+            self._secret = bytes(row[0])
         except psycopg.Error as exc:
-            raise LedgerError(f"cannot open ledger {_safe(dsn)}: {exc}") from exc
-        self._watch: psycopg.Connection[Any] | None = None
+            self.close()
+            raise LedgerError(f"cannot open ledger {safe_ledger_name(dsn)}: {exc}") from exc
+        except LedgerError:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
-        return f"PostgresLedgerStore({_safe(self.dsn)!r}, schema={self.schema!r})"
+        return f"PostgresLedgerStore({safe_ledger_name(self.dsn)!r}, schema={self.schema!r})"
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        db = psycopg.connect(self.dsn, autocommit=True)
-        if self.schema is not None:
-            db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(self.schema)))
-            db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        db = self._db
+        if db is not None and not db.closed and not db.broken:
+            return db
+        if db is not None:
+            db.close()
+        self._db = None
+        try:
+            db = psycopg.connect(self.dsn, autocommit=True)
+            if self.schema is not None:
+                db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(self.schema)))
+                db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        except psycopg.OperationalError as exc:
+            raise LedgerUnavailable(
+                f"cannot reach ledger {safe_ledger_name(self.dsn)}: {exc}") from exc
+        self._db = db
         return db
 
-    def _load_secret(self) -> bytes:
-        self._db.execute("INSERT INTO meta (name, value) VALUES ('pan_key', %s) "
-                         "ON CONFLICT DO NOTHING", (secrets.token_bytes(32),))
-        row = self._db.execute("SELECT value FROM meta WHERE name = 'pan_key'").fetchone()
-        assert row is not None
-        return bytes(row[0])
+    @staticmethod
+    def _migrate(db: psycopg.Connection[Any]) -> None:
+        row = db.execute("SELECT value FROM counters WHERE name = 'schema'").fetchone()
+        if row is not None and int(row[0]) >= SCHEMA_VERSION:
+            return
+        db.execute(_DROP_SCHEMA_1)
+        db.execute(BALANCES_FROM_TRANSACTIONS)
+        session = PgSession(lambda q, p: db.execute(q.replace("?", "%s"), p))
+        for r in db.execute(TOMBSTONE_SOURCES).fetchall():
+            stone = tombstone_of(transaction_of(r))
+            if stone is not None:
+                session.write([stone])
+        top = db.execute("SELECT max(rrn) FROM transactions").fetchone()
+        last = int(top[0]) if top is not None and isinstance(top[0], str) \
+            and top[0].isdigit() else 0
+        if last:
+            db.execute("SELECT setval('rrn_seq', greatest(%s, (SELECT last_value FROM rrn_seq)))",
+                       (last,))
+        db.execute("INSERT INTO counters (name, value) VALUES ('schema', %s) "
+                   "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (SCHEMA_VERSION,))
 
-    def load(self) -> LedgerSnapshot:
-        with self._lock:
+    def _translate(self, exc: psycopg.Error) -> LedgerError:
+        name = safe_ledger_name(self.dsn)
+        if isinstance(exc, _CONFLICTS):
+            return LedgerConflict(f"ledger {name}: {type(exc).__name__}")
+        db = self._db
+        if db is None or db.closed or db.broken or isinstance(exc, psycopg.OperationalError):
+            return LedgerUnavailable(f"ledger {name} unavailable: {exc}")
+        return LedgerError(f"ledger {name}: {exc}")
+
+    def _runner(self, db: psycopg.Connection[Any]) -> Any:
+        cache = self._sql
+
+        def run(query: str, params: Sequence[object]) -> Any:
+            text = cache.get(query)
+            if text is None:
+                text = cache[query] = query.replace("?", "%s")
             try:
-                db = self._db
-                terminals = tuple(_terminal(r) for r in db.execute(_TERMINAL_SELECT +
-                                                                    " ORDER BY tid"))
-                txns = tuple(TransactionRow(*r) for r in db.execute(_TXN_SELECT))
-                batches = tuple(BatchRow(*r) for r in db.execute(
-                    "SELECT tid, batch, settled, host_totals, terminal_totals, balanced "
-                    "FROM batches"))
-                uploads = tuple(UploadRow(*r) for r in db.execute(
-                    "SELECT tid, batch, stan, rrn, item_batch, item_stan, amount, matched "
-                    "FROM uploads"))
+                return db.execute(text, params)
             except psycopg.Error as exc:
-                raise LedgerError(f"cannot read ledger {_safe(self.dsn)}: {exc}") from exc
-        return LedgerSnapshot(self._secret, terminals, txns, batches, uploads)
+                raise self._translate(exc) from exc
+        return run
+
+    @contextmanager
+    def session(self) -> Iterator[PgSession]:
+        with self._lock:
+            db = self._connection()
+            try:
+                with db.transaction():
+                    yield PgSession(self._runner(db))
+            except psycopg.Error as exc:  # BEGIN/COMMIT/ROLLBACK themselves
+                raise self._translate(exc) from exc
 
     def commit(self, records: Sequence[LedgerRecord]) -> None:
-        if not records:
-            return
-        groups: dict[str, list[tuple[object, ...]]] = {}
-        for record in records:
-            for statement, params in _statements(record):
-                groups.setdefault(statement, []).append(params)
-        with self._lock:
-            try:
-                with self._db.transaction(), self._db.cursor() as cur:
-                    for statement, rows in groups.items():
-                        cur.executemany(statement, rows)
-            except psycopg.Error as exc:
-                raise LedgerError(f"ledger commit failed: {exc}") from exc
+        with self.session() as session:
+            session.write(records)
 
     def terminal(self, tid: str) -> TerminalRow | None:
-        with self._lock:
-            row = self._db.execute(_TERMINAL_SELECT + " WHERE tid = %s", (tid,)).fetchone()
-        return _terminal(row) if row is not None else None
+        with self.session() as session:
+            return session.terminal(tid)
 
-    def changed_terminals(self) -> tuple[TerminalRow, ...] | None:
-        """Every terminal row after a ``pos_terminals`` notification, else None (no query)."""
-        try:
-            if self._watch is None:
-                self._watch = self._connect()
-                self._watch.execute("LISTEN pos_terminals")
-                return None
-            if not list(self._watch.notifies(timeout=0)):
-                return None
-            return tuple(_terminal(r) for r in self._watch.execute(_TERMINAL_SELECT))
-        except psycopg.Error as exc:
-            raise LedgerError(f"cannot read terminals: {exc}") from exc
+    def load(self) -> LedgerSnapshot:
+        with self.session() as session:
+            run = session.run
+            terminals = tuple(terminal_of(r) for r in run(TERMINAL_SELECT + " ORDER BY tid", ()))
+            txns = tuple(transaction_of(r) for r in run(TXN_SELECT + " ORDER BY seq", ()))
+            batches = tuple(batch_of(r) for r in run(BATCH_SELECT, ()))
+            uploads = tuple(upload_of(r) for r in run(UPLOAD_SELECT, ()))
+        return LedgerSnapshot(self._secret, terminals, txns, batches, uploads)
 
     def close(self) -> None:
         with self._lock:
-            if self._watch is not None:
-                self._watch.close()
-            self._db.close()
-
-
-def _terminal(r: Sequence[Any]) -> TerminalRow:
-    return TerminalRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), int(r[8]),
-                       bool(r[9]))
-
-
-def _statements(record: LedgerRecord) -> list[tuple[str, tuple[object, ...]]]:
-    if isinstance(record, TransactionRow):
-        out: list[tuple[str, tuple[object, ...]]] = [
-            (_TXN_UPSERT, tuple(getattr(record, c) for c in _TXN_COLUMNS))]
-        if record.kind == "refund" and record.original is not None:
-            out.append((_REFUND_UPSERT, (key_text(record.key), record.original,
-                                         record.amount or 0, record.status)))
-        return out
-    if isinstance(record, TerminalRow):
-        return [(_TERMINAL_UPSERT, tuple(getattr(record, c) for c in _TERMINAL_COLUMNS))]
-    if isinstance(record, BatchRow):
-        return [(_BATCH_UPSERT, (record.tid, record.batch, record.settled, record.host_totals,
-                                 record.terminal_totals, record.balanced))]
-    return [(_UPLOAD_UPSERT, (record.tid, record.batch, record.stan, record.rrn,
-                              record.item_batch, record.item_stan, record.amount,
-                              record.matched))]
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def _safe(dsn: str) -> str:
-    """A DSN without its password, for messages."""
-    head, at, tail = dsn.rpartition("@")
-    if not at:
-        return dsn
-    scheme, _, userinfo = head.partition("://")
-    return f"{scheme}://{userinfo.split(':', 1)[0]}@{tail}"
+    """A DSN without its password, for messages (see ledger.safe_ledger_name)."""
+    return safe_ledger_name(dsn)
+
+
+__all__ = ["INSTALL_HINT", "PgSession", "PostgresLedgerStore", "is_postgres_url"]

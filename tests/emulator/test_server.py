@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import pytest
@@ -87,7 +88,12 @@ class StandInHost:
         self.seen: dict[str, bytes] = {}
         self.handled: list[str] = []
 
-    def handle(self, payload: bytes, now: datetime) -> Outcome:
+    def handle(self, payload: bytes, now: datetime, session: ListSession) -> Outcome:
+        outcome = self._handle(payload)
+        session.write(outcome.records)
+        return outcome
+
+    def _handle(self, payload: bytes) -> Outcome:
         try:
             msg = self.dialect.unpack_payload(payload).message
         except DecodeError:
@@ -104,14 +110,25 @@ class StandInHost:
         self.seen[stan] = reply
         return Outcome(reply, False, (f"sale {stan} {msg.amount}",))
 
-    def refuse(self, payload: bytes, code: str, now: datetime) -> Outcome:
+    def refuse(self, payload: bytes, code: str, now: datetime, session: ListSession) -> Outcome:
         msg = self.dialect.unpack_payload(payload).message
         return Outcome(encode(f"{int(msg.mti) + 10:04d}", f11=msg.get(11) or "", f39=code),
                        False, ())
 
 
+@dataclass
+class ListSession:
+    records: list[str] = field(default_factory=list)
+
+    def write(self, records: Sequence[str]) -> None:
+        self.records.extend(records)
+
+
 class ListStore:
-    """Commits into a list from the committer thread; can be told to fail or stall."""
+    """Sessions commit into a list on the committer thread; can be told to fail or stall.
+
+    A session that wrote nothing appends no batch.
+    """
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
@@ -119,11 +136,15 @@ class ListStore:
         self.gate = threading.Event()
         self.gate.set()
 
-    def commit(self, records: Sequence[str]) -> None:
-        self.gate.wait(10)
+    @contextmanager
+    def session(self) -> Iterator[ListSession]:
+        session = ListSession()
+        yield session
+        self.gate.wait(10)  # the commit (the disk may stall)
         if self.fail:
             raise OSError("disk full")
-        self.batches.append(list(records))
+        if session.records:
+            self.batches.append(session.records)
 
     @property
     def booked(self) -> list[str]:
@@ -132,7 +153,7 @@ class ListStore:
 
 @dataclass
 class Rig:
-    server: HostServer[str]
+    server: HostServer[ListSession]
     host: StandInHost
     store: ListStore
     port: int
@@ -144,7 +165,7 @@ class Rig:
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
     host, store = StandInHost(), ListStore()
-    server: HostServer[str] = HostServer(
+    server: HostServer[ListSession] = HostServer(
         host, store, host.dialect,
         config=ServerConfig(port=0, idle_timeout=5, read_timeout=0.3, shutdown_timeout=5))
     _, port = await server.start()
@@ -276,7 +297,7 @@ async def test_refusal_with_close_is_answered_then_closed(rig: Rig) -> None:
 
 async def test_idle_connection_is_closed() -> None:
     host, store = StandInHost(), ListStore()
-    server: HostServer[str] = HostServer(host, store, host.dialect,
+    server: HostServer[ListSession] = HostServer(host, store, host.dialect,
                                          config=ServerConfig(port=0, idle_timeout=0.2))
     _, port = await server.start()
     reader, _ = await asyncio.open_connection("127.0.0.1", port)
@@ -316,7 +337,7 @@ async def test_commit_failure_is_fatal_and_nothing_is_answered(rig: Rig) -> None
 # --- faults over the adapter ---------------------------------------------------------
 async def faulty_rig(spec: str) -> Rig:
     host, store = StandInHost(), ListStore()
-    server: HostServer[str] = HostServer(
+    server: HostServer[ListSession] = HostServer(
         host, store, host.dialect, faults=FaultPlan.from_specs([spec]), refuse=host.refuse,
         config=ServerConfig(port=0, idle_timeout=5, read_timeout=1))
     _, port = await server.start()
@@ -391,16 +412,49 @@ def test_bad_mac_leaves_a_reply_without_mac_alone() -> None:
     assert garble(garble(plain)) == plain
 
 
-async def test_committer_batches_and_skips_empty_batches() -> None:
+def booking(*records: str) -> Callable[[ListSession, set[object]], Outcome]:
+    def work(session: ListSession, stopped: set[object]) -> Outcome:
+        session.write(records)
+        return Outcome(None, False, records)
+    return work
+
+
+async def test_committer_runs_a_group_in_one_session_in_order() -> None:
     store = ListStore()
     stats = ServerStats()
-    committer: GroupCommitter[str] = GroupCommitter(store, stats)
+    committer: GroupCommitter[ListSession] = GroupCommitter(store, stats)
     runner = asyncio.create_task(committer.run())
-    await asyncio.gather(*(committer.submit(()) for _ in range(5)))
-    assert store.batches == []
-    await asyncio.gather(*(committer.submit((f"r{i}",)) for i in range(5)))
+    await asyncio.gather(*(committer.submit(booking()) for _ in range(5)))
+    assert store.batches == []  # nothing written
+    results = await asyncio.gather(*(committer.submit(booking(f"r{i}")) for i in range(5)))
     assert store.booked == [f"r{i}" for i in range(5)]
-    assert stats.commits == len(store.batches)
+    assert [r.records for r in results] == [(f"r{i}",) for i in range(5)]
+    assert len(store.batches) == 1  # queued together: one group, one session
+    assert stats.records_committed == 5
+    committer.close()
+    await runner
+
+
+async def test_committer_runs_a_conflicting_group_again() -> None:
+    from emulator.host.errors import LedgerConflict
+    store = ListStore()
+    stats = ServerStats()
+    committer: GroupCommitter[ListSession] = GroupCommitter(store, stats)
+    runner = asyncio.create_task(committer.run())
+    attempts: list[int] = []
+
+    def clashing(session: ListSession, stopped: set[object]) -> Outcome:
+        attempts.append(len(attempts))
+        if len(attempts) < 3:
+            raise LedgerConflict("another process booked it first")
+        session.write(["after two clashes"])
+        return Outcome(None, False, ("after two clashes",))
+
+    first, second = await asyncio.gather(committer.submit(booking("before")),
+                                         committer.submit(clashing))
+    assert store.batches == [["before", "after two clashes"]]  # the group ran whole, again
+    assert (first.records, second.records) == (("before",), ("after two clashes",))
+    assert stats.conflicts == 2
     committer.close()
     await runner
 
@@ -408,7 +462,7 @@ async def test_committer_batches_and_skips_empty_batches() -> None:
 async def test_gc_freeze_rounds_when_asked() -> None:
     import gc
     host, store = StandInHost(), ListStore()
-    server: HostServer[str] = HostServer(
+    server: HostServer[ListSession] = HostServer(
         host, store, host.dialect, config=ServerConfig(port=0, gc_freeze_interval=0.05))
     try:
         _, port = await server.start()

@@ -10,7 +10,7 @@ import asyncio
 
 from emulator.host.faults import FaultPlan
 from emulator.server import MAX_PIPELINE, HostServer, ServerConfig, _HostConnection, frame_reply
-from tests.emulator.test_server import ListStore, StandInHost, encode
+from tests.emulator.test_server import ListSession, ListStore, StandInHost, encode
 
 
 class FakeTransport(asyncio.Transport):
@@ -56,10 +56,10 @@ class FakeTransport(asyncio.Transport):
         return out
 
 
-def make(spec: str | None = None) -> tuple[HostServer[str], ListStore, _HostConnection,
+def make(spec: str | None = None) -> tuple[HostServer[ListSession], ListStore, _HostConnection,
                                            FakeTransport, asyncio.Task[None]]:
     host, store = StandInHost(), ListStore()
-    server: HostServer[str] = HostServer(
+    server: HostServer[ListSession] = HostServer(
         host, store, host.dialect, config=ServerConfig(idle_timeout=5, read_timeout=5),
         faults=FaultPlan.from_specs([spec]) if spec else None, refuse=host.refuse)
     committer = asyncio.create_task(server._committer.run())

@@ -96,7 +96,7 @@ def test_restart_continues_rrns_and_batches(store: SqliteLedgerStore) -> None:
     assert first.rrn is not None
     assert int(second.rrn) > int(first.rrn)
     assert second.batch == "000002"
-    assert [t.row.batch for t in lane.host._terminals.values()] == ["000002"]
+    assert [t.batch for t in lane.host.terminals()] == ["000002"]
 
 
 def test_restart_from_sqlite_matches_memory_store(tmp_path: Path) -> None:

@@ -230,7 +230,7 @@ def test_blocked_card_gets_14(lane: Lane) -> None:
 def test_lost_card_gets_41() -> None:
     lost = dataclasses.replace(DEBIT, name="lost", status=CardStatus.LOST)
     store = MemoryLedgerStore(secret=b"k" * 32)
-    host = AcquirerHost("cup", snapshot=store.load(), cards=[lost],
+    host = AcquirerHost("cup", store=store, cards=[lost],
                         random_bytes=random.Random(1).randbytes)
     store.commit([host.provision(TID, MID, TMK)])
     lane = Lane(host, store, SimTerminal("cup", TID, MID, TMK, lambda: NOW))

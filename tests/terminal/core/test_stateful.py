@@ -270,7 +270,7 @@ class TillMachine(RuleBasedStateMachine):
         assert out.balanced, f"settlement of {out.batch} did not balance after recovery"
         # the next batch follows the one settled and is one the host still takes
         assert self.till.journal.batch == out.new_batch == f"{int(out.batch) % 999_999 + 1:06d}"
-        assert self.till.journal.batch not in self.rig.host._terminals[TID].settled
+        assert not self.rig.host.settled(TID, self.till.journal.batch)
 
     # --- after every step -----------------------------------------------------------------
     @invariant()
