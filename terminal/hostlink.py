@@ -20,7 +20,6 @@ import time
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
-from typing import IO
 
 from iso8583.dialect import Dialect, Frame
 from iso8583.errors import Iso8583Error
@@ -34,11 +33,14 @@ TRACE_ENV = "POS_ISO_TRACE"
 
 
 class IsoTraceFile:
-    """The terminal's ISO 8583 trace file: a :class:`TraceRecorder` over a locked stream.
+    """The terminal's ISO 8583 trace file: a :class:`TraceRecorder` writing to ``path``.
 
     ``append=False`` starts the file afresh (one conversation per file, as the
     demo records it); the default appends, so several ``pos-terminal`` runs can
-    leave one conversation behind. Safe to share between threads.
+    leave one conversation behind. Each line is appended with its own open and
+    close (a few lines per transaction), so nothing stays open between
+    transactions and several processes may share one file. Safe to share
+    between threads.
     """
 
     def __init__(self, path: str | PathLike[str], dialect: Dialect, *,
@@ -46,28 +48,31 @@ class IsoTraceFile:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._stream: IO[str] = self.path.open("a" if append else "w", encoding="utf-8")
+            with self.path.open("a" if append else "w", encoding="utf-8"):
+                pass
         except OSError as exc:
             raise ConfigError(f"cannot write the ISO trace {self.path}: "
                               f"{exc.strerror or exc}") from None
         self._lock = threading.Lock()
+        self._closed = False
         with self._lock:
             self.recorder = TraceRecorder(self._write, dialect, by="terminal",
                                           monotonic=time.monotonic, wall=datetime.now)
 
     def _write(self, line: str) -> None:
-        self._stream.write(line)
-        self._stream.flush()
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(line)
 
     def record(self, direction: str, payload: bytes) -> None:
         """Record one frame payload (no length prefix); never raises."""
         with self._lock:
-            if not self._stream.closed:
+            if not self._closed:
                 self.recorder.record(direction, payload)
 
     def close(self) -> None:
+        """Record nothing more."""
         with self._lock:
-            self._stream.close()
+            self._closed = True
 
     @classmethod
     def from_env(cls, dialect: Dialect) -> IsoTraceFile | None:
