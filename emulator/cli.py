@@ -99,7 +99,7 @@ def _parser() -> _Parser:
     serve.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS")
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="host processes sharing the port (SO_REUSEPORT) and the ledger "
-                            "(default 1; more need --ledger postgresql://...)")
+                            "(default 1; more need a postgresql://... or SQLite ledger)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log each connection event")
     serve.add_argument("--trace", type=Path, default=None, metavar="FILE",
                        help="record every ISO 8583 frame to FILE (masked JSONL, appended; "

@@ -54,6 +54,7 @@ from typing import Any
 from emulator.admin import AdminAddress, AdminServer, admin_dispatch
 from emulator.host.errors import HostError
 from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
+from emulator.host.ledger import MEMORY_LEDGERS, SqliteLedgerStore, is_postgres_url, open_store
 from emulator.server import ServerConfig
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ RESTART_PAUSE = (0.2, 5.0)
 HEALTHY_AFTER = 10.0
 #: counters where the host's figure is the largest worker's, not the sum
 _MAX_COUNTERS = frozenset({"largest_batch", "slowest_commit_ms"})
-_MEMORY_LEDGERS = frozenset({":memory:", "memory", "mem"})
 
 
 class WorkerError(HostError):
@@ -99,34 +99,24 @@ class WorkerSpec:
 
 
 # --- what --workers accepts ----------------------------------------------------------
-def is_postgres(ledger: str) -> bool:
-    """Whether a ledger spec names a PostgreSQL database rather than a SQLite file."""
-    return ledger.startswith(("postgresql://", "postgres://"))
-
-
 def workers_refusal(ledger: str, workers: int) -> str | None:
-    """Why ``--workers`` cannot run with ``ledger``, or None when it can."""
+    """Why ``--workers`` cannot run with ``ledger``, or None when it can.
+
+    Several workers need a store whose rules hold across processes: the store
+    class says so (``multi_process``): PostgreSQL, and SQLite (its write lock
+    serializes the processes); a memory ledger lives in one process.
+    """
     if workers < 1:
         return f"--workers must be at least 1, got {workers}"
-    if workers == 1 or is_postgres(ledger):
+    if workers == 1 or is_postgres_url(ledger):
         return None
-    if ledger.strip().lower() in _MEMORY_LEDGERS:
+    if ledger.strip().lower() in MEMORY_LEDGERS:
         return (f"--workers {workers} needs a ledger the workers share (postgresql://... "
                 "or a SQLite file): a memory ledger lives in one process")
-    from emulator.host.ledger import SqliteLedgerStore
     if not getattr(SqliteLedgerStore, "multi_process", False):
         return (f"--workers {workers} needs --ledger postgresql://...: this SQLite ledger "
                 "keeps the host's rules in one process (run one worker, or use PostgreSQL)")
     return None
-
-
-def _open_store(ledger: str) -> Any:
-    """The worker's own ledger connection."""
-    if is_postgres(ledger):
-        from emulator.host.pgledger import PostgresLedgerStore
-        return PostgresLedgerStore(ledger)
-    from emulator.host.ledger import SqliteLedgerStore
-    return SqliteLedgerStore(ledger)
 
 
 # --- merging the workers' answers (sans-I/O) -------------------------------------------
@@ -564,7 +554,7 @@ async def _worker(control: socket.socket) -> int:
     plan = FaultPlan.from_specs(spec.faults)
     seed = None if spec.fault_seed is None else spec.fault_seed + index
     try:
-        store = _open_store(spec.ledger)
+        store = open_store(spec.ledger)
     except HostError as exc:
         send({"event": "failed", "error": str(exc)})
         await writer.drain()

@@ -1,0 +1,197 @@
+"""``serve --workers N``: what it refuses, how the supervisor merges its workers' answers,
+and a real supervisor on PostgreSQL (admin relay, restart of a killed worker, SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator import cli
+from emulator.catalogue import card_by_name
+from emulator.client import HostClient
+from emulator.simterminal import Approved
+from emulator.workers import merge_faults, merge_stats, workers_refusal
+from tests.emulator.workerhost import WorkerHost, demo_terminal, fresh_database
+
+
+# --- what --workers accepts -------------------------------------------------------------
+def test_one_worker_takes_any_ledger() -> None:
+    for ledger in (":memory:", "x.db", "postgresql://h/db"):
+        assert workers_refusal(ledger, 1) is None
+
+
+def test_postgresql_takes_several_workers() -> None:
+    assert workers_refusal("postgresql://u@/db?host=/tmp/s", 4) is None
+    assert workers_refusal("postgres://u@h/db", 2) is None
+
+
+def test_a_memory_ledger_or_no_worker_is_refused() -> None:
+    assert "memory ledger lives in one process" in str(workers_refusal(":memory:", 2))
+    assert "at least 1" in str(workers_refusal("x.db", 0))
+
+
+def test_sqlite_with_several_workers_follows_the_store() -> None:
+    from emulator.host.ledger import SqliteLedgerStore
+
+    refusal = workers_refusal("x.db", 2)
+    if getattr(SqliteLedgerStore, "multi_process", False):
+        assert refusal is None
+    else:
+        assert refusal is not None
+        assert "postgresql://" in refusal
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "--workers", "0"], ["serve", "--workers", "x"],
+    ["serve", "--workers", "2", "--ledger", ":memory:"],
+])
+def test_bad_workers_is_one_line_and_exit_2(argv: list[str],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+# --- merging the workers' answers -------------------------------------------------------
+def test_stats_are_summed_and_the_slowest_is_the_max() -> None:
+    one: dict[str, object] = {"requests": 3, "commit_seconds": 0.5, "largest_batch": 4,
+                              "slowest_commit_ms": 9.0, "faults": {"drop": 1}}
+    two: dict[str, object] = {"requests": 5, "commit_seconds": 0.25, "largest_batch": 2,
+                              "slowest_commit_ms": 12.5, "faults": {"drop": 2, "delay": 1}}
+    assert merge_stats([one, two]) == {"requests": 8, "commit_seconds": 0.75,
+                                       "largest_batch": 4, "slowest_commit_ms": 12.5,
+                                       "faults": {"drop": 3, "delay": 1}}
+    assert merge_stats([]) == {}
+
+
+def test_fault_lists_sum_fired_and_stay_armed_while_any_worker_is() -> None:
+    first = [{"spec": "drop@once", "fired": 1, "armed": False},
+             {"spec": "delay=5", "fired": 2, "armed": True}]
+    second = [{"spec": "drop@once", "fired": 0, "armed": True},
+              {"spec": "delay=5", "fired": 3, "armed": True}]
+    assert merge_faults([first, second]) == [
+        {"spec": "drop@once", "fired": 1, "armed": True},
+        {"spec": "delay=5", "fired": 5, "armed": True}]
+    assert merge_faults([None, "x"]) == []
+
+
+# --- a real supervisor --------------------------------------------------------------------
+@pytest.fixture
+def two_workers(pg_dsn: str) -> Iterator[WorkerHost]:
+    with WorkerHost(fresh_database(pg_dsn, "wk"), 2, "--faults", "code=05@amount=4321") as host:
+        yield host
+
+
+def _wait(predicate: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_admin_relay_restart_and_clean_stop(two_workers: WorkerHost) -> None:
+    host = two_workers
+    assert "workers 2" in host.banner
+    assert "faults: code=05@amount=4321" in host.banner
+    added = host.admin({"cmd": "add", "spec": "drop@card=cup-credit"})
+    assert added["added"] == ["drop@card=cup-credit"]
+    assert host.admin({"cmd": "add", "spec": "nonsense"})["ok"] is False
+    stats = host.stats()
+    assert stats["workers"] == 2
+    assert len(stats["per_worker"]) == 2
+    for worker in stats["per_worker"]:
+        assert [f["spec"] for f in worker["faults"]] == ["code=05@amount=4321",
+                                                         "drop@card=cup-credit"]
+    assert {"requests", "commits", "connections_total"} <= set(stats["stats"])
+
+    # a killed worker is logged and replaced, with the faults now in force
+    victim = stats["per_worker"][1]["pid"]
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> dict[str, Any] | None:
+        now = host.stats()
+        ready = "unanswered" not in now and now["per_worker"][1]["pid"] != victim
+        return now if ready else None
+
+    after = _wait(replaced)
+    assert after["per_worker"][1]["restarts"] == 1
+    assert [f["spec"] for f in after["per_worker"][1]["faults"]] == [
+        "code=05@amount=4321", "drop@card=cup-credit"]
+    _wait(lambda: "is back" in host.stderr)
+    assert "was killed by SIGKILL" in host.stderr
+
+    cleared = host.admin({"cmd": "clear"})
+    assert cleared["cleared"] == 2
+    assert host.admin({"cmd": "list"})["faults"] == []
+    assert host.stop() == 0
+    assert "Traceback" not in host.stderr
+    assert host.proc.stdout is not None
+    assert "2 workers" in host.proc.stdout.read()
+    assert not host.admin_path.exists()
+
+
+async def test_sigterm_answers_the_requests_in_flight(two_workers: WorkerHost) -> None:
+    host = two_workers
+    assert host.admin({"cmd": "add", "spec": "delay=1500@amount=4400"})["ok"]
+    term = await demo_terminal(host.port)
+    clients = [HostClient("127.0.0.1", host.port, "cup", timeout=15) for _ in range(6)]
+    await asyncio.gather(*(c.connect() for c in clients))  # on both workers, most likely
+    requests = [term.sale(card_by_name("cup-nopin"), 4_400) for _ in clients]
+    await asyncio.gather(*(c.send(r) for c, r in zip(clients, requests, strict=True)))
+    await asyncio.sleep(0.5)  # booked, answers held back by the delay
+    host.proc.send_signal(signal.SIGTERM)
+    frames = await asyncio.gather(*(c.receive() for c in clients))
+    for request, frame in zip(requests, frames, strict=True):
+        assert isinstance(term.check_response(request, frame.message, body=frame.body),
+                          Approved)
+    await asyncio.gather(*(c.close() for c in clients))
+    assert await asyncio.to_thread(host.proc.wait, 30) == 0
+
+
+def test_sigint_stops_every_worker(two_workers: WorkerHost) -> None:
+    pids = two_workers.worker_pids()
+    two_workers.proc.send_signal(signal.SIGINT)
+    assert two_workers.proc.wait(30) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_ledger_that_cannot_be_opened_is_exit_2(pg_dsn: str, tmp_path: Path) -> None:
+    url = fresh_database(pg_dsn, "gone")
+    import psycopg
+
+    base = url.split("?")[0].rsplit("/", 1)[1]
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(f"DROP DATABASE {base}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "emulator", "serve", "--port", "0", "--workers", "2",
+         "--ledger", url, "--admin", "none"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert base in proc.stderr
+
+
+def test_port_in_use_is_exit_2(two_workers: WorkerHost) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "emulator", "serve", "--port", str(two_workers.port),
+         "--workers", "2", "--ledger", two_workers.ledger, "--admin", "none"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "cannot listen" in proc.stderr
+    assert "Traceback" not in proc.stderr
