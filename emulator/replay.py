@@ -239,13 +239,14 @@ class TraceReplayer:
         if reply is None:
             if answer is None:
                 return ReplayStep(index, about, False, note="no answer, as recorded")
+            about_answer = _about(dialect, recorded)
             return ReplayStep(index, about, False, (Difference(
-                index + 1, "message", _about(dialect, recorded), None, about),))
+                index + 1, None, "message", about_answer, None, about_answer),))
         try:
             live = dialect.unpack_payload(reply)
         except Iso8583Error as exc:
             return ReplayStep(index, about, True, (Difference(
-                index + 1, "frame", "as recorded", f"undecodable: {exc}", about),))
+                index + 1, index + 1, "frame", "as recorded", f"undecodable: {exc}", about),))
         self._learn(dialect, recorded.message if recorded is not None else None, live.message)
         notes = []
         if dialect.spec.mac_field in live.message and self.keys is not None \
@@ -257,10 +258,10 @@ class TraceReplayer:
             return ReplayStep(index, about, True, note="; ".join(notes))
         got = TraceEntry.from_line(build_line(dialect, reply, HOST_TO_TERMINAL, by="replay",
                                               t=0.0))
-        found = tuple(Difference(index + 1, d.label, d.a, d.b, d.about)
+        found = tuple(Difference(index + 1, index + 1, d.label, d.a, d.b, d.about)
                       for d in diff([answer], [got]))
         if notes:
-            found += (Difference(index + 1, "MAC", "verifies", notes[0], about),)
+            found += (Difference(index + 1, index + 1, "MAC", "verifies", notes[0], about),)
         return ReplayStep(index, about, True, found)
 
 

@@ -495,25 +495,34 @@ def _label_key(label: str) -> tuple[int, int, str]:
 
 @dataclass(frozen=True)
 class Difference:
-    """One way two traces differ: message ``index`` (1-based), a label, both values.
+    """One way two traces differ, about one message.
 
-    ``a``/``b`` are None when that side has no such field (or no such message,
-    for the label ``message``).
+    ``a_index``/``b_index`` are the message's number (1-based) in each trace, None
+    on the side that lacks the message (label ``message``); ``a``/``b`` the
+    values, None when that side has no such field or message.
     """
 
-    index: int
+    a_index: int | None
+    b_index: int | None
     label: str
     a: str | None
     b: str | None
     about: str = ""  # the message, as "terminal->host 0200 sale"
 
+    @property
+    def index(self) -> int:
+        """The message's number in trace a (in b when only b has it)."""
+        found = self.a_index if self.a_index is not None else self.b_index
+        assert found is not None
+        return found
+
     def mirrored(self) -> Difference:
         """The same difference seen from the other side (``diff(b, a)``)."""
-        return Difference(self.index, self.label, self.b, self.a, self.about)
+        return Difference(self.b_index, self.a_index, self.label, self.b, self.a, self.about)
 
     def as_dict(self) -> JsonDict:
-        return {"message": self.index, "about": self.about, "field": self.label,
-                "a": self.a, "b": self.b}
+        return {"message_a": self.a_index, "message_b": self.b_index, "about": self.about,
+                "field": self.label, "a": self.a, "b": self.b}
 
 
 def _about(entry: TraceEntry) -> str:
@@ -524,30 +533,95 @@ def _about(entry: TraceEntry) -> str:
     return f"{entry.direction} {message.mti}" + (f" {kind}" if kind else "")
 
 
-def diff(a: Sequence[TraceEntry], b: Sequence[TraceEntry]) -> list[Difference]:
-    """Message by message, in order: what ``b`` has that ``a`` has not (and the reverse).
+_ALIGN_LIMIT = 4_000_000  # cells of the alignment table; beyond it, pair by position
 
-    Messages are paired by position (the same script sends the same messages in
-    the same order); a trace with more messages gets one ``message`` difference per
-    extra message. ``diff(a, b)`` is ``[d.mirrored() for d in diff(b, a)]``.
+Pairing: TypeAlias = list[tuple[int | None, int | None]]
+
+
+def _align(sa: Sequence[str], sb: Sequence[str]) -> Pairing:
+    """Pair messages of two runs with the same signature, in order (longest common
+    subsequence). Ties are broken by the signatures themselves, never by which
+    trace came first, so the pairing of (b, a) is the mirror of (a, b)."""
+    head = 0
+    while head < min(len(sa), len(sb)) and sa[head] == sb[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(sa), len(sb)) - head and sa[-1 - tail] == sb[-1 - tail]:
+        tail += 1
+    pairs: Pairing = [(i, i) for i in range(head)]
+    ma, mb = sa[head:len(sa) - tail], sb[head:len(sb) - tail]
+    n, m = len(ma), len(mb)
+    if n * m > _ALIGN_LIMIT:
+        middle: Pairing = [(i if i < n else None, i if i < m else None)
+                           for i in range(max(n, m))]
+    else:
+        # table[i][j]: length of the longest common subsequence of ma[i:] and mb[j:]
+        table = [[0] * (m + 1) for _ in range(n + 1)]
+        for i in range(n - 1, -1, -1):
+            row, below = table[i], table[i + 1]
+            for j in range(m - 1, -1, -1):
+                row[j] = below[j + 1] + 1 if ma[i] == mb[j] else max(below[j], row[j + 1])
+        middle = []
+        gap: Pairing = []
+        i = j = 0
+        while i < n or j < m:
+            if i < n and j < m and ma[i] == mb[j]:
+                middle += sorted(gap, key=lambda p: _gap_key(p, ma, mb))
+                gap = []
+                middle.append((i, j))
+                i, j = i + 1, j + 1
+                continue
+            skip_a = j >= m or (i < n and (
+                table[i + 1][j] > table[i][j + 1]
+                or (table[i + 1][j] == table[i][j + 1] and ma[i] < mb[j])))
+            if skip_a:
+                gap.append((i, None))
+                i += 1
+            else:
+                gap.append((None, j))
+                j += 1
+        middle += sorted(gap, key=lambda p: _gap_key(p, ma, mb))
+    pairs += [(None if x is None else x + head, None if y is None else y + head)
+              for x, y in middle]
+    pairs += [(len(sa) - tail + k, len(sb) - tail + k) for k in range(tail)]
+    return pairs
+
+
+def _gap_key(pair: tuple[int | None, int | None], ma: Sequence[str],
+             mb: Sequence[str]) -> tuple[str, int]:
+    # messages only one side has, between two paired ones: by signature, then position
+    # (a gap never holds the same signature on both sides: they would have been paired)
+    x, y = pair
+    if x is not None:
+        return (ma[x], x)
+    assert y is not None
+    return (mb[y], y)
+
+
+def diff(a: Sequence[TraceEntry], b: Sequence[TraceEntry]) -> list[Difference]:
+    """What differs between two runs, message by message, in conversation order.
+
+    Messages are paired by direction, MTI and transaction kind, in order (a
+    longest common subsequence, so one extra message in a run, an echo or a
+    resent advice, is one ``message`` difference and the rest still pair up).
+    Paired messages are compared by :func:`comparable`. Symmetric:
+    ``diff(a, b) == [d.mirrored() for d in diff(b, a)]``.
     """
+    sa, sb = [_about(e) for e in a], [_about(e) for e in b]
     out: list[Difference] = []
-    for i in range(max(len(a), len(b))):
-        left = a[i] if i < len(a) else None
-        right = b[i] if i < len(b) else None
-        if left is None or right is None:
-            present = left if left is not None else right
-            assert present is not None
-            about = _about(present)
-            out.append(Difference(i + 1, "message", about if left is not None else None,
-                                  about if right is not None else None, about))
+    for x, y in _align(sa, sb):
+        if x is None:
+            assert y is not None
+            out.append(Difference(None, y + 1, "message", None, sb[y], sb[y]))
             continue
-        ca, cb = comparable(left), comparable(right)
-        about = _about(left)
+        if y is None:
+            out.append(Difference(x + 1, None, "message", sa[x], None, sa[x]))
+            continue
+        ca, cb = comparable(a[x]), comparable(b[y])
         for label in sorted(ca.keys() | cb.keys(), key=_label_key):
             va, vb = ca.get(label), cb.get(label)
             if va != vb:
-                out.append(Difference(i + 1, label, va, vb, about))
+                out.append(Difference(x + 1, y + 1, label, va, vb, sa[x]))
     return out
 
 
@@ -557,15 +631,17 @@ def format_differences(differences: Sequence[Difference], *, a_name: str = "A",
     if not differences:
         return "no differences (ignoring STAN, times, RRN, auth code, MAC and cryptograms)"
     lines = [f"{len(differences)} difference(s) between {a_name} (a) and {b_name} (b):"]
-    current = -1
+    current: tuple[int | None, int | None] = (-1, -1)
     for d in differences:
-        if d.index != current:
-            current = d.index
-            lines.append(f"message {d.index}: {d.about}")
         if d.label == "message":
-            side = a_name if d.a is not None else b_name
-            lines.append(f"   only in {side}")
+            side, number = (a_name, d.a_index) if d.a is not None else (b_name, d.b_index)
+            lines.append(f"message {number} of {side} only: {d.about}")
             continue
+        if (d.a_index, d.b_index) != current:
+            current = (d.a_index, d.b_index)
+            where = (f"message {d.a_index}" if d.a_index == d.b_index
+                     else f"message {d.a_index} (b: {d.b_index})")
+            lines.append(f"{where}: {d.about}")
         lines.append(f"   {d.label:<8} a: {d.a if d.a is not None else '(absent)'}")
         lines.append(f"   {'':<8} b: {d.b if d.b is not None else '(absent)'}")
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -303,20 +304,47 @@ def test_f61_is_compared_by_batch_only() -> None:
 def test_a_missing_message_is_one_difference() -> None:
     a = [entry_of(sale()), entry_of(answer(sale()), HOST_TO_TERMINAL)]
     (d,) = diff(a, a[:1])
-    assert (d.index, d.label, d.b) == (2, "message", None)
+    assert (d.a_index, d.b_index, d.label, d.b) == (2, None, "message", None)
     assert d.a == "host->terminal 0210 sale"
-    assert "only in A" in format_differences([d])
+    assert "message 2 of A only: host->terminal 0210 sale" in format_differences([d])
 
 
-_VARIANTS = st.builds(
-    lambda amount, code, stan, drop: (amount, code, stan, drop),
+def echo() -> Message:
+    return CUP.message("0820", {11: 9, 41: "10000001", 42: "123456789012345",
+                                60: "00000001301"})
+
+
+def test_an_extra_message_in_the_middle_does_not_shift_the_rest() -> None:
+    first, second = sale(), sale(amount=1500, stan="000003")
+    a = [entry_of(first), entry_of(answer(first), HOST_TO_TERMINAL),
+         entry_of(second), entry_of(answer(second, code="51"), HOST_TO_TERMINAL)]
+    b = [a[0], a[1], entry_of(echo()), a[2], entry_of(answer(second), HOST_TO_TERMINAL)]
+    found = diff(a, b)
+    assert [(d.a_index, d.b_index, d.label, d.a, d.b) for d in found] == [
+        (None, 3, "message", None, "terminal->host 0820 echo"),
+        (4, 5, "39", "51", "00"),
+    ]
+    text = format_differences(found, a_name="a", b_name="b")
+    assert "message 3 of b only: terminal->host 0820 echo" in text
+    assert "message 4 (b: 5): host->terminal 0210 sale" in text
+
+
+Variant = tuple[int, str, str, bool, bool]
+_VARIANTS = st.tuples(
     st.sampled_from([100, 10000, 99999]), st.sampled_from(["00", "05", "51"]),
-    st.sampled_from(["000001", "000002"]), st.booleans())
+    st.sampled_from(["000001", "000002"]), st.booleans(), st.booleans())
 
 
-def _run(variants: list[tuple[int, str, str, bool]]) -> list[TraceEntry]:
+def _run(variants: list[Variant]) -> list[TraceEntry]:
+    """A run: per variant, maybe an echo (answered), then a sale and maybe its answer."""
     out = []
-    for amount, code, stan, drop in variants:
+    for amount, code, stan, drop, with_echo in variants:
+        if with_echo:
+            out.append(entry_of(echo()))
+            reply = echo()
+            reply.mti = "0830"
+            reply[39] = "00"
+            out.append(entry_of(reply, HOST_TO_TERMINAL))
         request = sale(amount=amount, stan=stan)
         out.append(entry_of(request))
         if not drop:
@@ -326,16 +354,30 @@ def _run(variants: list[tuple[int, str, str, bool]]) -> list[TraceEntry]:
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(_VARIANTS, max_size=4), st.lists(_VARIANTS, max_size=4))
-def test_diff_is_symmetric(a_run: list[tuple[int, str, str, bool]],
-                           b_run: list[tuple[int, str, str, bool]]) -> None:
+def test_diff_is_symmetric(a_run: list[Variant], b_run: list[Variant]) -> None:
     a, b = _run(a_run), _run(b_run)
 
-    def facts(found: list[Difference]) -> list[tuple[int, str, str | None, str | None]]:
-        return [(d.index, d.label, d.a, d.b) for d in found]
+    def facts(found: list[Difference]) -> list[tuple[object, ...]]:
+        return [(d.a_index, d.b_index, d.label, d.a, d.b, d.about) for d in found]
 
     assert facts(diff(a, b)) == facts([d.mirrored() for d in diff(b, a)])
     assert diff(a, a) == []
     assert diff(b, b) == []
+    # as few unpaired messages as possible: the pairing is a longest common subsequence
+    sig_a = [(e.direction, e.mti, e.view.get("3")) for e in a]
+    sig_b = [(e.direction, e.mti, e.view.get("3")) for e in b]
+    unpaired = [d for d in diff(a, b) if d.label == "message"]
+    assert len(unpaired) == len(a) + len(b) - 2 * _lcs(sig_a, sig_b)
+
+
+def _lcs(x: Sequence[object], y: Sequence[object]) -> int:
+    """Length of a longest common subsequence (the textbook table, as a reference)."""
+    row = [0] * (len(y) + 1)
+    for item in x:
+        prev = row[:]
+        for j, other in enumerate(y):
+            row[j + 1] = prev[j] + 1 if item == other else max(prev[j + 1], row[j])
+    return row[-1]
 
 
 # --- naming and showing ----------------------------------------------------------------
@@ -408,8 +450,9 @@ def test_diff_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[
     doc = json.loads(out)
     assert code == 1
     assert doc["equal"] is False
-    assert doc["differences"][0] == {"message": 1, "about": "terminal->host 0200 sale",
-                                     "field": "4", "a": "000000010000", "b": "000000000005"}
+    assert doc["differences"][0] == {"message_a": 1, "message_b": 1, "field": "4",
+                                     "about": "terminal->host 0200 sale",
+                                     "a": "000000010000", "b": "000000000005"}
 
 
 def test_bad_trace_files_exit_2_with_one_line(tmp_path: Path,
