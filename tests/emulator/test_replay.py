@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,7 @@ from emulator.host.terminals import DEMO_MID, DEMO_TID, DEMO_TMK
 from emulator.replay import ReplayError, TcpExchange, TraceReplayer, in_process, main
 from emulator.server import ServerConfig, acquirer_server
 from emulator.trace import HostTraceFile
+from iso8583.cli import main as pos_iso
 from iso8583.dialects import get_dialect
 from iso8583.trace import HOST_TO_TERMINAL, TERMINAL_TO_HOST, TraceEntry, parse_trace
 
@@ -138,3 +144,34 @@ async def test_replay_over_tcp_into_a_host_that_records_its_own_trace(tmp_path: 
     text = (tmp_path / "host.jsonl").read_text(encoding="utf-8")
     assert all(card.pan not in text for card in CARDS)
     assert all(e.message() is not None for e in recorded)
+
+
+def test_pos_emulator_serve_records_a_replay_sent_to_it(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's commands: serve --trace, replay --connect, trace show of the host's trace."""
+    log = tmp_path / "serve.log"
+    host_trace = tmp_path / "host.jsonl"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "serve", "--port", "0", "--ledger",
+             str(tmp_path / "ledger.db"), "--admin", "none", "--trace", str(host_trace)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
+            port = int(found.group(1)) if found else None
+            time.sleep(0.05)
+        assert port is not None, log.read_text(errors="replace")
+        assert main([str(DEMO_TRACE), "--connect", f"127.0.0.1:{port}"]) == 0, \
+            capsys.readouterr().out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0, log.read_text(errors="replace")
+    recorded = parse_trace(host_trace.read_text(encoding="utf-8"))
+    assert {e.by for e in recorded} == {"host"}
+    assert len(recorded) == 18  # nine requests, each answered
+    assert pos_iso(["trace", "show", str(host_trace)]) == 0
+    assert "recorded by the host" in capsys.readouterr().out
