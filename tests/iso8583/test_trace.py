@@ -466,3 +466,22 @@ def test_bad_trace_files_exit_2_with_one_line(tmp_path: Path,
         assert out == ""
         assert len(err.strip().splitlines()) == 1, err
         assert "Traceback" not in err
+
+
+def test_show_lists_an_undecodable_frame_and_skips_apdu_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "mixed.jsonl"
+    request = sale()
+    path.write_text("".join([
+        json.dumps({"kind": "apdu", "t": 0.0, "step": 1, "dir": "out", "hex": "00A4"}) + "\n",
+        dumps_line(build_line(CUP, CUP.payload(request, tpdu=TPDU), TERMINAL_TO_HOST,
+                              by="terminal", t=0.0)),
+        dumps_line(build_line(CUP, TPDU + b"\x60\x22\x00\x00\x00\x00\x02\x10\xff",
+                              HOST_TO_TERMINAL, by="terminal", t=0.25)),
+    ]), encoding="utf-8")
+    code, out, _ = run(capsys, "trace", "show", str(path))
+    assert code == 0
+    assert "2 message(s)" in out
+    assert "+    0.250s  terminal <-- host  undecodable frame, 14 bytes:" in out
+    code, out, _ = run(capsys, "trace", "show", str(path), "--json")
+    assert json.loads(out)["messages"][1]["error"]
