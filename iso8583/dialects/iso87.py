@@ -77,7 +77,10 @@ _TABLE: list[FieldSpec] = [
     _f(53, "Security related control information", N, 16),
     _f(54, "Additional amounts", ANS, 120, LLL),
     FieldSpec(55, "ICC system related data", B, 255, LLL, len_enc=Enc.ASCII),
-    *(_f(i, f"Reserved ({i})", ANS, 999, LLL) for i in range(56, 64)),
+    *(_f(i, f"Reserved ({i})", ANS, 999, LLL) for i in range(56, 62)),
+    # the sign-on answer's working keys (hex, under the TMK): hidden like CUP's F62
+    _f(62, "Reserved (62)", ANS, 999, LLL, Sensitive.KEY),
+    _f(63, "Reserved (63)", ANS, 999, LLL),
     FieldSpec(64, "Message authentication code", B, 8),
     _f(66, "Settlement code", N, 1),
     _f(67, "Extended payment code", N, 2),
