@@ -365,7 +365,9 @@ class TcpExchange:
 # --- command line ------------------------------------------------------------------------
 
 
-def _fresh_host(dialect: str, tmk: bytes) -> Exchange:
+def fresh_host(dialect: str, tmk: bytes = DEMO_TMK) -> Exchange:
+    """An exchange into a new in-memory host that knows only the demo terminal (TID/MID)
+    with ``tmk``: what a trace of the demo terminal replays into."""
     from emulator.host.core import AcquirerHost
     host = AcquirerHost(dialect)
     host.store.commit([host.provision(DEMO_TID, DEMO_MID, tmk)])
@@ -403,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not host or not port.isdigit():
                 raise ReplayError(f"--connect wants HOST:PORT, not {args.connect!r}")
             tcp = TcpExchange(host, int(port), dialect, timeout=args.timeout)
-        exchange = tcp if tcp is not None else _fresh_host(dialect.name, tmk)
+        exchange = tcp if tcp is not None else fresh_host(dialect.name, tmk)
         try:
             report = TraceReplayer(entries, exchange, tmk=tmk).run()
         finally:

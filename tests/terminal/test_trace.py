@@ -142,3 +142,52 @@ def test_two_demo_runs_record_the_same_conversation_as_the_checked_in_trace(
     assert kinds.count("00") == len(kinds)  # every answer the demo got approved
     recorded = parse_trace(DEMO_TRACE.read_text(encoding="utf-8"))
     assert diff(recorded, a) == [], RERECORD
+
+
+def test_an_iso87_conversation_records_and_replays(tmp_path: Path) -> None:
+    """The second dialect end to end: the real till against the emulator, recorded, then
+    replayed into a fresh host (F90 reversals, F62 keys as text, X9.19 MACs)."""
+    from emulator.host.terminals import DEMO_MID, DEMO_TID, DEMO_TMK
+    from emulator.replay import TraceReplayer, fresh_host
+    from terminal.core.config import TerminalSettings, init_terminal
+    from terminal.core.journal import Journal
+    from terminal.demo_world import EmulatedWorld, open_world_till
+
+    journal = Journal.open(tmp_path / "terminal")
+    init_terminal(journal, TerminalSettings(tid=DEMO_TID, mid=DEMO_MID, training=True,
+                                            dialect="iso87"), DEMO_TMK)
+    journal.close()
+    world = EmulatedWorld(tmp_path / "world", in_process=True, dialect="iso87")
+    path = tmp_path / "iso87.jsonl"
+    trace = IsoTraceFile(path, world.host.dialect, append=False)
+    try:
+        till = open_world_till(world, tmp_path / "terminal", trace=trace)
+        try:
+            walk = demo.Walkthrough(till, world, verbose=False, out=lambda _: None)
+            walk.sign_on()
+            sale = walk.sale("cup-debit", 100_00)
+            assert sale is not None
+            walk.refund(sale, "cup-debit", 30_00, expect="approved")
+            second = walk.sale("cup-debit", 15_00)
+            assert second is not None
+            walk.void(second, expect="approved")
+            walk.settle()
+            assert all(r.ok for r in walk.results), walk.results
+            keys = till.journal.load_keys()
+        finally:
+            till.close()
+    finally:
+        world.stop()
+        trace.close()
+    text = path.read_text(encoding="utf-8")
+    assert keys is not None
+    assert keys.mak.hex().upper() not in text
+    assert keys.pik.hex().upper() not in text
+    entries = parse_trace(text)
+    assert {e.dialect for e in entries} == {"iso87"}
+    sign_on_answer = entries[1].message()
+    assert sign_on_answer is not None
+    assert set(str(sign_on_answer[62])) == {"*"}  # the working keys, starred
+    report = TraceReplayer(entries, fresh_host("iso87", DEMO_TMK)).run()
+    assert report.ok, report.text()
+    assert len(report.steps) == 6
