@@ -8,6 +8,8 @@ is written (a reply a fault drops is not written, so it is not in the trace).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from datetime import datetime
 from os import PathLike
@@ -17,6 +19,8 @@ from typing import IO
 from emulator.host.errors import HostError
 from iso8583.dialect import Dialect
 from iso8583.trace import TraceRecorder
+
+log = logging.getLogger(__name__)
 
 
 class HostTraceFile:
@@ -45,6 +49,10 @@ class HostTraceFile:
         """Record one frame payload (no length prefix); never raises."""
         if not self._stream.closed:
             self.recorder.record(direction, payload)
+            if self.recorder.failed is not None:
+                log.warning("ISO trace %s stopped: %s", self.path, self.recorder.failed)
+                with contextlib.suppress(OSError):
+                    self._stream.close()
 
     def close(self) -> None:
         self._stream.close()

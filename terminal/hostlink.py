@@ -13,6 +13,7 @@ and as soon as it has arrived (an answer that does not decode is recorded too).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -27,6 +28,8 @@ from iso8583.message import Message
 from iso8583.trace import HOST_TO_TERMINAL, TERMINAL_TO_HOST, TraceRecorder
 from terminal.core.crashpoints import crash_point
 from terminal.core.errors import ConfigError, HostLinkError, HostTimeoutError
+
+log = logging.getLogger(__name__)
 
 TRACE_ENV = "POS_ISO_TRACE"
 """Environment variable: a file every host link of the process appends its ISO trace to."""
@@ -68,6 +71,9 @@ class IsoTraceFile:
         with self._lock:
             if not self._closed:
                 self.recorder.record(direction, payload)
+                if self.recorder.failed is not None:
+                    log.warning("ISO trace %s stopped: %s", self.path, self.recorder.failed)
+                    self._closed = True
 
     def close(self) -> None:
         """Record nothing more."""

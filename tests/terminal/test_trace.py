@@ -191,3 +191,17 @@ def test_an_iso87_conversation_records_and_replays(tmp_path: Path) -> None:
     report = TraceReplayer(entries, fresh_host("iso87", DEMO_TMK)).run()
     assert report.ok, report.text()
     assert len(report.steps) == 6
+
+
+def test_a_trace_that_stops_working_stops_recording_not_the_link(
+        echo_port: int, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "gone"
+    trace = IsoTraceFile(folder / "t.jsonl", CUP)
+    (folder / "t.jsonl").unlink()
+    folder.rmdir()  # the next line cannot be appended
+    with TcpHostLink(CUP, "127.0.0.1", echo_port, timeout=2, tpdu=TPDU, trace=trace) as link:
+        assert link.exchange(_request()).message.mti == "0830"
+        assert link.exchange(_request()).message.mti == "0830"
+    assert [r.getMessage() for r in caplog.records if "ISO trace" in r.getMessage()] == [
+        f"ISO trace {folder / 't.jsonl'} stopped: "
+        f"[Errno 2] No such file or directory: '{folder / 't.jsonl'}'"]
