@@ -301,15 +301,11 @@ class HostCore(Protocol):
     def handle(self, payload: bytes, now: datetime) -> Any: ...
 
 
-def in_process(host: HostCore, store: Any = None,
-               clock: Callable[[], datetime] = datetime.now) -> Exchange:
-    """An exchange straight into a host core, no socket; ``store`` commits what it books."""
+def in_process(host: HostCore, clock: Callable[[], datetime] = datetime.now) -> Exchange:
+    """An exchange straight into a host core, no socket (the host books in its own store)."""
 
     def exchange(payload: bytes) -> bytes | None:
-        outcome = host.handle(payload, clock())
-        if store is not None and outcome.records:
-            store.commit(outcome.records)
-        reply: bytes | None = outcome.reply
+        reply: bytes | None = host.handle(payload, clock()).reply
         return reply
 
     return exchange
@@ -370,8 +366,8 @@ def fresh_host(dialect: str, tmk: bytes = DEMO_TMK) -> Exchange:
     with ``tmk``: what a trace of the demo terminal replays into."""
     from emulator.host.core import AcquirerHost
     host = AcquirerHost(dialect)
-    host.store.commit([host.provision(DEMO_TID, DEMO_MID, tmk)])
-    return in_process(host, host.store)
+    host.provision(DEMO_TID, DEMO_MID, tmk)
+    return in_process(host)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,13 +34,13 @@ def demo_entries() -> list[TraceEntry]:
 
 def fresh_host() -> AcquirerHost:
     host = AcquirerHost("cup")
-    host.store.commit([host.provision(DEMO_TID, DEMO_MID, DEMO_TMK)])
+    host.provision(DEMO_TID, DEMO_MID, DEMO_TMK)
     return host
 
 
 def test_the_checked_in_demo_trace_replays_with_every_answer_as_recorded() -> None:
     host = fresh_host()
-    report = TraceReplayer(demo_entries(), in_process(host, host.store)).run()
+    report = TraceReplayer(demo_entries(), in_process(host)).run()
     assert report.ok, report.text()
     requests = [e for e in demo_entries() if e.direction == TERMINAL_TO_HOST]
     assert len(report.steps) == len(requests)
@@ -56,8 +56,8 @@ def test_the_checked_in_demo_trace_replays_with_every_answer_as_recorded() -> No
 
 def test_replaying_into_a_host_that_saw_these_stans_shows_differences() -> None:
     host = fresh_host()
-    TraceReplayer(demo_entries(), in_process(host, host.store)).run()
-    again = TraceReplayer(demo_entries(), in_process(host, host.store)).run()
+    TraceReplayer(demo_entries(), in_process(host)).run()
+    again = TraceReplayer(demo_entries(), in_process(host)).run()
     assert not again.ok
     assert "difference" in again.text()
 
@@ -81,7 +81,7 @@ def _tamper(path: Path, mti: str, number: int, value: str) -> Path:
 def test_an_answer_that_differs_from_the_recording_is_named(tmp_path: Path) -> None:
     trace = _tamper(tmp_path / "t.jsonl", "0210", 39, "51")
     host = fresh_host()
-    report = TraceReplayer(parse_trace(trace.read_text()), in_process(host, host.store)).run()
+    report = TraceReplayer(parse_trace(trace.read_text()), in_process(host)).run()
     assert [(d.label, d.a, d.b) for d in report.differences] == [("39", "51", "00")]
     assert "host->terminal 0210 sale" in report.text()
 
@@ -90,12 +90,12 @@ def test_a_request_macd_before_any_sign_on_cannot_be_replayed() -> None:
     without_sign_on = demo_entries()[2:]
     host = fresh_host()
     with pytest.raises(ReplayError, match="before any sign-on"):
-        TraceReplayer(without_sign_on, in_process(host, host.store)).run()
+        TraceReplayer(without_sign_on, in_process(host)).run()
 
 
 def test_a_card_outside_the_catalogue_replays_as_its_substitute_and_is_declined() -> None:
     host = fresh_host()
-    replayer = TraceReplayer(demo_entries(), in_process(host, host.store),
+    replayer = TraceReplayer(demo_entries(), in_process(host),
                              cards=[c for c in CARDS if c.name != "cup-debit"])
     report = replayer.run()
     assert ("39", "00", "14") in [(d.label, d.a, d.b) for d in report.differences]
