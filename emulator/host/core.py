@@ -351,6 +351,12 @@ class AcquirerHost:
             return _Plain(self._maced(term, msg, codes.FORMAT_ERROR, now), False)
         key: TxnKey = (term.tid, batch, str(stan), mti)
         fingerprint = self._fingerprint(msg)
+        if kind in ("sale", "void", "refund"):
+            # Held until commit. A reversal of this request in another process waits for
+            # this booking, or this booking sees that reversal's tombstone (never both
+            # missed); the same request sent to two processes at once is answered by the
+            # second from what the first stored.
+            s.lock_request(term.tid, batch, str(stan))
         stored = s.transaction(key)
         if stored is not None:
             if hmac.compare_digest(stored.fingerprint, fingerprint):
@@ -500,10 +506,6 @@ class AcquirerHost:
         try:
             if rule is None:
                 raise _Answer(codes.INVALID_TRANSACTION)
-            if ctx.kind in ("sale", "void", "refund"):
-                # a reversal of this request in another process waits for this booking,
-                # or this booking sees that reversal's tombstone: never both missed
-                ctx.s.lock_request(ctx.term.tid, ctx.batch, ctx.stan)
             if ctx.kind in ("sale", "void", "refund") and self._reversed_in_advance(ctx):
                 # the terminal already reversed this request: it must not book now
                 raise _Answer(codes.INVALID_TRANSACTION)
@@ -710,9 +712,11 @@ class AcquirerHost:
         self._check_arqc(ctx, card, required=True)
         self._magic(amount)
         self._check_status(ctx, card)
-        if amount > self.available(card, ctx.s):
+        pan_hash = self.pan_hash(card.pan)
+        spent = ctx.s.spent(pan_hash)  # the balance row, read and locked once
+        if amount > card.opening_balance - spent:
             raise _Answer(codes.INSUFFICIENT_FUNDS)
-        self._spend(ctx, self.pan_hash(card.pan), amount)
+        ctx.records.append(BalanceRow(pan_hash, spent + amount))
         ctx.status = "approved"
 
     def _balance(self, ctx: _Ctx) -> None:
@@ -802,7 +806,7 @@ class AcquirerHost:
                 data = composite.F90.decode(f90)
             except Iso8583Error:
                 return None
-            ctx.s.lock_request(tid, batch, data.stan)  # see _financial
+            ctx.s.lock_request(tid, batch, data.stan)  # see _dispatch
             candidates = [ctx.s.transaction((tid, batch, data.stan, data.mti), lock=True)]
         else:
             ctx.s.lock_request(tid, batch, ctx.stan)

@@ -508,9 +508,9 @@ TERMINAL_COLUMNS = ("tid", "mid", "tmk", "pik", "mak", "tdk", "batch", "signed_o
 # the column lists are constants of this module, never input; "?" marks a parameter
 # (the PostgreSQL store turns it into %s)
 TXN_SELECT = f"SELECT {', '.join(TXN_COLUMNS)} FROM transactions"  # noqa: S608
-_TXN_INSERT = (f"INSERT INTO transactions ({', '.join(TXN_COLUMNS)}) "  # noqa: S608
+TXN_INSERT = (f"INSERT INTO transactions ({', '.join(TXN_COLUMNS)}) "  # noqa: S608
                f"VALUES ({', '.join(['?'] * len(TXN_COLUMNS))})")
-_TXN_UPSERT = (_TXN_INSERT + " ON CONFLICT (tid, batch, stan, mti) DO UPDATE SET "
+_TXN_UPSERT = (TXN_INSERT + " ON CONFLICT (tid, batch, stan, mti) DO UPDATE SET "
                + ", ".join(f"{c} = excluded.{c}" for c in TXN_COLUMNS[4:]))
 _REFUND_UPSERT = (
     "INSERT INTO refunds (refund_key, original_key, amount, status) VALUES (?, ?, ?, ?) "
@@ -537,7 +537,7 @@ _UPLOAD_UPSERT = (
     "amount = excluded.amount, matched = excluded.matched")
 _BALANCE_UPSERT = ("INSERT INTO balances (pan_hash, spent) VALUES (?, ?) "
                    "ON CONFLICT (pan_hash) DO UPDATE SET spent = excluded.spent")
-_TOMBSTONE_UPSERT = (
+TOMBSTONE_UPSERT = (
     "INSERT INTO tombstones (tid, batch, stan, proc, amount) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (tid, batch, stan) DO UPDATE SET proc = excluded.proc, "
     "amount = excluded.amount")
@@ -655,7 +655,7 @@ class SqlSession:
 
     # writes
     def book(self, row: TransactionRow) -> None:
-        self.run(_TXN_INSERT, tuple(getattr(row, c) for c in TXN_COLUMNS))
+        self.run(TXN_INSERT, tuple(getattr(row, c) for c in TXN_COLUMNS))
         self._refund_row(row)
 
     def write(self, records: Sequence[LedgerRecord]) -> None:
@@ -690,7 +690,7 @@ class SqlSession:
                                       self.flag(record.matched)))]
         if isinstance(record, BalanceRow):
             return [(_BALANCE_UPSERT, (record.pan_hash, record.spent))]
-        return [(_TOMBSTONE_UPSERT, (record.tid, record.batch, record.stan, record.proc,
+        return [(TOMBSTONE_UPSERT, (record.tid, record.batch, record.stan, record.proc,
                                      record.amount))]
 
     def terminal_params(self, record: TerminalRow) -> tuple[object, ...]:

@@ -13,8 +13,13 @@ processes, each with its own connection, share one ledger:
   deadlock or a serialization failure) raises
   :class:`~emulator.host.errors.LedgerConflict`: the caller rolls back and runs
   the session again, and then finds the stored answer;
-* RRNs come from a SEQUENCE with a per-connection cache (workers never wait on
-  each other for one; numbers are unique, not gap-free);
+* RRNs come from a SEQUENCE, taken 32 at a time by each process (workers never
+  wait on each other for one; numbers are unique, not gap-free);
+* round trips are what a request costs here, so a session sends its writes
+  together with its next read (pipeline mode; a failure among them fails the
+  whole session, which is rolled back and run again), and the lock a booking
+  takes on its request's key brings back, in the same round trip, the tombstone
+  and batch rows the booking reads next;
 * a lost connection raises :class:`~emulator.host.errors.LedgerUnavailable`; the
   next session reconnects.
 
@@ -43,12 +48,19 @@ from emulator.host.ledger import (
     SCHEMA_VERSION,
     TERMINAL_SELECT,
     TOMBSTONE_SOURCES,
+    TOMBSTONE_UPSERT,
+    TXN_COLUMNS,
+    TXN_INSERT,
     TXN_SELECT,
     UPLOAD_SELECT,
+    BatchRow,
     LedgerRecord,
     LedgerSnapshot,
     SqlSession,
     TerminalRow,
+    TombstoneRow,
+    TransactionRow,
+    TxnKey,
     batch_of,
     is_postgres_url,
     safe_ledger_name,
@@ -168,16 +180,115 @@ _CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
               pg_errors.UniqueViolation, pg_errors.LockNotAvailable)
 
 
+#: RRNs a process takes from the sequence in one round trip.
+RRN_BLOCK = 32
+_TOMBSTONE_SELECT = "SELECT proc, amount FROM tombstones WHERE tid = ? AND batch = ? AND stan = ?"
+
+
 class PgSession(SqlSession):
-    """The shared SQL session with PostgreSQL's locks, sequence and booleans."""
+    """The shared SQL session with PostgreSQL's locks, sequence, booleans and pipelining."""
 
     lock_suffix = " FOR UPDATE"
 
+    def __init__(self, store: PostgresLedgerStore, db: psycopg.Connection[Any]) -> None:
+        super().__init__(self._read)
+        self._store = store
+        self._db = db
+        self._pending: list[tuple[str, Sequence[object]]] = []  # writes not sent yet
+        # rows read with lock_request, each served once (a write replaces it)
+        self._tombstones: dict[tuple[str, str, str], TombstoneRow | None] = {}
+        self._batches: dict[tuple[str, str], BatchRow | None] = {}
+        self._requests: dict[tuple[str, str, str], dict[str, TransactionRow]] = {}
+
+    def _read(self, query: str, params: Sequence[object]) -> Any:
+        """Run ``query`` (after the writes still pending, in one round trip)."""
+        db, text = self._db, self._store.sql(query)
+        try:
+            if not self._pending:
+                return db.execute(text, params)
+            with db.pipeline():  # its results are fetched when the block ends
+                self._send_pending()
+                return db.execute(text, params)
+        except psycopg.Error as exc:
+            raise self._store.translate(exc) from exc
+
+    def _send_pending(self) -> None:
+        db, sql_of = self._db, self._store.sql
+        for query, params in self._pending:
+            db.execute(sql_of(query), params)
+        self._pending.clear()
+
+    def flush(self) -> None:
+        """Send the writes still pending (before COMMIT)."""
+        if not self._pending:
+            return
+        try:
+            with self._db.pipeline():
+                self._send_pending()
+        except psycopg.Error as exc:
+            raise self._store.translate(exc) from exc
+
+    # writes ride along with the next read (or the commit)
+    def book(self, row: TransactionRow) -> None:
+        self._requests.pop(row.key[:3], None)
+        self._pending.append((TXN_INSERT, tuple(getattr(row, c) for c in TXN_COLUMNS)))
+        for statement in self.statements(row)[1:]:  # its refunds row
+            self._pending.append(statement)
+
+    def write(self, records: Sequence[LedgerRecord]) -> None:
+        for record in records:
+            self._pending.extend(self.statements(record))
+            if isinstance(record, TransactionRow):
+                self._requests.pop(record.key[:3], None)
+            elif isinstance(record, TombstoneRow):
+                self._tombstones[(record.tid, record.batch, record.stan)] = record
+            elif isinstance(record, BatchRow):
+                self._batches[(record.tid, record.batch)] = record
+
     def lock_request(self, tid: str, batch: str, stan: str) -> None:
-        # a request and its reversal may reach two processes at once; neither row
+        # A request and its reversal may reach two processes at once; neither row
         # exists yet, so a row lock cannot order them: a transaction-scoped advisory
-        # lock on the request's key does (READ COMMITTED: what follows sees the other)
-        self.run("SELECT pg_advisory_xact_lock(8583, hashtext(?))", (f"{tid}/{batch}/{stan}",))
+        # lock on the request's key does (READ COMMITTED: what follows sees the other).
+        # The rows the booking reads next (the request's own key, its tombstone, its
+        # batch) come back in the same round trip, read after the lock (pipelined
+        # statements run in order).
+        db, sql_of = self._db, self._store.sql
+        try:
+            with db.pipeline():
+                self._send_pending()
+                db.execute(sql_of("SELECT pg_advisory_xact_lock(8583, hashtext(?))"),
+                           (f"{tid}/{batch}/{stan}",))
+                txns = db.execute(sql_of(TXN_SELECT + " WHERE tid = ? AND batch = ? AND stan = ?"),
+                                  (tid, batch, stan))
+                stone = db.execute(sql_of(_TOMBSTONE_SELECT), (tid, batch, stan))
+                batch_row = db.execute(sql_of(BATCH_SELECT + " WHERE tid = ? AND batch = ?"),
+                                       (tid, batch))
+            same = [transaction_of(r) for r in txns.fetchall()]
+            found = stone.fetchone()
+            row = batch_row.fetchone()
+        except psycopg.Error as exc:
+            raise self._store.translate(exc) from exc
+        self._tombstones[(tid, batch, stan)] = None if found is None else TombstoneRow(
+            tid, batch, stan, found[0], found[1])
+        self._batches[(tid, batch)] = batch_of(row) if row is not None else None
+        self._requests[(tid, batch, stan)] = {t.mti: t for t in same}
+
+    def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None:
+        same = self._requests.pop(key[:3], None)
+        if same is not None and not lock:
+            return same.get(key[3])
+        return super().transaction(key, lock=lock)
+
+    def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None:
+        key = (tid, batch, stan)
+        if key in self._tombstones:  # read with the lock, once
+            return self._tombstones.pop(key)
+        return super().tombstone(tid, batch, stan)
+
+    def batch(self, tid: str, batch: str) -> BatchRow | None:
+        if (tid, batch) in self._batches:
+            return self._batches.pop((tid, batch))
+        return super().batch(tid, batch)
 
     def spent(self, pan_hash: str) -> int:
         # one round trip: create the row if missing, lock it, read it
@@ -187,8 +298,7 @@ class PgSession(SqlSession):
         return int(row[0])
 
     def next_rrn(self) -> str:
-        row = self._one("SELECT nextval('rrn_seq')", ())
-        return f"{int(row[0]):012d}"
+        return f"{self._store.next_rrn(self):012d}"
 
     @staticmethod
     def flag(value: bool) -> object:
@@ -208,6 +318,7 @@ class PostgresLedgerStore:
         self.schema = schema
         self._lock = threading.Lock()
         self._sql: dict[str, str] = {}
+        self._rrns: list[int] = []  # taken from the sequence, not handed out yet
         self._db: psycopg.Connection[Any] | None = None
         try:
             db = self._connection()
@@ -260,11 +371,11 @@ class PostgresLedgerStore:
             return
         db.execute(_DROP_SCHEMA_1)
         db.execute(BALANCES_FROM_TRANSACTIONS)
-        session = PgSession(lambda q, p: db.execute(q.replace("?", "%s"), p))
         for r in db.execute(TOMBSTONE_SOURCES).fetchall():
             stone = tombstone_of(transaction_of(r))
             if stone is not None:
-                session.write([stone])
+                db.execute(TOMBSTONE_UPSERT.replace("?", "%s"),
+                           (stone.tid, stone.batch, stone.stan, stone.proc, stone.amount))
         top = db.execute("SELECT max(rrn) FROM transactions").fetchone()
         last = int(top[0]) if top is not None and isinstance(top[0], str) \
             and top[0].isdigit() else 0
@@ -274,7 +385,23 @@ class PostgresLedgerStore:
         db.execute("INSERT INTO counters (name, value) VALUES ('schema', %s) "
                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (SCHEMA_VERSION,))
 
-    def _translate(self, exc: psycopg.Error) -> LedgerError:
+    def sql(self, query: str) -> str:
+        """``query`` with ``?`` placeholders as psycopg's ``%s`` (memoized)."""
+        text = self._sql.get(query)
+        if text is None:
+            text = self._sql[query] = query.replace("?", "%s")
+        return text
+
+    def next_rrn(self, session: PgSession) -> int:
+        """The next RRN of this process (a block of them taken from the sequence at once)."""
+        if not self._rrns:
+            rows = session._one(
+                "SELECT array_agg(nextval('rrn_seq')) FROM generate_series(1, ?)", (RRN_BLOCK,))
+            self._rrns = sorted(int(v) for v in rows[0])
+            self._rrns.reverse()
+        return self._rrns.pop()
+
+    def translate(self, exc: psycopg.Error) -> LedgerError:
         name = safe_ledger_name(self.dsn)
         if isinstance(exc, _CONFLICTS):
             return LedgerConflict(f"ledger {name}: {type(exc).__name__}")
@@ -283,28 +410,17 @@ class PostgresLedgerStore:
             return LedgerUnavailable(f"ledger {name} unavailable: {exc}")
         return LedgerError(f"ledger {name}: {exc}")
 
-    def _runner(self, db: psycopg.Connection[Any]) -> Any:
-        cache = self._sql
-
-        def run(query: str, params: Sequence[object]) -> Any:
-            text = cache.get(query)
-            if text is None:
-                text = cache[query] = query.replace("?", "%s")
-            try:
-                return db.execute(text, params)
-            except psycopg.Error as exc:
-                raise self._translate(exc) from exc
-        return run
-
     @contextmanager
     def session(self) -> Iterator[PgSession]:
         with self._lock:
             db = self._connection()
             try:
                 with db.transaction():
-                    yield PgSession(self._runner(db))
+                    session = PgSession(self, db)
+                    yield session
+                    session.flush()
             except psycopg.Error as exc:  # BEGIN/COMMIT/ROLLBACK themselves
-                raise self._translate(exc) from exc
+                raise self.translate(exc) from exc
 
     def commit(self, records: Sequence[LedgerRecord]) -> None:
         with self.session() as session:
