@@ -15,7 +15,7 @@ Afterwards the ledger is compared with what the terminals saw:
 * every original's refunded total equals its approved refunds and is <= its amount;
 * ledger totals equal the sum of approved answers, and every settlement balanced.
 
-The default run soaks 50 terminals x 300 transactions over SQLite and 50 x 100 over
+The default run soaks 50 terminals x 300 transactions over SQLite and 50 x 60 over
 memory and PostgreSQL (a private cluster; skipped with an install hint without it);
 ``-m slow`` runs 50 x 300 over the other two as well, and 100 x 500 over each.
 """
@@ -252,7 +252,7 @@ async def soak(store: LedgerStore, *, clients: int, per_client: int, seed: int) 
 
 #: transactions per terminal in the default run: the full 300 over SQLite (the embedded
 #: default), fewer over the other two to keep the default run short
-QUICK = {"memory": 100, "sqlite": 300, "postgresql": 100}
+QUICK = {"memory": 60, "sqlite": 300, "postgresql": 60}
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

@@ -336,7 +336,7 @@ class SqliteHostMachine(HostMachine):
 _schemas = itertools.count(1)
 #: examples per backend in the default run (memory is cheap; the durable stores pay per commit)
 #: and in the long one (-m slow)
-QUICK = {"memory": 60, "sqlite": 15, "postgresql": 15}
+QUICK = {"memory": 60, "sqlite": 15, "postgresql": 10}
 LONG = {"memory": 400, "sqlite": 150, "postgresql": 100}
 
 
