@@ -148,8 +148,10 @@ class TraceReplayer:
     """Sends a trace's requests to a host and compares its answers (module doc)."""
 
     def __init__(self, entries: Sequence[TraceEntry], exchange: Exchange, *,
-                 tmk: bytes = DEMO_TMK, cards: Iterable[TestCard] = CARDS) -> None:
+                 tmk: bytes = DEMO_TMK, cards: Iterable[TestCard] = CARDS,
+                 ignore: Iterable[str] = ()) -> None:
         self.entries = list(entries)
+        self.ignore = tuple(ignore)  # more labels to leave out (iso8583.trace.diff)
         self.exchange = exchange
         self.tmk = tmk
         self._cards = {substitute_pan(c.pan): c for c in cards}
@@ -259,7 +261,7 @@ class TraceReplayer:
         got = TraceEntry.from_line(build_line(dialect, reply, HOST_TO_TERMINAL, by="replay",
                                               t=0.0))
         found = tuple(Difference(index + 1, index + 1, d.label, d.a, d.b, d.about)
-                      for d in diff([answer], [got]))
+                      for d in diff([answer], [got], ignore=self.ignore))
         if notes:
             found += (Difference(index + 1, index + 1, "MAC", "verifies", notes[0], about),)
         return ReplayStep(index, about, True, found)
@@ -383,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "fresh host in this process, demo terminal provisioned)")
     parser.add_argument("--tmk", help="terminal master key, hex (default: the demo TMK)")
     parser.add_argument("--timeout", type=float, default=5.0, help="answer timeout (s)")
+    parser.add_argument("--ignore", action="append", default=[], metavar="FIELD",
+                        help="also ignore this field, ICC tag or part (as pos-iso trace diff)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     try:
         args = parser.parse_args(argv)
@@ -403,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tcp = TcpExchange(host, int(port), dialect, timeout=args.timeout)
         exchange = tcp if tcp is not None else fresh_host(dialect.name, tmk)
         try:
-            report = TraceReplayer(entries, exchange, tmk=tmk).run()
+            report = TraceReplayer(entries, exchange, tmk=tmk, ignore=args.ignore).run()
         finally:
             if tcp is not None:
                 tcp.close()

@@ -289,9 +289,9 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
 
 def cmd_trace_diff(args: argparse.Namespace) -> int:
     a, b = _read_trace(args.a), _read_trace(args.b)
-    differences = diff(a, b)
+    differences = diff(a, b, ignore=args.ignore)
     _emit(args, {"a": args.a, "b": args.b, "equal": not differences,
-                 "messages": [len(a), len(b)],
+                 "messages": [len(a), len(b)], "ignored": list(args.ignore),
                  "differences": [d.as_dict() for d in differences]},
           format_differences(differences, a_name=args.a, b_name=args.b))
     return 1 if differences else 0
@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_trace_diff)
     p.add_argument("a")
     p.add_argument("b")
+    p.add_argument("--ignore", action="append", default=[], metavar="FIELD",
+                   help="also ignore this field, ICC tag or part (60, 55.9F10, 61.1; "
+                        "55 = every ICC tag); repeatable")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 

@@ -598,15 +598,18 @@ def _gap_key(pair: tuple[int | None, int | None], ma: Sequence[str],
     return (mb[y], y)
 
 
-def diff(a: Sequence[TraceEntry], b: Sequence[TraceEntry]) -> list[Difference]:
+def diff(a: Sequence[TraceEntry], b: Sequence[TraceEntry], *,
+         ignore: Iterable[str] = ()) -> list[Difference]:
     """What differs between two runs, message by message, in conversation order.
 
     Messages are paired by direction, MTI and transaction kind, in order (a
     longest common subsequence, so one extra message in a run, an echo or a
     resent advice, is one ``message`` difference and the rest still pair up).
-    Paired messages are compared by :func:`comparable`. Symmetric:
+    Paired messages are compared by :func:`comparable`; ``ignore`` leaves out more
+    labels (``"60"``, ``"55.9F10"``; ``"55"`` is every ICC tag). Symmetric:
     ``diff(a, b) == [d.mirrored() for d in diff(b, a)]``.
     """
+    skip = tuple(ignore)
     sa, sb = [_about(e) for e in a], [_about(e) for e in b]
     out: list[Difference] = []
     for x, y in _align(sa, sb):
@@ -620,7 +623,7 @@ def diff(a: Sequence[TraceEntry], b: Sequence[TraceEntry]) -> list[Difference]:
         ca, cb = comparable(a[x]), comparable(b[y])
         for label in sorted(ca.keys() | cb.keys(), key=_label_key):
             va, vb = ca.get(label), cb.get(label)
-            if va != vb:
+            if va != vb and not any(label == i or label.startswith(i + ".") for i in skip):
                 out.append(Difference(x + 1, y + 1, label, va, vb, sa[x]))
     return out
 

@@ -111,6 +111,8 @@ def test_the_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     tampered = _tamper(tmp_path / "t.jsonl", "0230", 39, "61")
     assert main([str(tampered)]) == 1
     assert "message 6: host->terminal 0230 refund" in capsys.readouterr().out
+    assert main([str(tampered), "--ignore", "39"]) == 0
+    capsys.readouterr()
     for argv in ([str(tmp_path / "missing.jsonl")], [str(DEMO_TRACE), "--tmk", "zz"],
                  [str(DEMO_TRACE), "--connect", "nowhere"],
                  [str(DEMO_TRACE), "--connect", "127.0.0.1:1"]):

@@ -284,6 +284,19 @@ def test_a_different_amount_and_icc_amount_are_named() -> None:
     assert "000000010001" in text
 
 
+def test_more_fields_can_be_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = sale()
+    b = sale(amount=10001, icc=_icc(x9F02=bytes.fromhex("000000010001")))
+    assert [d.label for d in diff([entry_of(a)], [entry_of(b)], ignore=["55"])] == ["4"]
+    assert diff([entry_of(a)], [entry_of(b)], ignore=["4", "55.9F02"]) == []
+    pa = _write(tmp_path / "a.jsonl", [a], [TERMINAL_TO_HOST])
+    pb = _write(tmp_path / "b.jsonl", [b], [TERMINAL_TO_HOST])
+    code, out, _ = run(capsys, "trace", "diff", str(pa), str(pb), "--ignore", "4",
+                       "--ignore", "55", "--json")
+    assert code == 0
+    assert json.loads(out)["ignored"] == ["4", "55"]
+
+
 def test_a_response_code_difference_is_named() -> None:
     a, b = answer(sale()), answer(sale(), code="51")
     (d,) = diff([entry_of(a, HOST_TO_TERMINAL)], [entry_of(b, HOST_TO_TERMINAL)])
