@@ -141,11 +141,11 @@ class ServerConfig:
     read_timeout: float = 10.0  # part of a frame received, then silence
     shutdown_timeout: float = 10.0  # time given to in-flight requests on shutdown
     read_size: int = 65536
-    # Seconds between "collect, then gc.freeze()" rounds, or None. The host keeps
-    # every transaction in memory, so CPython's full collections scan an ever
-    # larger heap and stall every answer (50-100+ ms measured at 3,000 TPS).
-    # Freezing the survivors each round keeps each collection to what is new
-    # (~10 ms). Process-wide: only for a process that runs nothing but the host.
+    # Seconds between "collect, then gc.freeze()" rounds, or None. Freezing the
+    # survivors each round keeps CPython's full collections to what is new. (It
+    # mattered when the host kept every transaction in memory, a heap that grew
+    # without bound; the ledger now holds them, the heap stays small.)
+    # Process-wide: only for a process that runs nothing but the host.
     gc_freeze_interval: float | None = None
     # SO_REUSEPORT: several host processes (``serve --workers N``) listen on one
     # port and the kernel spreads the connections over them.

@@ -41,6 +41,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -49,7 +50,7 @@ from typing import TypeVar
 from emulator.catalogue import CARDS, CardStatus, TestCard
 from emulator.host import codes, security, upload
 from emulator.host.classify import NETWORK_KINDS, UNKNOWN, TransactionTable
-from emulator.host.errors import LedgerConflict, LedgerError
+from emulator.host.errors import LedgerConflict, LedgerError, LedgerUnavailable
 from emulator.host.ledger import (
     BalanceRow,
     BatchRow,
@@ -199,6 +200,10 @@ class AcquirerHost:
                 if attempt == _ATTEMPTS:
                     raise
                 log.info("ledger conflict, running the request again (attempt %d)", attempt)
+            except LedgerUnavailable:  # the next session reconnects
+                if attempt >= 3:
+                    raise
+                time.sleep(0.1 * attempt)
         raise AssertionError("unreachable")
 
     def _terminal(self, s: LedgerSession, tid: str) -> _Terminal | None:

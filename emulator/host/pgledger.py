@@ -401,6 +401,10 @@ class PostgresLedgerStore:
             self._rrns.reverse()
         return self._rrns.pop()
 
+    def backend_pid(self) -> int | None:
+        """The server process of this store's connection (for tests and diagnostics)."""
+        return self._db.info.backend_pid if self._db is not None else None
+
     def translate(self, exc: psycopg.Error) -> LedgerError:
         name = safe_ledger_name(self.dsn)
         if isinstance(exc, _CONFLICTS):
@@ -413,14 +417,37 @@ class PostgresLedgerStore:
     @contextmanager
     def session(self) -> Iterator[PgSession]:
         with self._lock:
-            db = self._connection()
+            db, transaction = self._begin()
             try:
-                with db.transaction():
-                    session = PgSession(self, db)
+                session = PgSession(self, db)
+                try:
                     yield session
                     session.flush()
-            except psycopg.Error as exc:  # BEGIN/COMMIT/ROLLBACK themselves
+                except BaseException as exc:
+                    transaction.__exit__(type(exc), exc, exc.__traceback__)  # ROLLBACK
+                    raise
+                transaction.__exit__(None, None, None)  # COMMIT
+            except psycopg.Error as exc:  # COMMIT/ROLLBACK themselves
                 raise self.translate(exc) from exc
+
+    def _begin(self) -> tuple[psycopg.Connection[Any], Any]:
+        """BEGIN on a live connection: one that died while idle (a server restart, an idle
+        timeout) is replaced once, before the session starts, when nothing is lost yet."""
+        for attempt in (1, 2):
+            db = self._connection()
+            transaction = db.transaction()
+            try:
+                transaction.__enter__()
+            except psycopg.OperationalError as exc:
+                if attempt == 2:
+                    raise self.translate(exc) from exc
+                db.close()
+                self._db = None
+                continue
+            except psycopg.Error as exc:
+                raise self.translate(exc) from exc
+            return db, transaction
+        raise AssertionError("unreachable")
 
     def commit(self, records: Sequence[LedgerRecord]) -> None:
         with self.session() as session:

@@ -1,9 +1,19 @@
-"""The real host core behind the real server, on 127.0.0.1 with real sockets and SQLite."""
+"""The real host core behind the real server, on 127.0.0.1 with real sockets.
+
+The ledger is SQLite, and (the ``live`` tests, and ``serve --ledger postgresql://``)
+PostgreSQL in the tests' private cluster.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import random
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +29,7 @@ from emulator.client import (
     run_terminal,
     sign_on,
 )
-from emulator.host import AcquirerHost, LedgerRecord, SqliteLedgerStore
+from emulator.host import AcquirerHost, LedgerSession, LedgerStore, SqliteLedgerStore
 from emulator.host.faults import FaultPlan
 from emulator.server import HostServer, ServerConfig, acquirer_server
 from emulator.simterminal import Approved, Declined, SimTerminal
@@ -32,9 +42,9 @@ DEBIT = card_by_name("cup-debit")
 
 @dataclass
 class Host:
-    server: HostServer[LedgerRecord]
+    server: HostServer[LedgerSession]
     host: AcquirerHost
-    store: SqliteLedgerStore
+    store: LedgerStore
     port: int
 
     def terminal(self, tid: str = TID, seed: int = 1) -> SimTerminal:
@@ -47,9 +57,12 @@ class Host:
         return len(self.store.load().transactions)
 
 
+_schemas = itertools.count(1)
+
+
 async def start_host(path: Path, *, faults: FaultPlan | None = None,
-                     tids: tuple[str, ...] = (TID,)) -> Host:
-    store = SqliteLedgerStore(path / "ledger.db")
+                     tids: tuple[str, ...] = (TID,), store: LedgerStore | None = None) -> Host:
+    store = store if store is not None else SqliteLedgerStore(path / "ledger.db")
     host = AcquirerHost.from_store(store, "cup")
     store.commit([host.provision(tid, MID, TMK) for tid in tids])
     server = acquirer_server(host, store, faults=faults, rng=random.Random(5), config=ServerConfig(
@@ -58,9 +71,14 @@ async def start_host(path: Path, *, faults: FaultPlan | None = None,
     return Host(server, host, store, port)
 
 
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Host]:
-    rig = await start_host(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Host]:
+    store: LedgerStore | None = None
+    if request.param == "postgresql":
+        from emulator.host.pgledger import PostgresLedgerStore
+        store = PostgresLedgerStore(request.getfixturevalue("pg_dsn"),
+                                    schema=f"live{next(_schemas)}")
+    rig = await start_host(tmp_path, store=store)
     yield rig
     await rig.server.stop()
     rig.store.close()
@@ -260,3 +278,52 @@ async def test_iso87_dialect_over_the_wire(tmp_path: Path) -> None:
     await server.stop()
     assert sorted(r.kind for r in store.load().transactions) == ["refund", "sale"]
     store.close()
+
+
+def test_serve_on_postgresql_never_prints_the_password(pg_dsn: str, tmp_path: Path) -> None:
+    """``pos-emulator serve --ledger postgresql://user:password@...``: the banner, and the
+    ledger it books into, over the wire."""
+    import psycopg
+    database = f"serve{os.getpid()}_{next(_schemas)}"
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:  # a database of its own
+        admin.execute(f'CREATE DATABASE "{database}"')
+    own = pg_dsn.replace("@/postgres?", f"@/{database}?")
+    url = own.replace("postgresql://postgres@", "postgresql://postgres:Sup3rSecret@")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "serve", "--port", "0", "--ledger", url,
+         "--admin", "none"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=env, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline() + proc.stdout.readline()
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", banner)
+        assert found, banner
+        assert "postgresql://postgres@" in banner
+        demo = SimTerminal("cup", "10000001", MID, bytes.fromhex(
+            "CA5D92598DCA48CE8A4C76361A9269E9"), datetime.now, rng=random.Random(2))
+
+        async def day() -> None:
+            client = HostClient("127.0.0.1", int(found.group(1)), "cup", timeout=5)
+            await sign_on(demo, client)
+            sale = await run_terminal(demo, client, demo.sale(DEBIT, 1_000, pin="123456"))
+            assert isinstance(sale.result, Approved)
+            await client.close()
+
+        asyncio.run(day())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        out, err = proc.communicate(timeout=5)
+        assert "Sup3rSecret" not in banner + out + err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    from emulator.host import open_store
+    store = open_store(own)
+    try:
+        assert [t.kind for t in store.load().transactions if t.tid == "10000001"][-1] == "sale"
+    finally:
+        store.close()

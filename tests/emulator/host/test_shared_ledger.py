@@ -201,6 +201,20 @@ def test_a_sale_and_its_reversal_on_two_hosts_at_once_never_both_stand(
     assert lane.host.available(DEBIT) == DEBIT.opening_balance
 
 
+def test_a_lost_postgresql_connection_is_replaced(pg_dsn: str) -> None:
+    import psycopg
+
+    from emulator.host.pgledger import PostgresLedgerStore
+    store = PostgresLedgerStore(pg_dsn, schema=f"lost{next(_schemas)}")
+    lane = make_lane(store=store)
+    approved(lane, 1_000)
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:  # as a server restart does
+        admin.execute("SELECT pg_terminate_backend(%s)", (store.backend_pid(),))
+    approved(lane, 2_000)
+    assert lane.host.available(DEBIT) == DEBIT.opening_balance - 3_000
+    store.close()
+
+
 # --- provisioning -----------------------------------------------------------------------------
 def test_a_terminal_provisioned_through_one_host_is_served_by_the_other(
         hosts: tuple[Lane, AcquirerHost]) -> None:
