@@ -361,7 +361,8 @@ class AcquirerHost:
             # this booking, or this booking sees that reversal's tombstone (never both
             # missed); the same request sent to two processes at once is answered by the
             # second from what the first stored.
-            s.lock_request(term.tid, batch, str(stan))
+            pan = _pan_of(msg)
+            s.lock_request(term.tid, batch, str(stan), self.pan_hash(pan) if pan else None)
         stored = s.transaction(key)
         if stored is not None:
             if hmac.compare_digest(stored.fingerprint, fingerprint):
@@ -569,7 +570,7 @@ class AcquirerHost:
     @staticmethod
     def _spend(ctx: _Ctx, pan_hash: str, amount: int) -> None:
         """Take ``amount`` from the card (negative: give back); the balance row is locked."""
-        ctx.records.append(BalanceRow(pan_hash, ctx.s.spent(pan_hash) + amount))
+        ctx.records.append(BalanceRow(pan_hash, ctx.s.spent(pan_hash) + amount, amount))
 
     @staticmethod
     def _settled(ctx: _Ctx, batch: str) -> bool:
@@ -721,7 +722,7 @@ class AcquirerHost:
         spent = ctx.s.spent(pan_hash)  # the balance row, read and locked once
         if amount > card.opening_balance - spent:
             raise _Answer(codes.INSUFFICIENT_FUNDS)
-        ctx.records.append(BalanceRow(pan_hash, spent + amount))
+        ctx.records.append(BalanceRow(pan_hash, spent + amount, amount, card.opening_balance))
         ctx.status = "approved"
 
     def _balance(self, ctx: _Ctx) -> None:

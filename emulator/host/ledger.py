@@ -151,10 +151,19 @@ class UploadRow:
 
 @dataclass(frozen=True)
 class BalanceRow:
-    """What the issuer has taken from one card so far (fen; refunds give back), by PAN hash."""
+    """What the issuer has taken from one card so far (fen; refunds give back), by PAN hash.
+
+    ``spent`` is the balance after the change as the session saw it; ``delta`` the
+    change and ``limit`` the most the card may owe after it (a sale: its opening
+    balance; None: no check). SQLite and memory sessions hold the ledger's write
+    lock, so they store ``spent``; a PostgreSQL session applies the deltas at
+    commit under the rows' locks and checks the limits again (see pgledger).
+    """
 
     pan_hash: str
     spent: int
+    delta: int = 0
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +212,10 @@ class LedgerSession(Protocol):
 
     def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None: ...
 
-    def lock_request(self, tid: str, batch: str, stan: str) -> None: ...  # until commit
+    # Held until commit: orders a request with its reversal across processes. ``pan_hash``:
+    # the card whose balance the booking reads next (a store may fetch it along).
+    def lock_request(self, tid: str, batch: str, stan: str,
+                     pan_hash: str | None = None) -> None: ...
 
     def spent(self, pan_hash: str) -> int: ...  # read and lock the card's balance
 
@@ -431,7 +443,8 @@ class _MemorySession:
     def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None:
         return self.s.tombstones.get((tid, batch, stan))
 
-    def lock_request(self, tid: str, batch: str, stan: str) -> None:
+    def lock_request(self, tid: str, batch: str, stan: str,
+                     pan_hash: str | None = None) -> None:
         pass  # sessions never overlap
 
     def spent(self, pan_hash: str) -> int:
@@ -621,7 +634,8 @@ class SqlSession:
                         "AND stan = ?", (tid, batch, stan))
         return None if row is None else TombstoneRow(tid, batch, stan, row[0], row[1])
 
-    def lock_request(self, tid: str, batch: str, stan: str) -> None:
+    def lock_request(self, tid: str, batch: str, stan: str,
+                     pan_hash: str | None = None) -> None:
         """Serialize this session with any other that books or reverses (tid, batch, stan).
 
         SQLite: nothing to do (a session holds the file's write lock).

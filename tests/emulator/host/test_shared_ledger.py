@@ -188,6 +188,19 @@ def test_a_void_and_a_refund_of_one_sale_at_once_cannot_both_pass(
         if t.kind == "sale")
 
 
+def test_two_sales_at_once_never_overdraw_the_card(hosts: tuple[Lane, AcquirerHost]) -> None:
+    """Each fits the card alone, not both: one is approved, the other declined 51."""
+    lane, other = hosts
+    approved(lane, 1_000)  # the card's balance row exists: both sales update it
+    left = lane.host.available(DEBIT)
+    half = (left // 2 + 100_000) // 100 * 100  # a little more than half, whole yuan
+    first = payload(lane, lane.term.sale(DEBIT, half, pin=PIN))
+    second = payload(lane, lane.term.sale(DEBIT, half, pin=PIN))
+    one, two = at_once((lane.host, first), (other, second))
+    assert sorted([str(one.response_code), str(two.response_code)]) == ["00", "51"]
+    assert other.available(DEBIT) == left - half >= 0
+
+
 def test_a_sale_and_its_reversal_on_two_hosts_at_once_never_both_stand(
         hosts: tuple[Lane, AcquirerHost]) -> None:
     """The reversal either undoes the booked sale or leaves a tombstone the sale sees."""
