@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,7 @@ from tests.emulator.workerhost import (
     demo_terminal,
     fresh_database,
     ledger_rows,
+    shared_ledger,
 )
 
 CARDS = (("cup-debit", "123456"), ("cup-nopin", None))
@@ -157,9 +159,10 @@ def check_after(url: str, seen: Seen) -> None:
 
 
 # --- SIGKILL one worker ---------------------------------------------------------------------
-@pytest.fixture
-def three_workers(pg_dsn: str) -> Iterator[tuple[WorkerHost, str]]:
-    url = fresh_database(pg_dsn, "kill")
+@pytest.fixture(params=["postgresql", "sqlite"])
+def three_workers(request: pytest.FixtureRequest,
+                  tmp_path: Path) -> Iterator[tuple[WorkerHost, str]]:
+    url = shared_ledger(request.param, request, tmp_path)
     with WorkerHost(url, 3) as host:
         yield host, url
 

@@ -26,26 +26,15 @@ from tests.emulator.workerhost import (
     WorkerHost,
     check_money,
     demo_terminal,
-    fresh_database,
     key_of,
     ledger_rows,
+    shared_ledger,
 )
 
 WORKERS = 3
 SALE = 10_000  # fen; refunds of 4,000: two fit, the third would over-refund
 REFUND = 4_000
 CARDS = (("cup-debit", "123456"), ("cup-nopin", None))
-
-
-def shared_ledger(kind: str, request: pytest.FixtureRequest, tmp: Path) -> str:
-    """A ledger the workers share: a fresh PostgreSQL database, or a SQLite file when the
-    SQLite store says several processes may write it."""
-    if kind == "postgresql":
-        return fresh_database(request.getfixturevalue("pg_dsn"), "race")
-    from emulator.host.ledger import SqliteLedgerStore
-    if not getattr(SqliteLedgerStore, "multi_process", False):
-        pytest.skip("the SQLite ledger is one process's")
-    return str(tmp / "ledger.db")
 
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])

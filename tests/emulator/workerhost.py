@@ -49,6 +49,20 @@ def fresh_database(dsn: str, prefix: str = "w") -> str:
     return f"postgresql:///{name}?{urlencode(params)}"
 
 
+def shared_ledger(kind: str, request: Any, tmp: Path) -> str:
+    """A ledger the workers share: a fresh PostgreSQL database (``kind`` postgresql, from
+    the ``pg_dsn`` fixture) or a SQLite file (sqlite; skipped while the SQLite store is
+    not multi-process safe)."""
+    import pytest
+
+    if kind == "postgresql":
+        return fresh_database(request.getfixturevalue("pg_dsn"), kind[:2])
+    from emulator.host.ledger import SqliteLedgerStore
+    if not getattr(SqliteLedgerStore, "multi_process", False):
+        pytest.skip("the SQLite ledger is one process's")
+    return str(tmp / "ledger.db")
+
+
 class WorkerHost:
     """``pos-emulator serve --workers N --ledger URL`` in a subprocess (a context manager)."""
 
