@@ -1,5 +1,9 @@
 """``serve --workers N``: what it refuses, how the supervisor merges its workers' answers,
-and a real supervisor on PostgreSQL (admin relay, restart of a killed worker, SIGTERM)."""
+and a real supervisor (admin relay, restart of a killed worker with its faults, SIGTERM
+answering the requests in flight, SIGINT, workers stopping when the supervisor dies).
+
+The supervisor's tests run on a SQLite file (fast, and no PostgreSQL needed); the race
+and kill tests (test_race.py, test_kill.py) run on PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -88,8 +92,11 @@ def test_fault_lists_sum_fired_and_stay_armed_while_any_worker_is() -> None:
 
 # --- a real supervisor --------------------------------------------------------------------
 @pytest.fixture
-def two_workers(pg_dsn: str) -> Iterator[WorkerHost]:
-    with WorkerHost(fresh_database(pg_dsn, "wk"), 2, "--faults", "code=05@amount=4321") as host:
+def two_workers(tmp_path: Path) -> Iterator[WorkerHost]:
+    """Two workers on a SQLite file (the supervisor does not care which shared ledger)."""
+    if workers_refusal(str(tmp_path / "ledger.db"), 2) is not None:
+        pytest.skip("the SQLite ledger is one process's")
+    with WorkerHost(str(tmp_path / "ledger.db"), 2, "--faults", "code=05@amount=4321") as host:
         yield host
 
 
@@ -169,6 +176,24 @@ def test_sigint_stops_every_worker(two_workers: WorkerHost) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_workers_stop_when_the_supervisor_is_killed(two_workers: WorkerHost) -> None:
+    pids = two_workers.worker_pids()
+    two_workers.proc.kill()
+    two_workers.proc.wait(10)
+
+    def gone() -> bool:
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            return False
+        return True
+
+    _wait(gone)
+    _wait(lambda: two_workers.stderr.count("the supervisor is gone") == 2)
 
 
 def test_a_ledger_that_cannot_be_opened_is_exit_2(pg_dsn: str, tmp_path: Path) -> None:
