@@ -36,8 +36,13 @@ from emulator.simterminal import Approved, SimTerminal
 _databases = itertools.count(1)
 
 
-def fresh_database(dsn: str, prefix: str = "w") -> str:
-    """A new empty database in the cluster behind ``dsn``; returns its postgresql:// URL."""
+#: a password the test clusters ignore (trust authentication): it must never be printed
+PASSWORD = "never-printed-8583"
+
+
+def fresh_database(dsn: str, prefix: str = "w", *, password: bool = False) -> str:
+    """A new empty database in the cluster behind ``dsn``; returns its postgresql:// URL
+    (with :data:`PASSWORD` in it when ``password``)."""
     import psycopg  # type: ignore[import-not-found, unused-ignore]
     from psycopg.conninfo import conninfo_to_dict  # type: ignore[import-not-found, unused-ignore]
 
@@ -46,6 +51,8 @@ def fresh_database(dsn: str, prefix: str = "w") -> str:
         db.execute(f"DROP DATABASE IF EXISTS {name}")
         db.execute(f"CREATE DATABASE {name}")
     params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if k != "dbname"}
+    if password:
+        params["password"] = PASSWORD
     return f"postgresql:///{name}?{urlencode(params)}"
 
 
@@ -56,7 +63,7 @@ def shared_ledger(kind: str, request: Any, tmp: Path) -> str:
     import pytest
 
     if kind == "postgresql":
-        return fresh_database(request.getfixturevalue("pg_dsn"), kind[:2])
+        return fresh_database(request.getfixturevalue("pg_dsn"), kind[:2], password=True)
     from emulator.host.ledger import SqliteLedgerStore
     if not getattr(SqliteLedgerStore, "multi_process", False):
         pytest.skip("the SQLite ledger is one process's")
@@ -117,11 +124,12 @@ class WorkerHost:
         return [int(w["pid"]) for w in self.stats()["per_worker"]]
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM the supervisor; its exit code."""
+        """SIGTERM the supervisor; its exit code. Nothing it printed shows the password."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
         self._err.join(5)
+        assert PASSWORD not in self.banner + self.stderr
         return code
 
     def __enter__(self) -> WorkerHost:
