@@ -177,6 +177,21 @@ CREATE TABLE IF NOT EXISTS tombstones (
     PRIMARY KEY (tid, batch, stan)
 );
 CREATE SEQUENCE IF NOT EXISTS rrn_seq CACHE 32;
+-- A booking's first step, in one statement (see PgSession.lock_request): the lock on
+-- the request's key, then (each plpgsql statement takes a fresh snapshot, so after
+-- the lock) the rows the booking reads next.
+CREATE OR REPLACE FUNCTION pos_prepare(p_tid TEXT, p_batch TEXT, p_stan TEXT, p_pan TEXT)
+RETURNS JSONB AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(8583, hashtext(p_tid || '/' || p_batch || '/' || p_stan));
+    RETURN jsonb_build_object(
+        'txns', (SELECT coalesce(jsonb_agg(to_jsonb(t) - 'seq'), '[]'::jsonb) FROM transactions t
+                 WHERE t.tid = p_tid AND t.batch = p_batch AND t.stan = p_stan),
+        'tombstone', (SELECT to_jsonb(x) FROM tombstones x
+                      WHERE x.tid = p_tid AND x.batch = p_batch AND x.stan = p_stan),
+        'batch', (SELECT to_jsonb(b) FROM batches b WHERE b.tid = p_tid AND b.batch = p_batch),
+        'spent', (SELECT spent FROM balances WHERE pan_hash = p_pan));
+END $$ LANGUAGE plpgsql VOLATILE;
 """
 # schema 1 announced provisioning with NOTIFY for a host that cached terminals;
 # the host now reads the terminal row per request
@@ -294,34 +309,20 @@ class PgSession(SqlSession):
         # exists yet, so a row lock cannot order them: a transaction-scoped advisory
         # lock on the request's key does (READ COMMITTED: what follows sees the other).
         # The rows the booking reads next (the request's own key, its tombstone, its
-        # batch, the card's balance) come back in the same round trip, read after the
-        # lock (pipelined statements run in order).
-        db, sql_of = self._db, self._store.sql
-        try:
-            with db.pipeline():
-                self._send_pending()
-                db.execute(sql_of("SELECT pg_advisory_xact_lock(8583, hashtext(?))"),
-                           (f"{tid}/{batch}/{stan}",))
-                txns = db.execute(sql_of(TXN_SELECT + " WHERE tid = ? AND batch = ? AND stan = ?"),
-                                  (tid, batch, stan))
-                stone = db.execute(sql_of(_TOMBSTONE_SELECT), (tid, batch, stan))
-                batch_row = db.execute(sql_of(BATCH_SELECT + " WHERE tid = ? AND batch = ?"),
-                                       (tid, batch))
-                balance = None
-                if pan_hash is not None and pan_hash not in self._seen:
-                    balance = db.execute(sql_of(_BALANCE_SELECT), (pan_hash,))
-            same = [transaction_of(r) for r in txns.fetchall()]
-            if balance is not None and pan_hash is not None:
-                spent = balance.fetchone()
-                self._seen[pan_hash] = int(spent[0]) if spent is not None else 0
-            found = stone.fetchone()
-            row = batch_row.fetchone()
-        except psycopg.Error as exc:
-            raise self._store.translate(exc) from exc
-        self._tombstones[(tid, batch, stan)] = None if found is None else TombstoneRow(
-            tid, batch, stan, found[0], found[1])
-        self._batches[(tid, batch)] = batch_of(row) if row is not None else None
-        self._requests[(tid, batch, stan)] = {t.mti: t for t in same}
+        # batch, the card's balance) come back in the same statement, read after the
+        # lock (pos_prepare, in the schema above), sent with the writes still pending.
+        row = self._one("SELECT pos_prepare(?, ?, ?, ?)", (tid, batch, stan, pan_hash))
+        found: dict[str, Any] = row[0]
+        self._requests[(tid, batch, stan)] = {
+            t["mti"]: TransactionRow(**{c: t[c] for c in TXN_COLUMNS}) for t in found["txns"]}
+        stone = found["tombstone"]
+        self._tombstones[(tid, batch, stan)] = None if stone is None else TombstoneRow(
+            tid, batch, stan, stone["proc"], stone["amount"])
+        b = found["batch"]
+        self._batches[(tid, batch)] = None if b is None else BatchRow(
+            tid, batch, bool(b["settled"]), b["host_totals"], b["terminal_totals"], b["balanced"])
+        if pan_hash is not None and pan_hash not in self._seen:
+            self._seen[pan_hash] = int(found["spent"] or 0)
 
     def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None:
         same = self._requests.pop(key[:3], None)
