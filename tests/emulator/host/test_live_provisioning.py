@@ -15,7 +15,7 @@ import pytest
 
 from emulator.catalogue import card_by_name
 from emulator.host import AcquirerHost, LedgerStore, SqliteLedgerStore
-from emulator.host.cli import terminal_main
+from emulator.host.cli import ledger_main, terminal_main
 from emulator.simterminal import Approved, SimTerminal
 from iso8583.errors import KeyCheckError
 from tests.emulator.host.harness import MID, NOW, TID, TMK, Lane, make_lane
@@ -81,6 +81,7 @@ def test_a_removed_terminal_is_refused_at_once_and_stays_removed(lane: Lane) -> 
     again = AcquirerHost.from_store(lane.store)
     assert again.terminal(TID) is None
     assert terminal_main(["list", "--json", "--ledger", spec(lane.store)]) == 0
+    assert ledger_main(["--json", "--ledger", spec(lane.store)]) == 0  # the ledger views
 
 
 def test_a_re_keyed_terminal_must_sign_on_with_its_new_tmk(lane: Lane) -> None:
