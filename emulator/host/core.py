@@ -414,7 +414,7 @@ class AcquirerHost:
             if value is not None:
                 resp[number] = value
         if 12 in self._answer_time_fields:
-            resp[12] = now.strftime("%H%M%S")
+            resp[12] = f"{now.hour:02d}{now.minute:02d}{now.second:02d}"  # strftime is slow
         if 13 in self._answer_time_fields:
             resp[13] = answered_date(now)
         resp[39] = code
@@ -658,7 +658,7 @@ class AcquirerHost:
             raise _Answer(codes.LOST_CARD)
         expiry = str(ctx.msg.get(14) or card.expiry)
         if card.status is CardStatus.EXPIRED or not _digits(expiry, 4) \
-                or expiry < ctx.now.strftime("%y%m"):
+                or expiry < f"{ctx.now.year % 100:02d}{ctx.now.month:02d}":
             raise _Answer(codes.EXPIRED_CARD)
 
     def _magic(self, amount: int) -> None:
@@ -910,4 +910,4 @@ def _keys_of(row: TerminalRow) -> security.WorkingKeys:
 
 def answered_date(now: datetime) -> str:
     """F13 (MMDD) of the host's answers at ``now``: the date originals are booked and matched on."""
-    return now.strftime("%m%d")
+    return f"{now.month:02d}{now.day:02d}"

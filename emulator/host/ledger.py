@@ -598,6 +598,8 @@ class SqlSession:
 
     def __init__(self, run: Callable[[str, Sequence[object]], Any]) -> None:
         self.run = run
+        self._rrn: int | None = None  # the RRN counter as this session moved it
+        self._rrn_read: int | None = None
 
     def _one(self, sql: str, params: Sequence[object]) -> Any:
         return self.run(sql, params).fetchone()
@@ -661,11 +663,20 @@ class SqlSession:
             UPLOAD_SELECT + " WHERE tid = ? AND batch = ? ORDER BY stan", (tid, batch))]
 
     def next_rrn(self) -> str:
-        row = self._all("UPDATE counters SET value = value + 1 WHERE name = 'rrn' "
-                        "RETURNING value")
-        if not row:
-            raise LedgerError("the ledger has no RRN counter")
-        return f"{int(row[0][0]):012d}"
+        # read once a session, written back once (finish): the session holds the write lock
+        if self._rrn is None:
+            row = self._one("SELECT value FROM counters WHERE name = 'rrn'", ())
+            if row is None:
+                raise LedgerError("the ledger has no RRN counter")
+            self._rrn = self._rrn_read = int(row[0])
+        self._rrn += 1
+        return f"{self._rrn:012d}"
+
+    def finish(self) -> None:
+        """Before COMMIT: write back what the session kept to itself (the RRN counter)."""
+        if self._rrn is not None and self._rrn != self._rrn_read:
+            self.run("UPDATE counters SET value = ? WHERE name = 'rrn'", (self._rrn,))
+            self._rrn_read = self._rrn
 
     # writes
     def book(self, row: TransactionRow) -> None:
@@ -908,7 +919,9 @@ class SqliteLedgerStore:
             db = self._db
             self._run("BEGIN IMMEDIATE")
             try:
-                yield SqlSession(self._run)
+                session = SqlSession(self._run)
+                yield session
+                session.finish()
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
