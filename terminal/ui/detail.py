@@ -27,8 +27,18 @@ def record_fields(r: TxnRecord, lang: Lang) -> list[tuple[str, str]]:
             (tr("d_rrn", lang), r.rrn or "-"),
             (tr("d_auth", lang), r.auth_code or "-"),
             (tr("d_code", lang), r.response_code or "-"),
+            *_chip_line(r, lang),
             (tr("d_time", lang), r.created_at.strftime("%Y-%m-%d %H:%M:%S")),
             (tr("d_operator", lang), r.operator or "-")]
+
+
+def _chip_line(r: TxnRecord, lang: Lang) -> list[tuple[str, str]]:
+    """What the chip said last: a TC, or the AAC of a card that declined an approved sale."""
+    if r.cryptogram_type is None:
+        return []
+    if r.cryptogram_type == "AAC" and r.response_code == "00":
+        return [(tr("d_chip", lang), tr("d_chip_declined", lang))]
+    return [(tr("d_chip", lang), r.cryptogram_type)]
 
 
 class DetailScreen(PosScreen):

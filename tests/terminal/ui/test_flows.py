@@ -9,7 +9,7 @@ from textual.screen import Screen
 
 from terminal.core.approvals import ApprovalPolicy
 from terminal.core.records import TxnKind, TxnStatus
-from terminal.ui.detail import DetailScreen, RefundStatusScreen
+from terminal.ui.detail import DetailScreen, RefundStatusScreen, record_fields
 from terminal.ui.lock import LockScreen
 from terminal.ui.login import LoginScreen
 from terminal.ui.menu import MenuScreen
@@ -119,6 +119,10 @@ async def test_a_sale_the_card_declines_after_approval_shows_declined_and_revers
         sale = till.rig.till.journal.last()
         assert sale is not None
         assert (sale.status, sale.cryptogram_type) == (TxnStatus.REVERSED, "AAC")
+        # the transaction's detail says why an approved (00) sale stands reversed
+        assert ("芯片", "AAC：主机已批准，卡片拒绝，已冲正") in record_fields(sale, "zh")
+        assert ("Chip", "AAC: host approved, card declined, reversed") in record_fields(
+            sale, "en")
 
 
 async def test_two_partial_refunds_then_over_refund_refused(tmp_path: Path) -> None:
