@@ -77,7 +77,7 @@ async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     if request.param == "postgresql":
         from emulator.host.pgledger import PostgresLedgerStore
         store = PostgresLedgerStore(request.getfixturevalue("pg_dsn"),
-                                    schema=f"live{next(_schemas)}")
+                                    schema=f"serverhost{next(_schemas)}")
     rig = await start_host(tmp_path, store=store)
     yield rig
     await rig.server.stop()
