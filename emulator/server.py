@@ -275,27 +275,52 @@ class GroupCommitter(Generic[S]):
             self._executor.shutdown(wait=False)
 
     def _run_group(self, works: list[Work[S]]) -> list[Any]:
-        """One session for the whole group (on the committer's thread), run again on conflict."""
-        conflicts = 0
+        """The group in one session (on the committer's thread).
+
+        After a conflict with another process the group is run again one request per
+        session, each retried on its own conflicts: a request then holds only its own
+        locks until its commit, so two processes' groups cannot keep deadlocking on
+        the same originals (the next group is whole again).
+        """
         deadline = time.monotonic() + UNAVAILABLE_FOR
+        try:
+            return self._in_session(works, set(), deadline)
+        except LedgerConflict:
+            self._stats.conflicts += 1
+        stopped: set[object] = set()
+        results: list[Any] = []
+        for work in works:
+            conflicts = 0
+            while True:
+                try:
+                    results.extend(self._in_session([work], stopped, deadline))
+                    break
+                except LedgerConflict:
+                    conflicts += 1
+                    self._stats.conflicts += 1
+                    if conflicts > MAX_CONFLICTS:
+                        raise
+                    # back off a little, at random, so two processes do not clash again
+                    time.sleep(random.uniform(0, 0.001 * min(conflicts, 20)))
+        return results
+
+    def _in_session(self, works: list[Work[S]], stopped: set[object],
+                    deadline: float) -> list[Any]:
+        """``works`` in one session, committed; retried while the ledger is unreachable."""
         while True:
+            trial = set(stopped)  # what a rolled-back attempt learnt does not count
             try:
                 with self._store.session() as session:
-                    stopped: set[object] = set()
-                    return [work(session, stopped) for work in works]
-            except LedgerConflict:
-                conflicts += 1
-                self._stats.conflicts += 1
-                if conflicts > MAX_CONFLICTS:
-                    raise
-                # back off a little, at random, so two processes do not clash again
-                time.sleep(random.uniform(0, 0.001 * min(conflicts, 20)))
+                    results = [work(session, trial) for work in works]
             except LedgerUnavailable:
                 self._stats.unavailable += 1
                 if time.monotonic() > deadline:
                     raise
                 log.warning("ledger unavailable; retrying the group")
                 time.sleep(0.2)
+                continue
+            stopped |= trial
+            return results
 
     def _fail(self, exc: Exception, batch: list[tuple[Work[S], Released]]) -> None:
         log.critical("ledger commit failed, the host stops answering: %s", type(exc).__name__)

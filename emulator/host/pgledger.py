@@ -205,6 +205,8 @@ _CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
               pg_errors.UniqueViolation, pg_errors.LockNotAvailable)
 
 
+#: How long a session waits for a row or advisory lock before it gives up (LedgerConflict).
+LOCK_TIMEOUT_MS = 100
 #: RRNs a process takes from the sequence in one round trip.
 RRN_BLOCK = 32
 _TOMBSTONE_SELECT = "SELECT proc, amount FROM tombstones WHERE tid = ? AND batch = ? AND stan = ?"
@@ -374,6 +376,7 @@ class PostgresLedgerStore:
         try:
             db = self._connection()
             with db.transaction():
+                db.execute("SET LOCAL lock_timeout = 0")  # wait for another opener's DDL
                 db.execute("SELECT pg_advisory_xact_lock(8583)")  # one schema creator
                 db.execute(_SCHEMA)
                 self._migrate(db)
@@ -405,6 +408,10 @@ class PostgresLedgerStore:
         self._db = None
         try:
             db = psycopg.connect(self.dsn, autocommit=True)
+            # a lock not granted soon is a conflict (rerun), not a wait: two processes'
+            # groups that lock the same originals in two orders would otherwise wait for
+            # PostgreSQL's deadlock check (deadlock_timeout, 1 s) every time
+            db.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
             if self.schema is not None:
                 db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(self.schema)))
