@@ -163,14 +163,10 @@ async def test_race_long(kind: str, request: pytest.FixtureRequest, tmp_path: Pa
     """20 bursts of ~80 requests over 4 workers: every request answered within the
     terminal's 15 s, the money rules hold.
 
-    On PostgreSQL at 1306d5e this fails: groups of refunds/voids lock their originals
-    (FOR UPDATE) in request order, two workers' groups deadlock, PostgreSQL sees it
-    only after deadlock_timeout (1 s), the whole group reruns and can deadlock again
-    (measured with 4 workers, bursts of 10 originals x (6 refunds + 2 voids): bursts of
-    3-42 s, slowest group 13-41 s, requests unanswered after 15 s). ``SET LOCAL
-    lock_timeout = '100ms'`` at BEGIN (LockNotAvailable is already a LedgerConflict)
-    plus, after a conflict, rerunning the group one request per session: bursts of
-    0.5-0.7 s, slowest group 0.5 s, no deadlock, and this test passes in 17 s.
+    The case that found the groups deadlocking on their originals (locked FOR UPDATE
+    in request order; each deadlock waited deadlock_timeout, 1 s, then the whole group
+    reran: bursts of 3-42 s, requests unanswered after 15 s). Fixed in 39885a8 by a
+    100 ms lock timeout and a conflicted group rerun one request per session.
     """
     url = shared_ledger(kind, request, tmp_path)
     with WorkerHost(url, 4) as host:
