@@ -16,7 +16,8 @@ Sub-commands::
 ``serve`` provisions the demo terminal when the ledger has no terminal yet, prints
 where it listens and stops cleanly on SIGINT/SIGTERM (exit 0). Bad input ends with
 one line on stderr and exit code 2, never a traceback. Fault specs are documented
-in :mod:`emulator.faults`.
+in :mod:`emulator.faults`. ``serve --workers N`` runs N host processes on the port
+and a supervisor that owns the admin channel (:mod:`emulator.workers`).
 """
 
 from __future__ import annotations
