@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -200,6 +201,7 @@ class AcquirerHost:
                 if attempt == _ATTEMPTS:
                     raise
                 log.info("ledger conflict, running the request again (attempt %d)", attempt)
+                time.sleep(random.uniform(0, 0.002 * attempt))
             except LedgerUnavailable:  # the next session reconnects
                 if attempt >= 3:
                     raise
