@@ -18,11 +18,11 @@ group in order, commits (one fsync for the group) and only then releases those
 replies. So no reply leaves before what it books is durable, and because *every*
 request goes through the same FIFO queue, the stored answer to a duplicate can
 never overtake the commit of the original it repeats. When the store reports a
-conflict with another process (``LedgerConflict``: deadlock, serialization
-failure, a concurrent duplicate) the whole group is rolled back and run again (no
-reply has left yet); when the database is unreachable (``LedgerUnavailable``) the
-group is retried for a while. Any other failure stops the server at once (fatal):
-a host that cannot book must not approve.
+conflict with another process (``LedgerConflict``: a lock not granted in time,
+a deadlock, a concurrent duplicate) the whole group is rolled back and run again,
+one request per session (no reply has left yet); when the database is unreachable
+(``LedgerUnavailable``) the group is retried for a while. Any other failure stops
+the server at once (fatal): a host that cannot book must not approve.
 
 Timeouts: a connection with no partial frame is closed after ``idle_timeout``;
 one holding half a frame is closed after ``read_timeout`` of silence. A length

@@ -26,8 +26,12 @@ processes, each with its own connection, share one ledger:
   whole session, which is rolled back and run again), and the lock a booking
   takes on its request's key brings back, in the same round trip, the tombstone
   and batch rows the booking reads next;
+* a lock not granted within ``LOCK_TIMEOUT_MS`` is a LedgerConflict too (two
+  processes' groups that lock the same originals in two orders would otherwise
+  wait for PostgreSQL's deadlock check, 1 s, every time; the server then runs the
+  group again one request per session);
 * a lost connection raises :class:`~emulator.host.errors.LedgerUnavailable`; the
-  next session reconnects.
+  next session reconnects (one that died while idle is replaced at BEGIN).
 
 Why READ COMMITTED + row locks rather than SERIALIZABLE: the rules know exactly
 which rows decide a booking, so locking them costs nothing extra (the lock rides
