@@ -262,17 +262,25 @@ class Journal:
         completed the transaction (TC or AAC of the second GENERATE AC).
         """
         with transaction(self.conn):
-            self.conn.execute(
-                "UPDATE txn SET status = ?, response_code = ?, rrn = ?, auth_code = ?, "
-                "host_date = ?, host_time = ?, answered_at = ?, "
-                "cryptogram_type = COALESCE(?, cryptogram_type), "
-                "cryptogram = COALESCE(?, cryptogram) WHERE id = ?",
-                (status.value, code, rrn, auth_code, host_date, host_time, self._now(),
-                 cryptogram_type, cryptogram, txn_id))
+            self._record_answer(txn_id, status, code, rrn, auth_code, host_date, host_time,
+                                cryptogram_type, cryptogram)
             self.conn.execute(
                 "UPDATE pending SET state = 'cancelled', done_at = ?, answer_code = ? "
                 "WHERE txn_id = ? AND state IN ('armed', 'due')",
                 (self._now(), code, txn_id))
+
+    def _record_answer(self, txn_id: int, status: TxnStatus, code: str | None,
+                       rrn: str | None, auth_code: str | None, host_date: str | None,
+                       host_time: str | None, cryptogram_type: str | None,
+                       cryptogram: str | None) -> None:
+        """The answer's fields on the journal row (inside the caller's transaction)."""
+        self.conn.execute(
+            "UPDATE txn SET status = ?, response_code = ?, rrn = ?, auth_code = ?, "
+            "host_date = ?, host_time = ?, answered_at = ?, "
+            "cryptogram_type = COALESCE(?, cryptogram_type), "
+            "cryptogram = COALESCE(?, cryptogram) WHERE id = ?",
+            (status.value, code, rrn, auth_code, host_date, host_time, self._now(),
+             cryptogram_type, cryptogram, txn_id))
 
     def no_answer(self, txn_id: int, *, reason: str, error: str,
                   reversal: bytes | None = None, reversal_stan: str | None = None,
@@ -303,13 +311,8 @@ class Journal:
         """The host approved but the card did not (AAC, or it left the reader): record the
         answer and make the armed reversal due with ``reversal``, in one transaction."""
         with transaction(self.conn):
-            self.conn.execute(
-                "UPDATE txn SET status = ?, response_code = ?, rrn = ?, auth_code = ?, "
-                "host_date = ?, host_time = ?, answered_at = ?, "
-                "cryptogram_type = COALESCE(?, cryptogram_type), "
-                "cryptogram = COALESCE(?, cryptogram) WHERE id = ?",
-                (TxnStatus.UNCERTAIN.value, code, rrn, auth_code, host_date, host_time,
-                 self._now(), cryptogram_type, cryptogram, txn_id))
+            self._record_answer(txn_id, TxnStatus.UNCERTAIN, code, rrn, auth_code, host_date,
+                                host_time, cryptogram_type, cryptogram)
             self.conn.execute(
                 "UPDATE pending SET state = 'due', reason = ?, last_error = ?, message = ?, "
                 "stan = ? WHERE txn_id = ? AND state = 'armed'",
