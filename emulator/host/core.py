@@ -329,7 +329,6 @@ class AcquirerHost:
     # --- routing ---------------------------------------------------------------
     def _dispatch(self, s: LedgerSession, msg: Message, body: bytes, now: datetime) -> _Plain:
         tid, mid = msg.tid, msg.mid
-        locked = self._lock_early(s, msg)
         # read per request: a terminal provisioned by another process is served at once
         term = self._terminal(s, tid or "")
         if term is None or term.row.mid != mid:
@@ -359,7 +358,7 @@ class AcquirerHost:
             return _Plain(self._maced(term, msg, codes.FORMAT_ERROR, now), False)
         key: TxnKey = (term.tid, batch, str(stan), mti)
         fingerprint = self._fingerprint(msg)
-        if kind in ("sale", "void", "refund") and not locked:
+        if kind in ("sale", "void", "refund"):
             # Held until commit. A reversal of this request in another process waits for
             # this booking, or this booking sees that reversal's tombstone (never both
             # missed); the same request sent to two processes at once is answered by the
@@ -387,28 +386,6 @@ class AcquirerHost:
             return self._f60(msg).net_code
         except Iso8583Error:
             return None
-
-    def _lock_early(self, s: LedgerSession, msg: Message) -> bool:
-        """The lock of a sale, void or refund whose message names its key (batch in 60.2),
-        taken before the terminal row is read (what _dispatch would lock later).
-
-        A store may read the terminal's row along with the lock (PostgreSQL: one round
-        trip for both). A request refused later (MAC, merchant) has held the lock of its
-        own key until the commit: it only orders it with that key's reversal.
-        """
-        if not msg.is_request or 60 not in msg or not msg.tid:
-            return False
-        stan = msg.get(11)
-        try:
-            if not _digits(stan, 6) or self._table.classify(msg) not in ("sale", "void",
-                                                                          "refund"):
-                return False
-            batch = self._f60(msg).batch
-        except Iso8583Error:
-            return False
-        pan = _pan_of(msg)
-        s.lock_request(msg.tid, batch, str(stan), self.pan_hash(pan) if pan else None)
-        return True
 
     def _batch_of(self, term: _Terminal, msg: Message) -> str | None:
         """The batch a request belongs to: 60.2 (CUP); dialects without F60 use the host's."""

@@ -231,10 +231,6 @@ class PgSession(SqlSession):
         self._tombstones: dict[tuple[str, str, str], TombstoneRow | None] = {}
         self._batches: dict[tuple[str, str], BatchRow | None] = {}
         self._requests: dict[tuple[str, str, str], dict[str, TransactionRow]] = {}
-        # terminal rows read with lock_request (the host locks a request whose key its
-        # message gives before it reads the terminal); a TID read once is not fetched again
-        self._terminals: dict[str, TerminalRow | None] = {}
-        self._terminals_read: set[str] = set()
         # card balances: read without a lock, moved at commit (see flush)
         self._seen: dict[str, int] = {}
         self._moves: dict[str, list[tuple[int, int | None]]] = {}
@@ -249,18 +245,6 @@ class PgSession(SqlSession):
             with db.pipeline():  # its results are fetched when the block ends
                 self._send_pending()
                 return db.execute(text, params)
-        except psycopg.Error as exc:
-            raise self._store.translate(exc) from exc
-
-    def _read_two(self, first: tuple[str, Sequence[object]],
-                  second: tuple[str, Sequence[object]]) -> tuple[Any, Any]:
-        """Two reads (after the writes still pending) in one round trip."""
-        db, sql_of = self._db, self._store.sql
-        try:
-            with db.pipeline():
-                self._send_pending()
-                return (db.execute(sql_of(first[0]), first[1]),  # fetched at the block's end
-                        db.execute(sql_of(second[0]), second[1]))
         except psycopg.Error as exc:
             raise self._store.translate(exc) from exc
 
@@ -320,8 +304,6 @@ class PgSession(SqlSession):
             self._pending.extend(self.statements(record))
             if isinstance(record, TransactionRow):
                 self._requests.pop(record.key[:3], None)
-            elif isinstance(record, TerminalRow):
-                self._terminals.pop(record.tid, None)
             elif isinstance(record, TombstoneRow):
                 self._tombstones[(record.tid, record.batch, record.stan)] = record
             elif isinstance(record, BatchRow):
@@ -334,18 +316,8 @@ class PgSession(SqlSession):
         # lock on the request's key does (READ COMMITTED: what follows sees the other).
         # The rows the booking reads next (the request's own key, its tombstone, its
         # batch, the card's balance) come back in the same statement, read after the
-        # lock (pos_prepare, in the schema above), sent with the writes still pending,
-        # and with the terminal's row when the host has not read it yet in this session
-        # (one round trip for both: the host locks first when the message names the key).
-        prepare = ("SELECT pos_prepare(?, ?, ?, ?)", (tid, batch, stan, pan_hash))
-        if tid in self._terminals_read:
-            row = self._one(*prepare)
-        else:
-            cursor, terminal = self._read_two(prepare, (TERMINAL_SELECT + " WHERE tid = ?",
-                                                        (tid,)))
-            row = cursor.fetchone()
-            term = terminal.fetchone()
-            self._terminals[tid] = terminal_of(term) if term is not None else None
+        # lock (pos_prepare, in the schema above), sent with the writes still pending.
+        row = self._one("SELECT pos_prepare(?, ?, ?, ?)", (tid, batch, stan, pan_hash))
         found: dict[str, Any] = row[0]
         self._requests[(tid, batch, stan)] = {
             t["mti"]: TransactionRow(**{c: t[c] for c in TXN_COLUMNS}) for t in found["txns"]}
@@ -357,12 +329,6 @@ class PgSession(SqlSession):
             tid, batch, bool(b["settled"]), b["host_totals"], b["terminal_totals"], b["balanced"])
         if pan_hash is not None and pan_hash not in self._seen:
             self._seen[pan_hash] = int(found["spent"] or 0)
-
-    def terminal(self, tid: str) -> TerminalRow | None:
-        self._terminals_read.add(tid)
-        if tid in self._terminals:  # read with lock_request, once
-            return self._terminals.pop(tid)
-        return super().terminal(tid)
 
     def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None:
         same = self._requests.pop(key[:3], None)
