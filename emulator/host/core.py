@@ -151,6 +151,7 @@ class _Ctx:
     auth: str | None = None
     original: TransactionRow | None = None
     status: str = "declined"
+    arqc: security.ArqcCheck | None = None  # F55's ARQC as the rules checked it
 
 
 class AcquirerHost:
@@ -532,7 +533,7 @@ class AcquirerHost:
                 extra[38] = ctx.auth
         extra.update(ctx.extra)
         if ctx.kind == "sale" and ctx.card is not None:  # ARPC (tag 91) for a chip sale
-            f55 = security.issuer_answer_f55(ctx.card, ctx.msg.get(55), code)
+            f55 = security.issuer_answer_f55(ctx.card, ctx.msg.get(55), code, checked=ctx.arqc)
             if f55 is not None:
                 extra[55] = f55
         resp = self._maced(ctx.term, ctx.msg, code, ctx.now, extra)
@@ -645,7 +646,8 @@ class AcquirerHost:
             if required and entry.startswith(CHIP_ENTRY):
                 raise _Answer(codes.FORMAT_ERROR)
             return
-        if not security.arqc_matches(card.imk_ac, card.pan, card.psn, tags):
+        ctx.arqc = security.check_arqc(card, tags)
+        if not ctx.arqc.valid:
             raise _Answer(codes.DO_NOT_HONOUR)
         # the cryptogram must cover the amount asked for, not some other amount
         signed = tags.get(0x9F02)

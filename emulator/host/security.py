@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from emulator.catalogue import TestCard
 from iso8583 import tlv
@@ -114,6 +115,26 @@ def card_arqc_matches(card: TestCard, tags: Mapping[int, bytes]) -> bool:
     return emv.verify_cryptogram(profile, card.imk_ac, card.pan, card.psn, tags, arqc)
 
 
+@dataclass(frozen=True)
+class ArqcCheck:
+    """What :func:`check_arqc` found out about the ARQC of a request's F55."""
+
+    tags: Mapping[int, bytes]  # F55 as decoded
+    valid: bool  # 9F26 is the cryptogram of a known CVN its 9F10 names (arqc_matches)
+    profile: emv.CvnProfile | None  # that CVN when it is of the card's scheme: tag 91 answers by it
+
+
+def check_arqc(card: TestCard, tags: Mapping[int, bytes]) -> ArqcCheck:
+    """:func:`card_arqc_matches`, else :func:`arqc_matches`, with the CVN tag 91 answers by.
+
+    The host's rules keep the result, so answering the request (:func:`issuer_answer_f55`)
+    neither decodes F55 nor verifies the cryptogram a second time.
+    """
+    if card_arqc_matches(card, tags):
+        return ArqcCheck(tags, True, card_profile(card, tags))
+    return ArqcCheck(tags, arqc_matches(card.imk_ac, card.pan, card.psn, tags), None)
+
+
 def card_cryptogram(card: TestCard, tags: Mapping[int, bytes]) -> bytes:
     """The cryptogram the card computes over ``tags`` (9F10 included) by its catalogue CVN."""
     return emv.compute_cryptogram(emv.cvn_profile(card.cvn), card.imk_ac, card.pan, card.psn,
@@ -125,21 +146,26 @@ def card_iad(card: TestCard) -> bytes:
     return emv.build_iad(emv.cvn_profile(card.cvn), emv.ARQC)
 
 
-def issuer_answer_f55(card: TestCard, f55: object, response_code: str) -> bytes | None:
+def issuer_answer_f55(card: TestCard, f55: object, response_code: str, *,
+                      checked: ArqcCheck | None = None) -> bytes | None:
     """F55 of the answer to a chip request: tag 91 by the method of the card's CVN.
 
     None when the request carried no ARQC that verifies (there is nothing to
-    answer a cryptogram with) or the answer is a format/MAC error.
+    answer a cryptogram with) or the answer is a format/MAC error. ``checked``:
+    :func:`check_arqc` of this card over this F55, when the rules ran it already.
     """
-    if not isinstance(f55, bytes) or response_code in ("30", "A0"):
+    if response_code in ("30", "A0"):
         return None
-    try:
-        tags = tlv.decode_flat(f55)
-    except Iso8583Error:
-        return None
-    profile = card_profile(card, tags)
+    if checked is None:
+        if not isinstance(f55, bytes):
+            return None
+        try:
+            checked = check_arqc(card, tlv.decode_flat(f55))
+        except Iso8583Error:
+            return None
+    profile, tags = checked.profile, checked.tags
     atc, arqc = tags.get(0x9F36), tags.get(0x9F26)
-    if profile is None or atc is None or arqc is None or not card_arqc_matches(card, tags):
+    if profile is None or atc is None or arqc is None:
         return None
     data = emv.issuer_authentication_data(profile, card.imk_ac, card.pan, card.psn, atc, arqc,
                                           response_code=response_code)
@@ -147,9 +173,9 @@ def issuer_answer_f55(card: TestCard, f55: object, response_code: str) -> bytes 
 
 
 __all__ = [
-    "AC_INPUT_TAGS", "SIGNON_FORMS", "WorkingKeys", "apply_mac", "arqc_matches",
-    "card_arqc_matches", "card_cryptogram", "card_iad", "card_profile", "compute_arqc",
-    "encrypt_pin",
+    "AC_INPUT_TAGS", "SIGNON_FORMS", "ArqcCheck", "WorkingKeys", "apply_mac", "arqc_matches",
+    "card_arqc_matches", "card_cryptogram", "card_iad", "card_profile", "check_arqc",
+    "compute_arqc", "encrypt_pin",
     "issuer_answer_f55", "message_mac", "new_working_keys", "pin_matches", "received_mac_ok",
     "unwrap_keys", "uses_x919", "wrap_keys",
 ]

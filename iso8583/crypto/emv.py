@@ -26,9 +26,10 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
-from iso8583.crypto.des import encrypt_ecb, set_odd_parity, xor_bytes
+from iso8583.crypto.des import encrypt_ecb, fresh_ecb_encryptor, set_odd_parity, xor_bytes
 from iso8583.crypto.mac import one_shot_retail_mac
 from iso8583.errors import CryptoError
 
@@ -45,6 +46,13 @@ def _check_key16(key: bytes, name: str) -> None:
 
 def derive_icc_master_key(imk: bytes, pan: str, psn: str) -> bytes:
     """ICC master key from the issuer master key (EMV Book 2 A1.4.1 option A)."""
+    return _icc_master_key(bytes(imk), pan, psn)
+
+
+# A pure function the host runs for every chip request of the same few cards: two
+# ECB encryptions and a parity pass (~25 us) saved per call. Bounded; nothing logged.
+@lru_cache(maxsize=4096)
+def _icc_master_key(imk: bytes, pan: str, psn: str) -> bytes:
     _check_key16(imk, "issuer master key")
     if not (pan.isascii() and pan.isdigit() and 1 <= len(pan) <= 19):
         raise CryptoError("PAN must be 1-19 decimal digits")
@@ -109,7 +117,8 @@ def compute_arpc_method1(icc_mk_or_session_key: bytes, arqc: bytes, arc: bytes) 
         raise CryptoError(f"ARQC must be 8 bytes, got {len(arqc)}")
     if len(arc) != 2:
         raise CryptoError(f"ARC must be 2 bytes, got {len(arc)}")
-    return encrypt_ecb(icc_mk_or_session_key, xor_bytes(arqc, arc + bytes(6)))
+    # a fresh context: a session key is used once and must not evict cached MAK contexts
+    return fresh_ecb_encryptor(icc_mk_or_session_key).update(xor_bytes(arqc, arc + bytes(6)))
 
 
 __all__ = [
