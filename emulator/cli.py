@@ -45,7 +45,13 @@ from emulator.host import AcquirerHost, HostError, LedgerStore, open_store, safe
 from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
 from emulator.host.ledger import MEMORY_LEDGERS, is_postgres_url
 from emulator.server import DEFAULT_PORT, ServerConfig, acquirer_server
-from emulator.workers import WorkerError, WorkerSpec, supervise, workers_refusal
+from emulator.workers import (
+    WORKER_TIMEOUT,
+    WorkerError,
+    WorkerSpec,
+    supervise,
+    workers_refusal,
+)
 
 PROG = "pos-emulator"
 
@@ -101,6 +107,10 @@ def _parser() -> _Parser:
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="host processes sharing the port (SO_REUSEPORT) and the ledger "
                             "(default 1; more need a postgresql://... or SQLite ledger)")
+    serve.add_argument("--worker-timeout", type=float, default=WORKER_TIMEOUT,
+                       metavar="SECONDS",
+                       help="with --workers: a worker that does not answer the supervisor "
+                            f"for this long is killed and restarted (default {WORKER_TIMEOUT:g})")
     serve.add_argument("-v", "--verbose", action="store_true", help="log each connection event")
     serve.add_argument("--trace", type=Path, default=None, metavar="FILE",
                        help="record every ISO 8583 frame to FILE (masked JSONL, appended; "
@@ -288,7 +298,8 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminA
               f"{'; '.join(args.faults) or 'none'})", flush=True)
 
     try:
-        code, stats = asyncio.run(supervise(spec, args.workers, admin, announce))
+        code, stats = asyncio.run(supervise(spec, args.workers, admin, announce,
+                                            worker_timeout=args.worker_timeout))
     except WorkerError as exc:
         return _fail(str(exc))
     print(f"{PROG}: stopped ({stats.get('requests', 0)} requests, "

@@ -213,6 +213,12 @@ class GroupCommitter(Generic[S]):
         # connection per thread sees only one
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-commit")
         self.on_failure: Callable[[BaseException], None] | None = None
+        self._group_started: float | None = None  # monotonic; None while no group runs
+
+    def session_seconds(self) -> float:
+        """How long the group on the commit thread has been running (0.0 when idle)."""
+        started = self._group_started
+        return 0.0 if started is None else time.monotonic() - started
 
     @property
     def failed(self) -> BaseException | None:
@@ -255,12 +261,15 @@ class GroupCommitter(Generic[S]):
                     continue
                 batch, self._queue = self._queue, []
                 started = time.perf_counter()
+                self._group_started = time.monotonic()
                 try:
                     results = await loop.run_in_executor(
                         self._executor, self._run_group, [work for work, _ in batch])
                 except Exception as exc:
                     self._fail(exc, batch)
                     return
+                finally:
+                    self._group_started = None
                 took = time.perf_counter() - started
                 stats = self._stats
                 records = sum(len(getattr(r, "records", ())) for r in results)
@@ -575,6 +584,10 @@ class HostServer(Generic[S]):
     def fatal(self) -> BaseException | None:
         """The commit failure that stopped the server, if any."""
         return self._committer.failed
+
+    def session_seconds(self) -> float:
+        """How long the ledger session on the commit thread has been running (0.0: idle)."""
+        return self._committer.session_seconds()
 
     # lifecycle -----------------------------------------------------------------------
     async def start(self) -> tuple[str, int]:

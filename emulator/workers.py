@@ -15,6 +15,17 @@ worker). It restarts a worker that dies (logged, with a growing pause when a
 worker dies young), re-arming the faults in force, and on SIGINT/SIGTERM stops
 the workers gracefully (each answers what it has read) and exits 0.
 
+Watchdog: every second the supervisor asks each worker for its counters. A
+worker that has not answered for ``--worker-timeout`` seconds (its event loop is
+stuck, or the process is stopped) or whose ledger session has been running for
+longer than the ledger's own retry window plus that timeout (its commit thread
+is stuck) is hung: it is killed with SIGKILL and restarted like a dead one. What
+it had read and not answered is lost exactly as in a crash: terminals resend or
+reverse, and the ledger keeps every approval it answered. The counters each
+worker last reported are kept when it dies, so the host's totals (``stats``,
+the line printed at exit) count the requests of the workers that were replaced,
+up to their last heartbeat.
+
 Relay: one Unix socketpair per worker, JSON lines both ways. It is the simplest
 channel that a child inherits by file descriptor (``pass_fds``) with no port or
 path to name, closes by itself when either side dies (the worker stops when the
@@ -23,6 +34,9 @@ configuration as its first line (so no database URL shows in ``ps``). Lines::
 
     supervisor -> worker   {"config": {...}}                       first line only
                            {"id": 7, "cmd": "add"|"clear"|"list"|"stats", ...}
+                           {"id": 9, "cmd": "ping"}    answered with the counters and
+                                                       "session_s" (the ledger session
+                                                       running now, seconds; 0 when idle)
                            {"id": 8, "cmd": "set", "specs": [...]} replace the faults
     worker -> supervisor   {"event": "listening", "address": [host, port], "pid": P}
                            {"event": "failed", "error": "..."}    could not start
@@ -55,7 +69,7 @@ from emulator.admin import AdminAddress, AdminServer, admin_dispatch
 from emulator.host.errors import HostError
 from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
 from emulator.host.ledger import MEMORY_LEDGERS, SqliteLedgerStore, is_postgres_url, open_store
-from emulator.server import ServerConfig
+from emulator.server import UNAVAILABLE_FOR, ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +81,10 @@ RELAY_TIMEOUT = 5.0
 RESTART_PAUSE = (0.2, 5.0)
 #: a worker that lived this long restarts without a pause
 HEALTHY_AFTER = 10.0
+#: seconds between the supervisor's heartbeats to each worker
+HEARTBEAT = 1.0
+#: seconds without an answer after which a worker is hung (``serve --worker-timeout``)
+WORKER_TIMEOUT = 10.0
 #: counters where the host's figure is the largest worker's, not the sum
 _MAX_COUNTERS = frozenset({"largest_batch", "slowest_commit_ms"})
 
@@ -174,7 +192,8 @@ class _Slot:
     restarts: int = 0
     started_at: float = 0.0
     specs_sent: tuple[str, ...] = ()
-    last_stats: dict[str, object] | None = None
+    last_stats: dict[str, object] | None = None  # the process's counters as last reported
+    last_seen: float = 0.0  # monotonic time of the process's last answer
     next_id: int = 0
     answers: dict[int, asyncio.Future[dict[str, object]]] = field(default_factory=dict)
     listening: asyncio.Future[tuple[str, int]] | None = None
@@ -184,9 +203,15 @@ class Supervisor:
     """Starts, watches, relays to and stops the worker processes (see the module docstring)."""
 
     def __init__(self, spec: WorkerSpec, workers: int, *,
-                 python: Sequence[str] = (sys.executable,)) -> None:
+                 python: Sequence[str] = (sys.executable,),
+                 worker_timeout: float = WORKER_TIMEOUT) -> None:
         if workers < 1:
             raise WorkerError(f"--workers must be at least 1, got {workers}")
+        if worker_timeout <= 0:
+            raise WorkerError(f"--worker-timeout must be positive, got {worker_timeout:g}")
+        self.worker_timeout = worker_timeout
+        #: the last counters of worker processes that died or were killed (still counted)
+        self.retired: list[dict[str, object]] = []
         self.spec = spec
         self.specs: list[str] = list(spec.faults)  # the faults in force, as added
         self.python = tuple(python)
@@ -218,9 +243,11 @@ class Supervisor:
         except WorkerError:
             await self._stop_all()
             raise
-        self._watchers = [asyncio.get_running_loop().create_task(self._watch(slot),
-                                                                 name=f"worker-{slot.index}")
+        loop = asyncio.get_running_loop()
+        self._watchers = [loop.create_task(self._watch(slot), name=f"worker-{slot.index}")
                           for slot in self.slots]
+        self._watchers += [loop.create_task(self._heartbeat(slot), name=f"heart-{slot.index}")
+                           for slot in self.slots]
         assert self.address is not None
         return self.address
 
@@ -245,8 +272,9 @@ class Supervisor:
         return self.exit_code
 
     def final_stats(self) -> dict[str, object]:
-        """The counters the workers reported as they stopped, summed."""
-        return merge_stats([s.last_stats for s in self.slots if s.last_stats is not None])
+        """The counters the workers reported as they stopped, summed with the replaced ones'."""
+        return merge_stats([*self.retired,
+                            *(s.last_stats for s in self.slots if s.last_stats is not None)])
 
     async def _shutdown(self) -> None:
         for task in self._watchers:
@@ -300,6 +328,8 @@ class Supervisor:
         finally:
             theirs.close()
         slot.started_at = time.monotonic()
+        slot.last_seen = slot.started_at
+        slot.last_stats = None
         reader, slot.writer = await asyncio.open_unix_connection(sock=ours)
         config = {**self.spec.to_json(), "faults": list(self.specs), "index": slot.index}
         slot.specs_sent = tuple(self.specs)
@@ -317,6 +347,7 @@ class Supervisor:
                               f"{START_TIMEOUT:.0f} s") from None
         if tuple(self.specs) != slot.specs_sent:  # faults changed while it started
             await self._ask(slot, {"cmd": "set", "specs": list(self.specs)})
+        slot.last_seen = time.monotonic()
         slot.ready = True
         return address
 
@@ -365,6 +396,9 @@ class Supervisor:
             slot.ready = False
             if self.stopping():
                 return
+            if slot.last_stats is not None:  # its counters still count for the host
+                self.retired.append(slot.last_stats)
+                slot.last_stats = None
             lived = time.monotonic() - slot.started_at
             log.warning("worker %d (pid %d) %s after %.1f s; restarting it", slot.index,
                         slot.proc.pid, _exit_text(code), lived)
@@ -387,8 +421,30 @@ class Supervisor:
                 continue
             log.warning("worker %d is back (pid %d)", slot.index, slot.proc.pid)
 
+    async def _heartbeat(self, slot: _Slot) -> None:
+        """Ask the worker in ``slot`` for its counters every second; kill it when it hangs."""
+        while not self.stopping():
+            await asyncio.sleep(HEARTBEAT)
+            proc = slot.proc
+            if not slot.ready or proc is None or proc.returncode is not None:
+                continue
+            session: object = None
+            with contextlib.suppress(WorkerError):
+                answer = await self._ask(slot, {"cmd": "ping"},
+                                         timeout=min(RELAY_TIMEOUT, self.worker_timeout))
+                session = answer.get("session_s")
+            why = hung_reason(time.monotonic() - slot.last_seen, session, self.worker_timeout)
+            if why is None or self.stopping() or slot.proc is not proc \
+                    or proc.returncode is not None:
+                continue
+            log.error("worker %d (pid %d) %s; killing it", slot.index, proc.pid, why)
+            slot.ready = False
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # the watcher restarts it
+
     # the relay ---------------------------------------------------------------------------
-    async def _ask(self, slot: _Slot, request: Mapping[str, object]) -> dict[str, object]:
+    async def _ask(self, slot: _Slot, request: Mapping[str, object], *,
+                   timeout: float = RELAY_TIMEOUT) -> dict[str, object]:
         if slot.writer is None:
             raise WorkerError(f"worker {slot.index} is not running")
         slot.next_id += 1
@@ -397,14 +453,19 @@ class Supervisor:
         slot.answers[ident] = answer
         try:
             slot.writer.write(json.dumps({**request, "id": ident}).encode() + b"\n")
-            return await asyncio.wait_for(answer, RELAY_TIMEOUT)
+            result = await asyncio.wait_for(answer, timeout)
         except TimeoutError:
             raise WorkerError(f"worker {slot.index} did not answer in "
-                              f"{RELAY_TIMEOUT:.0f} s") from None
+                              f"{timeout:.0f} s") from None
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerError(f"worker {slot.index} is gone ({type(exc).__name__})") from None
         finally:
             slot.answers.pop(ident, None)
+        slot.last_seen = time.monotonic()
+        stats = result.get("stats")
+        if isinstance(stats, dict):
+            slot.last_stats = stats
+        return result
 
     async def handle_admin(self, request: object) -> dict[str, object]:
         """Answer one admin request for the whole host (:meth:`AdminServer.relay` calls it)."""
@@ -454,7 +515,9 @@ class Supervisor:
             merged["cleared"] = max((c for c in counts if isinstance(c, int)), default=0)
         elif cmd == "stats":
             per_worker = [(s, a.get("stats")) for s, a in answers]
-            merged["stats"] = merge_stats([st for _, st in per_worker if isinstance(st, dict)])
+            merged["stats"] = merge_stats(
+                [*self.retired, *(st for _, st in per_worker if isinstance(st, dict))])
+            merged["replaced_workers"] = len(self.retired)
             merged["per_worker"] = [
                 {"worker": s.index, "pid": s.proc.pid if s.proc is not None else None,
                  "restarts": s.restarts, "stats": st, "faults": a.get("faults")}
@@ -464,6 +527,17 @@ class Supervisor:
         if missing or down:
             merged["unanswered"] = missing + [f"worker {i}: restarting" for i in down]
         return merged
+
+
+def hung_reason(silent_s: float, session_s: object, timeout: float) -> str | None:
+    """Why a worker is hung, or None: silent for ``timeout`` s, or one ledger session
+    running for longer than the commit path's own retry window (``UNAVAILABLE_FOR``: a
+    ledger that is down is waited for that long) plus ``timeout``."""
+    if silent_s >= timeout:
+        return f"has not answered for {silent_s:.1f} s"
+    if isinstance(session_s, (int, float)) and session_s >= UNAVAILABLE_FOR + timeout:
+        return f"has been in one ledger session for {session_s:.1f} s"
+    return None
 
 
 def _free_port(host: str, port: int) -> int:
@@ -493,13 +567,14 @@ def _exit_text(code: int) -> str:
 
 async def supervise(spec: WorkerSpec, workers: int, admin: AdminAddress | None,
                     announce: Callable[[tuple[str, int], AdminAddress | None], None],
+                    *, worker_timeout: float = WORKER_TIMEOUT,
                     ) -> tuple[int, dict[str, object]]:
     """Run the workers until SIGINT/SIGTERM; returns (exit code, the workers' last counters).
 
     ``admin`` is where the supervisor's admin channel listens (None: none);
     ``announce`` is called with the bound address and admin address once all listen.
     """
-    supervisor = Supervisor(spec, workers)
+    supervisor = Supervisor(spec, workers, worker_timeout=worker_timeout)
     await supervisor.start()
     admin_server: AdminServer | None = None
     if admin is not None:
@@ -573,7 +648,8 @@ async def _worker(control: socket.socket) -> int:
         server.install_signal_handlers()
         send({"event": "listening", "address": list(bound), "pid": os.getpid()})
         control_task = asyncio.get_running_loop().create_task(
-            _obey(reader, send, plan, server.stats.as_dict, server.request_stop))
+            _obey(reader, send, plan, server.stats.as_dict, server.request_stop,
+                  server.session_seconds))
         await server.serve_until_stopped()
         control_task.cancel()
         send({"event": "stopped", "stats": server.stats.as_dict()})
@@ -590,7 +666,7 @@ async def _worker(control: socket.socket) -> int:
 
 async def _obey(reader: asyncio.StreamReader, send: Callable[[Mapping[str, object]], None],
                 plan: FaultPlan, stats: Callable[[], Mapping[str, object]],
-                stop: Callable[[], None]) -> None:
+                stop: Callable[[], None], session_seconds: Callable[[], float]) -> None:
     """Answer the supervisor's requests; stop the worker when the supervisor is gone."""
     try:
         while line := await reader.readline():
@@ -601,7 +677,10 @@ async def _obey(reader: asyncio.StreamReader, send: Callable[[Mapping[str, objec
             if not isinstance(request, dict):
                 continue
             ident = request.get("id")
-            if request.get("cmd") == "set":
+            if request.get("cmd") == "ping":
+                send({"id": ident, "ok": True, "stats": dict(stats()),
+                      "session_s": round(session_seconds(), 3)})
+            elif request.get("cmd") == "set":
                 plan.clear()
                 with contextlib.suppress(FaultSpecError):  # checked by the supervisor
                     for spec in request.get("specs") or []:

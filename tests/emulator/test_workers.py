@@ -22,8 +22,9 @@ import pytest
 from emulator import cli
 from emulator.catalogue import card_by_name
 from emulator.client import HostClient
+from emulator.server import UNAVAILABLE_FOR
 from emulator.simterminal import Approved
-from emulator.workers import merge_faults, merge_stats, workers_refusal
+from emulator.workers import hung_reason, merge_faults, merge_stats, workers_refusal
 from tests.emulator.workerhost import WorkerHost, demo_terminal, fresh_database
 
 
@@ -220,3 +221,70 @@ def test_port_in_use_is_exit_2(two_workers: WorkerHost) -> None:
     assert proc.returncode == 2
     assert "cannot listen" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- the watchdog and the counters of replaced workers ------------------------------------
+def test_hung_means_silent_for_the_timeout_or_a_session_past_the_ledger_retry_window() -> None:
+    assert hung_reason(0.2, 0.0, 10) is None
+    assert hung_reason(9.9, None, 10) is None  # no answer yet, not for long enough
+    assert hung_reason(10.0, None, 10) == "has not answered for 10.0 s"
+    # a ledger that is down is retried for UNAVAILABLE_FOR: that is not a hang
+    assert hung_reason(0.5, UNAVAILABLE_FOR + 9.0, 10) is None
+    assert hung_reason(0.5, UNAVAILABLE_FOR + 10.0, 10) == (
+        f"has been in one ledger session for {UNAVAILABLE_FOR + 10:.1f} s")
+    assert hung_reason(0.5, "x", 10) is None
+
+
+def test_a_hung_worker_is_killed_and_restarted(tmp_path: Path) -> None:
+    if workers_refusal(str(tmp_path / "ledger.db"), 2) is not None:
+        pytest.skip("the SQLite ledger is one process's")
+    with WorkerHost(str(tmp_path / "ledger.db"), 2, "--worker-timeout", "2") as host:
+        victim = host.worker_pids()[0]
+        os.kill(victim, signal.SIGSTOP)  # alive, but it answers nothing: hung
+        started = time.monotonic()
+
+        def replaced() -> dict[str, Any] | None:
+            now = host.stats()
+            first = now["per_worker"][0]
+            fresh = "unanswered" not in now and first["pid"] != victim
+            return now if fresh else None
+
+        after = _wait(replaced, timeout=30)
+        took = time.monotonic() - started
+        assert after["per_worker"][0]["restarts"] == 1
+        assert 1.5 < took < 20, took  # not before the timeout, not long after it
+        with pytest.raises(ProcessLookupError):
+            os.kill(victim, 0)
+        _wait(lambda: "is back" in host.stderr)
+        assert f"worker 0 (pid {victim}) has not answered for" in host.stderr
+        assert "killing it" in host.stderr
+        assert host.stop() == 0
+        assert "Traceback" not in host.stderr
+
+
+async def test_a_replaced_workers_requests_still_count(two_workers: WorkerHost) -> None:
+    host = two_workers
+    term = await demo_terminal(host.port)
+    clients = [HostClient("127.0.0.1", host.port, "cup", timeout=10) for _ in range(6)]
+    for client in clients:  # new connections: the kernel spreads them over both workers
+        async with client:
+            frame = await client.exchange(term.sale(card_by_name("cup-nopin"), 1_200))
+            assert frame.message.get(39) == "00"
+    before = await asyncio.to_thread(host.stats)  # also what the supervisor last heard
+    busiest = max(before["per_worker"], key=lambda w: w["stats"]["requests"])
+    assert busiest["stats"]["requests"] > 0
+    os.kill(busiest["pid"], signal.SIGKILL)
+
+    def replaced() -> dict[str, Any] | None:
+        now = host.stats()
+        back = "unanswered" not in now and busiest["pid"] not in (
+            w["pid"] for w in now["per_worker"])
+        return now if back else None
+
+    after = await asyncio.to_thread(_wait, replaced)
+    assert after["replaced_workers"] == 1
+    assert after["stats"]["requests"] >= before["stats"]["requests"] == 7
+    assert after["stats"]["commits"] >= before["stats"]["commits"]
+    assert await asyncio.to_thread(host.stop) == 0
+    assert host.proc.stdout is not None
+    assert "7 requests" in host.proc.stdout.read()
