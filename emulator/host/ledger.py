@@ -523,8 +523,10 @@ TERMINAL_COLUMNS = ("tid", "mid", "tmk", "pik", "mak", "tdk", "batch", "signed_o
 TXN_SELECT = f"SELECT {', '.join(TXN_COLUMNS)} FROM transactions"  # noqa: S608
 TXN_INSERT = (f"INSERT INTO transactions ({', '.join(TXN_COLUMNS)}) "  # noqa: S608
                f"VALUES ({', '.join(['?'] * len(TXN_COLUMNS))})")
-_TXN_UPSERT = (TXN_INSERT + " ON CONFLICT (tid, batch, stan, mti) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in TXN_COLUMNS[4:]))
+#: what an upsert of a transaction row replaces when its key (the first four columns) exists
+TXN_ON_CONFLICT = (" ON CONFLICT (tid, batch, stan, mti) DO UPDATE SET "
+                   + ", ".join(f"{c} = excluded.{c}" for c in TXN_COLUMNS[4:]))
+_TXN_UPSERT = TXN_INSERT + TXN_ON_CONFLICT
 _REFUND_UPSERT = (
     "INSERT INTO refunds (refund_key, original_key, amount, status) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (refund_key) DO UPDATE SET status = excluded.status")

@@ -48,6 +48,8 @@ psycopg is optional: importing this module without it raises
 
 from __future__ import annotations
 
+import json
+import operator
 import secrets
 import threading
 from collections.abc import Iterator, Sequence
@@ -63,7 +65,7 @@ from emulator.host.ledger import (
     TOMBSTONE_SOURCES,
     TOMBSTONE_UPSERT,
     TXN_COLUMNS,
-    TXN_INSERT,
+    TXN_ON_CONFLICT,
     TXN_SELECT,
     UPLOAD_SELECT,
     BalanceRow,
@@ -77,6 +79,7 @@ from emulator.host.ledger import (
     TxnKey,
     batch_of,
     is_postgres_url,
+    key_text,
     safe_ledger_name,
     terminal_of,
     tombstone_of,
@@ -87,7 +90,7 @@ from emulator.host.ledger import (
 try:
     import psycopg  # type: ignore[import-not-found, unused-ignore]
     from psycopg import errors as pg_errors  # type: ignore[import-not-found, unused-ignore]
-    from psycopg import sql  # type: ignore[import-not-found, unused-ignore]
+    from psycopg import pq, sql  # type: ignore[import-not-found, unused-ignore]
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise LedgerError("the PostgreSQL ledger needs psycopg 3: "
                       "pip install 'psycopg[binary]>=3.1'") from exc
@@ -213,12 +216,85 @@ _CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
 LOCK_TIMEOUT_MS = 100
 #: RRNs a process takes from the sequence in one round trip.
 RRN_BLOCK = 32
-_TOMBSTONE_SELECT = "SELECT proc, amount FROM tombstones WHERE tid = ? AND batch = ? AND stan = ?"
+_TXN_TYPES = tuple("bigint" if c in ("amount", "refunded") else "text" for c in TXN_COLUMNS)
+# a session's bookings (and its upserts) go out as one statement each, rows as arrays
+_TXN_INSERT_MANY = (f"INSERT INTO transactions ({', '.join(TXN_COLUMNS)}) "  # noqa: S608
+                    "SELECT * FROM unnest("
+                    + ", ".join(f"?::{t}[]" for t in _TXN_TYPES) + ")")
+_TXN_UPSERT_MANY = _TXN_INSERT_MANY + TXN_ON_CONFLICT
+_REFUND_UPSERT_MANY = (
+    "INSERT INTO refunds (refund_key, original_key, amount, status) "
+    "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[]) "
+    "ON CONFLICT (refund_key) DO UPDATE SET status = excluded.status")
+_TERMINAL_BY_TID = TERMINAL_SELECT + " WHERE tid = ?"
+_TXN_BY_KEY = TXN_SELECT + " WHERE tid = ? AND batch = ? AND stan = ? AND mti = ?"
+_TXN_BY_RRN = TXN_SELECT + " WHERE rrn = ?"
 _BALANCE_SELECT = "SELECT spent FROM balances WHERE pan_hash = ?"
+_BALANCES_LOCK = ("SELECT pan_hash, spent FROM balances WHERE pan_hash = ANY(?::text[]) "
+                  "ORDER BY pan_hash FOR UPDATE")
+_BALANCES_UPDATE = ("UPDATE balances b SET spent = v.spent "
+                    "FROM unnest(?::text[], ?::bigint[]) AS v(pan_hash, spent) "
+                    "WHERE b.pan_hash = v.pan_hash")
+# a plain insert: two first uses of a card at once clash (unique violation: run again)
+_BALANCES_INSERT = ("INSERT INTO balances (pan_hash, spent) "
+                    "SELECT * FROM unnest(?::text[], ?::bigint[])")
+_RRNS = "SELECT nextval('rrn_seq') FROM generate_series(1, ?::int)"
+_OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
+
+
+def _param(value: object) -> bytes | None:
+    """A parameter in PostgreSQL's text format."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, list | tuple):
+        return _array(value)
+    return str(value).encode()
+
+
+def _array(values: Sequence[object]) -> bytes:
+    """A one-dimensional array literal of text or integers (None is NULL)."""
+    items = ["NULL" if v is None
+             else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
+    return ("{" + ",".join(items) + "}").encode()
+
+
+_txn_values = operator.attrgetter(*TXN_COLUMNS)
+
+
+def _columns(rows: Sequence[TransactionRow]) -> list[list[object]]:
+    """Transaction rows as one list per column (unnest's arrays)."""
+    return [list(c) for c in zip(*map(_txn_values, rows), strict=True)]
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _int(value: bytes | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _transaction(res: Any, row: int) -> TransactionRow:
+    v = [res.get_value(row, c) for c in range(len(TXN_COLUMNS))]
+    return TransactionRow(
+        v[0].decode(), v[1].decode(), v[2].decode(), v[3].decode(), v[4].decode(),
+        v[5].decode(), v[6].decode(), v[7].decode(), v[8].decode(), v[9].decode(),
+        _text(v[10]), _text(v[11]), _text(v[12]), _int(v[13]), _text(v[14]), _text(v[15]),
+        _text(v[16]), _text(v[17]), int(v[18]), _text(v[19]))
 
 
 class PgSession(SqlSession):
-    """The shared SQL session with PostgreSQL's locks, sequence, booleans and pipelining."""
+    """The shared SQL session with PostgreSQL's locks, sequence, booleans and batched writes.
+
+    The statements every request runs go straight through libpq (prepared once per
+    connection, text parameters and results): psycopg's cursor machinery costs
+    several times PostgreSQL's own work on them. Writes are held back and sent as
+    one statement per table (rows as arrays) when the session next reads something
+    they could change, or at commit; a read they cannot change (another terminal,
+    another request key, another RRN) does not wait for them.
+    """
 
     lock_suffix = " FOR UPDATE"
 
@@ -226,7 +302,12 @@ class PgSession(SqlSession):
         super().__init__(self._read)
         self._store = store
         self._db = db
-        self._pending: list[tuple[str, Sequence[object]]] = []  # writes not sent yet
+        # writes not sent yet: bookings in order, then upserts (latest state per key)
+        self._inserts: list[TransactionRow] = []
+        self._upserts: dict[TxnKey, TransactionRow] = {}
+        self._refunds: dict[str, tuple[str, str, int, str]] = {}
+        self._others: list[tuple[str, Sequence[object]]] = []
+        self._dirty: set[tuple[str, ...]] = set()  # what the held writes touch (see _clean)
         # rows read with lock_request, each served once (a write replaces it)
         self._tombstones: dict[tuple[str, str, str], TombstoneRow | None] = {}
         self._batches: dict[tuple[str, str], BatchRow | None] = {}
@@ -236,26 +317,57 @@ class PgSession(SqlSession):
         self._moves: dict[str, list[tuple[int, int | None]]] = {}
         self.replay = False  # store.commit(): a BalanceRow's spent is stored as it is
 
+    # --- statements --------------------------------------------------------------
     def _read(self, query: str, params: Sequence[object]) -> Any:
-        """Run ``query`` (after the writes still pending, in one round trip)."""
-        db, text = self._db, self._store.sql(query)
+        """Any other statement, through psycopg, after every held write."""
+        self._send_writes()
         try:
-            if not self._pending:
-                return db.execute(text, params)
-            with db.pipeline():  # its results are fetched when the block ends
-                self._send_pending()
-                return db.execute(text, params)
+            return self._db.execute(self._store.sql(query), params)
         except psycopg.Error as exc:
             raise self._store.translate(exc) from exc
 
-    def _send_pending(self) -> None:
-        db, sql_of = self._db, self._store.sql
-        for query, params in self._pending:
-            db.execute(sql_of(query), params)
-        self._pending.clear()
+    def _exec(self, query: str, params: Sequence[object]) -> Any:
+        """``query`` through libpq: prepared on this connection once, then executed."""
+        pgconn = self._db.pgconn
+        values: list[Any] = [_param(p) for p in params]  # None is NULL (typeshed says bytes)
+        try:
+            res = pgconn.exec_prepared(self._store.prepared(query, pgconn), values)
+        except psycopg.Error as exc:  # libpq gave no result at all (a closed connection)
+            raise self._store.translate(exc) from exc
+        if res.status not in _OK:
+            raise self._store.failed(res)
+        return res
+
+    def _clean(self, *marks: tuple[str, ...]) -> None:
+        """Send the held writes first when one of them touches what a read is about to see.
+
+        Marks: ("t", tid) terminal, ("k", tid, batch, stan) a request's rows and tombstone,
+        ("b", tid, batch) batch, ("r", rrn) a transaction by RRN, ("p", pan_hash) balance.
+        """
+        dirty = self._dirty
+        if dirty and any(m in dirty for m in marks):
+            self._send_writes()
+
+    def _send_writes(self) -> None:
+        if self._inserts:
+            rows, self._inserts = self._inserts, []
+            self._exec(_TXN_INSERT_MANY, _columns(rows))
+        if self._upserts:
+            rows = list(self._upserts.values())
+            self._upserts.clear()
+            self._exec(_TXN_UPSERT_MANY, _columns(rows))
+        if self._refunds:
+            refunds = list(self._refunds.values())
+            self._refunds.clear()
+            self._exec(_REFUND_UPSERT_MANY, [list(c) for c in zip(*refunds, strict=True)])
+        if self._others:
+            others, self._others = self._others, []
+            for query, params in others:
+                self._exec(query, params)
+        self._dirty.clear()
 
     def flush(self) -> None:
-        """Before COMMIT: move the card balances, then send the writes still pending.
+        """Before COMMIT: move the card balances, then send the writes still held.
 
         Every balance this session moved is read again, locked, in PAN-hash order
         (two sessions lock hot cards in the same order, so they never deadlock on
@@ -265,49 +377,76 @@ class PgSession(SqlSession):
         """
         if self._moves:
             pans = sorted(self._moves)
-            cursor = self._read("SELECT pan_hash, spent FROM balances WHERE pan_hash = ANY(?) "
-                                "ORDER BY pan_hash FOR UPDATE", (pans,))
-            current = {str(r[0]): int(r[1]) for r in cursor.fetchall()}
+            res = self._exec(_BALANCES_LOCK, (pans,))
+            current = {res.get_value(i, 0).decode(): int(res.get_value(i, 1))
+                       for i in range(res.ntuples)}
+            update: list[tuple[str, int]] = []
+            insert: list[tuple[str, int]] = []
             for pan in pans:
                 spent = current.get(pan, 0)
                 for delta, limit in self._moves[pan]:
                     spent += delta
                     if limit is not None and spent > limit:
                         raise LedgerConflict("a card's balance moved under this session")
-                if pan in current:
-                    self._pending.append(("UPDATE balances SET spent = ? WHERE pan_hash = ?",
-                                          (spent, pan)))
-                else:  # a plain insert: two first uses of a card at once clash
-                    self._pending.append(("INSERT INTO balances (pan_hash, spent) VALUES (?, ?)",
-                                          (pan, spent)))
+                (update if pan in current else insert).append((pan, spent))
             self._moves.clear()
-        if not self._pending:
-            return
-        try:
-            with self._db.pipeline():
-                self._send_pending()
-        except psycopg.Error as exc:
-            raise self._store.translate(exc) from exc
+            for query, rows in ((_BALANCES_UPDATE, update), (_BALANCES_INSERT, insert)):
+                if rows:
+                    self._others.append((query, [[p for p, _ in rows], [s for _, s in rows]]))
+        self._send_writes()
 
-    # writes ride along with the next read (or the commit)
+    # --- writes: held until a read needs them, or the commit --------------------------
     def book(self, row: TransactionRow) -> None:
+        mark = ("k", row.tid, row.batch, row.stan)
+        if row.key in self._upserts:  # keep the order: a booking after a write of its key fails
+            self._send_writes()
         self._requests.pop(row.key[:3], None)
-        self._pending.append((TXN_INSERT, tuple(getattr(row, c) for c in TXN_COLUMNS)))
-        for statement in self.statements(row)[1:]:  # its refunds row
-            self._pending.append(statement)
+        self._inserts.append(row)
+        self._held_txn(row, mark)
+
+    def _held_txn(self, row: TransactionRow, mark: tuple[str, ...]) -> None:
+        self._dirty.add(mark)
+        if row.rrn is not None:
+            self._dirty.add(("r", row.rrn))
+        if row.kind == "refund" and row.original is not None:
+            refund_key = key_text(row.key)
+            self._refunds[refund_key] = (refund_key, row.original, row.amount or 0, row.status)
 
     def write(self, records: Sequence[LedgerRecord]) -> None:
         for record in records:
+            if isinstance(record, TransactionRow):
+                self._requests.pop(record.key[:3], None)
+                self._upserts.pop(record.key, None)  # the latest state, after the bookings
+                self._upserts[record.key] = record
+                self._held_txn(record, ("k", record.tid, record.batch, record.stan))
+                continue
             if isinstance(record, BalanceRow) and not self.replay:
                 self._moves.setdefault(record.pan_hash, []).append((record.delta, record.limit))
                 continue
-            self._pending.extend(self.statements(record))
-            if isinstance(record, TransactionRow):
-                self._requests.pop(record.key[:3], None)
+            self._others.extend(self.statements(record))
+            if isinstance(record, TerminalRow):
+                self._dirty.add(("t", record.tid))
             elif isinstance(record, TombstoneRow):
                 self._tombstones[(record.tid, record.batch, record.stan)] = record
+                self._dirty.add(("k", record.tid, record.batch, record.stan))
             elif isinstance(record, BatchRow):
                 self._batches[(record.tid, record.batch)] = record
+                self._dirty.add(("b", record.tid, record.batch))
+            elif isinstance(record, BalanceRow):
+                self._dirty.add(("p", record.pan_hash))
+            else:  # uploads: read only through psycopg (which sends every held write)
+                pass
+
+    # --- reads ---------------------------------------------------------------------
+    def terminal(self, tid: str) -> TerminalRow | None:
+        self._clean(("t", tid))
+        res = self._exec(_TERMINAL_BY_TID, (tid,))
+        if not res.ntuples:
+            return None
+        v = [res.get_value(0, c) for c in range(10)]
+        return TerminalRow(v[0].decode(), v[1].decode(), v[2].decode(), v[3].decode(),
+                           v[4].decode(), v[5].decode(), v[6].decode(), v[7] == b"t",
+                           int(v[8]), v[9] == b"t")
 
     def lock_request(self, tid: str, batch: str, stan: str,
                      pan_hash: str | None = None) -> None:
@@ -316,9 +455,10 @@ class PgSession(SqlSession):
         # lock on the request's key does (READ COMMITTED: what follows sees the other).
         # The rows the booking reads next (the request's own key, its tombstone, its
         # batch, the card's balance) come back in the same statement, read after the
-        # lock (pos_prepare, in the schema above), sent with the writes still pending.
-        row = self._one("SELECT pos_prepare(?, ?, ?, ?)", (tid, batch, stan, pan_hash))
-        found: dict[str, Any] = row[0]
+        # lock (pos_prepare, in the schema above).
+        self._clean(("k", tid, batch, stan), ("b", tid, batch))
+        res = self._exec("SELECT pos_prepare(?, ?, ?, ?)", (tid, batch, stan, pan_hash))
+        found: dict[str, Any] = json.loads(res.get_value(0, 0))
         self._requests[(tid, batch, stan)] = {
             t["mti"]: TransactionRow(**{c: t[c] for c in TXN_COLUMNS}) for t in found["txns"]}
         stone = found["tombstone"]
@@ -334,7 +474,19 @@ class PgSession(SqlSession):
         same = self._requests.pop(key[:3], None)
         if same is not None and not lock:
             return same.get(key[3])
-        return super().transaction(key, lock=lock)
+        self._clean(("k", *key[:3]))
+        res = self._exec(_TXN_BY_KEY + (self.lock_suffix if lock else ""), key)
+        return _transaction(res, 0) if res.ntuples else None
+
+    def original_by_rrn(self, rrn: str) -> TransactionRow | None:
+        self._clean(("r", rrn))
+        res = self._exec(_TXN_BY_RRN + self.lock_suffix, (rrn,))
+        return _transaction(res, 0) if res.ntuples else None
+
+    def transaction_by_rrn(self, rrn: str) -> TransactionRow | None:
+        self._clean(("r", rrn))
+        res = self._exec(_TXN_BY_RRN, (rrn,))
+        return _transaction(res, 0) if res.ntuples else None
 
     def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None:
         key = (tid, batch, stan)
@@ -350,9 +502,15 @@ class PgSession(SqlSession):
     def spent(self, pan_hash: str) -> int:
         """The balance as read (no lock), with this session's own moves (see flush)."""
         if pan_hash not in self._seen:
-            row = self._one(_BALANCE_SELECT, (pan_hash,))
-            self._seen[pan_hash] = int(row[0]) if row is not None else 0
+            self._clean(("p", pan_hash))
+            res = self._exec(_BALANCE_SELECT, (pan_hash,))
+            self._seen[pan_hash] = int(res.get_value(0, 0)) if res.ntuples else 0
         return self._seen[pan_hash] + sum(d for d, _ in self._moves.get(pan_hash, ()))
+
+    def rrn_block(self) -> list[int]:
+        """``RRN_BLOCK`` fresh numbers from the sequence (no held write matters to it)."""
+        res = self._exec(_RRNS, (RRN_BLOCK,))
+        return [int(res.get_value(i, 0)) for i in range(res.ntuples)]
 
     def next_rrn(self) -> str:
         return f"{self._store.next_rrn(self):012d}"
@@ -375,6 +533,7 @@ class PostgresLedgerStore:
         self.schema = schema
         self._lock = threading.Lock()
         self._sql: dict[str, str] = {}
+        self._prepared: dict[str, bytes] = {}  # on the current connection: query -> name
         self._rrns: list[int] = []  # taken from the sequence, not handed out yet
         self._db: psycopg.Connection[Any] | None = None
         try:
@@ -412,6 +571,9 @@ class PostgresLedgerStore:
         self._db = None
         try:
             db = psycopg.connect(self.dsn, autocommit=True)
+            self._prepared = {}
+            # statements sent through libpq carry UTF-8 text (see PgSession._exec)
+            db.execute("SET client_encoding TO 'UTF8'")
             # a lock not granted soon is a conflict (rerun), not a wait: two processes'
             # groups that lock the same originals in two orders would otherwise wait for
             # PostgreSQL's deadlock check (deadlock_timeout, 1 s) every time
@@ -454,13 +616,38 @@ class PostgresLedgerStore:
             text = self._sql[query] = query.replace("?", "%s")
         return text
 
+    def prepared(self, query: str, pgconn: Any) -> bytes:
+        """The name ``query`` is prepared under on the current connection (prepared once)."""
+        name = self._prepared.get(query)
+        if name is None:
+            name = f"pos_{len(self._prepared)}".encode()
+            parts = query.split("?")  # ? -> $1, $2, ... (no ? in the module's literals)
+            text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+            res = pgconn.prepare(name, text.encode())
+            if res.status != pq.ExecStatus.COMMAND_OK:
+                raise self.failed(res)
+            self._prepared[query] = name
+        return name
+
+    def failed(self, res: Any) -> LedgerError:
+        """The LedgerError for a statement libpq says failed (as :meth:`translate`)."""
+        state = res.error_field(pq.DiagnosticField.SQLSTATE)
+        message = (res.error_message or b"").decode(errors="replace").strip()
+        error: type[psycopg.Error] = psycopg.OperationalError
+        if state:
+            try:
+                error = pg_errors.lookup(state.decode())
+            except KeyError:
+                error = psycopg.DatabaseError
+        exc = error(message)
+        out = self.translate(exc)
+        out.__cause__ = exc
+        return out
+
     def next_rrn(self, session: PgSession) -> int:
         """The next RRN of this process (a block of them taken from the sequence at once)."""
         if not self._rrns:
-            rows = session._one(
-                "SELECT array_agg(nextval('rrn_seq')) FROM generate_series(1, ?)", (RRN_BLOCK,))
-            self._rrns = sorted(int(v) for v in rows[0])
-            self._rrns.reverse()
+            self._rrns = sorted(session.rrn_block(), reverse=True)
         return self._rrns.pop()
 
     def backend_pid(self) -> int | None:
