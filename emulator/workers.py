@@ -37,16 +37,22 @@ configuration as its first line (so no database URL shows in ``ps``). Lines::
                            {"id": 9, "cmd": "ping"}    answered with the counters and
                                                        "session_s" (the ledger session
                                                        running now, seconds; 0 when idle)
-                           {"id": 8, "cmd": "set", "specs": [...]} replace the faults
+                           {"id": 8, "cmd": "set", "specs": [...], "spent": [[i, rule]]}
+                                                       replace the faults
+                           {"id": 10, "cmd": "disarm", "rule": i, "spec": rule}
+                                                       a ``once`` rule fired elsewhere
     worker -> supervisor   {"event": "listening", "address": [host, port], "pid": P}
                            {"event": "failed", "error": "..."}    could not start
                            {"event": "stopped", "stats": {...}}   last counters
+                           {"event": "fired", "rule": i, "spec": rule}  a ``once`` rule
                            {"id": 7, ...answer...}                as emulator.admin answers
 
 Workers run as ``python -m emulator.workers FD`` in a process group of their
 own, so a Ctrl-C at the terminal reaches the supervisor only, which forwards
-SIGTERM. A ``once`` fault rule is armed in every worker: it fires at most once
-per worker, not once per host.
+SIGTERM. A ``once`` fault rule is armed in every worker; the worker that fires it
+tells the supervisor, which disarms it in the others (and in any worker it
+starts later), so it fires once for the host. Two workers that match it within
+the same millisecond can both fire it (the relay is not a lock).
 """
 
 from __future__ import annotations
@@ -214,6 +220,8 @@ class Supervisor:
         self.retired: list[dict[str, object]] = []
         self.spec = spec
         self.specs: list[str] = list(spec.faults)  # the faults in force, as added
+        #: ``once`` rules some worker fired: (index in the plan, the rule's text)
+        self.spent: dict[int, str] = {}
         self.python = tuple(python)
         self.slots = [_Slot(i) for i in range(workers)]
         self.address: tuple[str, int] | None = None
@@ -331,7 +339,8 @@ class Supervisor:
         slot.last_seen = slot.started_at
         slot.last_stats = None
         reader, slot.writer = await asyncio.open_unix_connection(sock=ours)
-        config = {**self.spec.to_json(), "faults": list(self.specs), "index": slot.index}
+        config = {**self.spec.to_json(), "faults": list(self.specs), "index": slot.index,
+                  "spent": sorted(self.spent.items())}
         slot.specs_sent = tuple(self.specs)
         slot.writer.write(json.dumps({"config": config}).encode() + b"\n")
         task = loop.create_task(self._read(slot, reader, slot.listening))
@@ -346,7 +355,8 @@ class Supervisor:
             raise WorkerError(f"worker {slot.index} did not start listening in "
                               f"{START_TIMEOUT:.0f} s") from None
         if tuple(self.specs) != slot.specs_sent:  # faults changed while it started
-            await self._ask(slot, {"cmd": "set", "specs": list(self.specs)})
+            await self._ask(slot, {"cmd": "set", "specs": list(self.specs),
+                                   "spent": sorted(self.spent.items())})
         slot.last_seen = time.monotonic()
         slot.ready = True
         return address
@@ -369,6 +379,8 @@ class Supervisor:
                     listening.set_result((str(host), int(port)))
                 elif event == "failed" and not listening.done():
                     listening.set_exception(WorkerError(str(message.get("error"))))
+                elif event == "fired":
+                    self._fired_once(slot, message.get("rule"), message.get("spec"))
                 elif event == "stopped":
                     stats = message.get("stats")
                     slot.last_stats = stats if isinstance(stats, dict) else None
@@ -420,6 +432,19 @@ class Supervisor:
                         slot.proc.kill()
                 continue
             log.warning("worker %d is back (pid %d)", slot.index, slot.proc.pid)
+
+    def _fired_once(self, slot: _Slot, index: object, spec: object) -> None:
+        """A worker fired a ``once`` rule: disarm it in every other worker."""
+        if not isinstance(index, int) or not isinstance(spec, str):
+            return
+        self.spent[index] = spec
+        request = {"cmd": "disarm", "rule": index, "spec": spec}
+        loop = asyncio.get_running_loop()
+        for other in self.slots:
+            if other is not slot and other.writer is not None:
+                task = loop.create_task(self._ask(other, request))
+                # a worker that is gone or starting learns it from its config / "set"
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _heartbeat(self, slot: _Slot) -> None:
         """Ask the worker in ``slot`` for its counters every second; kill it when it hangs."""
@@ -486,6 +511,7 @@ class Supervisor:
             self.specs.append(spec)
         elif cmd == "clear":
             self.specs.clear()
+            self.spent.clear()
         forwarded = {"cmd": cmd, "spec": request.get("spec")} if cmd == "add" else {"cmd": cmd}
         live = [s for s in self.slots if s.ready]
         results = await asyncio.gather(*(self._ask(s, forwarded) for s in live),
@@ -627,6 +653,7 @@ async def _worker(control: socket.socket) -> int:
         level=logging.INFO if spec.verbose else logging.WARNING,
         format=f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s")
     plan = FaultPlan.from_specs(spec.faults)
+    _disarm_spent(plan, config.get("spent"))
     seed = None if spec.fault_seed is None else spec.fault_seed + index
     try:
         store = open_store(spec.ledger)
@@ -646,6 +673,8 @@ async def _worker(control: socket.socket) -> int:
             await writer.drain()
             return 2
         server.install_signal_handlers()
+        plan.on_once = lambda index, rule: send(
+            {"event": "fired", "rule": index, "spec": rule.spec})
         send({"event": "listening", "address": list(bound), "pid": os.getpid()})
         control_task = asyncio.get_running_loop().create_task(
             _obey(reader, send, plan, server.stats.as_dict, server.request_stop,
@@ -662,6 +691,15 @@ async def _worker(control: socket.socket) -> int:
         return 0
     finally:
         store.close()
+
+
+def _disarm_spent(plan: FaultPlan, spent: object) -> None:
+    """Disarm the ``once`` rules the supervisor says fired elsewhere ([[index, rule]...])."""
+    if not isinstance(spent, list):
+        return
+    for item in spent:
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], int):
+            plan.disarm(item[0], str(item[1]))
 
 
 async def _obey(reader: asyncio.StreamReader, send: Callable[[Mapping[str, object]], None],
@@ -685,7 +723,12 @@ async def _obey(reader: asyncio.StreamReader, send: Callable[[Mapping[str, objec
                 with contextlib.suppress(FaultSpecError):  # checked by the supervisor
                     for spec in request.get("specs") or []:
                         plan.add(str(spec))
+                _disarm_spent(plan, request.get("spent"))
                 send({"id": ident, "ok": True, "faults": plan.describe()})
+            elif request.get("cmd") == "disarm":
+                rule, text = request.get("rule"), request.get("spec")
+                done = isinstance(rule, int) and isinstance(text, str) and plan.disarm(rule, text)
+                send({"id": ident, "ok": done, "faults": plan.describe()})
             else:
                 send({**admin_dispatch(plan, stats, request), "id": ident})
     except (ConnectionError, ValueError):

@@ -59,6 +59,7 @@ Examples: ``delay=200@p=0.1``, ``drop@card=cup-debit``,
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -157,6 +158,8 @@ class FaultRule:
     mti: str | None = None
     once: bool = False
     fired: int = 0
+    #: a ``once`` rule another process of the same host fired (``serve --workers``)
+    spent_elsewhere: bool = False
 
     @property
     def spec(self) -> str:
@@ -164,7 +167,7 @@ class FaultRule:
 
     @property
     def armed(self) -> bool:
-        return not (self.once and self.fired)
+        return not (self.once and (self.fired or self.spent_elsewhere))
 
     def selects(self, subject: FaultSubject) -> bool:
         """Whether the non-random selectors match ``subject``."""
@@ -266,6 +269,8 @@ class FaultPlan:
     """The faults in force. Mutable at run time; the server asks it once per request."""
 
     rules: list[FaultRule] = field(default_factory=list)
+    #: told (index, rule) when a ``once`` rule fires, so the other workers can disarm it
+    on_once: Callable[[int, FaultRule], None] | None = field(default=None, compare=False)
 
     @classmethod
     def from_specs(cls, specs: list[str] | tuple[str, ...]) -> FaultPlan:
@@ -286,6 +291,20 @@ class FaultPlan:
         self.rules.clear()
         return count
 
+    def disarm(self, index: int, spec: str) -> bool:
+        """Mark the ``once`` rule at ``index`` (whose text is ``spec``) as fired elsewhere.
+
+        False when there is no such rule there (the plan changed meanwhile): nothing
+        is disarmed by position alone.
+        """
+        if not 0 <= index < len(self.rules):
+            return False
+        rule = self.rules[index]
+        if not rule.once or rule.spec != spec:
+            return False
+        rule.spent_elsewhere = True
+        return True
+
     def describe(self) -> list[dict[str, object]]:
         """The rules as plain data (for the admin channel)."""
         return [{"spec": r.spec, "fired": r.fired, "armed": r.armed} for r in self.rules]
@@ -299,12 +318,14 @@ class FaultPlan:
         ``rng`` is drawn from only for rules with ``p=`` whose other selectors
         matched, so a seeded run is reproducible.
         """
-        for rule in self.rules:
+        for index, rule in enumerate(self.rules):
             if not rule.armed or not rule.selects(subject):
                 continue
             if rule.probability is not None and rng.random() >= rule.probability:
                 continue
             rule.fired += 1
+            if rule.once and self.on_once is not None:
+                self.on_once(index, rule)
             return rule.action
         return NO_FAULT
 

@@ -87,6 +87,22 @@ def test_once_fires_once_and_first_rule_wins() -> None:
     assert [r["fired"] for r in plan.describe()] == [1, 1]
 
 
+def test_a_once_rule_says_when_it_fires_and_is_disarmed_by_index_and_text() -> None:
+    told: list[tuple[int, str]] = []
+    plan = FaultPlan.from_specs(["delay=5@amount=1", "drop@amount=1234,once"])
+    plan.on_once = lambda index, rule: told.append((index, rule.spec))
+    rng = random.Random(0)
+    assert plan.decide(SALE, rng).kind is FaultKind.DROP
+    assert told == [(1, "drop@amount=1234,once")]
+    other = FaultPlan.from_specs(["delay=5@amount=1", "drop@amount=1234,once"])
+    assert not other.disarm(0, "delay=5@amount=1")  # not a once rule
+    assert not other.disarm(1, "drop@amount=9999,once")  # the plan changed: not by position
+    assert not other.disarm(7, "drop@amount=1234,once")
+    assert other.disarm(1, "drop@amount=1234,once")
+    assert other.decide(SALE, rng) is NO_FAULT
+    assert other.describe()[1] == {"spec": "drop@amount=1234,once", "fired": 0, "armed": False}
+
+
 def test_corrupt_arpc_fires_only_on_requests_with_chip_data() -> None:
     plan = FaultPlan.from_specs(["corrupt-arpc@once"])
     rng = random.Random(1)

@@ -288,3 +288,47 @@ async def test_a_replaced_workers_requests_still_count(two_workers: WorkerHost) 
     assert await asyncio.to_thread(host.stop) == 0
     assert host.proc.stdout is not None
     assert "7 requests" in host.proc.stdout.read()
+
+
+async def test_a_once_fault_fires_once_for_the_host_and_stays_spent_in_a_restarted_worker(
+        two_workers: WorkerHost) -> None:
+    host = two_workers
+    assert host.admin({"cmd": "add", "spec": "code=96@amount=1300,once"})["ok"]
+    term = await demo_terminal(host.port)
+    before = [w["stats"]["requests"]
+              for w in (await asyncio.to_thread(host.stats))["per_worker"]]
+    codes = []
+    for _ in range(8):  # one connection each, one after the other: spread over both workers
+        async with HostClient("127.0.0.1", host.port, "cup", timeout=10) as client:
+            frame = await client.exchange(term.sale(card_by_name("cup-nopin"), 1_300))
+            codes.append(frame.message.get(39))
+    served = [w["stats"]["requests"] - n for w, n in zip(
+        (await asyncio.to_thread(host.stats))["per_worker"], before, strict=True)]
+    if 0 in served:
+        pytest.skip(f"the kernel gave every connection to one worker ({served})")
+    # both workers saw the amount: without the relay each would have fired the rule
+    assert codes.count("96") == 1, codes
+    assert codes[0] == "96"  # the first one, wherever it landed
+
+    def spent(answer: dict[str, Any]) -> bool:
+        rule = [f for f in answer["faults"] if f["spec"] == "code=96@amount=1300,once"]
+        return rule == [{"spec": "code=96@amount=1300,once", "fired": 1, "armed": False}]
+
+    assert spent(host.admin({"cmd": "list"}))
+    # a worker started afterwards does not arm it again
+    victim = host.worker_pids()[1]
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> dict[str, Any] | None:
+        now = host.stats()
+        back = "unanswered" not in now and now["per_worker"][1]["pid"] != victim
+        return now if back else None
+
+    after = await asyncio.to_thread(_wait, replaced)
+    for worker in after["per_worker"]:
+        rule = [f for f in worker["faults"] if f["spec"] == "code=96@amount=1300,once"]
+        assert rule[0]["armed"] is False
+    assert host.admin({"cmd": "clear"})["ok"]
+    assert host.admin({"cmd": "add", "spec": "code=96@amount=1300,once"})["ok"]
+    listed: Any = host.admin({"cmd": "list"})["faults"]
+    assert listed[0]["armed"] is True  # a new rule, armed
