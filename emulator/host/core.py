@@ -144,6 +144,7 @@ class _Ctx:
     key: TxnKey
     fingerprint: str
     pan: str | None = None
+    pan_hash: str | None = None  # of pan, computed once a request (an HMAC)
     card: TestCard | None = None
     extra: dict[int, str | bytes] = field(default_factory=dict)
     records: list[LedgerRecord] = field(default_factory=list)
@@ -359,20 +360,21 @@ class AcquirerHost:
             return _Plain(self._maced(term, msg, codes.FORMAT_ERROR, now), False)
         key: TxnKey = (term.tid, batch, str(stan), mti)
         fingerprint = self._fingerprint(msg)
+        pan = _pan_of(msg)
+        pan_hash = self.pan_hash(pan) if pan else None
         if kind in ("sale", "void", "refund"):
             # Held until commit. A reversal of this request in another process waits for
             # this booking, or this booking sees that reversal's tombstone (never both
             # missed); the same request sent to two processes at once is answered by the
             # second from what the first stored.
-            pan = _pan_of(msg)
-            s.lock_request(term.tid, batch, str(stan), self.pan_hash(pan) if pan else None)
+            s.lock_request(term.tid, batch, str(stan), pan_hash)
         stored = s.transaction(key)
         if stored is not None:
             if hmac.compare_digest(stored.fingerprint, fingerprint):
                 return _Plain(self._replay(term, msg, stored), False)
             return _Plain(self._maced(term, msg, codes.DUPLICATE, now), False)
-        ctx = _Ctx(s, term, msg, body, now, kind, batch, str(stan), key, fingerprint)
-        ctx.pan = _pan_of(msg)
+        ctx = _Ctx(s, term, msg, body, now, kind, batch, str(stan), key, fingerprint, pan,
+                   pan_hash)
         return self._financial(ctx)
 
     def _f60(self, msg: Message) -> composite.F60:
@@ -545,7 +547,7 @@ class AcquirerHost:
             else "declined", response_code=code, received_at=ctx.now.isoformat(),
             response=response_json(resp.mti, stored_fields),
             pan_masked=mask_pan(ctx.pan) if ctx.pan else None,
-            pan_hash=self.pan_hash(ctx.pan) if ctx.pan else None,
+            pan_hash=ctx.pan_hash,
             scheme=card.scheme if card is not None else (
                 ctx.original.scheme if ctx.original is not None else None),
             amount=ctx.msg.amount if _digits(ctx.msg.get(4)) else None,
@@ -700,7 +702,7 @@ class AcquirerHost:
         elif ctx.kind == "refund":  # a refund must name its original by F61 as well
             raise _Answer(codes.ORIGINAL_NOT_FOUND)
         ctx.original = original
-        if ctx.pan is None or self.pan_hash(ctx.pan) != original.pan_hash:
+        if ctx.pan is None or ctx.pan_hash != original.pan_hash:
             raise _Answer(codes.INVALID_CARD)
         ctx.card = self._cards.get(ctx.pan)
         return original
@@ -722,7 +724,7 @@ class AcquirerHost:
         self._check_arqc(ctx, card, required=True)
         self._magic(amount)
         self._check_status(ctx, card)
-        pan_hash = self.pan_hash(card.pan)
+        pan_hash = ctx.pan_hash or self.pan_hash(card.pan)  # card.pan is ctx.pan
         spent = ctx.s.spent(pan_hash)  # the balance row, read and locked once
         if amount > card.opening_balance - spent:
             raise _Answer(codes.INSUFFICIENT_FUNDS)
