@@ -86,6 +86,8 @@ CHIP_ENTRY = ("05", "07")
 SIGN_ON_CODES = {"001": 1, "003": 3, "004": 4}
 #: 61.1 / 61.2 of a refund whose terminal does not know the original's batch and STAN.
 _UNKNOWN = "000000"
+#: Request fields an answer repeats.
+_ECHOED = (2, 3, 4, 11, 25, 41, 42, 49, 60, 70, 90)
 #: Times handle() without a session runs again after a LedgerConflict.
 _ATTEMPTS = 20
 #: Bound of the derived working-key cache (entries; cleared when full).
@@ -414,10 +416,13 @@ class AcquirerHost:
         names this original by it in a later refund's 61.3.
         """
         resp = self.dialect.message(msg.response_mti)
-        for number in (2, 3, 4, 11, 25, 41, 42, 49, 60, 70, 90):
-            value = msg.get(number)
+        # copied as stored: a message holds only normalised values (what resp[n] = value
+        # would store again), and the answer is of the request's dialect
+        ours, theirs = resp.raw_items(), msg.raw_items()
+        for number in _ECHOED:
+            value = theirs.get(number)
             if value is not None:
-                resp[number] = value
+                ours[number] = value
         if 12 in self._answer_time_fields:
             resp[12] = f"{now.hour:02d}{now.minute:02d}{now.second:02d}"  # strftime is slow
         if 13 in self._answer_time_fields:
@@ -539,7 +544,8 @@ class AcquirerHost:
             if f55 is not None:
                 extra[55] = f55
         resp = self._maced(ctx.term, ctx.msg, code, ctx.now, extra)
-        stored_fields = {k: v for k, v in resp.fields.items() if k not in (2, self._mac_field)}
+        stored_fields = {k: v for k, v in sorted(resp.raw_items().items())
+                         if k not in (2, self._mac_field)}
         card = ctx.card
         row = TransactionRow(
             tid=ctx.term.tid, batch=ctx.batch, stan=ctx.stan, mti=ctx.msg.mti, kind=ctx.kind,

@@ -35,6 +35,7 @@ Terminal keys are stored in the clear: this is an emulator holding test keys.
 from __future__ import annotations
 
 import json
+import operator
 import secrets
 import sqlite3
 import threading
@@ -516,6 +517,8 @@ class _MemorySession:
 TXN_COLUMNS = ("tid", "batch", "stan", "mti", "kind", "fingerprint", "status",
                "response_code", "received_at", "response", "pan_masked", "pan_hash", "scheme",
                "amount", "rrn", "auth_code", "date", "original", "refunded", "voided_by")
+#: a transaction row's values in TXN_COLUMNS order (one C call, not a getattr loop)
+txn_values: Callable[[TransactionRow], tuple[Any, ...]] = operator.attrgetter(*TXN_COLUMNS)
 TERMINAL_COLUMNS = ("tid", "mid", "tmk", "pik", "mak", "tdk", "batch", "signed_on",
                     "generation", "removed")
 # the column lists are constants of this module, never input; "?" marks a parameter
@@ -682,7 +685,7 @@ class SqlSession:
 
     # writes
     def book(self, row: TransactionRow) -> None:
-        self.run(TXN_INSERT, tuple(getattr(row, c) for c in TXN_COLUMNS))
+        self.run(TXN_INSERT, txn_values(row))
         self._refund_row(row)
 
     def write(self, records: Sequence[LedgerRecord]) -> None:
@@ -699,7 +702,7 @@ class SqlSession:
         """The (SQL, parameters) pairs that upsert ``record``."""
         if isinstance(record, TransactionRow):
             out: list[tuple[str, tuple[object, ...]]] = [
-                (_TXN_UPSERT, tuple(getattr(record, c) for c in TXN_COLUMNS))]
+                (_TXN_UPSERT, txn_values(record))]
             if record.kind == "refund" and record.original is not None:
                 out.append((_REFUND_UPSERT, (key_text(record.key), record.original,
                                              record.amount or 0, record.status)))
@@ -850,6 +853,9 @@ class SqliteLedgerStore:
             self._db.close()
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
         self._lock = threading.Lock()
+        # one cursor for every statement (under the lock; each result is fetched before
+        # the next statement): Connection.execute would make a new cursor per statement
+        self._cursor = self._db.cursor()
 
     def __repr__(self) -> str:
         return f"SqliteLedgerStore({str(self.path)!r})"
@@ -905,7 +911,7 @@ class SqliteLedgerStore:
 
     def _run(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
         try:
-            return self._db.execute(sql, params)
+            return self._cursor.execute(sql, params)
         except sqlite3.IntegrityError as exc:
             raise LedgerConflict(f"ledger {self.path}: {exc}") from exc
         except sqlite3.OperationalError as exc:
@@ -969,9 +975,12 @@ class SqliteLedgerStore:
 
 def response_json(mti: str, fields: dict[int, str | bytes]) -> str:
     """A stored answer: MTI and fields, bytes as hex (so the row is plain text)."""
-    return json.dumps({"mti": mti, "fields": {
-        str(k): ({"hex": v.hex()} if isinstance(v, bytes) else v) for k, v in fields.items()}},
-        separators=(",", ":"))
+    return _compact_json({"mti": mti, "fields": {
+        str(k): ({"hex": v.hex()} if isinstance(v, bytes) else v) for k, v in fields.items()}})
+
+
+# json.dumps with any option builds a new JSONEncoder per call
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def response_fields(text: str) -> tuple[str, dict[int, str | bytes]]:
