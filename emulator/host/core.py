@@ -333,6 +333,7 @@ class AcquirerHost:
     # --- routing ---------------------------------------------------------------
     def _dispatch(self, s: LedgerSession, msg: Message, body: bytes, now: datetime) -> _Plain:
         tid, mid = msg.tid, msg.mid
+        early = self._lock_early(s, msg) if s.lock_first else None
         # read per request: a terminal provisioned by another process is served at once
         term = self._terminal(s, tid or "")
         if term is None or term.row.mid != mid:
@@ -363,8 +364,8 @@ class AcquirerHost:
         key: TxnKey = (term.tid, batch, str(stan), mti)
         fingerprint = self._fingerprint(msg)
         pan = _pan_of(msg)
-        pan_hash = self.pan_hash(pan) if pan else None
-        if kind in ("sale", "void", "refund"):
+        pan_hash = early[3] if early else self.pan_hash(pan) if pan else None
+        if kind in ("sale", "void", "refund") and (early is None or early[:3] != key[:3]):
             # Held until commit. A reversal of this request in another process waits for
             # this booking, or this booking sees that reversal's tombstone (never both
             # missed); the same request sent to two processes at once is answered by the
@@ -378,6 +379,29 @@ class AcquirerHost:
         ctx = _Ctx(s, term, msg, body, now, kind, batch, str(stan), key, fingerprint, pan,
                    pan_hash)
         return self._financial(ctx)
+
+    def _lock_early(self, s: LedgerSession, msg: Message,
+                    ) -> tuple[str, str, str, str | None] | None:
+        """The lock _dispatch takes for a sale, void or refund, taken before the terminal
+        read when the message names the key (batch in 60.2): (tid, batch, stan, PAN hash).
+
+        For a store that reads the terminal's row with the lock (``lock_first``). A request
+        refused later (MAC, merchant) holds the lock of the key it named until the commit:
+        that only orders it with that key's reversal.
+        """
+        tid, stan = msg.tid, msg.get(11)
+        if not msg.is_request or 60 not in msg or not tid or not _digits(stan, 6):
+            return None
+        try:
+            if self._table.classify(msg) not in ("sale", "void", "refund"):
+                return None
+            batch = self._f60(msg).batch
+        except Iso8583Error:
+            return None
+        pan = _pan_of(msg)
+        pan_hash = self.pan_hash(pan) if pan else None
+        s.lock_request(tid, batch, str(stan), pan_hash)
+        return tid, batch, str(stan), pan_hash
 
     def _f60(self, msg: Message) -> composite.F60:
         value = msg.get(60)
@@ -853,6 +877,8 @@ class AcquirerHost:
             theirs, _, _ = SettlementTotals.decode(str(f48 or ""))
         except ValueError:
             raise _Answer(codes.FORMAT_ERROR) from None
+        # totals read after the lock: no booking of this batch is in flight elsewhere
+        ctx.s.lock_batch(ctx.term.tid, ctx.batch)
         ours = ctx.s.batch_totals(ctx.term.tid, ctx.batch)
         dom_ok, for_ok = ours.agrees_with(theirs)
         ctx.extra[48] = ours.encode(

@@ -199,6 +199,11 @@ class LedgerSnapshot:
 class LedgerSession(Protocol):
     """One store transaction: what the host's rules read and write (see the module docstring)."""
 
+    # True: the host takes a request's lock (when its message names its key) before it
+    # reads the terminal, and the store reads the terminal's row along with the lock
+    # (PostgreSQL: one round trip for both); False: lock_request costs nothing here
+    lock_first: bool
+
     def terminal(self, tid: str) -> TerminalRow | None: ...
 
     def terminals(self) -> list[TerminalRow]: ...  # every row, removed ones included, by TID
@@ -219,6 +224,10 @@ class LedgerSession(Protocol):
                      pan_hash: str | None = None) -> None: ...
 
     def spent(self, pan_hash: str) -> int: ...  # read and lock the card's balance
+
+    # Held until commit: a settlement closing (tid, batch) waits for every booking of the
+    # batch in flight in another process, and those that come after it wait for it.
+    def lock_batch(self, tid: str, batch: str) -> None: ...
 
     def batch(self, tid: str, batch: str) -> BatchRow | None: ...
 
@@ -405,6 +414,8 @@ class MemoryLedgerStore:
 
 
 class _MemorySession:
+    lock_first = False
+
     def __init__(self, store: MemoryLedgerStore) -> None:
         self.s = store
         self._undo: list[tuple[dict[Any, Any], object, object]] = []
@@ -446,6 +457,9 @@ class _MemorySession:
 
     def lock_request(self, tid: str, batch: str, stan: str,
                      pan_hash: str | None = None) -> None:
+        pass  # sessions never overlap
+
+    def lock_batch(self, tid: str, batch: str) -> None:
         pass  # sessions never overlap
 
     def spent(self, pan_hash: str) -> int:
@@ -600,6 +614,7 @@ class SqlSession:
     """
 
     lock_suffix = ""  # appended to a SELECT that must lock what it reads
+    lock_first = False  # see LedgerSession
 
     def __init__(self, run: Callable[[str, Sequence[object]], Any]) -> None:
         self.run = run
@@ -644,6 +659,12 @@ class SqlSession:
     def lock_request(self, tid: str, batch: str, stan: str,
                      pan_hash: str | None = None) -> None:
         """Serialize this session with any other that books or reverses (tid, batch, stan).
+
+        SQLite: nothing to do (a session holds the file's write lock).
+        """
+
+    def lock_batch(self, tid: str, batch: str) -> None:
+        """Serialize a settlement of (tid, batch) with the bookings of that batch.
 
         SQLite: nothing to do (a session holds the file's write lock).
         """

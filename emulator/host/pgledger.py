@@ -61,6 +61,7 @@ from emulator.host.ledger import (
     BALANCES_FROM_TRANSACTIONS,
     BATCH_SELECT,
     SCHEMA_VERSION,
+    TERMINAL_COLUMNS,
     TERMINAL_SELECT,
     TOMBSTONE_SOURCES,
     TOMBSTONE_UPSERT,
@@ -190,6 +191,8 @@ CREATE SEQUENCE IF NOT EXISTS rrn_seq CACHE 32;
 CREATE OR REPLACE FUNCTION pos_prepare(p_tid TEXT, p_batch TEXT, p_stan TEXT, p_pan TEXT)
 RETURNS JSONB AS $$
 BEGIN
+    -- shared: money moves of a batch pass each other; a settlement takes it exclusively
+    PERFORM pg_advisory_xact_lock_shared(8584, hashtext(p_tid || '/' || p_batch));
     PERFORM pg_advisory_xact_lock(8583, hashtext(p_tid || '/' || p_batch || '/' || p_stan));
     RETURN jsonb_build_object(
         'txns', (SELECT coalesce(jsonb_agg(to_jsonb(t) - 'seq'), '[]'::jsonb) FROM transactions t
@@ -197,7 +200,8 @@ BEGIN
         'tombstone', (SELECT to_jsonb(x) FROM tombstones x
                       WHERE x.tid = p_tid AND x.batch = p_batch AND x.stan = p_stan),
         'batch', (SELECT to_jsonb(b) FROM batches b WHERE b.tid = p_tid AND b.batch = p_batch),
-        'spent', (SELECT spent FROM balances WHERE pan_hash = p_pan));
+        'spent', (SELECT spent FROM balances WHERE pan_hash = p_pan),
+        'terminal', (SELECT to_jsonb(m) FROM terminals m WHERE m.tid = p_tid));
 END $$ LANGUAGE plpgsql VOLATILE;
 """
 # schema 1 announced provisioning with NOTIFY for a host that cached terminals;
@@ -297,6 +301,7 @@ class PgSession(SqlSession):
     """
 
     lock_suffix = " FOR UPDATE"
+    lock_first = True  # the terminal's row comes with the request's lock (pos_prepare)
 
     def __init__(self, store: PostgresLedgerStore, db: psycopg.Connection[Any]) -> None:
         super().__init__(self._read)
@@ -312,6 +317,10 @@ class PgSession(SqlSession):
         self._tombstones: dict[tuple[str, str, str], TombstoneRow | None] = {}
         self._batches: dict[tuple[str, str], BatchRow | None] = {}
         self._requests: dict[tuple[str, str, str], dict[str, TransactionRow]] = {}
+        # terminal rows read with lock_request, each served once; a TID the host has read
+        # in this session is read afresh (terminal) rather than with a later lock
+        self._terminals: dict[str, TerminalRow | None] = {}
+        self._terminals_read: set[str] = set()
         # card balances: read without a lock, moved at commit (see flush)
         self._seen: dict[str, int] = {}
         self._moves: dict[str, list[tuple[int, int | None]]] = {}
@@ -425,6 +434,7 @@ class PgSession(SqlSession):
                 continue
             self._others.extend(self.statements(record))
             if isinstance(record, TerminalRow):
+                self._terminals.pop(record.tid, None)
                 self._dirty.add(("t", record.tid))
             elif isinstance(record, TombstoneRow):
                 self._tombstones[(record.tid, record.batch, record.stan)] = record
@@ -439,6 +449,9 @@ class PgSession(SqlSession):
 
     # --- reads ---------------------------------------------------------------------
     def terminal(self, tid: str) -> TerminalRow | None:
+        self._terminals_read.add(tid)
+        if tid in self._terminals:  # read with lock_request, just now
+            return self._terminals.pop(tid)
         self._clean(("t", tid))
         res = self._exec(_TERMINAL_BY_TID, (tid,))
         if not res.ntuples:
@@ -454,9 +467,10 @@ class PgSession(SqlSession):
         # exists yet, so a row lock cannot order them: a transaction-scoped advisory
         # lock on the request's key does (READ COMMITTED: what follows sees the other).
         # The rows the booking reads next (the request's own key, its tombstone, its
-        # batch, the card's balance) come back in the same statement, read after the
-        # lock (pos_prepare, in the schema above).
-        self._clean(("k", tid, batch, stan), ("b", tid, batch))
+        # batch, the card's balance, the terminal's row when the host has not read it in
+        # this session: lock_first) come back in the same statement, read after the lock
+        # (pos_prepare, in the schema above).
+        self._clean(("k", tid, batch, stan), ("b", tid, batch), ("t", tid))
         res = self._exec("SELECT pos_prepare(?, ?, ?, ?)", (tid, batch, stan, pan_hash))
         found: dict[str, Any] = json.loads(res.get_value(0, 0))
         self._requests[(tid, batch, stan)] = {
@@ -469,6 +483,17 @@ class PgSession(SqlSession):
             tid, batch, bool(b["settled"]), b["host_totals"], b["terminal_totals"], b["balanced"])
         if pan_hash is not None and pan_hash not in self._seen:
             self._seen[pan_hash] = int(found["spent"] or 0)
+        if tid not in self._terminals_read and "terminal" in found:  # (older pos_prepare)
+            m = found["terminal"]
+            self._terminals[tid] = None if m is None else TerminalRow(
+                **{c: m[c] for c in TERMINAL_COLUMNS})
+
+    def lock_batch(self, tid: str, batch: str) -> None:
+        # Every sale, void, refund and reversal of the batch holds this lock shared until
+        # its commit (pos_prepare): the settlement's totals, read after it, count each
+        # one booked before, and each one booked after sees the batch settled.
+        self._exec("SELECT pg_advisory_xact_lock(8584, hashtext(?::text || '/' || ?::text))",
+                   (tid, batch))
 
     def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None:
         same = self._requests.pop(key[:3], None)

@@ -398,3 +398,31 @@ def test_a_session_that_fails_writes_nothing(ledger_store: LedgerStore) -> None:
     stored = host.terminal(TID)
     assert stored is not None
     assert stored.batch == "000001"
+
+
+def test_a_sale_racing_its_batchs_settlement_is_in_the_totals_or_refused(
+        hosts: tuple[Lane, AcquirerHost]) -> None:
+    """A settlement on one host and a sale of the same batch on the other, at once: the
+    sale is either counted in the settled totals or refused (12, batch settled), never
+    booked into a settled batch behind the totals' back."""
+    from iso8583.settlement import SettlementTotals
+
+    lane, other = hosts
+    store = other.store
+    for i in range(8):
+        batch = lane.term.batch
+        approved(lane, 1_000)  # the batch is open and has money in it
+        sale = payload(lane, lane.term.sale(DEBIT, 2_000 + i * 100, pin=PIN))
+        settle = payload(lane, lane.term.settlement())
+        sold, settled = at_once((lane.host, sale), (other, settle))
+        assert settled.response_code == "00"
+        assert sold.response_code in ("00", "12"), sold.response_code
+        with store.session() as s:
+            row = s.batch(TID, batch)
+            assert row is not None
+            assert row.settled
+            now = s.batch_totals(TID, batch)
+        recorded, _, _ = SettlementTotals.decode(row.host_totals)
+        assert recorded == now, f"round {i}: the sale ({sold.response_code}) is in the " \
+                                "batch but not in its settled totals"
+        lane.term.close_batch()
