@@ -379,6 +379,7 @@ class _HostConnection(asyncio.Protocol):
         self.closing = False  # no more requests are read; close once pending is empty
         self.refused = False  # the core answered with close: nothing later is handled
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time the timeout in force runs out (the timer may be later)
         self.paused = False
         self.closed = asyncio.Event()
 
@@ -441,15 +442,27 @@ class _HostConnection(asyncio.Protocol):
 
     # timeouts ----------------------------------------------------------------------------
     def _arm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        """Move the deadline; the timer is replaced only when the deadline moves earlier.
+
+        A later deadline (every request) is left to the timer already set, which sets
+        itself again for the rest when it fires: no timer churn per request.
+        """
         config = self.server.config
         delay = config.read_timeout if self.decoder.buffered else config.idle_timeout
-        self.timer = self.loop.call_later(delay, self._timed_out)
+        self.deadline = self.loop.time() + delay
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= self.deadline:
+                return
+            timer.cancel()
+        self.timer = self.loop.call_at(self.deadline, self._timed_out)
 
     def _timed_out(self) -> None:
         self.timer = None
         if self.transport is None:
+            return
+        if self.loop.time() < self.deadline:  # data came since: the rest of the new timeout
+            self.timer = self.loop.call_at(self.deadline, self._timed_out)
             return
         if self.pending:  # still answering: the terminal is waiting on us, not idle
             self._arm()
