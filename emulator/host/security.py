@@ -108,11 +108,16 @@ def card_profile(card: TestCard, tags: Mapping[int, bytes]) -> emv.CvnProfile | 
 
 def card_arqc_matches(card: TestCard, tags: Mapping[int, bytes]) -> bool:
     """True when tag 9F26 is the cryptogram of the CVN the card's 9F10 names."""
+    return _card_arqc_profile(card, tags) is not None
+
+
+def _card_arqc_profile(card: TestCard, tags: Mapping[int, bytes]) -> emv.CvnProfile | None:
     arqc = tags.get(0x9F26)
     profile = card_profile(card, tags)
-    if arqc is None or profile is None:
-        return False
-    return emv.verify_cryptogram(profile, card.imk_ac, card.pan, card.psn, tags, arqc)
+    if arqc is None or profile is None or not emv.verify_cryptogram(
+            profile, card.imk_ac, card.pan, card.psn, tags, arqc):
+        return None
+    return profile
 
 
 @dataclass(frozen=True)
@@ -130,8 +135,9 @@ def check_arqc(card: TestCard, tags: Mapping[int, bytes]) -> ArqcCheck:
     The host's rules keep the result, so answering the request (:func:`issuer_answer_f55`)
     neither decodes F55 nor verifies the cryptogram a second time.
     """
-    if card_arqc_matches(card, tags):
-        return ArqcCheck(tags, True, card_profile(card, tags))
+    profile = _card_arqc_profile(card, tags)
+    if profile is not None:
+        return ArqcCheck(tags, True, profile)
     return ArqcCheck(tags, arqc_matches(card.imk_ac, card.pan, card.psn, tags), None)
 
 
