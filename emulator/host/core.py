@@ -393,14 +393,16 @@ class AcquirerHost:
         if not msg.is_request or 60 not in msg or not tid or not _digits(stan, 6):
             return None
         try:
-            if self._table.classify(msg) not in ("sale", "void", "refund"):
+            kind = self._table.classify(msg)
+            if kind not in ("sale", "void", "refund"):
                 return None
             batch = self._f60(msg).batch
         except Iso8583Error:
             return None
         pan = _pan_of(msg)
         pan_hash = self.pan_hash(pan) if pan else None
-        s.lock_request(tid, batch, str(stan), pan_hash)
+        rrn = msg.get(37) if kind != "sale" else None  # the original _original reads next
+        s.lock_request(tid, batch, str(stan), pan_hash, rrn if isinstance(rrn, str) else None)
         return tid, batch, str(stan), pan_hash
 
     def _f60(self, msg: Message) -> composite.F60:

@@ -219,9 +219,10 @@ class LedgerSession(Protocol):
     def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None: ...
 
     # Held until commit: orders a request with its reversal across processes. ``pan_hash``:
-    # the card whose balance the booking reads next (a store may fetch it along).
+    # the card whose balance the booking reads next; ``rrn``: the original a void or refund
+    # names, which original_by_rrn reads next (a store may fetch and lock both along).
     def lock_request(self, tid: str, batch: str, stan: str,
-                     pan_hash: str | None = None) -> None: ...
+                     pan_hash: str | None = None, rrn: str | None = None) -> None: ...
 
     def spent(self, pan_hash: str) -> int: ...  # read and lock the card's balance
 
@@ -456,7 +457,7 @@ class _MemorySession:
         return self.s.tombstones.get((tid, batch, stan))
 
     def lock_request(self, tid: str, batch: str, stan: str,
-                     pan_hash: str | None = None) -> None:
+                     pan_hash: str | None = None, rrn: str | None = None) -> None:
         pass  # sessions never overlap
 
     def lock_batch(self, tid: str, batch: str) -> None:
@@ -657,7 +658,7 @@ class SqlSession:
         return None if row is None else TombstoneRow(tid, batch, stan, row[0], row[1])
 
     def lock_request(self, tid: str, batch: str, stan: str,
-                     pan_hash: str | None = None) -> None:
+                     pan_hash: str | None = None, rrn: str | None = None) -> None:
         """Serialize this session with any other that books or reverses (tid, batch, stan).
 
         SQLite: nothing to do (a session holds the file's write lock).

@@ -188,13 +188,22 @@ CREATE SEQUENCE IF NOT EXISTS rrn_seq CACHE 32;
 -- A booking's first step, in one statement (see PgSession.lock_request): the lock on
 -- the request's key, then (each plpgsql statement takes a fresh snapshot, so after
 -- the lock) the rows the booking reads next.
-CREATE OR REPLACE FUNCTION pos_prepare(p_tid TEXT, p_batch TEXT, p_stan TEXT, p_pan TEXT)
+-- p_rrn: the original a void or refund names, read and locked (FOR UPDATE) after the lock
+CREATE OR REPLACE FUNCTION pos_prepare(p_tid TEXT, p_batch TEXT, p_stan TEXT, p_pan TEXT,
+                                       p_rrn TEXT)
 RETURNS JSONB AS $$
+DECLARE
+    v_original JSONB;
 BEGIN
     -- shared: money moves of a batch pass each other; a settlement takes it exclusively
     PERFORM pg_advisory_xact_lock_shared(8584, hashtext(p_tid || '/' || p_batch));
     PERFORM pg_advisory_xact_lock(8583, hashtext(p_tid || '/' || p_batch || '/' || p_stan));
+    IF p_rrn IS NOT NULL THEN
+        SELECT to_jsonb(t) - 'seq' INTO v_original FROM transactions t WHERE t.rrn = p_rrn
+            FOR UPDATE;
+    END IF;
     RETURN jsonb_build_object(
+        'original', v_original,
         'txns', (SELECT coalesce(jsonb_agg(to_jsonb(t) - 'seq'), '[]'::jsonb) FROM transactions t
                  WHERE t.tid = p_tid AND t.batch = p_batch AND t.stan = p_stan),
         'tombstone', (SELECT to_jsonb(x) FROM tombstones x
@@ -203,6 +212,10 @@ BEGIN
         'spent', (SELECT spent FROM balances WHERE pan_hash = p_pan),
         'terminal', (SELECT to_jsonb(m) FROM terminals m WHERE m.tid = p_tid));
 END $$ LANGUAGE plpgsql VOLATILE;
+-- the four-argument form older processes call
+CREATE OR REPLACE FUNCTION pos_prepare(p_tid TEXT, p_batch TEXT, p_stan TEXT, p_pan TEXT)
+RETURNS JSONB AS $$ SELECT pos_prepare(p_tid, p_batch, p_stan, p_pan, NULL::TEXT) $$
+LANGUAGE sql VOLATILE;
 """
 # schema 1 announced provisioning with NOTIFY for a host that cached terminals;
 # the host now reads the terminal row per request
@@ -321,6 +334,8 @@ class PgSession(SqlSession):
         # in this session is read afresh (terminal) rather than with a later lock
         self._terminals: dict[str, TerminalRow | None] = {}
         self._terminals_read: set[str] = set()
+        # originals read and locked with lock_request (by RRN), until this session writes them
+        self._originals: dict[str, TransactionRow | None] = {}
         # card balances: read without a lock, moved at commit (see flush)
         self._seen: dict[str, int] = {}
         self._moves: dict[str, list[tuple[int, int | None]]] = {}
@@ -417,6 +432,7 @@ class PgSession(SqlSession):
         self._dirty.add(mark)
         if row.rrn is not None:
             self._dirty.add(("r", row.rrn))
+            self._originals.pop(row.rrn, None)
         if row.kind == "refund" and row.original is not None:
             refund_key = key_text(row.key)
             self._refunds[refund_key] = (refund_key, row.original, row.amount or 0, row.status)
@@ -462,17 +478,21 @@ class PgSession(SqlSession):
                            int(v[8]), v[9] == b"t")
 
     def lock_request(self, tid: str, batch: str, stan: str,
-                     pan_hash: str | None = None) -> None:
+                     pan_hash: str | None = None, rrn: str | None = None) -> None:
         # A request and its reversal may reach two processes at once; neither row
         # exists yet, so a row lock cannot order them: a transaction-scoped advisory
         # lock on the request's key does (READ COMMITTED: what follows sees the other).
         # The rows the booking reads next (the request's own key, its tombstone, its
         # batch, the card's balance, the terminal's row when the host has not read it in
-        # this session: lock_first) come back in the same statement, read after the lock
-        # (pos_prepare, in the schema above).
-        self._clean(("k", tid, batch, stan), ("b", tid, batch), ("t", tid))
-        res = self._exec("SELECT pos_prepare(?, ?, ?, ?)", (tid, batch, stan, pan_hash))
+        # this session: lock_first; the original ``rrn`` names, locked) come back in the
+        # same statement, read after the lock (pos_prepare, in the schema above).
+        self._clean(("k", tid, batch, stan), ("b", tid, batch), ("t", tid), ("r", rrn or ""))
+        res = self._exec("SELECT pos_prepare(?, ?, ?, ?, ?)", (tid, batch, stan, pan_hash, rrn))
         found: dict[str, Any] = json.loads(res.get_value(0, 0))
+        if rrn is not None:
+            o = found["original"]
+            self._originals[rrn] = None if o is None else TransactionRow(
+                **{c: o[c] for c in TXN_COLUMNS})
         self._requests[(tid, batch, stan)] = {
             t["mti"]: TransactionRow(**{c: t[c] for c in TXN_COLUMNS}) for t in found["txns"]}
         stone = found["tombstone"]
@@ -504,6 +524,8 @@ class PgSession(SqlSession):
         return _transaction(res, 0) if res.ntuples else None
 
     def original_by_rrn(self, rrn: str) -> TransactionRow | None:
+        if rrn in self._originals:  # read and locked with lock_request
+            return self._originals.pop(rrn)
         self._clean(("r", rrn))
         res = self._exec(_TXN_BY_RRN + self.lock_suffix, (rrn,))
         return _transaction(res, 0) if res.ntuples else None
@@ -596,6 +618,9 @@ class PostgresLedgerStore:
         self._db = None
         try:
             db = psycopg.connect(self.dsn, autocommit=True)
+            # our own prepared statements (prepared): psycopg's would make its ROLLBACK send
+            # DEALLOCATE ALL, which drops ours too
+            db.prepare_threshold = None
             self._prepared = {}
             # statements sent through libpq carry UTF-8 text (see PgSession._exec)
             db.execute("SET client_encoding TO 'UTF8'")
@@ -665,6 +690,9 @@ class PostgresLedgerStore:
             except KeyError:
                 error = psycopg.DatabaseError
         exc = error(message)
+        if isinstance(exc, pg_errors.InvalidSqlStatementName):  # our statements are gone
+            self._prepared = {}
+            return LedgerConflict(f"ledger {safe_ledger_name(self.dsn)}: {message}")
         out = self.translate(exc)
         out.__cause__ = exc
         return out

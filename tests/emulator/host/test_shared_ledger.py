@@ -228,6 +228,30 @@ def test_a_lost_postgresql_connection_is_replaced(pg_dsn: str) -> None:
     store.close()
 
 
+def test_a_rolled_back_postgresql_session_keeps_the_statements_prepared(pg_dsn: str) -> None:
+    """psycopg's own prepared statements would make its ROLLBACK send DEALLOCATE ALL, which
+    dropped the store's too: the next request failed ('prepared statement ... does not
+    exist') and a worker stopped (found by test_kill)."""
+    from emulator.host.pgledger import PostgresLedgerStore
+    store = PostgresLedgerStore(pg_dsn, schema=f"prepared{next(_schemas)}")
+    lane = make_lane(store=store)
+    approved(lane, 1_000)
+
+    def rolled_back() -> None:
+        with store.session() as session:
+            for _ in range(8):  # often enough for psycopg to prepare it (prepare_threshold 5)
+                session.batch_totals(TID, lane.term.batch)
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    with store.session() as session:  # no LedgerConflict: the statements are still prepared
+        assert session.terminal(TID) is not None
+    approved(lane, 2_000)
+    assert lane.host.available(DEBIT) == DEBIT.opening_balance - 3_000
+    store.close()
+
+
 # --- provisioning -----------------------------------------------------------------------------
 def test_a_terminal_provisioned_through_one_host_is_served_by_the_other(
         hosts: tuple[Lane, AcquirerHost]) -> None:
