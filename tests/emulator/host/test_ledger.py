@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from emulator.catalogue import card_by_name
 from emulator.host import (
@@ -18,6 +21,7 @@ from emulator.host import (
     TerminalRow,
     TransactionRow,
 )
+from emulator.host.ledger import response_fields, response_json
 from emulator.simterminal import Approved
 from iso8583.message import Message
 from tests.emulator.host.harness import MID, TID, TMK, Lane, make_lane
@@ -172,3 +176,16 @@ def test_host_from_store_knows_provisioned_terminals(store: SqliteLedgerStore) -
     again = AcquirerHost.from_store(store)
     assert [t.tid for t in again.terminals()] == [TID]
     assert all(isinstance(t, TransactionRow) for t in store.load().transactions)
+
+
+@given(st.text(max_size=4), st.dictionaries(
+    st.integers(2, 128), st.one_of(st.text(max_size=12), st.binary(max_size=12)), max_size=12))
+def test_a_stored_answer_is_the_json_text_json_dumps_writes(
+        mti: str, fields: dict[int, str | bytes]) -> None:
+    # response_json writes the text itself (for speed); it must stay byte for byte what
+    # json.dumps wrote before, and read back as the same answer
+    text = response_json(mti, fields)
+    assert text == json.dumps({"mti": mti, "fields": {
+        str(k): ({"hex": v.hex()} if isinstance(v, bytes) else v) for k, v in fields.items()}},
+        separators=(",", ":"))
+    assert response_fields(text) == (mti, fields)
