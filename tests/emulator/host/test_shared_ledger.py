@@ -188,6 +188,17 @@ def test_a_void_and_a_refund_of_one_sale_at_once_cannot_both_pass(
         if t.kind == "sale")
 
 
+def test_originals_read_apart_from_the_requests_lock_are_locked_too(
+        hosts: tuple[Lane, AcquirerHost], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two refunds of one sale at once with PostgreSQL's lock_first off: the host then locks
+    the request after the terminal read and reads the original with original_by_rrn (FOR
+    UPDATE of its own) rather than with the lock (as for a message without its key)."""
+    if type(hosts[0].host.store).__name__ == "PostgresLedgerStore":
+        from emulator.host.pgledger import PgSession
+        monkeypatch.setattr(PgSession, "lock_first", False)
+    test_two_refunds_of_one_sale_at_once_never_exceed_it(hosts)
+
+
 def test_two_sales_at_once_never_overdraw_the_card(hosts: tuple[Lane, AcquirerHost]) -> None:
     """Each fits the card alone, not both: one is approved, the other declined 51."""
     lane, other = hosts
