@@ -21,11 +21,15 @@ processes, each with its own connection, share one ledger:
   the session again, and then finds the stored answer;
 * RRNs come from a SEQUENCE, taken 32 at a time by each process (workers never
   wait on each other for one; numbers are unique, not gap-free);
-* round trips are what a request costs here, so a session sends its writes
-  together with its next read (pipeline mode; a failure among them fails the
-  whole session, which is rolled back and run again), and the lock a booking
-  takes on its request's key brings back, in the same round trip, the tombstone
-  and batch rows the booking reads next;
+* round trips and statements are what a request costs here (each one costs the
+  host and PostgreSQL more CPU than the rules' own work on it), so a sale or a
+  refund takes one: the lock on its request's key (pos_prepare, taken before the
+  terminal read: ``lock_first``) brings back the terminal row, the request's own
+  rows, its tombstone, batch and card balance, and the original a refund or void
+  names, read and locked. Writes are held and sent as one multi-row statement
+  per table when a read could see them, else at commit (a failure among them
+  fails the whole session, which is rolled back and run again). The statements
+  every request runs go straight through libpq, prepared once per connection;
 * a lock not granted within ``LOCK_TIMEOUT_MS`` is a LedgerConflict too (two
   processes' groups that lock the same originals in two orders would otherwise
   wait for PostgreSQL's deadlock check, 1 s, every time; the server then runs the
