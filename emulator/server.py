@@ -112,9 +112,9 @@ class RequestHandler(Protocol[S_contra]):
 class Store(Protocol[S_co]):
     """Where the ledger lives; one session is one transaction (commit on a clean exit).
 
-    A store whose sessions never wait on a network (SQLite, memory) may say so with a
-    true ``inline_sessions`` attribute: the committer then runs its groups on the event
-    loop's own thread (see :class:`GroupCommitter`).
+    A store whose sessions may stall for long (and that wants the loop to go on
+    reading meanwhile) can set a true ``threaded_sessions`` attribute: the committer
+    then runs every group on its thread (see :class:`GroupCommitter`).
     """
 
     def session(self) -> AbstractContextManager[S_co]: ...
@@ -201,16 +201,21 @@ class GroupCommitter(Generic[S]):
     """One task that runs queued work in groups, FIFO, each group in one store session.
 
     Each submission is a work function and a callback; the committer takes everything
-    queued, and on a dedicated thread opens one session, runs each work in order with
-    it, commits, then calls the callbacks in submission order with the work's result.
-    For a store with ``inline_sessions`` (SQLite, memory) the group runs on the event
-    loop's thread instead: its statements are local and short, and handing every group
-    to a thread costs more than it saves (two threads contending for the GIL; measured
-    with bench.host_load on SQLite: closed loop 1,188-1,335 -> 1,479-1,635 TPS, host CPU
-    0.73-0.78 -> 0.59-0.65 ms a transaction, paced p99 82-123 -> 28-56 ms). The loop
-    reads nothing while a group runs (its COMMIT's fsync included); what arrives waits
-    in the socket buffers for the next group. PostgreSQL keeps the thread, so the loop
-    goes on reading while a group waits on the database's round trips.
+    queued, opens one session, runs each work in order with it, commits, then calls the
+    callbacks in submission order with the work's result.
+
+    A group runs on the event loop's own thread. Handing each group to a thread (so the
+    loop could read during the session's I/O) cost more than it saved: the two threads
+    contend for the GIL on every hand-off. Measured with bench.host_load, closed loop,
+    alternated runs: SQLite 981-1,084 -> 1,466-1,487 TPS (host CPU 0.85 -> 0.65 ms a
+    transaction), PostgreSQL 1 worker 600-667 -> 871-1,027 TPS (0.96-1.01 -> 0.67-0.74 ms),
+    even though the loop now reads nothing while a group runs (a PostgreSQL round trip,
+    a COMMIT's fsync): what arrives meanwhile waits in the socket buffers for the next
+    group. Only waiting for an unreachable ledger happens on the thread
+    (``ledger-commit``), so the loop keeps answering the admin channel and the
+    supervisor's heartbeats through an outage; a store with ``threaded_sessions`` has
+    every group run there.
+
     A LedgerConflict rolls the group back and runs it again; after a failure every
     pending and later callback gets the error instead.
     """
@@ -227,10 +232,10 @@ class GroupCommitter(Generic[S]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-commit")
         self.on_failure: Callable[[BaseException], None] | None = None
         self._group_started: float | None = None  # monotonic; None while no group runs
-        self._inline = bool(getattr(store, "inline_sessions", False))
+        self._threaded = bool(getattr(store, "threaded_sessions", False))
 
     def session_seconds(self) -> float:
-        """How long the group on the commit thread has been running (0.0 when idle)."""
+        """How long the group running now has been running (0.0 when idle)."""
         started = self._group_started
         return 0.0 if started is None else time.monotonic() - started
 
@@ -278,9 +283,12 @@ class GroupCommitter(Generic[S]):
                 self._group_started = time.monotonic()
                 try:
                     works = [work for work, _ in batch]
-                    if self._inline:
-                        results = self._run_group(works)
-                    else:
+                    results = None
+                    if not self._threaded:
+                        # waiting for an unreachable ledger goes to the thread, not the loop
+                        with contextlib.suppress(LedgerUnavailable):
+                            results = self._run_group(works, wait=False)
+                    if results is None:
                         results = await loop.run_in_executor(self._executor, self._run_group,
                                                              works)
                 except Exception as exc:
@@ -298,22 +306,22 @@ class GroupCommitter(Generic[S]):
                 stats.largest_batch = max(stats.largest_batch, records)
                 for (_, released), result in zip(batch, results, strict=True):
                     released(result, None)
-                if self._inline:
-                    await asyncio.sleep(0)  # let the loop read what arrived meanwhile
+                await asyncio.sleep(0)  # let the loop read what arrived meanwhile
         finally:
             self._executor.shutdown(wait=False)
 
-    def _run_group(self, works: list[Work[S]]) -> list[Any]:
+    def _run_group(self, works: list[Work[S]], *, wait: bool = True) -> list[Any]:
         """The group in one session (on the committer's thread).
 
         After a conflict with another process the group is run again one request per
         session, each retried on its own conflicts: a request then holds only its own
         locks until its commit, so two processes' groups cannot keep deadlocking on
-        the same originals (the next group is whole again).
+        the same originals (the next group is whole again). ``wait`` False: an unreachable
+        ledger on the first attempt raises LedgerUnavailable at once (nothing committed).
         """
         deadline = time.monotonic() + UNAVAILABLE_FOR
         try:
-            return self._in_session(works, set(), deadline)
+            return self._in_session(works, set(), deadline, wait=wait)
         except LedgerConflict:
             self._stats.conflicts += 1
         stopped: set[object] = set()
@@ -334,8 +342,9 @@ class GroupCommitter(Generic[S]):
         return results
 
     def _in_session(self, works: list[Work[S]], stopped: set[object],
-                    deadline: float) -> list[Any]:
-        """``works`` in one session, committed; retried while the ledger is unreachable."""
+                    deadline: float, *, wait: bool = True) -> list[Any]:
+        """``works`` in one session, committed; retried while the ledger is unreachable
+        (when ``wait``)."""
         while True:
             trial = set(stopped)  # what a rolled-back attempt learnt does not count
             try:
@@ -343,7 +352,7 @@ class GroupCommitter(Generic[S]):
                     results = [work(session, trial) for work in works]
             except LedgerUnavailable:
                 self._stats.unavailable += 1
-                if time.monotonic() > deadline:
+                if not wait or time.monotonic() > deadline:
                     raise
                 log.warning("ledger unavailable; retrying the group")
                 time.sleep(0.2)
@@ -620,7 +629,7 @@ class HostServer(Generic[S]):
         return self._committer.failed
 
     def session_seconds(self) -> float:
-        """How long the ledger session on the commit thread has been running (0.0: idle)."""
+        """How long the ledger session running now has been running (0.0: idle)."""
         return self._committer.session_seconds()
 
     # lifecycle -----------------------------------------------------------------------

@@ -17,9 +17,9 @@ the workers gracefully (each answers what it has read) and exits 0.
 
 Watchdog: every second the supervisor asks each worker for its counters. A
 worker that has not answered for ``--worker-timeout`` seconds (its event loop is
-stuck, or the process is stopped) or whose ledger session has been running for
-longer than the ledger's own retry window plus that timeout (its commit thread
-is stuck) is hung: it is killed with SIGKILL and restarted like a dead one. What
+stuck, in a ledger session or elsewhere, or the process is stopped) or whose
+ledger session has been waiting for an unreachable ledger for longer than the
+commit path's own retry window plus that timeout is hung: it is killed with SIGKILL and restarted like a dead one. What
 it had read and not answered is lost exactly as in a crash: terminals resend or
 reverse, and the ledger keeps every approval it answered. The counters each
 worker last reported are kept when it dies, so the host's totals (``stats``,

@@ -357,7 +357,6 @@ class MemoryLedgerStore:
     """
 
     multi_process = False
-    inline_sessions = True
 
     def __init__(self, secret: bytes | None = None) -> None:
         self._secret = secret if secret is not None else secrets.token_bytes(32)
@@ -858,7 +857,6 @@ class SqliteLedgerStore:
     """
 
     multi_process = True  # several processes on one file serialize on its write lock
-    inline_sessions = True  # local and short: the server runs them on its loop's thread
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -130,6 +130,10 @@ class ListStore:
     A session that wrote nothing appends no batch.
     """
 
+    # the tests stall a commit while the server's own loop plays the clients: the loop
+    # must go on while the gate is shut, so every group runs on the committer's thread
+    threaded_sessions = True
+
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
         self.fail = False
