@@ -19,9 +19,10 @@ Watchdog: every second the supervisor asks each worker for its counters. A
 worker that has not answered for ``--worker-timeout`` seconds (its event loop is
 stuck, in a ledger session or elsewhere, or the process is stopped) or whose
 ledger session has been waiting for an unreachable ledger for longer than the
-commit path's own retry window plus that timeout is hung: it is killed with SIGKILL and restarted like a dead one. What
-it had read and not answered is lost exactly as in a crash: terminals resend or
-reverse, and the ledger keeps every approval it answered. The counters each
+commit path's own retry window plus that timeout is hung: it is killed with
+SIGKILL and restarted like a dead one. What it had read and not answered is lost
+exactly as in a crash: terminals resend or reverse, and the ledger keeps every
+approval it answered. The counters each
 worker last reported are kept when it dies, so the host's totals (``stats``,
 the line printed at exit) count the requests of the workers that were replaced,
 up to their last heartbeat.
