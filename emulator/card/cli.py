@@ -17,7 +17,7 @@ import argparse
 import select
 import signal
 import sys
-import threading
+import time
 from types import FrameType
 
 from emulator.card.app import VirtualCard
@@ -101,10 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base = args.vpcd_port if args.vpcd_port is not None else VPCD_BASE_PORT
     port = vpcd_port(args.slot, base)
-    stop = threading.Event()
+    # a plain flag, not a threading.Event: the handler runs in the main thread, and
+    # Event.set() there deadlocks when the signal lands while that thread holds the
+    # Event's own lock inside stop.wait() (a SIGTERM once hung this CLI for good)
+    stopping: list[bool] = []
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+        stopping.append(True)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server = VpcdCardServer(virtual, host=args.vpcd_host, port=port)
@@ -119,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         interactive = sys.stdin is not None and sys.stdin.isatty()
         if interactive:
             print("keys: i + Enter insert, r + Enter remove, q + Enter quit", flush=True)
-        while not stop.is_set():
+        while not stopping:
             if not interactive:
-                stop.wait(0.5)
+                time.sleep(0.2)
                 continue
             ready, _, _ = select.select([sys.stdin], [], [], 0.2)
             if not ready:
