@@ -17,13 +17,13 @@ import argparse
 import select
 import signal
 import sys
-import time
-from types import FrameType
+import threading
 
 from emulator.card.app import VirtualCard
 from emulator.card.faults import CardFaults, FaultSpecError, parse_card_faults
 from emulator.card.vpcd import VPCD_BASE_PORT, VpcdCardServer, vpcd_port
 from emulator.catalogue import CARDS, TestCard, card_by_name
+from emulator.signals import stop_on_signal
 
 __all__ = ["main"]
 
@@ -101,15 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base = args.vpcd_port if args.vpcd_port is not None else VPCD_BASE_PORT
     port = vpcd_port(args.slot, base)
-    # a plain flag, not a threading.Event: the handler runs in the main thread, and
-    # Event.set() there deadlocks when the signal lands while that thread holds the
-    # Event's own lock inside stop.wait() (a SIGTERM once hung this CLI for good)
-    stopping: list[bool] = []
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stopping.append(True)
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop = threading.Event()
+    old = {s: signal.signal(s, stop_on_signal(stop)) for s in (signal.SIGINT, signal.SIGTERM)}
     server = VpcdCardServer(virtual, host=args.vpcd_host, port=port)
     try:
         iface = "contactless" if args.contactless else "contact"
@@ -122,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         interactive = sys.stdin is not None and sys.stdin.isatty()
         if interactive:
             print("keys: i + Enter insert, r + Enter remove, q + Enter quit", flush=True)
-        while not stopping:
+        while not stop.is_set():
             if not interactive:
-                time.sleep(0.2)
+                stop.wait(0.5)
                 continue
             ready, _, _ = select.select([sys.stdin], [], [], 0.2)
             if not ready:

@@ -27,11 +27,11 @@ import argparse
 import signal
 import sys
 import threading
-from types import FrameType
 
 from emulator.pinpad.cardholder import Cardholder, EnterPin
 from emulator.pinpad.device import DEFAULT_BDK, DEFAULT_KSN, DEFAULT_MASTER_KEY, VirtualPinPad
 from emulator.pinpad.link import LinkFaults
+from emulator.signals import stop_on_signal
 
 
 class _UsageError(Exception):
@@ -132,10 +132,7 @@ def main(argv: list[str]) -> int:
         print(f"pos-emulator pinpad: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
+    on_signal = stop_on_signal(stop)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_signal) if in_main else None
     try:

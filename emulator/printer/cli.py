@@ -11,9 +11,9 @@ import argparse
 import signal
 import sys
 import threading
-from types import FrameType
 
 from emulator.printer.device import VirtualPrinter, render_file
+from emulator.signals import stop_on_signal
 
 
 class _UsageError(Exception):
@@ -60,10 +60,7 @@ def main(argv: list[str]) -> int:
             return 2
         return 0
     stop = threading.Event()
-
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
+    on_signal = stop_on_signal(stop)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_signal) if in_main else None
     try:
