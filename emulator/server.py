@@ -227,8 +227,9 @@ class GroupCommitter(Generic[S]):
         self._wake = asyncio.Event()
         self._failed: BaseException | None = None
         self._closing = False
-        # one dedicated thread: sessions never overlap and a store that keeps a
-        # connection per thread sees only one
+        # one thread, for waiting on an unreachable ledger (and threaded_sessions): a
+        # session runs on it or on the loop's thread, never two at once, so a store
+        # may use one connection from either (no store keeps one per thread)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-commit")
         self.on_failure: Callable[[BaseException], None] | None = None
         self._group_started: float | None = None  # monotonic; None while no group runs
@@ -311,7 +312,7 @@ class GroupCommitter(Generic[S]):
             self._executor.shutdown(wait=False)
 
     def _run_group(self, works: list[Work[S]], *, wait: bool = True) -> list[Any]:
-        """The group in one session (on the committer's thread).
+        """The group in one session (on the loop's thread, or the committer's).
 
         After a conflict with another process the group is run again one request per
         session, each retried on its own conflicts: a request then holds only its own
@@ -736,7 +737,7 @@ class HostServer(Generic[S]):
         now = self._clock()
 
         def work(session: S, stopped: set[object]) -> _Done | None:
-            """In the group's session, on the committer's thread."""
+            """In the group's session (on the loop's thread, or the committer's)."""
             if conn.refused or conn in stopped:
                 return None  # an earlier request of this connection closed it
             if action.kind is FaultKind.CODE:

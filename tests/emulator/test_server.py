@@ -125,7 +125,7 @@ class ListSession:
 
 
 class ListStore:
-    """Sessions commit into a list on the committer thread; can be told to fail or stall.
+    """Sessions commit into a list on the committer's thread; can be told to fail or stall.
 
     A session that wrote nothing appends no batch.
     """
