@@ -26,6 +26,7 @@ from emulator.host import AcquirerHost
 from emulator.host.ledger import LedgerStore
 from emulator.simterminal import Approved, SimTerminal
 from iso8583.dialects import get_dialect
+from iso8583.errors import ResponseError
 from iso8583.message import Message
 
 HERE = Path(__file__).parent
@@ -74,7 +75,7 @@ class Driver:
             frame = self.dialect.unpack_payload(out.reply)
             try:
                 res = term.check_response(msg, frame.message, body=frame.body)
-            except Exception:  # noqa: BLE001 -- a checked-and-refused answer is still pinned
+            except ResponseError:  # a refused answer (a replay of another) is still pinned
                 continue
             if isinstance(res, Approved) and res.kind == "sale" and res.amount:
                 self.sales[term.tid].append((res, res.amount))
@@ -125,9 +126,9 @@ class Driver:
             return "changed duplicate", None, self.payload(term.remac(target))
         if roll < 0.90:  # a flipped MAC bit
             msg = term.sale(card_by_name("cup-debit"), 100, pin="123456")
-            raw = bytearray(self.payload(msg))
-            raw[-1] ^= 0x01
-            return "bad mac", None, bytes(raw)
+            flipped = bytearray(self.payload(msg))
+            flipped[-1] ^= 0x01
+            return "bad mac", None, bytes(flipped)
         if roll < 0.92:
             msg = term.echo()
             return "echo", msg, self.payload(msg)
@@ -138,9 +139,9 @@ class Driver:
         if roll < 0.96:
             return "garbage", None, bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
         msg = term.sale(card_by_name("cup-credit"), 700, pin="111111")
-        raw = self.payload(msg)
-        cut = rng.randrange(10, len(raw) - 1)
-        return "truncated", None, raw[:cut]
+        whole = self.payload(msg)
+        cut = rng.randrange(10, len(whole) - 1)
+        return "truncated", None, whole[:cut]
 
     def run(self, groups: int = 40) -> list[tuple[str, bytes | None, bool]]:
         signon = []
@@ -151,16 +152,17 @@ class Driver:
             outs = [self.host.handle(p, self.now, s) for _, _, _, p in signon]
         for (label, term, _, _), out in zip(signon, outs, strict=True):
             self.log.append((label, out.reply, out.close))
-            assert out.reply is not None and term is not None
+            assert out.reply is not None
+            assert term is not None
             term.accept_sign_on(self.dialect.unpack_payload(out.reply).message)
         for g in range(groups):
             items: list[tuple[str, SimTerminal | None, Message | None, bytes]] = []
             for _ in range(self.rng.choice((1, 3, 9, 17))):
                 term = self.rng.choice(self.terms)
-                label, msg, payload = self.step(term)
-                if msg is not None:
-                    self.sent[term.tid].append(msg)
-                items.append((f"{term.tid} {label}", term, msg, payload))
+                label, sent, payload = self.step(term)
+                if sent is not None:
+                    self.sent[term.tid].append(sent)
+                items.append((f"{term.tid} {label}", term, sent, payload))
             self.run_group(items)
             if g == groups // 2:  # settle and upload one terminal's batch mid-way
                 term = self.terms[1]
