@@ -229,6 +229,21 @@ class Dialect:
             return self.encode(clone, mac_placeholder=True)
         return self.encode(message, mac_placeholder=True)
 
+    def encode_maced(self, message: Message, mac_of: Callable[[bytes], bytes]) -> bytes:
+        """Set the MAC field to ``mac_of(mac block)`` (in place) and return the encoded body.
+
+        Where the MAC field is the message's last field (CUP F64) the body is the MAC
+        block followed by the MAC's own encoding: the message is encoded once, not
+        once for its MAC and again to send it. Otherwise the message is encoded again.
+        """
+        mac_field = self.spec.mac_field
+        block = self.mac_block(message)
+        message[mac_field] = mac_of(block)
+        items = message.raw_items()
+        if max(items) == mac_field:
+            return block + self._enc[mac_field](items[mac_field])
+        return self.encode(message)
+
     def received_mac_block(self, body: bytes) -> bytes:
         """The MAC input of a received body: every byte before the 8-byte MAC field.
 
@@ -350,8 +365,12 @@ class Dialect:
                              self.spec.length_bytes)
 
     def payload(self, message: Message, *, tpdu: bytes | None = None,
-                header: bytes | None = None) -> bytes:
-        """The frame payload (no length prefix)."""
+                header: bytes | None = None, body: bytes | None = None) -> bytes:
+        """The frame payload (no length prefix).
+
+        ``body``: ``message`` as :meth:`encode` (or :meth:`encode_maced`) gave it already,
+        so it is not encoded a second time.
+        """
         spec = self.spec
         parts: list[bytes] = []
         if spec.tpdu:
@@ -368,7 +387,7 @@ class Dialect:
             parts.append(header)
         elif header:
             raise EncodeError(f"dialect {self.name} has no header", field="header")
-        parts.append(self.encode(message))
+        parts.append(body if body is not None else self.encode(message))
         return b"".join(parts)
 
     def unpack(self, frame: bytes) -> Frame:

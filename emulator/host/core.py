@@ -323,7 +323,8 @@ class AcquirerHost:
         if reply_msg is not None:
             tpdu = self.dialect.reply_tpdu(frame.tpdu) if frame.tpdu is not None else None
             try:
-                reply = self.dialect.payload(reply_msg, tpdu=tpdu, header=frame.header)
+                reply = self.dialect.payload(reply_msg, tpdu=tpdu, header=frame.header,
+                                             body=outcome.body)
             except Iso8583Error:
                 log.exception("answer does not encode; closing")
                 return HostOutcome(None, close=True, records=outcome.records, request=msg)
@@ -357,10 +358,10 @@ class AcquirerHost:
             return _Plain(self._unmaced(msg, codes.MAC_ERROR, now), False)
         stan = msg.get(11)
         if not _digits(stan, 6):
-            return _Plain(self._maced(term, msg, codes.FORMAT_ERROR, now), False)
+            return self._answer(term, msg, codes.FORMAT_ERROR, now)
         batch = self._batch_of(term, msg)
         if batch is None:
-            return _Plain(self._maced(term, msg, codes.FORMAT_ERROR, now), False)
+            return self._answer(term, msg, codes.FORMAT_ERROR, now)
         key: TxnKey = (term.tid, batch, str(stan), mti)
         fingerprint = self._fingerprint(msg)
         pan = _pan_of(msg)
@@ -374,8 +375,8 @@ class AcquirerHost:
         stored = s.transaction(key)
         if stored is not None:
             if hmac.compare_digest(stored.fingerprint, fingerprint):
-                return _Plain(self._replay(term, msg, stored), False)
-            return _Plain(self._maced(term, msg, codes.DUPLICATE, now), False)
+                return self._replay(term, msg, stored)
+            return self._answer(term, msg, codes.DUPLICATE, now)
         ctx = _Ctx(s, term, msg, body, now, kind, batch, str(stan), key, fingerprint, pan,
                    pan_hash)
         return self._financial(ctx)
@@ -476,14 +477,25 @@ class AcquirerHost:
 
     def _maced(self, term: _Terminal, msg: Message, code: str, now: datetime,
                extra: dict[int, str | bytes] | None = None) -> Message:
+        return self._sealed(term, msg, code, now, extra)[0]
+
+    def _sealed(self, term: _Terminal, msg: Message, code: str, now: datetime,
+                extra: dict[int, str | bytes] | None = None) -> tuple[Message, bytes | None]:
+        """The answer, MACed when the terminal has a key, and its encoded body when MACed
+        (the MAC block and the MAC: the answer is not encoded again to be sent)."""
         resp = self._base_answer(msg, code, now)
         for number, value in (extra or {}).items():
             resp[number] = value
+        body = None
         if term.keys is not None:
-            security.apply_mac(self.dialect, term.keys.mak, resp)
-        return resp
+            body = security.apply_mac_encoded(self.dialect, term.keys.mak, resp)
+        return resp, body
 
-    def _replay(self, term: _Terminal, msg: Message, stored: TransactionRow) -> Message:
+    def _answer(self, term: _Terminal, msg: Message, code: str, now: datetime) -> _Plain:
+        resp, body = self._sealed(term, msg, code, now)
+        return _Plain(resp, False, body=body)
+
+    def _replay(self, term: _Terminal, msg: Message, stored: TransactionRow) -> _Plain:
         mti, fields = response_fields(stored.response)
         resp = self.dialect.message(mti)
         pan = msg.get(2)
@@ -491,10 +503,11 @@ class AcquirerHost:
             resp[2] = pan
         for number, value in fields.items():
             resp[number] = value
+        body = None
         if term.keys is not None and stored.response_code not in (
                 codes.MAC_ERROR, codes.SIGN_ON_AGAIN):
-            security.apply_mac(self.dialect, term.keys.mak, resp)
-        return resp
+            body = security.apply_mac_encoded(self.dialect, term.keys.mak, resp)
+        return _Plain(resp, False, body=body)
 
     # --- network management ----------------------------------------------------
     def _sign_on(self, s: LedgerSession, term: _Terminal, msg: Message, now: datetime) -> _Plain:
@@ -569,7 +582,7 @@ class AcquirerHost:
             f55 = security.issuer_answer_f55(ctx.card, ctx.msg.get(55), code, checked=ctx.arqc)
             if f55 is not None:
                 extra[55] = f55
-        resp = self._maced(ctx.term, ctx.msg, code, ctx.now, extra)
+        resp, body = self._sealed(ctx.term, ctx.msg, code, ctx.now, extra)
         stored_fields = {k: v for k, v in sorted(resp.raw_items().items())
                          if k not in (2, self._mac_field)}
         card = ctx.card
@@ -598,7 +611,7 @@ class AcquirerHost:
         # (same key) raises LedgerConflict instead of booking twice
         ctx.s.write(ctx.records)
         ctx.s.book(row)
-        return _Plain(resp, False, (*ctx.records, row))
+        return _Plain(resp, False, (*ctx.records, row), body)
 
     @staticmethod
     def _auth_code(rrn: str) -> str:
@@ -924,6 +937,7 @@ class _Plain:
     response: Message | None
     close: bool
     records: tuple[LedgerRecord, ...] = ()
+    body: bytes | None = None  # the response encoded (MTI onwards), when already known
 
 
 def _digits(value: object, width: int | None = None) -> bool:

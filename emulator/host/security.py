@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from emulator.catalogue import TestCard
 from iso8583 import tlv
 from iso8583.crypto import emv, pinblock, signon
-from iso8583.crypto.message_mac import apply_mac, message_mac, received_mac_ok, uses_x919
+from iso8583.crypto.message_mac import (
+    apply_mac,
+    apply_mac_encoded,
+    message_mac,
+    received_mac_ok,
+    uses_x919,
+)
 from iso8583.errors import Iso8583Error
 
 WorkingKeys = signon.WorkingKeys
@@ -179,7 +185,8 @@ def issuer_answer_f55(card: TestCard, f55: object, response_code: str, *,
 
 
 __all__ = [
-    "AC_INPUT_TAGS", "SIGNON_FORMS", "ArqcCheck", "WorkingKeys", "apply_mac", "arqc_matches",
+    "AC_INPUT_TAGS", "SIGNON_FORMS", "ArqcCheck", "WorkingKeys", "apply_mac",
+    "apply_mac_encoded", "arqc_matches",
     "card_arqc_matches", "card_cryptogram", "card_iad", "card_profile", "check_arqc",
     "compute_arqc", "encrypt_pin",
     "issuer_answer_f55", "message_mac", "new_working_keys", "pin_matches", "received_mac_ok",
