@@ -218,12 +218,19 @@ class GroupCommitter(Generic[S]):
 
     A LedgerConflict rolls the group back and runs it again; after a failure every
     pending and later callback gets the error instead.
+
+    A submission may carry a hint (the server's: the request's payload, None for one the
+    host core will not see); before a group of two or more runs, ``prefetch(session,
+    hints)`` (when set) gets them all (the host takes every request's lock at once:
+    AcquirerHost.prefetch).
     """
 
     def __init__(self, store: Store[S], stats: ServerStats | None = None) -> None:
         self._store = store
         self._stats = stats if stats is not None else ServerStats()
         self._queue: list[tuple[Work[S], Released]] = []
+        self._hints: list[object] = []  # one per queued work
+        self.prefetch: Callable[[S, list[Any]], None] | None = None
         self._wake = asyncio.Event()
         self._failed: BaseException | None = None
         self._closing = False
@@ -244,16 +251,17 @@ class GroupCommitter(Generic[S]):
     def failed(self) -> BaseException | None:
         return self._failed
 
-    def submit_nowait(self, work: Work[S], released: Released) -> None:
+    def submit_nowait(self, work: Work[S], released: Released, hint: object = None) -> None:
         """Queue ``work``; ``released(result, None)`` runs once its group committed."""
         if self._failed is not None:
             released(None, CommitFailedError("ledger commit failed earlier"))
             return
         self._queue.append((work, released))
+        self._hints.append(hint)
         if not self._wake.is_set():
             self._wake.set()
 
-    async def submit(self, work: Work[S]) -> Any:
+    async def submit(self, work: Work[S], hint: object = None) -> Any:
         """Queue ``work`` and wait until its group committed (raises CommitFailedError)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -265,7 +273,7 @@ class GroupCommitter(Generic[S]):
             else:
                 future.set_exception(error)
 
-        self.submit_nowait(work, released)
+        self.submit_nowait(work, released, hint)
         return await future
 
     async def run(self) -> None:
@@ -280,6 +288,7 @@ class GroupCommitter(Generic[S]):
                     await self._wake.wait()
                     continue
                 batch, self._queue = self._queue, []
+                hints, self._hints = self._hints, []
                 started = time.perf_counter()
                 self._group_started = time.monotonic()
                 try:
@@ -288,10 +297,10 @@ class GroupCommitter(Generic[S]):
                     if not self._threaded:
                         # waiting for an unreachable ledger goes to the thread, not the loop
                         with contextlib.suppress(LedgerUnavailable):
-                            results = self._run_group(works, wait=False)
+                            results = self._run_group(works, hints, wait=False)
                     if results is None:
                         results = await loop.run_in_executor(self._executor, self._run_group,
-                                                             works)
+                                                             works, hints)
                 except Exception as exc:
                     self._fail(exc, batch)
                     return
@@ -311,7 +320,8 @@ class GroupCommitter(Generic[S]):
         finally:
             self._executor.shutdown(wait=False)
 
-    def _run_group(self, works: list[Work[S]], *, wait: bool = True) -> list[Any]:
+    def _run_group(self, works: list[Work[S]], hints: list[object] | None = None, *,
+                   wait: bool = True) -> list[Any]:
         """The group in one session (on the loop's thread, or the committer's).
 
         After a conflict with another process the group is run again one request per
@@ -322,7 +332,7 @@ class GroupCommitter(Generic[S]):
         """
         deadline = time.monotonic() + UNAVAILABLE_FOR
         try:
-            return self._in_session(works, set(), deadline, wait=wait)
+            return self._in_session(works, set(), deadline, wait=wait, hints=hints)
         except LedgerConflict:
             self._stats.conflicts += 1
         stopped: set[object] = set()
@@ -343,13 +353,17 @@ class GroupCommitter(Generic[S]):
         return results
 
     def _in_session(self, works: list[Work[S]], stopped: set[object],
-                    deadline: float, *, wait: bool = True) -> list[Any]:
+                    deadline: float, *, wait: bool = True,
+                    hints: list[object] | None = None) -> list[Any]:
         """``works`` in one session, committed; retried while the ledger is unreachable
-        (when ``wait``)."""
+        (when ``wait``). ``hints``: the works' hints, for ``prefetch`` (a group of 2+)."""
+        prefetch = self.prefetch if hints is not None and len(works) > 1 else None
         while True:
             trial = set(stopped)  # what a rolled-back attempt learnt does not count
             try:
                 with self._store.session() as session:
+                    if prefetch is not None:
+                        prefetch(session, cast(list[Any], hints))
                     results = [work(session, trial) for work in works]
             except LedgerUnavailable:
                 self._stats.unavailable += 1
@@ -366,6 +380,7 @@ class GroupCommitter(Generic[S]):
         self._failed = exc
         error = CommitFailedError(f"ledger commit failed: {exc}")
         pending, self._queue = batch + self._queue, []
+        self._hints = []
         if self.on_failure is not None:
             self.on_failure(exc)
         for _, released in pending:
@@ -615,6 +630,9 @@ class HostServer(Generic[S]):
         self._clock = clock
         self._committer: GroupCommitter[S] = GroupCommitter(store, self.stats)
         self._committer.on_failure = self._on_commit_failure
+        # the host takes a group's locks at once before its requests run (a store's
+        # round trip for the group instead of one per request), when it can
+        self._committer.prefetch = getattr(handler, "prefetch", None)
         self._committer_task: asyncio.Task[None] | None = None
         self._gc_task: asyncio.Task[None] | None = None
         self._server: asyncio.Server | None = None
@@ -753,7 +771,8 @@ class HostServer(Generic[S]):
             return _Done(reply, outcome.close, outcome.records)
 
         self._committer.submit_nowait(
-            work, lambda done, error: conn.committed(entry, done, error))
+            work, lambda done, error: conn.committed(entry, done, error),
+            payload if action.kind is not FaultKind.CODE else None)  # prefetch's hint
 
 
 # --- wiring for the real host core ------------------------------------------------------

@@ -113,6 +113,8 @@ class TransactionRow:
 
 
 TxnKey = tuple[str, str, str, str]  # (TID, batch, STAN, MTI): the idempotency key
+#: lock_request's arguments: (TID, batch, STAN, PAN hash or None, original's RRN or None)
+RequestLock = tuple[str, str, str, str | None, str | None]
 
 
 def key_text(key: TxnKey) -> str:
@@ -223,6 +225,12 @@ class LedgerSession(Protocol):
     # names, which original_by_rrn reads next (a store may fetch and lock both along).
     def lock_request(self, tid: str, batch: str, stan: str,
                      pan_hash: str | None = None, rrn: str | None = None) -> None: ...
+
+    # Every lock_request a group's requests will make, at once, before they run (a store
+    # may take them all in one round trip and serve each one's rows to its lock_request
+    # later, while nothing written since touched them); nothing to do where lock_request
+    # costs nothing.
+    def lock_requests(self, locks: Sequence[RequestLock]) -> None: ...
 
     def spent(self, pan_hash: str) -> int: ...  # read and lock the card's balance
 
@@ -460,6 +468,9 @@ class _MemorySession:
                      pan_hash: str | None = None, rrn: str | None = None) -> None:
         pass  # sessions never overlap
 
+    def lock_requests(self, locks: Sequence[RequestLock]) -> None:
+        pass  # sessions never overlap
+
     def lock_batch(self, tid: str, batch: str) -> None:
         pass  # sessions never overlap
 
@@ -663,6 +674,9 @@ class SqlSession:
 
         SQLite: nothing to do (a session holds the file's write lock).
         """
+
+    def lock_requests(self, locks: Sequence[RequestLock]) -> None:
+        """Every lock_request of a group at once (SQLite: nothing to do, as lock_request)."""
 
     def lock_batch(self, tid: str, batch: str) -> None:
         """Serialize a settlement of (tid, batch) with the bookings of that batch.

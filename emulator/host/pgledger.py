@@ -52,7 +52,6 @@ psycopg is optional: importing this module without it raises
 
 from __future__ import annotations
 
-import json
 import operator
 import secrets
 import threading
@@ -77,6 +76,7 @@ from emulator.host.ledger import (
     BatchRow,
     LedgerRecord,
     LedgerSnapshot,
+    RequestLock,
     SqlSession,
     TerminalRow,
     TombstoneRow,
@@ -102,6 +102,64 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 INSTALL_HINT = ("PostgreSQL ledger: pip install 'psycopg[binary]>=3.1'; server: "
                 "apt-get install postgresql (Debian) and a database URL postgresql://...")
+
+
+def _as_text(columns: Sequence[str], alias: str, width: int) -> str:
+    """``columns`` of ``alias`` as text, padded with NULLs to ``width`` (one UNION layout)."""
+    cast = [f"{alias}.{c}::text" for c in columns]
+    return ", ".join(cast + ["NULL"] * (width - len(cast)))
+
+
+_WIDTH = len(TXN_COLUMNS)
+_TXN_TEXT = _as_text(TXN_COLUMNS, "t", _WIDTH)
+# A booking's first step for a whole group (PgSession.lock_requests), or for one request
+# (lock_request): every lock pos_prepare takes, for every request named (the arrays run in
+# parallel), in one fixed order -- batches (shared), request keys, originals by RRN (FOR
+# UPDATE), each sorted -- so two processes' groups never wait on each other in a cycle.
+# Then (a fresh snapshot: after the locks) the rows each booking reads next, one row each,
+# as text, tagged: k a request key's rows, o an original, s a tombstone, b a batch, p a
+# card balance, m a terminal. (Text columns, not JSON: building JSONB cost PostgreSQL more
+# than the reads.)
+_PREPARE_MANY_FN = f"""
+CREATE OR REPLACE FUNCTION pos_prepare_many(p_tid TEXT[], p_batch TEXT[], p_stan TEXT[],
+                                            p_pan TEXT[], p_rrn TEXT[])
+RETURNS TABLE (r_tag TEXT, {', '.join(f'r{i} TEXT' for i in range(1, _WIDTH + 1))}) AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(8584, h) FROM (
+        SELECT DISTINCT hashtext(t || '/' || b) AS h FROM unnest(p_tid, p_batch) AS u(t, b)
+    ) x ORDER BY h;
+    PERFORM pg_advisory_xact_lock(8583, h) FROM (
+        SELECT DISTINCT hashtext(t || '/' || b || '/' || s) AS h
+        FROM unnest(p_tid, p_batch, p_stan) AS u(t, b, s)
+    ) x ORDER BY h;
+    PERFORM 1 FROM transactions t WHERE t.rrn = ANY(p_rrn) ORDER BY t.rrn FOR UPDATE;
+    RETURN QUERY
+    WITH k AS (SELECT DISTINCT * FROM unnest(p_tid, p_batch, p_stan) AS u(tid, batch, stan))
+    SELECT 'k', {_TXN_TEXT} FROM k JOIN transactions t
+        ON t.tid = k.tid AND t.batch = k.batch AND t.stan = k.stan
+    UNION ALL
+    SELECT 'o', {_TXN_TEXT} FROM transactions t WHERE t.rrn = ANY(p_rrn)
+    UNION ALL
+    SELECT 's', {_as_text(("tid", "batch", "stan", "proc", "amount"), "x", _WIDTH)}
+        FROM k JOIN tombstones x ON x.tid = k.tid AND x.batch = k.batch AND x.stan = k.stan
+    UNION ALL
+    SELECT 'b', {_as_text(("tid", "batch", "settled", "host_totals", "terminal_totals",
+                           "balanced"), "b", _WIDTH)}
+        FROM batches b WHERE (b.tid, b.batch) IN (SELECT tid, batch FROM k)
+    UNION ALL
+    SELECT 'p', {_as_text(("pan_hash", "spent"), "c", _WIDTH)}
+        FROM balances c WHERE c.pan_hash = ANY(p_pan)
+    UNION ALL
+    SELECT 'm', {_as_text(TERMINAL_COLUMNS, "m", _WIDTH)}
+        FROM terminals m WHERE m.tid = ANY(p_tid);
+END $$ LANGUAGE plpgsql VOLATILE
+-- Planned once per connection (a plan made for each call's arrays cost PostgreSQL 3-5
+-- times the statements' own work), and that plan must stay an index lookup per key
+-- whatever the tables held when it was made: made on a new, empty ledger it would
+-- otherwise scan whole tables for good (the cost of a request growing with the ledger).
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
+SET enable_hashjoin = off SET enable_mergejoin = off;
+"""  # noqa: S608 -- the module's own column lists, never input
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -220,7 +278,7 @@ END $$ LANGUAGE plpgsql VOLATILE;
 CREATE OR REPLACE FUNCTION pos_prepare(p_tid TEXT, p_batch TEXT, p_stan TEXT, p_pan TEXT)
 RETURNS JSONB AS $$ SELECT pos_prepare(p_tid, p_batch, p_stan, p_pan, NULL::TEXT) $$
 LANGUAGE sql VOLATILE;
-"""
+""" + _PREPARE_MANY_FN  # noqa: S608
 # schema 1 announced provisioning with NOTIFY for a host that cached terminals;
 # the host now reads the terminal row per request
 _DROP_SCHEMA_1 = """
@@ -260,6 +318,8 @@ _BALANCES_UPDATE = ("UPDATE balances b SET spent = v.spent "
 _BALANCES_INSERT = ("INSERT INTO balances (pan_hash, spent) "
                     "SELECT * FROM unnest(?::text[], ?::bigint[])")
 _RRNS = "SELECT nextval('rrn_seq') FROM generate_series(1, ?::int)"
+_PREPARE_MANY = ("SELECT * FROM pos_prepare_many(?::text[], ?::text[], ?::text[], ?::text[], "
+                 "?::text[])")
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 
 
@@ -289,6 +349,11 @@ def _columns(rows: Sequence[TransactionRow]) -> list[list[object]]:
     return [list(c) for c in zip(*map(_txn_values, rows), strict=True)]
 
 
+def _lock_columns(locks: Sequence[RequestLock]) -> list[list[str | None]]:
+    """pos_prepare_many's arrays: tids, batches, STANs, PAN hashes, RRNs."""
+    return [list(c) for c in zip(*locks, strict=True)]
+
+
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
@@ -297,13 +362,71 @@ def _int(value: bytes | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _transaction(res: Any, row: int) -> TransactionRow:
-    v = [res.get_value(row, c) for c in range(len(TXN_COLUMNS))]
+def _transaction(res: Any, row: int, at: int = 0) -> TransactionRow:
+    """A transaction row from ``row`` of ``res``, its columns (TXN_COLUMNS) from ``at`` on."""
+    v = [res.get_value(row, c) for c in range(at, at + len(TXN_COLUMNS))]
     return TransactionRow(
         v[0].decode(), v[1].decode(), v[2].decode(), v[3].decode(), v[4].decode(),
         v[5].decode(), v[6].decode(), v[7].decode(), v[8].decode(), v[9].decode(),
         _text(v[10]), _text(v[11]), _text(v[12]), _int(v[13]), _text(v[14]), _text(v[15]),
         _text(v[16]), _text(v[17]), int(v[18]), _text(v[19]))
+
+
+Key3 = tuple[str, str, str]  # (tid, batch, stan): what a request's lock is on
+
+
+class _Prepared:
+    """What pos_prepare_many brought back for the requests it locked: the rows each
+    booking reads next (absent: there is no such row)."""
+
+    __slots__ = ("batches", "keys", "originals", "spent", "terminals", "tombstones", "txns")
+
+    def __init__(self, locks: Sequence[RequestLock], res: Any) -> None:
+        self.keys: set[Key3] = set()
+        self.txns: dict[Key3, dict[str, TransactionRow]] = {}
+        self.tombstones: dict[Key3, TombstoneRow] = {}
+        self.batches: dict[tuple[str, str], BatchRow] = {}
+        self.originals: dict[str, TransactionRow | None] = {}
+        self.spent: dict[str, int] = {}
+        self.terminals: dict[str, TerminalRow | None] = {}
+        for tid, batch, stan, pan_hash, rrn in locks:
+            self.keys.add((tid, batch, stan))
+            self.terminals[tid] = None
+            if pan_hash is not None:
+                self.spent[pan_hash] = 0
+            if rrn is not None:
+                self.originals[rrn] = None
+        get = res.get_value
+        for r in range(res.ntuples):
+            tag = get(r, 0)
+            if tag == b"k":
+                row = _transaction(res, r, 1)
+                self.txns.setdefault((row.tid, row.batch, row.stan), {})[row.mti] = row
+            elif tag == b"o":
+                row = _transaction(res, r, 1)
+                self.originals[row.rrn or ""] = row
+            elif tag == b"m":
+                v = [get(r, c) for c in range(1, 1 + len(TERMINAL_COLUMNS))]
+                self.terminals[v[0].decode()] = TerminalRow(
+                    v[0].decode(), v[1].decode(), v[2].decode(), v[3].decode(), v[4].decode(),
+                    v[5].decode(), v[6].decode(), v[7] == b"true", int(v[8]), v[9] == b"true")
+            elif tag == b"p":
+                self.spent[get(r, 1).decode()] = int(get(r, 2))
+            elif tag == b"s":
+                key = (get(r, 1).decode(), get(r, 2).decode(), get(r, 3).decode())
+                self.tombstones[key] = TombstoneRow(*key, _text(get(r, 4)), _int(get(r, 5)))
+            elif tag == b"b":
+                tid, batch, balanced = get(r, 1).decode(), get(r, 2).decode(), get(r, 6)
+                self.batches[(tid, batch)] = BatchRow(
+                    tid, batch, get(r, 3) == b"true", get(r, 4).decode(), get(r, 5).decode(),
+                    None if balanced is None else balanced == b"true")
+
+    def covers(self, tid: str, batch: str, stan: str, pan_hash: str | None,
+               rrn: str | None) -> bool:
+        """Whether these rows were read (and these locks taken) for this request."""
+        return (tid, batch, stan) in self.keys and tid in self.terminals \
+            and (pan_hash is None or pan_hash in self.spent) \
+            and (rrn is None or rrn in self.originals)
 
 
 class PgSession(SqlSession):
@@ -330,6 +453,10 @@ class PgSession(SqlSession):
         self._refunds: dict[str, tuple[str, str, int, str]] = {}
         self._others: list[tuple[str, Sequence[object]]] = []
         self._dirty: set[tuple[str, ...]] = set()  # what the held writes touch (see _clean)
+        # what every write since lock_requests touched (held or sent: never cleared), and
+        # the rows lock_requests read then: one is served only while nothing touched it
+        self._touched: set[tuple[str, ...]] = set()
+        self._prefetched: _Prepared | None = None
         # rows read with lock_request, each served once (a write replaces it)
         self._tombstones: dict[tuple[str, str, str], TombstoneRow | None] = {}
         self._batches: dict[tuple[str, str], BatchRow | None] = {}
@@ -392,6 +519,7 @@ class PgSession(SqlSession):
             others, self._others = self._others, []
             for query, params in others:
                 self._exec(query, params)
+        self._touched |= self._dirty
         self._dirty.clear()
 
     def flush(self) -> None:
@@ -489,28 +617,50 @@ class PgSession(SqlSession):
         # The rows the booking reads next (the request's own key, its tombstone, its
         # batch, the card's balance, the terminal's row when the host has not read it in
         # this session: lock_first; the original ``rrn`` names, locked) come back in the
-        # same statement, read after the lock (pos_prepare, in the schema above).
-        self._clean(("k", tid, batch, stan), ("b", tid, batch), ("t", tid), ("r", rrn or ""))
-        res = self._exec("SELECT pos_prepare(?, ?, ?, ?, ?)", (tid, batch, stan, pan_hash, rrn))
-        found: dict[str, Any] = json.loads(res.get_value(0, 0))
+        # same statement, read after the lock (pos_prepare_many, in the schema above) --
+        # or came back with the group's (lock_requests), if nothing this session wrote
+        # since touched them.
+        marks = (("k", tid, batch, stan), ("b", tid, batch), ("t", tid), ("r", rrn or ""))
+        pre = self._prefetched
+        if pre is not None and pre.covers(tid, batch, stan, pan_hash, rrn):
+            touched, dirty = self._touched, self._dirty
+            if any(m in touched or m in dirty for m in marks):
+                self._store.prefetch_stale += 1
+                pre = None
+            else:
+                self._store.prefetch_used += 1
+        else:
+            pre = None
+        if pre is None:
+            self._clean(*marks)
+            pre = _Prepared([(tid, batch, stan, pan_hash, rrn)],
+                            self._exec(_PREPARE_MANY, _lock_columns(
+                                [(tid, batch, stan, pan_hash, rrn)])))
+        key = (tid, batch, stan)
         if rrn is not None:
-            o = found["original"]
-            self._originals[rrn] = None if o is None else TransactionRow(
-                **{c: o[c] for c in TXN_COLUMNS})
-        self._requests[(tid, batch, stan)] = {
-            t["mti"]: TransactionRow(**{c: t[c] for c in TXN_COLUMNS}) for t in found["txns"]}
-        stone = found["tombstone"]
-        self._tombstones[(tid, batch, stan)] = None if stone is None else TombstoneRow(
-            tid, batch, stan, stone["proc"], stone["amount"])
-        b = found["batch"]
-        self._batches[(tid, batch)] = None if b is None else BatchRow(
-            tid, batch, bool(b["settled"]), b["host_totals"], b["terminal_totals"], b["balanced"])
+            self._originals[rrn] = pre.originals[rrn]
+        self._requests[key] = pre.txns.get(key) or {}
+        self._tombstones[key] = pre.tombstones.get(key)
+        self._batches[(tid, batch)] = pre.batches.get((tid, batch))
         if pan_hash is not None and pan_hash not in self._seen:
-            self._seen[pan_hash] = int(found["spent"] or 0)
-        if tid not in self._terminals_read and "terminal" in found:  # (older pos_prepare)
-            m = found["terminal"]
-            self._terminals[tid] = None if m is None else TerminalRow(
-                **{c: m[c] for c in TERMINAL_COLUMNS})
+            self._seen[pan_hash] = pre.spent[pan_hash]
+        if tid not in self._terminals_read:
+            self._terminals[tid] = pre.terminals[tid]
+
+    def lock_requests(self, locks: Sequence[RequestLock]) -> None:
+        """Every lock_request of a group at once, before its requests run: one round trip.
+
+        The locks are taken in one fixed order (see pos_prepare_many) and held to the
+        commit; each request's rows are served to its lock_request later unless a write of
+        this session touched them meanwhile (then that request reads them again). A lock
+        not granted in time raises LedgerConflict (the server runs the group again, one
+        request per session).
+        """
+        if not locks:
+            return
+        self._send_writes()  # the reads below see every write of the session so far
+        self._touched = set()
+        self._prefetched = _Prepared(locks, self._exec(_PREPARE_MANY, _lock_columns(locks)))
 
     def lock_batch(self, tid: str, batch: str) -> None:
         # Every sale, void, refund and reversal of the batch holds this lock shared until
@@ -586,6 +736,10 @@ class PostgresLedgerStore:
         self._sql: dict[str, str] = {}
         self._prepared: dict[str, bytes] = {}  # on the current connection: query -> name
         self._rrns: list[int] = []  # taken from the sequence, not handed out yet
+        # requests whose rows came with their group's lock_requests, and those read again
+        # because a write of the session touched them first
+        self.prefetch_used = 0
+        self.prefetch_stale = 0
         self._db: psycopg.Connection[Any] | None = None
         try:
             db = self._connection()
