@@ -21,7 +21,7 @@ from iso8583.codec import (
     compile_normaliser,
 )
 from iso8583.errors import DecodeError, EncodeError, FramingError
-from iso8583.fields import Enc, FieldSpec
+from iso8583.fields import Enc, FieldSpec, Kind
 from iso8583.framing import FrameDecoder, encode_length
 from iso8583.message import Message
 from iso8583.plan import DecodePlan, EncodePlan, SlowPath, build_decode_plan, build_encode_plan
@@ -152,6 +152,15 @@ class Dialect:
         self._enc_plans: dict[tuple[tuple[int, ...], bool], tuple[bytes, EncodePlan]] = {}
         self._dec_plans: dict[bytes, tuple[list[int], DecodePlan | None]] = {}
         self._mti_cache: dict[str, bytes] = {}
+        # mac_block_received: where the bitmap starts, the MAC field's fixed size (0: the
+        # block cannot be cut from a body), the track fields (number, ASCII-coded)
+        self._bitmap_at = 4 if self._mti_ascii else 2
+        mac_spec = spec.fields.get(spec.mac_field)
+        self._mac_size = mac_spec.max_len if (
+            mac_spec is not None and mac_spec.fixed and mac_spec.kind is Kind.B
+            and not self._bitmap_ascii) else 0
+        self._track_fields = tuple((n, s.data_enc is Enc.ASCII)
+                                   for n, s in sorted(spec.fields.items()) if s.kind is Kind.Z)
 
     def __repr__(self) -> str:
         return f"Dialect({self.name!r})"
@@ -243,6 +252,29 @@ class Dialect:
         if max(items) == mac_field:
             return block + self._enc[mac_field](items[mac_field])
         return self.encode(message)
+
+    def mac_block_received(self, message: Message, body: bytes) -> bytes:
+        """:meth:`mac_block` of ``message`` decoded from ``body``: cut from the bytes as
+        received when they are exactly this dialect's encoding of it, else encoded.
+
+        Decoding accepts a few variations that encoding never writes: a track field's
+        ``F`` pad nibble (BCD) or ``=`` separator (ASCII), a secondary bitmap without
+        fields 65-128. Where one of them may be in ``body`` (an odd-length BCD track, an
+        ASCII track, bit 1 set), or fields follow the MAC field, the block is encoded;
+        so equal messages always give equal blocks.
+        """
+        size = self._mac_size
+        items = message.raw_items()
+        if not size or max(items) != self.spec.mac_field or len(body) <= size \
+                or body[self._bitmap_at] & 0x80:
+            return self.mac_block(message)
+        for number, ascii_coded in self._track_fields:
+            value = items.get(number)
+            if value is None:
+                continue
+            if (ascii_coded and "D" in str(value)) or (not ascii_coded and len(value) & 1):
+                return self.mac_block(message)
+        return body[:-size]
 
     def received_mac_block(self, body: bytes) -> bytes:
         """The MAC input of a received body: every byte before the 8-byte MAC field.

@@ -43,7 +43,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
@@ -59,7 +59,6 @@ from emulator.host.ledger import (
     LedgerSession,
     LedgerStore,
     MemoryLedgerStore,
-    RequestLock,
     TerminalRow,
     TransactionRow,
     TxnKey,
@@ -72,7 +71,7 @@ from emulator.host.ledger import (
     tombstone_of,
 )
 from iso8583 import composite, tlv
-from iso8583.dialect import Dialect, Frame
+from iso8583.dialect import Dialect
 from iso8583.dialects import get_dialect
 from iso8583.errors import Iso8583Error
 from iso8583.masking import mask_pan
@@ -91,10 +90,10 @@ _UNKNOWN = "000000"
 _ECHOED = (2, 3, 4, 11, 25, 41, 42, 49, 60, 70, 90)
 #: Times handle() without a session runs again after a LedgerConflict.
 _ATTEMPTS = 20
+#: Prefix of a fingerprint of the current form (AcquirerHost._fingerprint).
+_FINGERPRINT = "v2:"
 #: Bound of the derived working-key cache (entries; cleared when full).
 _KEY_CACHE = 4096
-#: Bound of the frames prefetch decoded for the handle() that follows (cleared when full).
-_FRAME_CACHE = 4096
 
 T = TypeVar("T")
 
@@ -185,8 +184,6 @@ class AcquirerHost:
         self._secret = self.store.secret
         # (tid, generation, pik, mak, tdk) -> keys: derived data, safe across rollbacks
         self._keys: dict[tuple[str, int, str, str, str], security.WorkingKeys] = {}
-        # payload -> its frame, decoded by prefetch for the handle() that follows (once)
-        self._frames: dict[bytes, Frame] = {}
 
     @classmethod
     def from_store(cls, store: LedgerStore, dialect: Dialect | str = "cup", *,
@@ -306,41 +303,12 @@ class AcquirerHost:
         """
         return self._in_session(lambda s: self._handle(payload, now, s), session)
 
-    def prefetch(self, session: LedgerSession, payloads: Sequence[bytes | None]) -> None:
-        """Before a group's requests run in ``session`` (the server's group commit): take
-        every lock their handle() takes first at once (``lock_requests``: PostgreSQL reads
-        the whole group's rows in one round trip). Each payload is decoded here once and
-        kept for its handle(); None (a request the host core will not see) is skipped.
-        """
-        if not session.lock_first:
-            return  # lock_request costs nothing in this store: nothing to gain
-        frames = self._frames
-        if len(frames) + len(payloads) > _FRAME_CACHE:
-            frames.clear()  # left by requests that never ran (a closed connection)
-        locks: list[RequestLock] = []
-        for payload in payloads:
-            if payload is None:
-                continue
-            try:
-                frame = frames[payload] = self.dialect.unpack_payload(payload)
-                lock = self._lock_args(frame.message)
-            except Iso8583Error:
-                continue  # handle() answers it
-            except Exception:  # a host bug: handle() meets it again and answers 96
-                log.exception("prefetch failed on a request; it takes its lock itself")
-                continue
-            if lock is not None:
-                locks.append(lock)
-        session.lock_requests(locks)
-
     def _handle(self, payload: bytes, now: datetime, s: LedgerSession) -> HostOutcome:
-        frame = self._frames.pop(payload, None) if self._frames else None
-        if frame is None:
-            try:
-                frame = self.dialect.unpack_payload(payload)
-            except Iso8583Error as exc:
-                log.info("undecodable payload closed: %s", exc)
-                return HostOutcome(None, close=True)
+        try:
+            frame = self.dialect.unpack_payload(payload)
+        except Iso8583Error as exc:
+            log.info("undecodable payload closed: %s", exc)
+            return HostOutcome(None, close=True)
         msg = frame.message
         try:
             outcome = self._dispatch(s, msg, frame.body, now)
@@ -397,7 +365,7 @@ class AcquirerHost:
         if batch is None:
             return self._answer(term, msg, codes.FORMAT_ERROR, now)
         key: TxnKey = (term.tid, batch, str(stan), mti)
-        fingerprint = self._fingerprint(msg)
+        fingerprint = self._fingerprint(msg, body)
         pan = _pan_of(msg)
         pan_hash = early[3] if early else self.pan_hash(pan) if pan else None
         if kind in ("sale", "void", "refund") and (early is None or early[:3] != key[:3]):
@@ -408,7 +376,9 @@ class AcquirerHost:
             s.lock_request(term.tid, batch, str(stan), pan_hash)
         stored = s.transaction(key)
         if stored is not None:
-            if hmac.compare_digest(stored.fingerprint, fingerprint):
+            known = stored.fingerprint  # of the form it was stored in
+            mine = fingerprint if known.startswith(_FINGERPRINT) else self._fingerprint_v1(msg)
+            if hmac.compare_digest(known, mine):
                 return self._replay(term, msg, stored)
             return self._answer(term, msg, codes.DUPLICATE, now)
         ctx = _Ctx(s, term, msg, body, now, kind, batch, str(stan), key, fingerprint, pan,
@@ -424,14 +394,6 @@ class AcquirerHost:
         refused later (MAC, merchant) holds the lock of the key it named until the commit:
         that only orders it with that key's reversal.
         """
-        lock = self._lock_args(msg)
-        if lock is None:
-            return None
-        s.lock_request(*lock)
-        return lock[:4]
-
-    def _lock_args(self, msg: Message) -> RequestLock | None:
-        """_lock_early's lock_request arguments for ``msg`` (None: it takes none)."""
         tid, stan = msg.tid, msg.get(11)
         if not msg.is_request or 60 not in msg or not tid or not _digits(stan, 6):
             return None
@@ -445,7 +407,8 @@ class AcquirerHost:
         pan = _pan_of(msg)
         pan_hash = self.pan_hash(pan) if pan else None
         rrn = msg.get(37) if kind != "sale" else None  # the original _original reads next
-        return tid, batch, str(stan), pan_hash, rrn if isinstance(rrn, str) else None
+        s.lock_request(tid, batch, str(stan), pan_hash, rrn if isinstance(rrn, str) else None)
+        return tid, batch, str(stan), pan_hash
 
     def _f60(self, msg: Message) -> composite.F60:
         value = msg.get(60)
@@ -470,7 +433,21 @@ class AcquirerHost:
         except Iso8583Error:
             return None
 
-    def _fingerprint(self, msg: Message) -> str:
+    def _fingerprint(self, msg: Message, body: bytes) -> str:
+        """What tells a retransmission (the same request again) from another request under
+        the same key: an HMAC of the request's MAC block (every field but the MAC).
+
+        The block is cut from the bytes as received where they are the dialect's own
+        encoding of the message (Dialect.mac_block_received), so equal requests give
+        equal fingerprints whatever their bytes; the ``v2:`` form of a request stored
+        earlier with :meth:`_fingerprint_v1` is told by its prefix.
+        """
+        block = self.dialect.mac_block_received(msg, body)
+        return _FINGERPRINT + hmac.digest(self._secret, block, "sha256").hex()
+
+    def _fingerprint_v1(self, msg: Message) -> str:
+        """The fingerprint of rows stored before ``v2:`` (the re-encoded message, MAC left out,
+        its bit unset): a retransmission of such a request still gets its stored answer."""
         clone = msg.copy()
         clone.pop(self._mac_field)
         data = self.dialect.encode(clone)

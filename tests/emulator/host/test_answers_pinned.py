@@ -14,8 +14,10 @@ answers: ``PIN_ANSWERS=record pytest tests/emulator/host/test_answers_pinned.py`
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import pytest
 
 from emulator.catalogue import card_by_name
 from emulator.host import AcquirerHost
-from emulator.host.ledger import LedgerStore
+from emulator.host.ledger import LedgerStore, TransactionRow
 from emulator.simterminal import Approved, SimTerminal
 from iso8583.dialects import get_dialect
 from iso8583.errors import ResponseError
@@ -195,3 +197,30 @@ def test_every_answer_is_byte_for_byte_the_recorded_one(dialect: str,
     for i, (g, w) in enumerate(zip(got, want, strict=False)):
         assert g == w, f"answer {i} differs: got {g!r}, recorded {w!r}"
     assert len(got) == len(want)
+
+
+def test_a_request_stored_with_an_old_form_fingerprint_is_still_recognised(
+        ledger_store: LedgerStore) -> None:
+    """Rows booked before the ``v2:`` fingerprints hold the old form (an HMAC of the
+    re-encoded request without its MAC): a retransmission of such a request still gets
+    its stored answer byte for byte, and other content under its key still gets 94."""
+    driver = Driver("cup", ledger_store)
+    driver.run(groups=0)  # sign-ons only
+    term = driver.terms[0]
+    sale = term.sale(card_by_name("cup-debit"), 1000, pin="123456")
+    first = driver.host.handle(driver.payload(sale), START)
+    ledger_store.commit(first.records)
+    booked = next(r for r in first.records if isinstance(r, TransactionRow))
+    assert booked.fingerprint.startswith("v2:")
+    clone = sale.copy()
+    del clone[64]
+    old = hmac.new(ledger_store.secret, driver.dialect.encode(clone), hashlib.sha256).hexdigest()
+    ledger_store.commit([replace(booked, fingerprint=old)])
+
+    again = driver.host.handle(driver.payload(sale), START + timedelta(seconds=30))
+    assert again.reply == first.reply
+    assert again.records == ()
+    changed = sale.copy()
+    changed[4] = "000000001001"
+    other = driver.host.handle(driver.payload(term.remac(changed)), START)
+    assert other.response_code == "94"
