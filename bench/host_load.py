@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -71,11 +71,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from bench._proc import tree_cpu
 from emulator.admin import AdminError, admin_request, parse_admin_address
 from emulator.catalogue import card_by_name
-from emulator.client import HostClient, NoAnswerError, sign_on
+from emulator.client import DEFAULT_TPDU, HostClient, sign_on
 from emulator.host.errors import ResponseError
 from emulator.host.ledger import LedgerStore, open_store
 from emulator.server import HostServer
-from emulator.simterminal import Approved, SimTerminal
+from emulator.simterminal import Approved, Declined, SimTerminal
+from iso8583.errors import Iso8583Error
 from iso8583.message import Message
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,6 +90,8 @@ PG_VS_SQLITE_TARGET = 0.5
 #: "does not grow with workers": CPU per transaction of 2 workers within this factor of 1's
 #: (a few per cent is the noise of /proc's 10 ms ticks and of a shared machine)
 CPU_GROWTH_TOLERANCE = 1.10
+#: seconds a simulated terminal waits for an answer (and for a connection)
+LANE_TIMEOUT = 10.0
 
 
 # --- anchors: bare insert+commit loops ----------------------------------------------------
@@ -289,83 +292,235 @@ class Phase:
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds over the window, by whom
 
 
-class _Lane:
-    """One simulated terminal on its own connection."""
+class _Lane(asyncio.Protocol):
+    """One simulated terminal on its own connection, driven by callbacks.
+
+    Each answer is decoded and checked (MTI, STAN and TID match the request, the MAC
+    verifies: ``SimTerminal.check_response``) as it is read, and the next request of
+    the lane goes out from there (closed loop) or from a timer at its scheduled time
+    (paced): no task, future or timeout object per request, so the generator's share
+    of the two cores goes to the terminals' own work (refunds built, answers checked).
+    """
 
     def __init__(self, tid: str, port: int, prebuilt: int) -> None:
         self.rng = random.Random(tid)
         self.term = SimTerminal("cup", tid, MID, TMK, datetime.now, rng=self.rng)
-        self.client = HostClient("127.0.0.1", port, "cup", timeout=10)
+        self.dialect = self.term.dialect
+        self.tpdu = DEFAULT_TPDU if self.dialect.spec.tpdu else None
+        self.port = port
         self.prebuilt = prebuilt
-        self.queue: list[tuple[Message, int]] = []
+        #: sales built and framed before the clock starts: (request, frame, amount)
+        self.queue: list[tuple[Message, bytes, int]] = []
         self.sales: list[tuple[Approved, int]] = []  # approved sale and what is left to refund
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.decoder = self.dialect.frame_decoder()
+        self.phase = Phase()
+        self.finished: asyncio.Future[None] | None = None
+        self.due = 0.0  # paced: the scheduled time of the lane's next request
+        # the exchange in flight (request None: none)
+        self.request: Message | None = None
+        self.refund_index = -1  # which of self.sales it refunds (-1: a sale)
+        self.amount = 0
+        self.scheduled = 0.0  # when it was due (latency counts from here)
+        self.sent_at = 0.0
+        self.stray_answers = 0
+        self._reconnecting: asyncio.Task[None] | None = None
 
     async def prepare(self) -> None:
-        await sign_on(self.term, self.client)
-        # sales are built (PIN block, ARQC, MAC) before the clock starts, so the load
-        # generator spends its share of the two cores on sockets, not on crypto
+        """Sign on (through a HostClient), then open the lane's own connection."""
+        client = HostClient("127.0.0.1", self.port, self.dialect, timeout=LANE_TIMEOUT)
+        try:
+            await sign_on(self.term, client)
+        finally:
+            await client.close()
+        await self._connect()
+
+    def build(self) -> None:
+        """Build and frame the lane's sales (PIN block, ARQC, MAC) before the clock starts,
+        so the load generator spends its share of the two cores on refunds and answers.
+        (After every lane is connected: the loop is busy here, no timeout is running.)"""
         for _ in range(self.prebuilt):
             self.queue.append(self._new_sale())
 
-    def _new_sale(self) -> tuple[Message, int]:
+    async def _connect(self) -> None:
+        await asyncio.wait_for(
+            self.loop.create_connection(lambda: self, "127.0.0.1", self.port), LANE_TIMEOUT)
+
+    def _new_sale(self) -> tuple[Message, bytes, int]:
         card, pin = self.rng.choice(CARDS)
         amount = self.rng.randint(1, 10) * 100  # small: the test cards' balances last the run
-        return self.term.sale(card, amount, pin=pin), amount
+        request = self.term.sale(card, amount, pin=pin)
+        return request, self.dialect.pack(request, tpdu=self.tpdu), amount
 
-    async def one(self, phase: Phase, scheduled: float) -> None:
-        loop = asyncio.get_running_loop()
-        refund = bool(self.sales) and self.rng.random() < 0.4
-        index = 0
-        if refund:
-            index = self.rng.randrange(len(self.sales))
-            original, left = self.sales[index]
+    # --- one phase ----------------------------------------------------------------------
+    async def run(self, phase: Phase) -> None:
+        """Take part in ``phase`` until its end (returns when the lane's last answer is in)."""
+        self.phase = phase
+        self.finished = self.loop.create_future()
+        now = self.loop.time()
+        if phase.interval <= 0:
+            self._fire(now)
+        else:
+            # paced: requests at fixed times from a random phase; latency counts from the
+            # scheduled time, so a lane that falls behind is charged for its queueing
+            self.due = phase.start - 0.5 + self.rng.random() * phase.interval
+            self._at(self.due, now)
+        await self.finished
+
+    def _at(self, due: float, now: float) -> None:
+        """Send the next request at ``due`` (now if it is late), or end the phase."""
+        if due >= self.phase.end:
+            self._finish()
+        elif due <= now:
+            self._fire(due)
+        else:
+            self.loop.call_at(due, self._fire, due)
+
+    def _next(self, now: float) -> None:
+        """After an answer (or a failed exchange): the lane's next request."""
+        if self.phase.interval <= 0:
+            if now < self.phase.end:
+                self._fire(now)
+            else:
+                self._finish()
+        else:
+            self.due += self.phase.interval
+            self._at(self.due, now)
+
+    def _finish(self) -> None:
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+
+    def _fire(self, scheduled: float) -> None:
+        """Send the lane's next request: a refund of an approved sale (40%) or a sale."""
+        if self.transport is None:  # the connection went while the lane waited
+            self._fail()
+            return
+        sales = self.sales
+        if sales and self.rng.random() < 0.4:
+            index = self.rng.randrange(len(sales))
+            original, left = sales[index]
             amount = min(left, self.rng.randint(1, 5) * 100)
             request = self.term.refund(original, amount)
+            frame = self.dialect.pack(request, tpdu=self.tpdu)
         else:
-            request, amount = self.queue.pop() if self.queue else self._new_sale()
+            index = -1
+            request, frame, amount = self.queue.pop() if self.queue else self._new_sale()
+        self.request, self.refund_index, self.amount = request, index, amount
+        self.scheduled = scheduled
+        self.sent_at = self.loop.time()
+        self.transport.write(frame)
+
+    # --- answers --------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.decoder = self.dialect.frame_decoder()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # closed by the lane itself
+        self.transport = None
+        if self.request is not None:
+            self._fail()
+
+    def data_received(self, data: bytes) -> None:
         try:
-            frame = await self.client.exchange(request)
-            result = self.term.check_response(request, frame.message, body=frame.body)
-        except (NoAnswerError, ResponseError):
-            phase.load.failures += 1
-            await self.client.close()
+            payloads = self.decoder.feed(data)
+        except Iso8583Error:
+            self._fail()
             return
-        done = loop.time()
+        for payload in payloads:
+            request = self.request
+            if request is None:
+                self.stray_answers += 1
+                continue
+            try:
+                frame = self.dialect.unpack_payload(payload)
+            except Iso8583Error:
+                self._fail()
+                return
+            answer = frame.message
+            if (answer.mti != request.response_mti or answer.get(11) != request.get(11)
+                    or answer.tid != request.tid):
+                self.stray_answers += 1  # e.g. a second copy of an earlier answer
+                continue
+            try:
+                result = self.term.check_response(request, answer, body=frame.body)
+            except ResponseError:
+                self._fail()
+                return
+            self.request = None
+            self._answered(result)
+
+    def _answered(self, result: Approved | Declined) -> None:
+        done = self.loop.time()
+        refund = self.refund_index >= 0
         if isinstance(result, Approved):
             if refund:
-                left -= amount
+                original, left = self.sales[self.refund_index]
+                left -= self.amount
                 if left <= 0:
-                    self.sales.pop(index)
+                    self.sales.pop(self.refund_index)
                 else:
-                    self.sales[index] = (original, left)
+                    self.sales[self.refund_index] = (original, left)
             elif len(self.sales) < 50:
-                self.sales.append((result, amount))
-        if not phase.start <= scheduled or done > phase.end:
-            return  # warm-up or after the bell: not counted
-        load = phase.load
-        load.latencies.append(done - scheduled)
-        if refund:
-            load.refunds += 1
-        else:
-            load.sales += 1
-        if isinstance(result, Approved):
-            load.approved += 1
+                self.sales.append((result, self.amount))
+        phase = self.phase
+        if phase.start <= self.scheduled and done <= phase.end:  # not warm-up, not late
+            load = phase.load
+            load.latencies.append(done - self.scheduled)
+            if refund:
+                load.refunds += 1
+            else:
+                load.sales += 1
+            if isinstance(result, Approved):
+                load.approved += 1
+        self._next(done)
 
-    async def run(self, phase: Phase) -> None:
-        loop = asyncio.get_running_loop()
-        if phase.interval <= 0:
-            while loop.time() < phase.end:
-                await self.one(phase, loop.time())
-            return
-        # paced: requests at fixed times from a random phase; latency counts from the
-        # scheduled time, so a lane that falls behind is charged for its queueing
-        due = phase.start - 0.5 + self.rng.random() * phase.interval
-        while due < phase.end:
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await self.one(phase, due)
-            due += phase.interval
+    # --- failures ---------------------------------------------------------------------------
+    def check_timeout(self, now: float) -> None:
+        """Fail the exchange in flight when its answer is over LANE_TIMEOUT late."""
+        if self.request is not None and now - self.sent_at > LANE_TIMEOUT:
+            self._fail()
+
+    def _fail(self) -> None:
+        """No valid answer: count it, drop the connection, open a new one, go on."""
+        self.phase.load.failures += 1
+        self.request = None
+        self.close(abort=True)
+        self._reconnecting = self.loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        while True:
+            try:
+                await self._connect()
+                break
+            except (OSError, TimeoutError):
+                if self.loop.time() >= self.phase.end:
+                    self._finish()
+                    return
+                self.phase.load.failures += 1
+                await asyncio.sleep(0.05)
+        self._next(self.loop.time())
+
+    def close(self, *, abort: bool = False) -> None:
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+
+async def _watch(lanes: list[_Lane]) -> None:
+    """Fail every exchange left unanswered for LANE_TIMEOUT (one timer for all lanes)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1.0)
+        now = loop.time()
+        for lane in lanes:
+            lane.check_timeout(now)
 
 
 CpuReader = Callable[[], dict[str, float]]
@@ -397,6 +552,9 @@ async def _drive(port: int, connections: int, seconds: float, warmup: float, rat
     loop = asyncio.get_running_loop()
     lanes = [_Lane(tid, port, prebuilt) for tid in lane_tids(connections, first_tid)]
     await asyncio.gather(*(lane.prepare() for lane in lanes))
+    for lane in lanes:
+        lane.build()
+    watchdog = loop.create_task(_watch(lanes))
     # the generator's own full GC pauses would show up as host latency: keep them short
     # the same way the server does (collect, then freeze the survivors, every second)
     freezer = loop.create_task(HostServer._gc_rounds(1.0))
@@ -414,7 +572,9 @@ async def _drive(port: int, connections: int, seconds: float, warmup: float, rat
         paced.end = paced.start + seconds
         _clock_cpu(loop, paced, read_cpu)
         await asyncio.gather(*(lane.run(paced) for lane in lanes))
-    await asyncio.gather(*(lane.client.close() for lane in lanes))
+    for lane in lanes:
+        lane.close()
+    watchdog.cancel()
     freezer.cancel()
     gc.unfreeze()
     return closed, paced
