@@ -55,7 +55,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar, cast
+from functools import partial
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 from emulator.host import AcquirerHost, LedgerSession, LedgerStore
 from emulator.host.errors import HostError, LedgerConflict, LedgerUnavailable
@@ -393,18 +394,19 @@ class GroupCommitter(Generic[S]):
 
 
 # --- the server --------------------------------------------------------------------------
-@dataclass(eq=False)
 class _Pending:
     """A reply waiting for its commit (and for any fault delay) before it may leave."""
 
-    action: FaultAction
-    reply: bytes | None = None  # known once its group committed (spoiled by its fault)
-    close: bool = False
-    ready: bool = False
+    __slots__ = ("action", "close", "ready", "reply")  # one per request: a plain class
+
+    def __init__(self, action: FaultAction) -> None:
+        self.action = action
+        self.reply: bytes | None = None  # known once its group committed (spoiled by its fault)
+        self.close = False
+        self.ready = False
 
 
-@dataclass(frozen=True)
-class _Done:
+class _Done(NamedTuple):
     """What one request's work in a group gave: the reply to send and what it wrote."""
 
     reply: bytes | None
@@ -425,7 +427,10 @@ class _HostConnection(asyncio.Protocol):
         self.refused = False  # the core answered with close: nothing later is handled
         self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0  # loop time the timeout in force runs out (the timer may be later)
-        self.paused = False
+        self.idle_timeout = server.config.idle_timeout
+        self.read_timeout = server.config.read_timeout
+        self.paused = False  # the terminal does not read its answers (pause_writing)
+        self.throttled = False  # reading paused: more than MAX_PIPELINE replies owed
         self.closed = asyncio.Event()
 
     @property
@@ -478,11 +483,13 @@ class _HostConnection(asyncio.Protocol):
             log.info("closing a connection: %s", exc)
             self.close_after_replies()
             return
+        accept = self.server._accept
         for payload in payloads:
-            self.server._accept(self, payload)
+            accept(self, payload)
             if not self.reading:
                 return
-        if len(self.pending) > MAX_PIPELINE and self.transport is not None:
+        if len(self.pending) > MAX_PIPELINE:
+            self.throttled = True
             self.transport.pause_reading()  # resumed when the replies drain
         self._arm()
 
@@ -493,8 +500,7 @@ class _HostConnection(asyncio.Protocol):
         A later deadline (every request) is left to the timer already set, which sets
         itself again for the rest when it fires: no timer churn per request.
         """
-        config = self.server.config
-        delay = config.read_timeout if self.decoder.buffered else config.idle_timeout
+        delay = self.read_timeout if self.decoder.buffered else self.idle_timeout
         self.deadline = self.loop.time() + delay
         timer = self.timer
         if timer is not None:
@@ -526,14 +532,16 @@ class _HostConnection(asyncio.Protocol):
             self.abort()
             return
         if done is not None:
-            entry.reply, entry.close = done.reply, done.close
+            entry.reply = done.reply
             if done.close:
-                self.refused = True
+                entry.close = self.refused = True
                 self.close_after_replies()
-        if entry.action.kind is FaultKind.DELAY and entry.action.delay_ms:
-            self.loop.call_later(entry.action.delay_ms / 1000, self._ready, entry)
-        else:
-            self._ready(entry)
+        action = entry.action
+        if action is not NO_FAULT and action.kind is FaultKind.DELAY and action.delay_ms:
+            self.loop.call_later(action.delay_ms / 1000, self._ready, entry)
+            return
+        entry.ready = True
+        self.flush()
 
     def _ready(self, entry: _Pending) -> None:
         entry.ready = True
@@ -552,16 +560,22 @@ class _HostConnection(asyncio.Protocol):
         if not pending:
             if self.closing and self.transport is not None:
                 self.transport.close()
-            elif self.transport is not None and not self.paused:
+            elif self.throttled and self.transport is not None and not self.paused:
+                self.throttled = False
                 self.transport.resume_reading()
 
     def _send(self, entry: _Pending) -> bool:
         """Write one reply as its fault says; False when the connection must close."""
         assert self.transport is not None
-        kind = entry.action.kind
         reply = entry.reply
         if reply is None:
             return not entry.close
+        server = self.server
+        if entry.action is NO_FAULT and server.trace is None:  # the usual reply
+            self.transport.write(frame_reply(reply, server.length_bytes))
+            server.stats.replies += 1
+            return not entry.close
+        kind = entry.action.kind
         if kind is FaultKind.DROP:
             return True
         if kind is FaultKind.CLOSE_AFTER:
@@ -771,7 +785,7 @@ class HostServer(Generic[S]):
             return _Done(reply, outcome.close, outcome.records)
 
         self._committer.submit_nowait(
-            work, lambda done, error: conn.committed(entry, done, error),
+            work, partial(conn.committed, entry),
             payload if action.kind is not FaultKind.CODE else None)  # prefetch's hint
 
 
