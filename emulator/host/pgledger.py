@@ -19,17 +19,24 @@ processes, each with its own connection, share one ledger:
   deadlock or a serialization failure) raises
   :class:`~emulator.host.errors.LedgerConflict`: the caller rolls back and runs
   the session again, and then finds the stored answer;
-* RRNs come from a SEQUENCE, taken 32 at a time by each process (workers never
-  wait on each other for one; numbers are unique, not gap-free);
+* RRNs come from a SEQUENCE, taken ``RRN_BLOCK`` at a time by each process (workers
+  never wait on each other for one; numbers are unique, not gap-free);
 * round trips and statements are what a request costs here (each one costs the
-  host and PostgreSQL more CPU than the rules' own work on it), so a sale or a
-  refund takes one: the lock on its request's key (pos_prepare, taken before the
-  terminal read: ``lock_first``) brings back the terminal row, the request's own
-  rows, its tombstone, batch and card balance, and the original a refund or void
-  names, read and locked. Writes are held and sent as one multi-row statement
-  per table when a read could see them, else at commit (a failure among them
-  fails the whole session, which is rolled back and run again). The statements
-  every request runs go straight through libpq, prepared once per connection;
+  host and PostgreSQL more CPU than the rules' own work on it), so a whole group of
+  requests takes one before its rules run: the server hands the host every request
+  of the group first (AcquirerHost.prefetch), and ``lock_requests`` takes every
+  sale, void and refund's locks at once (pos_prepare_many, in one fixed order:
+  batches shared, request keys, originals FOR UPDATE, each sorted, so two groups
+  never wait on each other in a cycle) and brings back, as text rows, each one's
+  terminal row, own rows, tombstone, batch, card balance and the original a refund
+  or void names. A request's ``lock_request`` is served from them unless a write of
+  the session touched them since (a refund after another refund of the same sale,
+  a duplicate, a void naming a sale booked earlier in the group): then it reads
+  again, alone (the same function for one request). Writes are held and sent when
+  a read could see them, else at commit, one multi-row statement per table, all in
+  one round trip (libpq pipeline mode; a failure among them fails the whole
+  session, which is rolled back and run again). The statements go straight through
+  libpq, prepared once per connection;
 * a lock not granted within ``LOCK_TIMEOUT_MS`` is a LedgerConflict too (two
   processes' groups that lock the same originals in two orders would otherwise
   wait for PostgreSQL's deadlock check, 1 s, every time; the server then runs the
@@ -247,9 +254,10 @@ CREATE TABLE IF NOT EXISTS tombstones (
     PRIMARY KEY (tid, batch, stan)
 );
 CREATE SEQUENCE IF NOT EXISTS rrn_seq CACHE 32;
--- A booking's first step, in one statement (see PgSession.lock_request): the lock on
--- the request's key, then (each plpgsql statement takes a fresh snapshot, so after
--- the lock) the rows the booking reads next.
+-- A booking's first step, in one statement, as processes before pos_prepare_many took
+-- it (kept for them while they run beside this one): the lock on the request's key,
+-- then (each plpgsql statement takes a fresh snapshot, so after the lock) the rows the
+-- booking reads next.
 -- p_rrn: the original a void or refund names, read and locked (FOR UPDATE) after the lock
 CREATE OR REPLACE FUNCTION pos_prepare(p_tid TEXT, p_batch TEXT, p_stan TEXT, p_pan TEXT,
                                        p_rrn TEXT)
@@ -293,8 +301,8 @@ _CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
 
 #: How long a session waits for a row or advisory lock before it gives up (LedgerConflict).
 LOCK_TIMEOUT_MS = 100
-#: RRNs a process takes from the sequence in one round trip.
-RRN_BLOCK = 32
+#: RRNs a process takes from the sequence in one round trip (a restart leaves a gap).
+RRN_BLOCK = 256
 _TXN_TYPES = tuple("bigint" if c in ("amount", "refunded") else "text" for c in TXN_COLUMNS)
 # a session's bookings (and its upserts) go out as one statement each, rows as arrays
 _TXN_INSERT_MANY = (f"INSERT INTO transactions ({', '.join(TXN_COLUMNS)}) "  # noqa: S608
@@ -503,24 +511,66 @@ class PgSession(SqlSession):
         if dirty and any(m in dirty for m in marks):
             self._send_writes()
 
-    def _send_writes(self) -> None:
+    def _exec_many(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[Any]:
+        """``statements`` in one round trip (libpq's pipeline mode), their results in order.
+
+        The first that fails raises (as :meth:`_exec`; the rest are aborted with it); a
+        connection that fails halfway is closed (LedgerUnavailable: the next session
+        reconnects).
+        """
+        if len(statements) == 1:
+            return [self._exec(*statements[0])]
+        pgconn = self._db.pgconn
+        names = [self._store.prepared(query, pgconn) for query, _ in statements]
+        results: list[Any] = []
+        try:
+            pgconn.enter_pipeline_mode()
+            for name, (_, params) in zip(names, statements, strict=True):
+                pgconn.send_query_prepared(name, [_param(p) for p in params])
+            pgconn.pipeline_sync()
+            for _ in statements:
+                res = pgconn.get_result()
+                if res is None or pgconn.get_result() is not None:  # then its end (NULL)
+                    raise psycopg.OperationalError("the pipeline's results ended early")
+                results.append(res)
+            sync = pgconn.get_result()
+            if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
+                raise psycopg.OperationalError("the pipeline did not end in its sync")
+            pgconn.exit_pipeline_mode()
+        except psycopg.Error as exc:
+            self._db.close()  # its state is unknown now: the next session opens another
+            raise LedgerUnavailable(f"ledger {safe_ledger_name(self._store.dsn)}: "
+                                    f"{exc}") from exc
+        for res in results:
+            if res.status not in _OK:  # the first failure (the rest: PIPELINE_ABORTED)
+                raise self._store.failed(res)
+        return results
+
+    def _send_writes(self, first: tuple[str, Sequence[object]] | None = None) -> Any:
+        """Send every held write, in one round trip; ``first``: a statement to send ahead
+        of them in the same round trip (its result is returned)."""
+        statements: list[tuple[str, Sequence[object]]] = [] if first is None else [first]
         if self._inserts:
             rows, self._inserts = self._inserts, []
-            self._exec(_TXN_INSERT_MANY, _columns(rows))
+            statements.append((_TXN_INSERT_MANY, _columns(rows)))
         if self._upserts:
             rows = list(self._upserts.values())
             self._upserts.clear()
-            self._exec(_TXN_UPSERT_MANY, _columns(rows))
+            statements.append((_TXN_UPSERT_MANY, _columns(rows)))
         if self._refunds:
             refunds = list(self._refunds.values())
             self._refunds.clear()
-            self._exec(_REFUND_UPSERT_MANY, [list(c) for c in zip(*refunds, strict=True)])
+            statements.append((_REFUND_UPSERT_MANY,
+                               [list(c) for c in zip(*refunds, strict=True)]))
         if self._others:
             others, self._others = self._others, []
-            for query, params in others:
-                self._exec(query, params)
+            statements.extend(others)
         self._touched |= self._dirty
         self._dirty.clear()
+        if not statements:
+            return None
+        results = self._exec_many(statements)
+        return results[0] if first is not None else None
 
     def flush(self) -> None:
         """Before COMMIT: move the card balances, then send the writes still held.
@@ -533,7 +583,7 @@ class PgSession(SqlSession):
         """
         if self._moves:
             pans = sorted(self._moves)
-            res = self._exec(_BALANCES_LOCK, (pans,))
+            res = self._send_writes((_BALANCES_LOCK, (pans,)))  # with the writes held
             current = {res.get_value(i, 0).decode(): int(res.get_value(i, 1))
                        for i in range(res.ntuples)}
             update: list[tuple[str, int]] = []

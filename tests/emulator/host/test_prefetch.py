@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from emulator.catalogue import card_by_name
-from emulator.host import AcquirerHost, HostOutcome, LedgerStore
+from emulator.host import AcquirerHost, HostOutcome, LedgerConflict, LedgerStore
 from emulator.host.core import answered_date
-from emulator.host.ledger import TransactionRow
+from emulator.host.ledger import BalanceRow, TombstoneRow, TransactionRow
 from emulator.simterminal import Approved
 from iso8583.message import Message
 from tests.emulator.host.conftest import make_store
@@ -299,3 +299,28 @@ async def test_a_lock_timeout_in_the_prefetch_reruns_the_group(pg_pair: Pair) ->
     assert stats.conflicts >= 2  # the group's prefetch, then the locked request alone
     assert runs[payloads[0]] == runs[payloads[1]] == 1  # the group attempt ran no request
     assert runs[payloads[2]] >= 2
+
+
+def test_a_write_failing_among_the_pipelined_writes_is_a_conflict(pg_pair: Pair) -> None:
+    """The held writes go out in one round trip with the balances' lock (libpq pipeline):
+    a duplicate booking among them is a LedgerConflict, nothing of the session stays,
+    and the connection serves the next session."""
+    lane = pg_pair.group
+    sale = pg_pair.sale(1_000)
+    row = lane.host.by_rrn(str(sale.rrn))
+    assert row is not None
+    pan_hash = row.pan_hash
+    assert pan_hash is not None
+    left = lane.host.available(DEBIT)
+
+    def clashing() -> None:
+        with lane.store.session() as session:
+            session.write([BalanceRow(pan_hash, 0, 500)])  # a move: flush locks balances
+            session.book(replace(row, rrn=None))  # the same key again: a unique violation
+            session.write([TombstoneRow(row.tid, row.batch, "999998", None, None)])  # after
+
+    with pytest.raises(LedgerConflict):
+        clashing()
+    assert lane.host.available(DEBIT) == left
+    assert codes(pg_pair.send(lane.term.refund(sale, 300))) == ["00"]
+    assert lane.host.available(DEBIT) == left + 300
