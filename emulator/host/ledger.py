@@ -859,6 +859,85 @@ CREATE TABLE IF NOT EXISTS tombstones (
 # (its leading columns); the RRN lookups through UNIQUE (rrn).
 
 
+#: Bound of each SqliteSession cache (entries; cleared when full).
+_SQLITE_CACHE = 65_536
+
+
+@dataclass
+class _SqliteCache:
+    """Rows as the file holds them, kept by one connection between its sessions."""
+
+    data_version: int | None = None  # PRAGMA data_version when last checked
+    terminals: dict[str, TerminalRow | None] = field(default_factory=dict)
+    batches: dict[tuple[str, str], BatchRow | None] = field(default_factory=dict)
+    spent: dict[str, int] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.data_version = None
+        self.terminals.clear()
+        self.batches.clear()
+        self.spent.clear()
+
+
+class SqliteSession(SqlSession):
+    """SQLite's session: terminals, batches and card balances served from memory.
+
+    A session holds the file's write lock from BEGIN to COMMIT, and ``PRAGMA
+    data_version`` (read once a session, under that lock) tells whether another
+    connection committed since this one last looked. Until one does, nothing but
+    this connection's own sessions changes the file, so a row they read or wrote is
+    still what the file holds: the three rows every booking reads are kept between
+    sessions (a balance as written; a terminal or batch row written is read again).
+    The store drops them all when another connection commits or a session of this
+    one rolls back.
+    """
+
+    def __init__(self, run: Callable[[str, Sequence[object]], Any], cache: _SqliteCache) -> None:
+        super().__init__(run)
+        self._cache = cache
+
+    def terminal(self, tid: str) -> TerminalRow | None:
+        known = self._cache.terminals
+        if tid in known:
+            return known[tid]
+        row = super().terminal(tid)
+        if len(known) >= _SQLITE_CACHE:
+            known.clear()
+        known[tid] = row
+        return row
+
+    def batch(self, tid: str, batch: str) -> BatchRow | None:
+        known = self._cache.batches
+        if (tid, batch) in known:
+            return known[(tid, batch)]
+        row = super().batch(tid, batch)
+        if len(known) >= _SQLITE_CACHE:
+            known.clear()
+        known[(tid, batch)] = row
+        return row
+
+    def spent(self, pan_hash: str) -> int:
+        known = self._cache.spent
+        value = known.get(pan_hash)
+        if value is None:
+            value = super().spent(pan_hash)
+            if len(known) >= _SQLITE_CACHE:
+                known.clear()
+            known[pan_hash] = value
+        return value
+
+    def write(self, records: Sequence[LedgerRecord]) -> None:
+        super().write(records)
+        cache = self._cache
+        for record in records:
+            if isinstance(record, BalanceRow):
+                cache.spent[record.pan_hash] = record.spent  # stored as given
+            elif isinstance(record, TerminalRow):  # the upsert may keep a newer generation
+                cache.terminals.pop(record.tid, None)
+            elif isinstance(record, BatchRow):
+                cache.batches.pop((record.tid, record.batch), None)
+
+
 class SqliteLedgerStore:
     """The ledger in one SQLite file: WAL journal, ``synchronous=FULL``.
 
@@ -892,6 +971,7 @@ class SqliteLedgerStore:
         # one cursor for every statement (under the lock; each result is fetched before
         # the next statement): Connection.execute would make a new cursor per statement
         self._cursor = self._db.cursor()
+        self._cache = _SqliteCache()  # see SqliteSession
 
     def __repr__(self) -> str:
         return f"SqliteLedgerStore({str(self.path)!r})"
@@ -962,17 +1042,24 @@ class SqliteLedgerStore:
         with self._lock:
             db = self._db
             self._run("BEGIN IMMEDIATE")
+            cache = self._cache
             try:
-                session = SqlSession(self._run)
+                version = self._run("PRAGMA data_version").fetchone()[0]
+                if version != cache.data_version:  # another connection committed
+                    cache.clear()
+                    cache.data_version = version
+                session = SqliteSession(self._run, cache)
                 yield session
                 session.finish()
             except BaseException:
+                cache.clear()
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
             try:
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
+                cache.clear()
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise LedgerError(f"ledger commit failed: {exc}") from exc

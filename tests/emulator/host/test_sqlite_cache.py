@@ -1,0 +1,65 @@
+"""SQLite sessions serve terminals, batches and balances from memory between sessions:
+only while no other connection committed, and never what a rolled-back session wrote."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from emulator.host.ledger import (
+    BalanceRow,
+    BatchRow,
+    SqliteLedgerStore,
+    TerminalRow,
+    provisioned,
+)
+
+TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+
+
+def _read(store: SqliteLedgerStore, tid: str = "10000001", pan_hash: str = "p" * 32
+          ) -> tuple[TerminalRow | None, BatchRow | None, int]:
+    with store.session() as s:
+        return s.terminal(tid), s.batch(tid, "000001"), s.spent(pan_hash)
+
+
+def test_a_commit_of_another_connection_is_seen_at_once(tmp_path: Path) -> None:
+    a = SqliteLedgerStore(tmp_path / "l.db")
+    b = SqliteLedgerStore(tmp_path / "l.db")  # another process, as far as SQLite knows
+    row = provisioned(None, "10000001", "123456789012345", TMK)
+    a.commit([row, BalanceRow("p" * 32, 100)])
+    assert _read(a) == (row, None, 100)  # now kept by a
+    signed = replace(row, mak="00" * 8, signed_on=True)
+    b.commit([signed, BalanceRow("p" * 32, 250), BatchRow("10000001", "000001", True)])
+    assert _read(a) == (signed, BatchRow("10000001", "000001", True), 250)
+    b.commit([replace(signed, removed=True, generation=2)])
+    terminal, _, _ = _read(a)
+    assert terminal is not None
+    assert terminal.removed
+
+
+def test_a_rolled_back_session_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = SqliteLedgerStore(tmp_path / "l.db")
+    store.commit([BalanceRow("p" * 32, 100)])
+    assert _read(store)[2] == 100
+
+    def failing_group() -> None:
+        with store.session() as s:
+            s.write([BalanceRow("p" * 32, 900)])
+            assert s.spent("p" * 32) == 900  # the session sees its own write
+            raise RuntimeError("the group fails")
+
+    with pytest.raises(RuntimeError):
+        failing_group()
+    assert _read(store)[2] == 100
+
+
+def test_a_terminal_write_that_does_not_land_is_not_believed(tmp_path: Path) -> None:
+    store = SqliteLedgerStore(tmp_path / "l.db")
+    newer = replace(provisioned(None, "10000001", "123456789012345", TMK), generation=5)
+    store.commit([newer])
+    assert _read(store)[0] == newer
+    store.commit([replace(newer, generation=4, mak="11" * 8)])  # older: the upsert keeps 5
+    assert _read(store)[0] == newer
