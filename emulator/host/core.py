@@ -185,6 +185,7 @@ class AcquirerHost:
         self._mac_field = self.dialect.spec.mac_field
         self._answer_time_fields = frozenset({12, 13} & set(self.dialect.fields))
         self._secret = self.store.secret
+        self._keyed = security.KeyedHash(self._secret)  # pan_hash, _fingerprint
         # (tid, generation, pik, mak, tdk) -> keys: derived data, safe across rollbacks
         self._keys: dict[tuple[str, int, str, str, str], security.WorkingKeys] = {}
         # payload -> its frame, decoded by prefetch for the handle() that follows (once)
@@ -239,7 +240,7 @@ class AcquirerHost:
     # --- reads (each in a session of its own unless one is given) -------------------
     def pan_hash(self, pan: str) -> str:
         """Keyed hash of a PAN for matching (HMAC-SHA256 under the ledger secret)."""
-        return hmac.new(self._secret, pan.encode(), hashlib.sha256).hexdigest()[:32]
+        return self._keyed.hexdigest(pan.encode())[:32]
 
     def provision(self, tid: str, mid: str, tmk: bytes) -> TerminalRow:
         """Add or replace (re-key) a terminal, signed off; written to the store at once.
@@ -484,7 +485,7 @@ class AcquirerHost:
         earlier with :meth:`_fingerprint_v1` is told by its prefix.
         """
         block = self.dialect.mac_block_received(msg, body)
-        return _FINGERPRINT + hmac.digest(self._secret, block, "sha256").hex()
+        return _FINGERPRINT + self._keyed.hexdigest(block)
 
     def _fingerprint_v1(self, msg: Message) -> str:
         """The fingerprint of rows stored before ``v2:`` (the re-encoded message, MAC left out,
