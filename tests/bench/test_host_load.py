@@ -1,19 +1,25 @@
 """bench.host_load and bench.host_soak: their /proc readings, targets and bad arguments.
 
 The benches themselves take minutes (they start servers and PostgreSQL); these checks
-are the cheap parts: the CPU/RSS readings of a process tree, the MET/MISSED verdicts
-and the one-line refusal of bad options.
+are the cheap parts: the CPU/RSS readings of a process tree, the MET/MISSED verdicts,
+the one-line refusal of bad options, and host_load's load generator (its lanes) against
+an in-process host for a fraction of a second, with and without faults.
 """
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from bench import _proc, host_load, host_soak
+from emulator.host import AcquirerHost, SqliteLedgerStore
+from emulator.host.faults import FaultPlan
+from emulator.server import ServerConfig, acquirer_server
 
 
 def test_tree_cpu_counts_a_busy_child() -> None:
@@ -92,3 +98,55 @@ def test_host_soak_refuses_bad_options(argv: list[str],
                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert host_soak.main(argv) == 2
     assert capsys.readouterr().err.startswith("host_soak: ")
+
+
+# --- the load generator's lanes against an in-process host ------------------------------------
+LANES = 4
+
+
+async def _drive_host(path: Path, faults: list[str] | None = None, *, seconds: float = 0.4,
+                      rate: float = 40.0) -> tuple[host_load.Phase, host_load.Phase | None]:
+    store = SqliteLedgerStore(path / "ledger.db")
+    host = AcquirerHost.from_store(store, "cup")
+    store.commit([host.provision(tid, host_load.MID, host_load.TMK)
+                  for tid in host_load.lane_tids(LANES)])
+    server = acquirer_server(host, store, faults=FaultPlan.from_specs(faults or []),
+                             rng=random.Random(3), config=ServerConfig(port=0))
+    _, port = await server.start()
+    try:
+        return await host_load._drive(port, LANES, seconds, 0.1, rate, 5, lambda: {})
+    finally:
+        await server.stop()
+        store.close()
+
+
+async def test_lanes_count_every_checked_answer(tmp_path: Path) -> None:
+    closed, paced = await _drive_host(tmp_path)
+    assert paced is not None
+    for phase in (closed, paced):
+        load = phase.load
+        assert load.failures == 0
+        assert load.sales > 0
+        assert len(load.latencies) == load.sales + load.refunds == load.approved
+        assert all(latency >= 0 for latency in load.latencies)
+    assert closed.load.refunds > 0  # refunds of the lanes' own approved sales
+    # paced: 4 lanes offer 40 TPS, one request each 0.1 s, over 0.4 s
+    assert 8 <= len(paced.load.latencies) <= 20
+
+
+async def test_lanes_fail_bad_answers_and_go_on(tmp_path: Path) -> None:
+    closed, paced = await _drive_host(tmp_path, ["bad-mac@p=0.2", "close-after@p=0.05",
+                                                 "twice@p=0.1"])
+    assert paced is not None
+    failures = closed.load.failures + paced.load.failures
+    assert failures > 0  # a bad MAC or a closed connection is no answer
+    assert closed.load.approved > 0  # a new connection, and on
+    assert paced.load.approved > 0
+
+
+async def test_lanes_time_out_a_dropped_answer(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_load, "LANE_TIMEOUT", 0.2)
+    closed, _ = await _drive_host(tmp_path, ["drop@mti=0200,once"], rate=0.0)
+    assert closed.load.failures == 1
+    assert closed.load.approved > 0
