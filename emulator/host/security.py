@@ -167,6 +167,7 @@ class ArqcCheck:
     tags: Mapping[int, bytes]  # F55 as decoded
     valid: bool  # 9F26 is the cryptogram of a known CVN its 9F10 names (arqc_matches)
     profile: emv.CvnProfile | None  # that CVN when it is of the card's scheme: tag 91 answers by it
+    key: emv.CryptogramKey | None = None  # the key it verified under (profile's): tag 91's key
 
 
 def check_arqc(card: TestCard, tags: Mapping[int, bytes]) -> ArqcCheck:
@@ -175,9 +176,12 @@ def check_arqc(card: TestCard, tags: Mapping[int, bytes]) -> ArqcCheck:
     The host's rules keep the result, so answering the request (:func:`issuer_answer_f55`)
     neither decodes F55 nor verifies the cryptogram a second time.
     """
-    profile = _card_arqc_profile(card, tags)
-    if profile is not None:
-        return ArqcCheck(tags, True, profile)
+    arqc = tags.get(0x9F26)
+    profile = card_profile(card, tags)
+    if arqc is not None and profile is not None:
+        key = emv.check_cryptogram(profile, card.imk_ac, card.pan, card.psn, tags, arqc)
+        if key is not None:
+            return ArqcCheck(tags, True, profile, key)
     return ArqcCheck(tags, arqc_matches(card.imk_ac, card.pan, card.psn, tags), None)
 
 
@@ -213,6 +217,9 @@ def issuer_answer_f55(card: TestCard, f55: object, response_code: str, *,
     atc, arqc = tags.get(0x9F36), tags.get(0x9F26)
     if profile is None or atc is None or arqc is None:
         return None
+    key = checked.key
+    if key is not None and key.profile is profile and key.atc == atc:
+        return tlv.encode_tlv(0x91, key.issuer_authentication_data(arqc, response_code))
     data = emv.issuer_authentication_data(profile, card.imk_ac, card.pan, card.psn, atc, arqc,
                                           response_code=response_code)
     return tlv.encode_tlv(0x91, data)

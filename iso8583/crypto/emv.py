@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -127,10 +127,12 @@ __all__ = [
     "ARQC",
     "CVNS",
     "TC",
+    "CryptogramKey",
     "CvnProfile",
     "IssuerAuthentication",
     "ac_input",
     "build_iad",
+    "check_cryptogram",
     "check_issuer_authentication",
     "compute_arpc_method1",
     "compute_arqc",
@@ -312,11 +314,63 @@ def cryptogram_input(profile: CvnProfile, tags: Mapping[int, bytes]) -> bytes:
     return ac_input(tags) + iad_cvr(profile, iad)
 
 
+class CryptogramKey:
+    """The key of one cryptogram (one card, one ATC) under a CVN, derived once.
+
+    The issuer uses it twice -- checking the ARQC, then computing the ARPC that
+    answers it -- so the session key is derived and its TDES context built once
+    for both (a context costs as much as the whole MAC). Not cached anywhere: it
+    is dropped with the request.
+    """
+
+    __slots__ = ("_ede", "atc", "key", "profile")
+
+    def __init__(self, profile: CvnProfile, imk: bytes, pan: str, psn: str,
+                 atc: bytes) -> None:
+        self.profile = profile
+        self.atc = atc
+        self.key = _session_key(profile, _master_key(profile, imk, pan, psn), atc)
+        self._ede: Callable[[bytes], bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"CryptogramKey({self.profile.key}, <key hidden>)"
+
+    def _encrypt(self) -> Callable[[bytes], bytes]:
+        """TDES-ECB under the key (a fresh context, built on first use)."""
+        if self._ede is None:
+            self._ede = fresh_ecb_encryptor(self.key).update
+        return self._ede
+
+    def cryptogram(self, tags: Mapping[int, bytes]) -> bytes:
+        """:func:`compute_cryptogram` under this key."""
+        return one_shot_retail_mac(self.key, cryptogram_input(self.profile, tags),
+                                   padding=self.profile.padding, ede=self._encrypt())
+
+    def issuer_authentication_data(self, arqc: bytes, response_code: str) -> bytes:
+        """:func:`issuer_authentication_data` under this key."""
+        detail = _arpc_detail(self.profile, arqc, response_code)
+        if self.profile.arpc_method == 1:
+            _check_key16(self.key, "ARPC key")
+            return self._encrypt()(xor_bytes(arqc, detail + bytes(6))) + detail
+        return one_shot_retail_mac(self.key, arqc + detail, padding=2,
+                                   ede=self._encrypt())[:4] + detail
+
+
 def compute_cryptogram(profile: CvnProfile, imk: bytes, pan: str, psn: str,
                        tags: Mapping[int, bytes]) -> bytes:
     """ARQC/TC/AAC of a card with this CVN over ``tags`` (ATC from 9F36, IAD from 9F10)."""
-    key = _session_key(profile, _master_key(profile, imk, pan, psn), _atc(tags))
-    return one_shot_retail_mac(key, cryptogram_input(profile, tags), padding=profile.padding)
+    return CryptogramKey(profile, imk, pan, psn, _atc(tags)).cryptogram(tags)
+
+
+def check_cryptogram(profile: CvnProfile, imk: bytes, pan: str, psn: str,
+                     tags: Mapping[int, bytes], cryptogram: bytes) -> CryptogramKey | None:
+    """:func:`verify_cryptogram` keeping the key for the answer: None when it does not verify."""
+    try:
+        key = CryptogramKey(profile, imk, pan, psn, _atc(tags))
+        expected = key.cryptogram(tags)
+    except CryptoError:
+        return None
+    return key if hmac.compare_digest(expected, cryptogram) else None
 
 
 def verify_cryptogram(profile: CvnProfile, imk: bytes, pan: str, psn: str,
@@ -353,16 +407,21 @@ def issuer_authentication_data(profile: CvnProfile, imk: bytes, pan: str, psn: s
     ``response_code`` is the two-character F39; method 1 carries it as the ARC
     (ASCII, as 8A), method 2 turns it into the CSU's approve bit.
     """
+    detail = _arpc_detail(profile, arqc, response_code)
+    key = _arpc_key(profile, imk, pan, psn, atc)
+    return _arpc(profile, key, arqc, detail) + detail
+
+
+def _arpc_detail(profile: CvnProfile, arqc: bytes, response_code: str) -> bytes:
+    """Method 1: the ARC (F39 in ASCII); method 2: the CSU."""
     if len(arqc) != 8:
         raise CryptoError(f"ARQC must be 8 bytes, got {len(arqc)}")
     if profile.arpc_method == 1:
         detail = response_code.encode("ascii")
         if len(detail) != 2:
             raise CryptoError("response code must be 2 characters")
-    else:
-        detail = CSU_APPROVED if response_code == "00" else CSU_DECLINED
-    key = _arpc_key(profile, imk, pan, psn, atc)
-    return _arpc(profile, key, arqc, detail) + detail
+        return detail
+    return CSU_APPROVED if response_code == "00" else CSU_DECLINED
 
 
 @dataclass(frozen=True)

@@ -185,11 +185,14 @@ def _retail(key: bytes, padding: int) -> RetailMac:
     return RetailMac(key, padding)
 
 
-def one_shot_retail_mac(key: bytes, data: bytes, padding: int = 2) -> bytes:
+def one_shot_retail_mac(key: bytes, data: bytes, padding: int = 2, *,
+                        ede: Callable[[bytes], bytes] | None = None) -> bytes:
     """ISO/IEC 9797-1 algorithm 3 under a key used once (an EMV session key).
 
     Builds exactly two cipher contexts and caches nothing, so per-transaction
-    keys do not push long-lived keys (terminal MAKs) out of the caches.
+    keys do not push long-lived keys (terminal MAKs) out of the caches. ``ede``:
+    the TDES-ECB encryption under ``key`` (``update`` of an encryptor), when the
+    caller holds one for other uses of the key: then one context is built.
     """
     if len(key) != 16:
         raise CryptoError(f"retail MAC key must be 16 bytes, got {len(key)}")
@@ -205,7 +208,7 @@ def one_shot_retail_mac(key: bytes, data: bytes, padding: int = 2) -> bytes:
         chain = _unpack_u64(head, len(head) - BLOCK)[0]
     last = _pack_u64(chain ^ _unpack_u64(data, len(data) - BLOCK)[0])
     # last block: E_K1(D_K2(E_K1(x))) = two-key TDES of (x_n XOR H_n-1)
-    return fresh_ecb_encryptor(key).update(last)
+    return (ede or fresh_ecb_encryptor(key).update)(last)
 
 
 def cup_pos_mac(mak: bytes, mab: bytes) -> bytes:

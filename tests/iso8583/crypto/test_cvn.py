@@ -163,3 +163,24 @@ def test_one_bit_in_any_maced_element_changes_the_cryptogram(key: str, data: st.
     changed = {**tags, tag: bytes(value)}
     base = emv.compute_cryptogram(p, PYEMV_IMK, PYEMV_PAN, "01", tags)
     assert emv.compute_cryptogram(p, PYEMV_IMK, PYEMV_PAN, "01", changed) != base
+
+
+@pytest.mark.parametrize("key", list(emv.CVNS))
+def test_one_cryptogram_key_checks_and_answers_as_the_functions_do(key: str) -> None:
+    """The issuer's check-then-answer under one derived key (CryptogramKey) gives the
+    bytes of compute_cryptogram and issuer_authentication_data, for every CVN."""
+    p = emv.cvn_profile(key)
+    tags = {**VISA_TAGS, 0x9F10: emv.build_iad(p, emv.ARQC)}
+    arqc = emv.compute_cryptogram(p, PYEMV_IMK, PYEMV_PAN, "01", tags)
+    checked = emv.check_cryptogram(p, PYEMV_IMK, PYEMV_PAN, "01", tags, arqc)
+    assert checked is not None
+    assert "key hidden" in repr(checked)
+    assert checked.cryptogram(tags) == arqc
+    for code in ("00", "05", "51"):
+        assert checked.issuer_authentication_data(arqc, code) == emv.issuer_authentication_data(
+            p, PYEMV_IMK, PYEMV_PAN, "01", tags[0x9F36], arqc, response_code=code)
+    assert emv.check_cryptogram(p, PYEMV_IMK, PYEMV_PAN, "01", tags, bytes(8)) is None
+    assert emv.check_cryptogram(p, PYEMV_IMK, PYEMV_PAN, "01",
+                                {k: v for k, v in tags.items() if k != 0x9F36}, arqc) is None
+    with pytest.raises(CryptoError):
+        checked.issuer_authentication_data(b"short", "00")
