@@ -861,6 +861,8 @@ CREATE TABLE IF NOT EXISTS tombstones (
 
 #: Bound of each SqliteSession cache (entries; cleared when full).
 _SQLITE_CACHE = 65_536
+#: Whether a transaction key is booked (SqliteSession.transaction), from the key's index.
+_TXN_PROBE = "SELECT 1 FROM transactions WHERE tid = ? AND batch = ? AND stan = ? AND mti = ?"
 
 
 @dataclass
@@ -925,6 +927,14 @@ class SqliteSession(SqlSession):
                 known.clear()
             known[pan_hash] = value
         return value
+
+    def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None:
+        # Most keys a request asks for are new: a one-column probe first, the row only
+        # when it exists (the sqlite3 module builds a description of every column of
+        # every SELECT it runs: ~10k instructions for a whole transaction row).
+        if self.run(_TXN_PROBE, key).fetchone() is None:
+            return None
+        return super().transaction(key, lock=lock)
 
     def write(self, records: Sequence[LedgerRecord]) -> None:
         super().write(records)
