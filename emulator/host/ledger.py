@@ -1113,9 +1113,9 @@ def response_json(mti: str, fields: dict[int, str | bytes]) -> str:
     separators=(",", ":"))`` gives, written directly (a third of the time): each string
     is quoted and escaped by json's own encoder, field numbers are digits.
     """
-    items = ",".join(
+    items = ",".join([  # a list, not a generator: join makes one of it anyway
         f'"{k}":{{"hex":"{v.hex()}"}}' if isinstance(v, bytes) else f'"{k}":{_quote(v)}'
-        for k, v in fields.items())
+        for k, v in fields.items()])
     return f'{{"mti":{_quote(mti)},"fields":{{{items}}}}}'
 
 
