@@ -317,6 +317,9 @@ def compile_normaliser(spec: FieldSpec) -> Callable[[object], FieldValue]:
     width = spec.max_len if spec.fixed else 0
 
     def normalise(value: object) -> FieldValue:
+        kind = type(value)
+        if kind is str or kind is bytes:  # what decoders and most callers hand in
+            return value  # type: ignore[return-value]  # narrowed by the type test
         if isinstance(value, bool):
             raise EncodeError("a bool is not a field value", field=num)
         if isinstance(value, int):

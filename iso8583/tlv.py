@@ -173,7 +173,10 @@ def _walk(data: bytes, base: int, context: str, depth: int,
             continue
         tag_pos = pos
         if first & 0x1F == 0x1F:
-            tag, pos = _read_tag(data, pos, base, context)
+            if pos + 1 < end and not data[pos + 1] & 0x80:  # two bytes: most EMV tags
+                tag, pos = first << 8 | data[pos + 1], pos + 2
+            else:
+                tag, pos = _read_tag(data, pos, base, context)
         else:
             tag, pos = first, pos + 1
         if pos < end and data[pos] < 0x80:

@@ -186,6 +186,14 @@ class AcquirerHost:
         self._answer_time_fields = frozenset({12, 13} & set(self.dialect.fields))
         self._secret = self.store.secret
         self._keyed = security.KeyedHash(self._secret)  # pan_hash, _fingerprint
+        # the rule of each financial kind (_financial): bound once, not per request
+        self._rules: dict[str, Callable[[_Ctx], None]] = {
+            "sale": self._sale, "balance": self._balance, "void": self._void,
+            "refund": self._refund, "reversal": self._reversal,
+            "settlement": self._settlement, "batch_upload": self._batch_upload,
+            "batch_upload_icc": self._batch_upload,
+            "batch_upload_end": self._batch_upload_end,
+        }
         # (tid, generation, pik, mak, tdk) -> keys: derived data, safe across rollbacks
         self._keys: dict[tuple[str, int, str, str, str], security.WorkingKeys] = {}
         # payload -> its frame, decoded by prefetch for the handle() that follows (once)
@@ -609,14 +617,7 @@ class AcquirerHost:
 
     # --- financial -------------------------------------------------------------
     def _financial(self, ctx: _Ctx) -> _Plain:
-        rules: dict[str, Callable[[_Ctx], None]] = {
-            "sale": self._sale, "balance": self._balance, "void": self._void,
-            "refund": self._refund, "reversal": self._reversal,
-            "settlement": self._settlement, "batch_upload": self._batch_upload,
-            "batch_upload_icc": self._batch_upload,
-            "batch_upload_end": self._batch_upload_end,
-        }
-        rule = rules.get(ctx.kind)
+        rule = self._rules.get(ctx.kind)
         code = codes.APPROVED
         try:
             if rule is None:
