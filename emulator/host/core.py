@@ -91,6 +91,8 @@ _UNKNOWN = "000000"
 _ECHOED = (2, 3, 4, 11, 25, 41, 42, 49, 60, 70, 90)
 #: Times handle() without a session runs again after a LedgerConflict.
 _ATTEMPTS = 20
+#: "00".."99": a date or time part by index (a format spec costs ~0.3 us a field).
+_TWO = tuple(f"{i:02d}" for i in range(100))
 #: Prefix of a fingerprint of the current form (AcquirerHost._fingerprint).
 _FINGERPRINT = "v2:"
 #: Bound of the derived working-key cache (entries; cleared when full).
@@ -519,7 +521,7 @@ class AcquirerHost:
             if value is not None:
                 ours[number] = value
         if 12 in self._answer_time_fields:
-            resp[12] = f"{now.hour:02d}{now.minute:02d}{now.second:02d}"  # strftime is slow
+            resp[12] = _TWO[now.hour] + _TWO[now.minute] + _TWO[now.second]  # not strftime
         if 13 in self._answer_time_fields:
             resp[13] = answered_date(now)
         resp[39] = code
@@ -760,7 +762,8 @@ class AcquirerHost:
         # the cryptogram must cover the amount asked for, not some other amount
         signed = tags.get(0x9F02)
         amount = ctx.msg.get(4)
-        if signed is not None and _digits(amount) and signed.hex() != f"{int(str(amount)):012d}":
+        if signed is not None and _digits(amount) and (
+                signed.hex() != str(int(str(amount))).zfill(12)):
             raise _Answer(codes.DO_NOT_HONOUR)
 
     def _check_status(self, ctx: _Ctx, card: TestCard) -> None:
@@ -770,7 +773,7 @@ class AcquirerHost:
             raise _Answer(codes.LOST_CARD)
         expiry = str(ctx.msg.get(14) or card.expiry)
         if card.status is CardStatus.EXPIRED or not _digits(expiry, 4) \
-                or expiry < f"{ctx.now.year % 100:02d}{ctx.now.month:02d}":
+                or expiry < _TWO[ctx.now.year % 100] + _TWO[ctx.now.month]:
             raise _Answer(codes.EXPIRED_CARD)
 
     def _magic(self, amount: int) -> None:
@@ -1025,4 +1028,4 @@ def _keys_of(row: TerminalRow) -> security.WorkingKeys:
 
 def answered_date(now: datetime) -> str:
     """F13 (MMDD) of the host's answers at ``now``: the date originals are booked and matched on."""
-    return f"{now.month:02d}{now.day:02d}"
+    return _TWO[now.month] + _TWO[now.day]

@@ -68,7 +68,7 @@ def parse_clear_format0(block: bytes, pan: str) -> str:
     if len(block) != 8:
         raise CryptoError(f"format 0 PIN block must be 8 bytes, got {len(block)}")
     pin_field = int.from_bytes(block) ^ int.from_bytes(pan_field_format0(pan))
-    return _parse_pin_field(f"{pin_field:016X}", "0", "F", 0)
+    return _parse_pin_field(pin_field.to_bytes(8).hex().upper(), "0", "F", 0)
 
 
 def encrypt_format0(pik: bytes, pin: str, pan: str) -> bytes:
