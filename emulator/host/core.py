@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from emulator.catalogue import CARDS, CardStatus, TestCard
 from emulator.host import codes, security, upload
@@ -996,8 +996,7 @@ class AcquirerHost:
         ctx.status = "acknowledged"
 
 
-@dataclass(frozen=True)
-class _Plain:
+class _Plain(NamedTuple):  # a tuple: built once a request, no frozen-dataclass __init__
     response: Message | None
     close: bool
     records: tuple[LedgerRecord, ...] = ()

@@ -82,9 +82,10 @@ class CupMac:
         """Return the 8 ASCII bytes that go into F64 for the MAC block ``mab``."""
         hex16 = xor_blocks(mab).hex().upper().encode("ascii")
         enc = self._enc
-        step1 = int.from_bytes(enc.update(hex16[:8]), "big") ^ int.from_bytes(hex16[8:], "big")
-        step2 = enc.update(step1.to_bytes(BLOCK, "big"))
-        return step2.hex().upper()[:8].encode("ascii")
+        # struct reads the halves in place (no slices, no int.from_bytes calls)
+        step1 = _unpack_u64(enc.update(hex16[:8]))[0] ^ _unpack_u64(hex16, BLOCK)[0]
+        step2 = enc.update(_pack_u64(step1))
+        return step2[:4].hex().upper().encode("ascii")
 
     def verify(self, mab: bytes, mac: bytes) -> bool:
         """Constant-time check of a received F64 against the MAB."""
