@@ -71,7 +71,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from bench._proc import tree_cpu
 from emulator.admin import AdminError, admin_request, parse_admin_address
 from emulator.catalogue import card_by_name
-from emulator.client import DEFAULT_TPDU, HostClient, sign_on
+from emulator.client import DEFAULT_TPDU, HostClient, answers, sign_on
 from emulator.host.errors import ResponseError
 from emulator.host.ledger import LedgerStore, open_store
 from emulator.simterminal import Approved, Declined, SimTerminal
@@ -439,13 +439,11 @@ class _Lane(asyncio.Protocol):
             except Iso8583Error:
                 self._fail()
                 return
-            answer = frame.message
-            if (answer.mti != request.response_mti or answer.get(11) != request.get(11)
-                    or answer.tid != request.tid):
+            if not answers(request, frame.message):
                 self.stray_answers += 1  # e.g. a second copy of an earlier answer
                 continue
             try:
-                result = self.term.check_response(request, answer, body=frame.body)
+                result = self.term.check_response(request, frame.message, body=frame.body)
             except ResponseError:
                 self._fail()
                 return

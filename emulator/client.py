@@ -181,11 +181,19 @@ class HostClient:
         deadline = loop.time() + limit
         while True:
             frame = await self.receive(max(0.0, deadline - loop.time()))
-            answer = frame.message
-            if (answer.mti == request.response_mti and answer.get(11) == request.get(11)
-                    and answer.tid == request.tid):
+            if answers(request, frame.message):
                 return frame
             self.stray_answers += 1
+
+
+def answers(request: Message, answer: Message) -> bool:
+    """Whether ``answer`` is the answer to ``request``: its MTI, STAN and TID match.
+
+    Anything else on the connection (a second copy of an earlier answer, say) is a
+    stray, dropped by the terminal; ``check_response`` then checks the MAC and the rest.
+    """
+    return (answer.mti == request.response_mti and answer.get(11) == request.get(11)
+            and answer.tid == request.tid)
 
 
 # --- a terminal's behaviour on faults -------------------------------------------------
