@@ -91,6 +91,13 @@ _UNKNOWN = "000000"
 _ECHOED = (2, 3, 4, 11, 25, 41, 42, 49, 60, 70, 90)
 #: Times handle() without a session runs again after a LedgerConflict.
 _ATTEMPTS = 20
+#: The rule (an AcquirerHost method) of each financial kind: looked up per request, not
+#: bound in a fresh dict of nine methods.
+_RULES = {
+    "sale": "_sale", "balance": "_balance", "void": "_void", "refund": "_refund",
+    "reversal": "_reversal", "settlement": "_settlement", "batch_upload": "_batch_upload",
+    "batch_upload_icc": "_batch_upload", "batch_upload_end": "_batch_upload_end",
+}
 #: "00".."99": a date or time part by index (a format spec costs ~0.3 us a field).
 _TWO = tuple(f"{i:02d}" for i in range(100))
 #: Prefix of a fingerprint of the current form (AcquirerHost._fingerprint).
@@ -188,14 +195,6 @@ class AcquirerHost:
         self._answer_time_fields = frozenset({12, 13} & set(self.dialect.fields))
         self._secret = self.store.secret
         self._keyed = security.KeyedHash(self._secret)  # pan_hash, _fingerprint
-        # the rule of each financial kind (_financial): bound once, not per request
-        self._rules: dict[str, Callable[[_Ctx], None]] = {
-            "sale": self._sale, "balance": self._balance, "void": self._void,
-            "refund": self._refund, "reversal": self._reversal,
-            "settlement": self._settlement, "batch_upload": self._batch_upload,
-            "batch_upload_icc": self._batch_upload,
-            "batch_upload_end": self._batch_upload_end,
-        }
         # (tid, generation, pik, mak, tdk) -> keys: derived data, safe across rollbacks
         self._keys: dict[tuple[str, int, str, str, str], security.WorkingKeys] = {}
         # payload -> its frame, decoded by prefetch for the handle() that follows (once)
@@ -619,7 +618,8 @@ class AcquirerHost:
 
     # --- financial -------------------------------------------------------------
     def _financial(self, ctx: _Ctx) -> _Plain:
-        rule = self._rules.get(ctx.kind)
+        name = _RULES.get(ctx.kind)
+        rule: Callable[[_Ctx], None] | None = getattr(self, name) if name else None
         code = codes.APPROVED
         try:
             if rule is None:
