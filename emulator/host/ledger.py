@@ -861,9 +861,6 @@ CREATE TABLE IF NOT EXISTS tombstones (
 
 #: Bound of each SqliteSession cache (entries; cleared when full).
 _SQLITE_CACHE = 65_536
-#: Most tombstones a SQLite connection keeps in memory (SqliteSession.tombstone).
-_TOMBSTONE_CACHE = 10_000
-_TOMBSTONES_ALL = "SELECT tid, batch, stan, proc, amount FROM tombstones LIMIT ?"
 #: Whether a transaction key is booked (SqliteSession.transaction), from the key's index.
 _TXN_PROBE = "SELECT 1 FROM transactions WHERE tid = ? AND batch = ? AND stan = ? AND mti = ?"
 
@@ -876,18 +873,12 @@ class _SqliteCache:
     terminals: dict[str, TerminalRow | None] = field(default_factory=dict)
     batches: dict[tuple[str, str], BatchRow | None] = field(default_factory=dict)
     spent: dict[str, int] = field(default_factory=dict)
-    # the whole tombstones table (few rows: reversals of requests never seen); None: not
-    # read yet, or too large to keep (many_tombstones: each request reads its own)
-    tombstones: dict[tuple[str, str, str], TombstoneRow] | None = None
-    many_tombstones: bool = False
 
     def clear(self) -> None:
         self.data_version = None
         self.terminals.clear()
         self.batches.clear()
         self.spent.clear()
-        self.tombstones = None
-        self.many_tombstones = False
 
 
 class SqliteSession(SqlSession):
@@ -937,23 +928,6 @@ class SqliteSession(SqlSession):
             known[pan_hash] = value
         return value
 
-    def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None:
-        # Every sale, void and refund asks whether a reversal came first; almost never.
-        # With few tombstones in the file, the whole table is kept (read once a cache
-        # epoch), so the question costs no statement.
-        cache = self._cache
-        known = cache.tombstones
-        if known is None and not cache.many_tombstones:
-            rows = self.run(_TOMBSTONES_ALL, (_TOMBSTONE_CACHE + 1,)).fetchall()
-            if len(rows) > _TOMBSTONE_CACHE:
-                cache.many_tombstones = True
-            else:
-                known = cache.tombstones = {
-                    (r[0], r[1], r[2]): TombstoneRow(r[0], r[1], r[2], r[3], r[4]) for r in rows}
-        if known is None:
-            return super().tombstone(tid, batch, stan)
-        return known.get((tid, batch, stan))
-
     def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None:
         # Most keys a request asks for are new: a one-column probe first, the row only
         # when it exists (the sqlite3 module builds a description of every column of
@@ -972,11 +946,6 @@ class SqliteSession(SqlSession):
                 cache.terminals.pop(record.tid, None)
             elif isinstance(record, BatchRow):
                 cache.batches.pop((record.tid, record.batch), None)
-            elif isinstance(record, TombstoneRow) and cache.tombstones is not None:
-                cache.tombstones[(record.tid, record.batch, record.stan)] = record  # as stored
-                if len(cache.tombstones) > _TOMBSTONE_CACHE:
-                    cache.tombstones = None
-                    cache.many_tombstones = True
 
 
 class SqliteLedgerStore:

@@ -1,4 +1,4 @@
-"""SQLite sessions serve terminals, batches, balances and tombstones from memory between sessions:
+"""SQLite sessions serve terminals, batches and balances from memory between sessions:
 only while no other connection committed, and never what a rolled-back session wrote."""
 
 from __future__ import annotations
@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from emulator.host import ledger
 from emulator.host.ledger import (
     BalanceRow,
     BatchRow,
     SqliteLedgerStore,
     TerminalRow,
-    TombstoneRow,
     provisioned,
 )
 
@@ -65,37 +63,3 @@ def test_a_terminal_write_that_does_not_land_is_not_believed(tmp_path: Path) -> 
     assert _read(store)[0] == newer
     store.commit([replace(newer, generation=4, mak="11" * 8)])  # older: the upsert keeps 5
     assert _read(store)[0] == newer
-
-
-def _stone(store: SqliteLedgerStore, stan: str) -> TombstoneRow | None:
-    with store.session() as s:
-        return s.tombstone("10000001", "000001", stan)
-
-
-@pytest.mark.parametrize("bound", [10_000, 1])
-def test_tombstones_kept_in_memory_stay_the_files(tmp_path: Path, bound: int,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Kept whole while few (bound 1: too many, each read goes to the file): another
-    connection's, this one's own, and a rolled-back one's tombstones all as the file has them."""
-    monkeypatch.setattr(ledger, "_TOMBSTONE_CACHE", bound)
-    a = SqliteLedgerStore(tmp_path / "l.db")
-    b = SqliteLedgerStore(tmp_path / "l.db")
-    first = TombstoneRow("10000001", "000001", "000001", "000000", 100)
-    a.commit([first])
-    assert _stone(a, "000001") == first
-    assert _stone(a, "000002") is None
-    second = TombstoneRow("10000001", "000001", "000002", None, None)
-    b.commit([second])
-    assert _stone(a, "000002") == second
-    third = TombstoneRow("10000001", "000001", "000003", "200000", 5)
-
-    def failing_group() -> None:
-        with a.session() as s:
-            s.write([third])
-            assert s.tombstone("10000001", "000001", "000003") == third
-            raise RuntimeError("the group fails")
-
-    with pytest.raises(RuntimeError):
-        failing_group()
-    assert _stone(a, "000003") is None
-    assert _stone(a, "000001") == first
