@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import operator
 import secrets
+import select
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -362,6 +363,16 @@ def _lock_columns(locks: Sequence[RequestLock]) -> list[list[str | None]]:
     return [list(c) for c in zip(*locks, strict=True)]
 
 
+def _result(pgconn: Any) -> Any:
+    """``pgconn.get_result()``, waiting for it without the GIL: psycopg's own get_result
+    waits inside libpq holding it, which stopped every other thread -- the server's event
+    loop -- for the whole round trip (a lock wait, a COMMIT's fsync); select releases it."""
+    while pgconn.is_busy():
+        select.select([pgconn.socket], [], [])
+        pgconn.consume_input()
+    return pgconn.get_result()
+
+
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
@@ -479,11 +490,16 @@ class PgSession(SqlSession):
         self._seen: dict[str, int] = {}
         self._moves: dict[str, list[tuple[int, int | None]]] = {}
         self.replay = False  # store.commit(): a BalanceRow's spent is stored as it is
+        # BEGIN goes out with the session's first statement (the same round trip), COMMIT
+        # with its last held writes (commit); nothing sent at all: nothing to commit
+        self._begun = False
 
     # --- statements --------------------------------------------------------------
     def _read(self, query: str, params: Sequence[object]) -> Any:
         """Any other statement, through psycopg, after every held write."""
         self._send_writes()
+        if not self._begun:
+            self._exec_many([])  # BEGIN alone: psycopg's statements are not pipelined
         try:
             return self._db.execute(self._store.sql(query), params)
         except psycopg.Error as exc:
@@ -491,6 +507,8 @@ class PgSession(SqlSession):
 
     def _exec(self, query: str, params: Sequence[object]) -> Any:
         """``query`` through libpq: prepared on this connection once, then executed."""
+        if not self._begun:
+            return self._exec_many([(query, params)])[0]
         pgconn = self._db.pgconn
         values: list[Any] = [_param(p) for p in params]  # None is NULL (typeshed says bytes)
         try:
@@ -511,29 +529,54 @@ class PgSession(SqlSession):
         if dirty and any(m in dirty for m in marks):
             self._send_writes()
 
-    def _exec_many(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[Any]:
-        """``statements`` in one round trip (libpq's pipeline mode), their results in order.
+    def _exec_many(self, statements: Sequence[tuple[str, Sequence[object]]], *,
+                   commit: bool = False) -> list[Any]:
+        """``statements`` in one round trip (libpq's pipeline mode), their results in order;
+        BEGIN goes ahead of the session's first, COMMIT after them when ``commit``.
 
-        The first that fails raises (as :meth:`_exec`; the rest are aborted with it); a
-        connection that fails halfway is closed (LedgerUnavailable: the next session
-        reconnects).
+        The first that fails raises (as :meth:`_exec`; the rest, COMMIT too, are aborted
+        with it); a connection that fails halfway is closed (LedgerUnavailable: the next
+        session reconnects). One found dead at the session's first round trip (a server
+        restart, an idle timeout) is replaced once, as nothing of the session is lost yet
+        (that round trip never carries COMMIT).
         """
-        if len(statements) == 1:
-            return [self._exec(*statements[0])]
+        if self._begun:
+            if len(statements) == 1 and not commit:
+                return [self._exec(*statements[0])]
+            return self._pipeline(statements, commit=commit)
+        self._begun = True
+        try:
+            results = self._pipeline(statements, begin=True)
+        except LedgerError:
+            if self._db.pgconn.status == pq.ConnStatus.OK:
+                raise
+            self._db = self._store.reconnect()
+            results = self._pipeline(statements, begin=True)
+        if commit:
+            self._pipeline([], commit=True)
+        return results
+
+    def _pipeline(self, statements: Sequence[tuple[str, Sequence[object]]], *,
+                  begin: bool = False, commit: bool = False) -> list[Any]:
+        """One round trip: [BEGIN,] ``statements`` [, COMMIT] (see _exec_many)."""
         pgconn = self._db.pgconn
-        names = [self._store.prepared(query, pgconn) for query, _ in statements]
         results: list[Any] = []
         try:
+            names = [self._store.prepared(query, pgconn) for query, _ in statements]
             pgconn.enter_pipeline_mode()
+            if begin:
+                pgconn.send_query_params(b"BEGIN", None)
             for name, (_, params) in zip(names, statements, strict=True):
                 pgconn.send_query_prepared(name, [_param(p) for p in params])
+            if commit:
+                pgconn.send_query_params(b"COMMIT", None)
             pgconn.pipeline_sync()
-            for _ in statements:
-                res = pgconn.get_result()
-                if res is None or pgconn.get_result() is not None:  # then its end (NULL)
+            for _ in range(begin + len(statements) + commit):
+                res = _result(pgconn)
+                if res is None or _result(pgconn) is not None:  # then its end (NULL)
                     raise psycopg.OperationalError("the pipeline's results ended early")
                 results.append(res)
-            sync = pgconn.get_result()
+            sync = _result(pgconn)
             if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
                 raise psycopg.OperationalError("the pipeline did not end in its sync")
             pgconn.exit_pipeline_mode()
@@ -544,11 +587,34 @@ class PgSession(SqlSession):
         for res in results:
             if res.status not in _OK:  # the first failure (the rest: PIPELINE_ABORTED)
                 raise self._store.failed(res)
-        return results
+        if commit and results[-1].command_status != b"COMMIT":  # an earlier failure's
+            raise LedgerConflict(f"ledger {safe_ledger_name(self._store.dsn)}: "
+                                 "the transaction had failed: rolled back")
+        return results[begin:len(results) - commit]
 
-    def _send_writes(self, first: tuple[str, Sequence[object]] | None = None) -> Any:
+    def rollback(self) -> None:
+        """After a failure: end the session's transaction, if it is still open (a
+        connection in an unknown state is closed: the next session opens another)."""
+        db = self._db
+        if db.closed:
+            return
+        status = db.pgconn.transaction_status
+        if status == pq.TransactionStatus.IDLE:
+            return
+        if status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+            try:
+                res = db.pgconn.exec_(b"ROLLBACK")
+            except psycopg.Error:
+                res = None
+            if res is not None and res.status == pq.ExecStatus.COMMAND_OK:
+                return
+        db.close()
+
+    def _send_writes(self, first: tuple[str, Sequence[object]] | None = None, *,
+                     commit: bool = False) -> Any:
         """Send every held write, in one round trip; ``first``: a statement to send ahead
-        of them in the same round trip (its result is returned)."""
+        of them in the same round trip (its result is returned); ``commit``: COMMIT after
+        them, in the same round trip."""
         statements: list[tuple[str, Sequence[object]]] = [] if first is None else [first]
         if self._inserts:
             rows, self._inserts = self._inserts, []
@@ -567,12 +633,20 @@ class PgSession(SqlSession):
             statements.extend(others)
         self._touched |= self._dirty
         self._dirty.clear()
-        if not statements:
-            return None
-        results = self._exec_many(statements)
+        if not statements and (not commit or not self._begun):
+            return None  # (a session that sent nothing has nothing to commit)
+        results = self._exec_many(statements, commit=commit)
         return results[0] if first is not None else None
 
     def flush(self) -> None:
+        """Move the card balances, then send the writes still held (see commit)."""
+        self._flush(commit=False)
+
+    def commit(self) -> None:
+        """The session's end: flush, with COMMIT in the last round trip."""
+        self._flush(commit=True)
+
+    def _flush(self, *, commit: bool) -> None:
         """Before COMMIT: move the card balances, then send the writes still held.
 
         Every balance this session moved is read again, locked, in PAN-hash order
@@ -599,7 +673,7 @@ class PgSession(SqlSession):
             for query, rows in ((_BALANCES_UPDATE, update), (_BALANCES_INSERT, insert)):
                 if rows:
                     self._others.append((query, [[p for p, _ in rows], [s for _, s in rows]]))
-        self._send_writes()
+        self._send_writes(commit=commit)
 
     # --- writes: held until a read needs them, or the commit --------------------------
     def book(self, row: TransactionRow) -> None:
@@ -926,38 +1000,26 @@ class PostgresLedgerStore:
 
     @contextmanager
     def session(self) -> Iterator[PgSession]:
+        """One transaction: BEGIN rides with its first statement, COMMIT with its last
+        writes (PgSession.commit); a failure rolls it back."""
         with self._lock:
-            db, transaction = self._begin()
+            session = PgSession(self, self._connection())
             try:
-                session = PgSession(self, db)
                 try:
                     yield session
-                    session.flush()
-                except BaseException as exc:
-                    transaction.__exit__(type(exc), exc, exc.__traceback__)  # ROLLBACK
+                    session.commit()
+                except BaseException:
+                    session.rollback()
                     raise
-                transaction.__exit__(None, None, None)  # COMMIT
-            except psycopg.Error as exc:  # COMMIT/ROLLBACK themselves
-                raise self.translate(exc) from exc
-
-    def _begin(self) -> tuple[psycopg.Connection[Any], Any]:
-        """BEGIN on a live connection: one that died while idle (a server restart, an idle
-        timeout) is replaced once, before the session starts, when nothing is lost yet."""
-        for attempt in (1, 2):
-            db = self._connection()
-            transaction = db.transaction()
-            try:
-                transaction.__enter__()
-            except psycopg.OperationalError as exc:
-                if attempt == 2:
-                    raise self.translate(exc) from exc
-                db.close()
-                self._db = None
-                continue
             except psycopg.Error as exc:
                 raise self.translate(exc) from exc
-            return db, transaction
-        raise AssertionError("unreachable")
+
+    def reconnect(self) -> psycopg.Connection[Any]:
+        """A new connection in place of one found dead (see PgSession._exec_many)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        return self._connection()
 
     def commit(self, records: Sequence[LedgerRecord]) -> None:
         with self.session() as session:
