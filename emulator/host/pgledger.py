@@ -35,14 +35,17 @@ processes, each with its own connection, share one ledger:
   again, alone (the same function for one request). Writes are held and sent when
   a read could see them, else at commit, one multi-row statement per table, all in
   one round trip (libpq pipeline mode; a failure among them fails the whole
-  session, which is rolled back and run again). The statements go straight through
-  libpq, prepared once per connection;
+  session, which is rolled back and run again). BEGIN rides with the session's first
+  statement and COMMIT with its last writes (after the card balances' check,
+  pos_move_balances), so a group costs two round trips. The statements go straight
+  through libpq, prepared once per connection;
 * a lock not granted within ``LOCK_TIMEOUT_MS`` is a LedgerConflict too (two
   processes' groups that lock the same originals in two orders would otherwise
   wait for PostgreSQL's deadlock check, 1 s, every time; the server then runs the
   group again one request per session);
 * a lost connection raises :class:`~emulator.host.errors.LedgerUnavailable`; the
-  next session reconnects (one that died while idle is replaced at BEGIN).
+  next session reconnects (one that died while idle is replaced at the session's first
+  round trip, which never carries COMMIT).
 
 Why READ COMMITTED + row locks rather than SERIALIZABLE: the rules know exactly
 which rows decide a booking, so locking them costs nothing extra (the lock rides
@@ -287,6 +290,36 @@ END $$ LANGUAGE plpgsql VOLATILE;
 CREATE OR REPLACE FUNCTION pos_prepare(p_tid TEXT, p_batch TEXT, p_stan TEXT, p_pan TEXT)
 RETURNS JSONB AS $$ SELECT pos_prepare(p_tid, p_batch, p_stan, p_pan, NULL::TEXT) $$
 LANGUAGE sql VOLATILE;
+-- A session's card balances at its commit (PgSession.flush), in one statement: p_pan sorted,
+-- each card's net move and room (the most its balance may have been spent before the
+-- session's moves for every sale among them to still fit; NULL: no limit). The rows are
+-- locked in PAN-hash order, then (a fresh snapshot: after the locks) checked and moved; a
+-- sale that no longer fits raises serialization_failure (LedgerConflict: run again). A
+-- card's first use inserts its row: two at once clash (unique violation: run again).
+CREATE OR REPLACE FUNCTION pos_move_balances(p_pan TEXT[], p_total BIGINT[], p_room BIGINT[])
+RETURNS VOID AS $$
+DECLARE
+    v_moved INT;
+    v_over BOOLEAN;
+BEGIN
+    PERFORM 1 FROM balances c WHERE c.pan_hash = ANY(p_pan) ORDER BY c.pan_hash FOR UPDATE;
+    WITH u AS (UPDATE balances c SET spent = c.spent + m.total
+               FROM unnest(p_pan, p_total, p_room) AS m(pan, total, room)
+               WHERE c.pan_hash = m.pan RETURNING c.spent - m.total > m.room AS over)
+    SELECT count(*), coalesce(bool_or(over), FALSE) INTO v_moved, v_over FROM u;
+    IF v_moved < cardinality(p_pan) THEN
+        WITH i AS (INSERT INTO balances (pan_hash, spent)
+                   SELECT m.pan, m.total FROM unnest(p_pan, p_total, p_room) AS m(pan, total, room)
+                   WHERE NOT EXISTS (SELECT 1 FROM balances c WHERE c.pan_hash = m.pan)
+                   RETURNING pan_hash)
+        SELECT v_over OR coalesce(bool_or(0 > m.room), FALSE) INTO v_over
+            FROM i JOIN unnest(p_pan, p_room) AS m(pan, room) ON m.pan = i.pan_hash;
+    END IF;
+    IF v_over THEN
+        RAISE EXCEPTION 'a card''s balance moved under this session'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$ LANGUAGE plpgsql VOLATILE;
 """ + _PREPARE_MANY_FN  # noqa: S608
 # schema 1 announced provisioning with NOTIFY for a host that cached terminals;
 # the host now reads the terminal row per request
@@ -318,14 +351,7 @@ _TERMINAL_BY_TID = TERMINAL_SELECT + " WHERE tid = ?"
 _TXN_BY_KEY = TXN_SELECT + " WHERE tid = ? AND batch = ? AND stan = ? AND mti = ?"
 _TXN_BY_RRN = TXN_SELECT + " WHERE rrn = ?"
 _BALANCE_SELECT = "SELECT spent FROM balances WHERE pan_hash = ?"
-_BALANCES_LOCK = ("SELECT pan_hash, spent FROM balances WHERE pan_hash = ANY(?::text[]) "
-                  "ORDER BY pan_hash FOR UPDATE")
-_BALANCES_UPDATE = ("UPDATE balances b SET spent = v.spent "
-                    "FROM unnest(?::text[], ?::bigint[]) AS v(pan_hash, spent) "
-                    "WHERE b.pan_hash = v.pan_hash")
-# a plain insert: two first uses of a card at once clash (unique violation: run again)
-_BALANCES_INSERT = ("INSERT INTO balances (pan_hash, spent) "
-                    "SELECT * FROM unnest(?::text[], ?::bigint[])")
+_BALANCES_MOVE = "SELECT pos_move_balances(?::text[], ?::bigint[], ?::bigint[])"
 _RRNS = "SELECT nextval('rrn_seq') FROM generate_series(1, ?::int)"
 _PREPARE_MANY = ("SELECT * FROM pos_prepare_many(?::text[], ?::text[], ?::text[], ?::text[], "
                  "?::text[])")
@@ -654,26 +680,25 @@ class PgSession(SqlSession):
         them, and hold them only from here to COMMIT); the moves are replayed on the
         locked value and a sale that no longer fits its card (another process spent
         it meanwhile) raises LedgerConflict: the session runs again and declines it.
+        All of it in PostgreSQL (pos_move_balances), sent ahead of the writes held and,
+        at the session's end, COMMIT: one round trip.
         """
+        first: tuple[str, Sequence[object]] | None = None
         if self._moves:
             pans = sorted(self._moves)
-            res = self._send_writes((_BALANCES_LOCK, (pans,)))  # with the writes held
-            current = {res.get_value(i, 0).decode(): int(res.get_value(i, 1))
-                       for i in range(res.ntuples)}
-            update: list[tuple[str, int]] = []
-            insert: list[tuple[str, int]] = []
-            for pan in pans:
-                spent = current.get(pan, 0)
+            totals: list[int] = []
+            rooms: list[int | None] = []
+            for pan in pans:  # spent + each prefix of the moves <= its limit: spent <= room
+                net, room = 0, None
                 for delta, limit in self._moves[pan]:
-                    spent += delta
-                    if limit is not None and spent > limit:
-                        raise LedgerConflict("a card's balance moved under this session")
-                (update if pan in current else insert).append((pan, spent))
+                    net += delta
+                    if limit is not None and (room is None or limit - net < room):
+                        room = limit - net
+                totals.append(net)
+                rooms.append(room)
             self._moves.clear()
-            for query, rows in ((_BALANCES_UPDATE, update), (_BALANCES_INSERT, insert)):
-                if rows:
-                    self._others.append((query, [[p for p, _ in rows], [s for _, s in rows]]))
-        self._send_writes(commit=commit)
+            first = (_BALANCES_MOVE, (pans, totals, rooms))  # ahead of the writes held
+        self._send_writes(first, commit=commit)
 
     # --- writes: held until a read needs them, or the commit --------------------------
     def book(self, row: TransactionRow) -> None:
