@@ -197,8 +197,9 @@ class AcquirerHost:
         self._keyed = security.KeyedHash(self._secret)  # pan_hash, _fingerprint
         # (tid, generation, pik, mak, tdk) -> keys: derived data, safe across rollbacks
         self._keys: dict[tuple[str, int, str, str, str], security.WorkingKeys] = {}
-        # payload -> its frame, decoded by prefetch for the handle() that follows (once)
-        self._frames: dict[bytes, Frame] = {}
+        # payload -> its frame and lock arguments, worked out by prefetch for the handle()
+        # that follows (once)
+        self._frames: dict[bytes, tuple[Frame, RequestLock | None]] = {}
 
     @classmethod
     def from_store(cls, store: LedgerStore, dialect: Dialect | str = "cup", *,
@@ -334,28 +335,32 @@ class AcquirerHost:
             if payload is None:
                 continue
             try:
-                frame = frames[payload] = self.dialect.unpack_payload(payload)
+                frame = self.dialect.unpack_payload(payload)
                 lock = self._lock_args(frame.message)
             except Iso8583Error:
                 continue  # handle() answers it
             except Exception:  # a host bug: handle() meets it again and answers 96
                 log.exception("prefetch failed on a request; it takes its lock itself")
                 continue
+            frames[payload] = frame, lock
             if lock is not None:
                 locks.append(lock)
         session.lock_requests(locks)
 
     def _handle(self, payload: bytes, now: datetime, s: LedgerSession) -> HostOutcome:
-        frame = self._frames.pop(payload, None) if self._frames else None
-        if frame is None:
+        prefetched = self._frames.pop(payload, None) if self._frames else None
+        if prefetched is None:
             try:
                 frame = self.dialect.unpack_payload(payload)
             except Iso8583Error as exc:
                 log.info("undecodable payload closed: %s", exc)
                 return HostOutcome(None, close=True)
+            lock: tuple[RequestLock | None] | None = None  # not worked out yet
+        else:
+            frame, lock = prefetched[0], prefetched[1:]
         msg = frame.message
         try:
-            outcome = self._dispatch(s, msg, frame.body, now)
+            outcome = self._dispatch(s, msg, frame.body, now, lock)
         except LedgerError:
             raise  # the session must roll back: never answer from a half-read ledger
         except Iso8583Error as exc:  # a field the rules could not use at all
@@ -378,9 +383,11 @@ class AcquirerHost:
                            _pan_of(msg), msg.amount if _digits(msg.get(4)) else None)
 
     # --- routing ---------------------------------------------------------------
-    def _dispatch(self, s: LedgerSession, msg: Message, body: bytes, now: datetime) -> _Plain:
+    def _dispatch(self, s: LedgerSession, msg: Message, body: bytes, now: datetime,
+                  lock: tuple[RequestLock | None] | None = None) -> _Plain:
+        """``lock``: (the request's lock arguments,) when prefetch worked them out."""
         tid, mid = msg.tid, msg.mid
-        early = self._lock_early(s, msg) if s.lock_first else None
+        early = self._lock_early(s, msg, lock) if s.lock_first else None
         # read per request: a terminal provisioned by another process is served at once
         term = self._terminal(s, tid or "")
         if term is None or term.row.mid != mid:
@@ -430,6 +437,7 @@ class AcquirerHost:
         return self._financial(ctx)
 
     def _lock_early(self, s: LedgerSession, msg: Message,
+                    known: tuple[RequestLock | None] | None = None,
                     ) -> tuple[str, str, str, str | None] | None:
         """The lock _dispatch takes for a sale, void or refund, taken before the terminal
         read when the message names the key (batch in 60.2): (tid, batch, stan, PAN hash).
@@ -438,7 +446,7 @@ class AcquirerHost:
         refused later (MAC, merchant) holds the lock of the key it named until the commit:
         that only orders it with that key's reversal.
         """
-        lock = self._lock_args(msg)
+        lock = self._lock_args(msg) if known is None else known[0]
         if lock is None:
             return None
         s.lock_request(*lock)
