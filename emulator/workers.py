@@ -50,26 +50,33 @@ configuration as its first line (so no database URL shows in ``ps``). Lines::
 
 Workers run as ``python -m emulator.workers FD`` in a process group of their
 own, so a Ctrl-C at the terminal reaches the supervisor only, which forwards
-SIGTERM. A ``once`` fault rule is armed in every worker; the worker that fires it
-tells the supervisor, which disarms it in the others (and in any worker it
-starts later), so it fires once for the host. Two workers that match it within
-the same millisecond can both fire it (the relay is not a lock).
+SIGTERM. A ``once`` fault rule is armed in every worker. Before a worker fires it,
+it claims it: it creates a file named for the rule (its index and text) in a
+directory the supervisor made for this host, with O_CREAT|O_EXCL, which the kernel
+grants to one process only -- so two workers that match it in the same millisecond
+do not both fire it. The winner then tells the supervisor, which disarms the rule in
+the others (and in any worker it starts later) so they stop asking; ``faults clear``
+empties the directory with the plan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from emulator.admin import AdminAddress, AdminServer, admin_dispatch
@@ -223,6 +230,9 @@ class Supervisor:
         self.specs: list[str] = list(spec.faults)  # the faults in force, as added
         #: ``once`` rules some worker fired: (index in the plan, the rule's text)
         self.spent: dict[int, str] = {}
+        #: where workers claim a ``once`` rule before firing it (see claim_once); made
+        #: by start, removed when the workers stop
+        self.claims: Path | None = None
         self.python = tuple(python)
         self.slots = [_Slot(i) for i in range(workers)]
         self.address: tuple[str, int] | None = None
@@ -244,6 +254,7 @@ class Supervisor:
         server = ServerConfig(**{**asdict(self.spec.server), "port": port, "reuse_port": True})
         self.spec = WorkerSpec(self.spec.ledger, self.spec.dialect, server, self.spec.faults,
                                self.spec.fault_seed, self.spec.verbose)
+        self.claims = Path(tempfile.mkdtemp(prefix="pos-emulator-once-"))
         try:
             for slot in self.slots:
                 await self._spawn(slot)
@@ -319,6 +330,14 @@ class Supervisor:
             if slot.writer is not None:
                 slot.writer.close()
                 slot.writer = None
+        if self.claims is not None:
+            shutil.rmtree(self.claims, ignore_errors=True)
+
+    def _clear_claims(self) -> None:
+        """Forget which ``once`` rules were claimed (the plan they indexed is gone)."""
+        for claim in self.claims.glob("*") if self.claims is not None else ():
+            with contextlib.suppress(FileNotFoundError):
+                claim.unlink()
 
     # one worker ------------------------------------------------------------------------
     async def _spawn(self, slot: _Slot) -> None:
@@ -341,7 +360,8 @@ class Supervisor:
         slot.last_stats = None
         reader, slot.writer = await asyncio.open_unix_connection(sock=ours)
         config = {**self.spec.to_json(), "faults": list(self.specs), "index": slot.index,
-                  "spent": sorted(self.spent.items())}
+                  "spent": sorted(self.spent.items()),
+                  "claims": None if self.claims is None else str(self.claims)}
         slot.specs_sent = tuple(self.specs)
         slot.writer.write(json.dumps({"config": config}).encode() + b"\n")
         task = loop.create_task(self._read(slot, reader, slot.listening))
@@ -517,6 +537,8 @@ class Supervisor:
         live = [s for s in self.slots if s.ready]
         results = await asyncio.gather(*(self._ask(s, forwarded) for s in live),
                                        return_exceptions=True)
+        if cmd == "clear":  # after the workers dropped the rules the claims were for
+            self._clear_claims()
         answers: list[tuple[_Slot, dict[str, object]]] = []
         missing: list[str] = []
         for slot, result in zip(live, results, strict=True):
@@ -676,6 +698,9 @@ async def _worker(control: socket.socket) -> int:
         server.install_signal_handlers()
         plan.on_once = lambda index, rule: send(
             {"event": "fired", "rule": index, "spec": rule.spec})
+        claims = config.get("claims")
+        if isinstance(claims, str):
+            plan.claim_once = lambda index, rule: claim_once(Path(claims), index, rule.spec)
         send({"event": "listening", "address": list(bound), "pid": os.getpid()})
         control_task = asyncio.get_running_loop().create_task(
             _obey(reader, send, plan, server.stats.as_dict, server.request_stop,
@@ -692,6 +717,23 @@ async def _worker(control: socket.socket) -> int:
         return 0
     finally:
         store.close()
+
+
+def claim_once(claims: Path, index: int, spec: str) -> bool:
+    """Claim the ``once`` rule at ``index`` (text ``spec``) for this process: True for
+    the first process of the host that asks, False for every later one.
+
+    O_CREAT|O_EXCL is atomic between processes. A directory that cannot be written
+    (removed under a stopping host) lets the rule fire, as a single process would.
+    """
+    name = f"{index}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
+    try:
+        os.close(os.open(claims / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        log.warning("cannot claim a once fault rule (%s); firing it here", exc.strerror)
+    return True
 
 
 def _disarm_spent(plan: FaultPlan, spent: object) -> None:

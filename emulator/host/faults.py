@@ -271,6 +271,9 @@ class FaultPlan:
     rules: list[FaultRule] = field(default_factory=list)
     #: told (index, rule) when a ``once`` rule fires, so the other workers can disarm it
     on_once: Callable[[int, FaultRule], None] | None = field(default=None, compare=False)
+    #: asked (index, rule) before a ``once`` rule fires: False when another process of the
+    #: same host already fired it (``serve --workers``: an atomic claim, see emulator.workers)
+    claim_once: Callable[[int, FaultRule], bool] | None = field(default=None, compare=False)
 
     @classmethod
     def from_specs(cls, specs: list[str] | tuple[str, ...]) -> FaultPlan:
@@ -322,6 +325,9 @@ class FaultPlan:
             if not rule.armed or not rule.selects(subject):
                 continue
             if rule.probability is not None and rng.random() >= rule.probability:
+                continue
+            if rule.once and self.claim_once is not None and not self.claim_once(index, rule):
+                rule.spent_elsewhere = True  # another worker won it, maybe this millisecond
                 continue
             rule.fired += 1
             if rule.once and self.on_once is not None:

@@ -14,6 +14,7 @@ from emulator.host.faults import (
     NO_FAULT,
     FaultKind,
     FaultPlan,
+    FaultRule,
     FaultSpecError,
     RequestFacts,
     parse_rule,
@@ -101,6 +102,28 @@ def test_a_once_rule_says_when_it_fires_and_is_disarmed_by_index_and_text() -> N
     assert other.disarm(1, "drop@amount=1234,once")
     assert other.decide(SALE, rng) is NO_FAULT
     assert other.describe()[1] == {"spec": "drop@amount=1234,once", "fired": 0, "armed": False}
+
+
+def test_a_once_rule_another_process_claimed_is_passed_over_and_stays_spent() -> None:
+    asked: list[tuple[int, str]] = []
+
+    def lost(index: int, rule: FaultRule) -> bool:
+        asked.append((index, rule.spec))
+        return False
+
+    plan = FaultPlan.from_specs(["drop@amount=1234,once", "code=96@mti=0200"])
+    plan.claim_once = lost
+    rng = random.Random(0)
+    first = plan.decide(SALE, rng)
+    assert (first.kind, first.code) == (FaultKind.CODE, "96")  # the next rule that matches
+    assert asked == [(0, "drop@amount=1234,once")]
+    assert plan.describe()[0] == {"spec": "drop@amount=1234,once", "fired": 0, "armed": False}
+    plan.decide(SALE, rng)
+    assert len(asked) == 1  # not asked again: it is spent for this process too
+    won = FaultPlan.from_specs(["drop@amount=1234,once"])
+    won.claim_once = lambda index, rule: True
+    assert won.decide(SALE, rng).kind is FaultKind.DROP
+    assert won.decide(SALE, rng) is NO_FAULT
 
 
 def test_corrupt_arpc_fires_only_on_requests_with_chip_data() -> None:

@@ -24,7 +24,13 @@ from emulator.catalogue import card_by_name
 from emulator.client import HostClient
 from emulator.server import UNAVAILABLE_FOR
 from emulator.simterminal import Approved
-from emulator.workers import hung_reason, merge_faults, merge_stats, workers_refusal
+from emulator.workers import (
+    claim_once,
+    hung_reason,
+    merge_faults,
+    merge_stats,
+    workers_refusal,
+)
 from tests.emulator.workerhost import WorkerHost, demo_terminal, fresh_database
 
 
@@ -332,3 +338,41 @@ async def test_a_once_fault_fires_once_for_the_host_and_stays_spent_in_a_restart
     assert host.admin({"cmd": "add", "spec": "code=96@amount=1300,once"})["ok"]
     listed: Any = host.admin({"cmd": "list"})["faults"]
     assert listed[0]["armed"] is True  # a new rule, armed
+
+
+async def test_a_once_fault_matched_by_both_workers_at_the_same_moment_fires_once(
+        two_workers: WorkerHost) -> None:
+    host = two_workers
+    spec = "code=96@amount=1400,once"
+    term = await demo_terminal(host.port)
+    for round_ in range(3):  # each round: armed anew, then matched on every connection at once
+        assert host.admin({"cmd": "clear"})["ok"]
+        assert host.admin({"cmd": "add", "spec": spec})["ok"]
+        before = [w["stats"]["requests"]
+                  for w in (await asyncio.to_thread(host.stats))["per_worker"]]
+        clients = [HostClient("127.0.0.1", host.port, "cup", timeout=10) for _ in range(16)]
+        for client in clients:
+            await client.__aenter__()
+        try:
+            sales = [term.sale(card_by_name("cup-nopin"), 1_400) for _ in clients]
+            frames = await asyncio.gather(*(c.exchange(m) for c, m in zip(clients, sales,
+                                                                          strict=True)))
+        finally:
+            for client in clients:
+                await client.__aexit__(None, None, None)
+        codes = [f.message.get(39) for f in frames]
+        served = [w["stats"]["requests"] - n for w, n in zip(
+            (await asyncio.to_thread(host.stats))["per_worker"], before, strict=True)]
+        if 0 in served:
+            continue  # the kernel gave every connection to one worker: no race this round
+        assert codes.count("96") == 1, (round_, codes, served)
+        listed: Any = host.admin({"cmd": "list"})["faults"]
+        assert listed == [{"spec": spec, "fired": 1, "armed": False}], listed
+
+
+def test_a_once_rule_is_claimed_by_one_process_only(tmp_path: Path) -> None:
+    assert claim_once(tmp_path, 0, "drop@once")
+    assert not claim_once(tmp_path, 0, "drop@once")  # the second process to ask
+    assert claim_once(tmp_path, 1, "drop@once")  # another rule: another index
+    assert claim_once(tmp_path, 0, "code=96@once")  # or another text at that index
+    assert claim_once(tmp_path / "gone", 0, "drop@once")  # no directory: fires, as alone
