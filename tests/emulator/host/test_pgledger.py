@@ -4,7 +4,9 @@ session's statements."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,3 +81,45 @@ def test_a_session_that_sends_nothing_sends_no_begin_or_commit(
         s.terminal("00000000")
         assert db.pgconn.transaction_status == 2  # INTRANS: BEGIN rode with the read
     assert db.pgconn.transaction_status == 0
+
+
+def _row(stan: str, **changes: Any) -> Any:
+    from emulator.host.ledger import TransactionRow
+    row = TransactionRow("00000001", "000001", stan, "0200", "sale", "v2:f", "approved", "00",
+                         "2026-12-01T20:00:00", '{"mti":"0210","fields":{"4":"000000000100"}}',
+                         "622588******0050", "h1", "CUP", 100, f"000000{stan}", "123456",
+                         "1201", None, 0, None)
+    return dataclasses.replace(row, **changes)
+
+
+def test_rows_are_stored_as_written(stores: tuple[Any, Any]) -> None:
+    """A session's bookings and upserts go out as one JSON parameter (_columns): text that
+    needs escaping in JSON or in an array literal, non-ASCII, NULLs and big integers come
+    back unchanged."""
+    a, b = stores
+    odd = _row("000002", response='{"a":"q\\"uo\\\\te, {brace} \u4e2d\u6587\n\t"}',
+               fingerprint="NULL", pan_masked=None, pan_hash=None, scheme=None,
+               amount=2**62, rrn=None, auth_code="", date=None, original="x/y/z/0200",
+               refunded=-(2**62), voided_by="\\N")
+    plain = _row("000003")
+    with a.session() as s:
+        s.book(odd)
+        s.book(plain)
+    updated = dataclasses.replace(plain, status="voided", voided_by='a"b', refunded=50)
+    with a.session() as s:
+        s.write([updated])
+    with b.session() as s:
+        assert s.transaction(odd.key) == odd
+        assert s.transaction(plain.key) == updated
+
+
+@pytest.mark.parametrize("values", [
+    [], ["a"], ["a", "b,c", "{d}", " e "], ['q"uote', "back\\slash", ""], [None, "x"],
+    [1, None, -2**62], ["\u4e2d\u6587", "NULL"]])
+def test_array_literals_read_back_as_the_values(stores: tuple[Any, Any],
+                                                values: list[Any]) -> None:
+    from emulator.host.pgledger import _array
+    a, _ = stores
+    a.terminal("00000000")  # connected
+    res = a._db.pgconn.exec_params(b"SELECT array_to_json($1::text[])::text", [_array(values)])
+    assert json.loads(res.get_value(0, 0)) == [None if v is None else str(v) for v in values]
