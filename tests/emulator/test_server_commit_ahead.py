@@ -1,0 +1,291 @@
+"""The group committer with a store whose COMMIT may be in flight while the next group
+runs (emulator.server.CommitAheadStore): callbacks in group order, each only after its
+own commit succeeded; a commit that failed runs its group again before it is released;
+close() waits for what is in flight. A fake store: each commit is answered by the test
+(a byte on a socket pair, as a database connection's answer arrives)."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from emulator.host.errors import LedgerConflict, LedgerUnavailable
+from emulator.server import CommitAheadStore, GroupCommitter, ServerStats
+
+
+@dataclass
+class Session:
+    records: list[str] = field(default_factory=list)
+
+
+class FakeCommit:
+    """A session's COMMIT in flight: answered by :meth:`answer` (ok, or an error)."""
+
+    def __init__(self, store: AheadStore, records: list[str]) -> None:
+        self.store = store
+        self.records = records
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self.error: BaseException | None = None
+        self.done = False
+
+    def answer(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self._write.send(b"x")
+
+    def fileno(self) -> int:
+        return self._read.fileno()
+
+    def poll(self) -> bool:
+        if not self.done:
+            try:
+                self.done = bool(self._read.recv(1))
+            except BlockingIOError:
+                return False
+            self.store.landed(self)
+        return True
+
+    def result(self) -> None:
+        while not self.poll():
+            select.select([self._read], [], [])
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self._read.close()
+        self._write.close()
+
+
+class AheadStore:
+    """Sessions whose COMMIT the test answers; plain sessions (the committer's reruns)
+    commit at once. ``committed``: each session's records, in commit order."""
+
+    def __init__(self, commits_ahead: int = 1) -> None:
+        self.commits_ahead = commits_ahead
+        self.in_flight: list[FakeCommit] = []
+        self.commits: list[FakeCommit] = []
+        self.committed: list[list[str]] = []
+        self.most_in_flight = 0  # COMMITs in flight when a session started, at most
+        self.plain_sessions = 0
+
+    def session_ahead(self, body: Callable[[Session], Any]) -> tuple[Any, FakeCommit | None]:
+        self.most_in_flight = max(self.most_in_flight, len(self.in_flight))
+        assert len(self.in_flight) <= self.commits_ahead  # a connection is free
+        session = Session()
+        result = body(session)
+        if not session.records:
+            return result, None
+        commit = FakeCommit(self, session.records)
+        self.in_flight.append(commit)
+        self.commits.append(commit)
+        return result, commit
+
+    def landed(self, commit: FakeCommit) -> None:
+        self.in_flight.remove(commit)
+        if commit.error is None:
+            self.committed.append(commit.records)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        self.plain_sessions += 1
+        session = Session()
+        yield session
+        self.committed.append(session.records)
+
+    def close(self) -> None:
+        for commit in self.commits:
+            commit.close()
+
+
+def test_the_fake_store_has_the_capability() -> None:
+    assert isinstance(AheadStore(), CommitAheadStore)
+
+
+@dataclass
+class Rig:
+    committer: GroupCommitter[Session]
+    store: AheadStore
+    stats: ServerStats
+    released: list[str] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+
+    def submit(self, name: str) -> None:
+        def work(session: Session, stopped: set[object]) -> str:
+            self.ran.append(name)
+            session.records.append(name)
+            return name
+
+        def released(result: Any, error: BaseException | None) -> None:
+            self.released.append(f"{result}" if error is None else f"{name}!")
+
+        self.committer.submit_nowait(work, released, name)
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            assert loop.time() < deadline, "timed out"
+            await asyncio.sleep(0.001)
+
+    async def settle(self) -> None:
+        """Give the committer a few turns of the loop."""
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    store, stats = AheadStore(), ServerStats()
+    committer: GroupCommitter[Session] = GroupCommitter(store, stats)
+    task = asyncio.create_task(committer.run())
+    yield Rig(committer, store, stats)
+    committer.close()
+    for commit in list(store.in_flight):
+        commit.answer()
+    await asyncio.wait_for(task, 5)
+    store.close()
+
+
+async def test_no_release_before_its_commit_and_the_next_group_runs_meanwhile(
+        rig: Rig) -> None:
+    rig.submit("a1")
+    rig.submit("a2")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.submit("b1")
+    await rig.until(lambda: len(rig.store.in_flight) == 2)  # b ran: a still in flight
+    await rig.settle()
+    assert rig.ran == ["a1", "a2", "b1"]
+    assert rig.released == []
+    first, second = rig.store.in_flight
+    assert first.records == ["a1", "a2"]
+    assert second.records == ["b1"]
+    first.answer()
+    await rig.until(lambda: rig.released == ["a1", "a2"])
+    second.answer()
+    await rig.until(lambda: rig.released == ["a1", "a2", "b1"])
+    assert rig.stats.commits == 2
+    assert rig.stats.records_committed == 0
+
+
+async def test_callbacks_are_released_in_group_order(rig: Rig) -> None:
+    rig.submit("a")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.submit("b")
+    await rig.until(lambda: len(rig.store.in_flight) == 2)
+    first, second = rig.store.in_flight
+    second.answer()  # the later group's answer first
+    await rig.settle()
+    assert rig.released == []  # b waits for a
+    first.answer()
+    await rig.until(lambda: rig.released == ["a", "b"])
+
+
+async def test_with_every_connection_carrying_a_commit_the_next_group_waits(
+        rig: Rig) -> None:
+    rig.submit("a")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.submit("b")
+    await rig.until(lambda: len(rig.store.in_flight) == 2)
+    rig.submit("c")
+    await rig.settle()
+    assert rig.ran == ["a", "b"]  # c waits for a connection
+    rig.store.in_flight[0].answer()
+    await rig.until(lambda: rig.ran == ["a", "b", "c"])
+    assert rig.released == ["a"]
+    assert rig.store.most_in_flight == 1
+    for commit in list(rig.store.in_flight):
+        commit.answer()
+    await rig.until(lambda: rig.released == ["a", "b", "c"])
+
+
+async def test_a_conflict_in_a_commit_in_flight_reruns_its_group_in_order(rig: Rig) -> None:
+    rig.submit("a1")
+    rig.submit("a2")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.submit("b")
+    await rig.until(lambda: len(rig.store.in_flight) == 2)
+    first, second = rig.store.in_flight
+    second.answer()
+    first.answer(LedgerConflict("a balance moved"))
+    await rig.until(lambda: len(rig.released) == 3)
+    assert rig.released == ["a1", "a2", "b"]
+    # a's works ran again, one per session, after b had run
+    assert rig.ran == ["a1", "a2", "b", "a1", "a2"]
+    assert rig.store.plain_sessions == 2
+    assert rig.store.committed == [["b"], ["a1"], ["a2"]]
+    assert rig.stats.conflicts == 1
+
+
+async def test_an_unreachable_ledger_at_a_commit_reruns_the_group_on_the_thread(
+        rig: Rig) -> None:
+    rig.submit("a1")
+    rig.submit("a2")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.store.in_flight[0].answer(LedgerUnavailable("connection lost at COMMIT"))
+    await rig.until(lambda: rig.released == ["a1", "a2"])
+    assert rig.ran == ["a1", "a2", "a1", "a2"]  # the whole group again, in one session
+    assert rig.store.committed == [["a1", "a2"]]
+    assert rig.stats.unavailable == 1
+    assert rig.committer.failed is None
+
+
+async def test_a_failure_at_a_commit_is_fatal_for_it_and_the_groups_after() -> None:
+    store, stats = AheadStore(), ServerStats()
+    committer: GroupCommitter[Session] = GroupCommitter(store, stats)
+    rig = Rig(committer, store, stats)
+    task = asyncio.create_task(committer.run())
+    rig.submit("a")
+    await rig.until(lambda: len(store.in_flight) == 1)
+    rig.submit("b")
+    await rig.until(lambda: len(store.in_flight) == 2)
+    store.in_flight[0].answer(OSError("disk full"))
+    await asyncio.wait_for(task, 5)
+    assert rig.released == ["a!", "b!"]
+    assert isinstance(committer.failed, OSError)
+    for commit in list(store.in_flight):
+        commit.answer()
+    store.close()
+
+
+async def test_close_waits_for_the_commits_in_flight() -> None:
+    store, stats = AheadStore(), ServerStats()
+    committer: GroupCommitter[Session] = GroupCommitter(store, stats)
+    rig = Rig(committer, store, stats)
+    task = asyncio.create_task(committer.run())
+    rig.submit("a")
+    await rig.until(lambda: len(store.in_flight) == 1)
+    rig.submit("b")
+    await rig.until(lambda: len(store.in_flight) == 2)
+    committer.close()
+    await rig.settle()
+    assert not task.done()
+    assert committer.session_seconds() > 0.0  # a commit in flight counts
+    first, second = store.in_flight
+    first.answer()
+    await rig.settle()
+    assert not task.done()
+    second.answer()
+    await asyncio.wait_for(task, 5)
+    assert rig.released == ["a", "b"]
+    assert committer.session_seconds() == 0.0
+    store.close()
+
+
+async def test_a_store_with_the_capability_off_commits_each_group_at_once() -> None:
+    store = AheadStore(commits_ahead=0)
+    committer: GroupCommitter[Session] = GroupCommitter(store, ServerStats())
+    rig = Rig(committer, store, ServerStats())
+    task = asyncio.create_task(committer.run())
+    rig.submit("a")
+    await rig.until(lambda: rig.released == ["a"])
+    assert store.commits == []
+    assert store.plain_sessions == 1
+    committer.close()
+    await asyncio.wait_for(task, 5)
