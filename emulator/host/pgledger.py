@@ -62,14 +62,14 @@ psycopg is optional: importing this module without it raises
 
 from __future__ import annotations
 
-import json
 import operator
 import secrets
 import select
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from emulator.host.errors import LedgerConflict, LedgerError, LedgerUnavailable
 from emulator.host.ledger import (
@@ -330,6 +330,7 @@ DROP FUNCTION IF EXISTS pos_terminals_changed();
 DELETE FROM counters WHERE name = 'terminals_version';
 """
 
+_R = TypeVar("_R")
 _CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
               pg_errors.UniqueViolation, pg_errors.LockNotAvailable)
 
@@ -339,14 +340,10 @@ LOCK_TIMEOUT_MS = 100
 #: RRNs a process takes from the sequence in one round trip (a restart leaves a gap).
 RRN_BLOCK = 256
 _TXN_TYPES = tuple("bigint" if c in ("amount", "refunded") else "text" for c in TXN_COLUMNS)
-# A session's bookings (and its upserts) go out as one statement each, the rows as one JSON
-# array of arrays (_columns): one parameter, parsed once (jsonb). Measured against one text
-# array per column (unnest of 20 arrays), rows of a sale: PostgreSQL ~10-40% less CPU a
-# statement (1, 5, 20 rows), and the host builds it in a third to a half of the time.
-_TXN_INSERT_MANY = (f"INSERT INTO transactions ({', '.join(TXN_COLUMNS)}) SELECT "  # noqa: S608
-                    + ", ".join(f"(r->>{i})::{t}" if t != "text" else f"r->>{i}"
-                                for i, t in enumerate(_TXN_TYPES))
-                    + " FROM jsonb_array_elements(?::jsonb) AS r")
+# a session's bookings (and its upserts) go out as one statement each, rows as arrays
+_TXN_INSERT_MANY = (f"INSERT INTO transactions ({', '.join(TXN_COLUMNS)}) "  # noqa: S608
+                    "SELECT * FROM unnest("
+                    + ", ".join(f"?::{t}[]" for t in _TXN_TYPES) + ")")
 _TXN_UPSERT_MANY = _TXN_INSERT_MANY + TXN_ON_CONFLICT
 _REFUND_UPSERT_MANY = (
     "INSERT INTO refunds (refund_key, original_key, amount, status) "
@@ -365,8 +362,6 @@ _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 
 def _param(value: object) -> bytes | None:
     """A parameter in PostgreSQL's text format."""
-    if type(value) is str:  # the usual, first
-        return value.encode()
     if value is None:
         return None
     if isinstance(value, bool):
@@ -378,15 +373,6 @@ def _param(value: object) -> bytes | None:
 
 def _array(values: Sequence[object]) -> bytes:
     """A one-dimensional array literal of text or integers (None is NULL)."""
-    if not values:
-        return b"{}"
-    try:  # the usual: strings that need no escape (keys, PAN hashes), in one join
-        text = '","'.join(values)  # type: ignore[arg-type]  # TypeError: not all str
-    except TypeError:
-        pass
-    else:
-        if '"' not in text and "\\" not in text:
-            return ('{"' + text + '"}').encode()
     items = ["NULL" if v is None
              else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
     return ("{" + ",".join(items) + "}").encode()
@@ -395,10 +381,9 @@ def _array(values: Sequence[object]) -> bytes:
 _txn_values = operator.attrgetter(*TXN_COLUMNS)
 
 
-def _columns(rows: Sequence[TransactionRow]) -> list[str]:
-    """Transaction rows as _TXN_INSERT_MANY's parameter: a JSON array of their
-    TXN_COLUMNS values (text, integers, null)."""
-    return [json.dumps(list(map(_txn_values, rows)))]
+def _columns(rows: Sequence[TransactionRow]) -> list[list[object]]:
+    """Transaction rows as one list per column (unnest's arrays)."""
+    return [list(c) for c in zip(*map(_txn_values, rows), strict=True)]
 
 
 def _lock_columns(locks: Sequence[RequestLock]) -> list[list[str | None]]:
@@ -406,14 +391,148 @@ def _lock_columns(locks: Sequence[RequestLock]) -> list[list[str | None]]:
     return [list(c) for c in zip(*locks, strict=True)]
 
 
-def _result(pgconn: Any) -> Any:
-    """``pgconn.get_result()``, waiting for it without the GIL: psycopg's own get_result
-    waits inside libpq holding it, which stopped every other thread -- the server's event
-    loop -- for the whole round trip (a lock wait, a COMMIT's fsync); select releases it."""
+def _flushed(pgconn: Any) -> None:
+    """Everything libpq holds for the server sent (psycopg's connections are non-blocking:
+    a large pipeline may not all go out at once)."""
+    while pgconn.flush():
+        select.select([], [pgconn.socket], [])
+
+
+def _collect(pgconn: Any, count: int) -> Generator[None, None, list[Any]]:
+    """A pipeline's ``count`` results then its sync, read as they arrive: yields whenever
+    it needs more input (the caller waits for the socket and calls ``consume_input``),
+    returns the results. Not psycopg's own get_result, which waits inside libpq holding
+    the GIL and stopped every other thread -- the server's event loop -- for the whole
+    round trip (a lock wait, a COMMIT's fsync); select (or the event loop) releases it."""
+    results: list[Any] = []
+    for _ in range(count):
+        while pgconn.is_busy():
+            yield
+        res = pgconn.get_result()
+        while pgconn.is_busy():
+            yield
+        if res is None or pgconn.get_result() is not None:  # then its end (NULL)
+            raise psycopg.OperationalError("the pipeline's results ended early")
+        results.append(res)
     while pgconn.is_busy():
-        select.select([pgconn.socket], [], [])
-        pgconn.consume_input()
-    return pgconn.get_result()
+        yield
+    sync = pgconn.get_result()
+    if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
+        raise psycopg.OperationalError("the pipeline did not end in its sync")
+    pgconn.exit_pipeline_mode()
+    return results
+
+
+def _waited(pgconn: Any, steps: Generator[None, None, list[Any]]) -> list[Any]:
+    """Run ``steps`` (see _collect) to their end, waiting for the socket with select."""
+    try:
+        while True:
+            next(steps)
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+    except StopIteration as done:
+        results: list[Any] = done.value
+        return results
+
+
+class _Link:
+    """One connection of the store, and what lives on it: the statements prepared there
+    (query -> name; a new connection prepares them again)."""
+
+    __slots__ = ("db", "prepared")
+
+    def __init__(self) -> None:
+        self.db: psycopg.Connection[Any] | None = None
+        self.prepared: dict[str, bytes] = {}
+
+    @property
+    def alive(self) -> bool:
+        db = self.db
+        return db is not None and not db.closed and not db.broken
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        self.prepared = {}
+
+
+class CommitInFlight:
+    """A session's last round trip (its balances' move, held writes, COMMIT and the
+    pipeline's sync), sent; its results not read yet (PostgresLedgerStore.session_ahead).
+
+    ``poll`` reads what arrived without blocking (from the event loop, when ``fileno`` is
+    readable); ``wait`` blocks until the outcome is known; ``result`` waits and raises what
+    the commit raised: LedgerConflict (a balance moved, a unique violation: nothing of the
+    session is kept), LedgerUnavailable (the connection failed: the COMMIT's outcome is
+    unknown and the connection is closed, exactly as a session's synchronous commit). Once
+    the outcome is known the connection goes back to the store (rolled back first after a
+    failure). Safe from two threads (a store session may wait for it).
+    """
+
+    def __init__(self, store: PostgresLedgerStore, session: PgSession, link: _Link,
+                 count: int) -> None:
+        self._store = store
+        self._session = session
+        self._link = link
+        assert link.db is not None
+        self._pgconn = link.db.pgconn
+        self._fd: int = self._pgconn.socket
+        self._steps = _collect(self._pgconn, count)
+        self._lock = threading.Lock()
+        self._done = False
+        self._error: Exception | None = None
+
+    def fileno(self) -> int:
+        """The connection's socket: readable when (part of) the answer arrived."""
+        return self._fd
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def poll(self) -> bool:
+        """Read what arrived, without blocking; True once the outcome is known."""
+        with self._lock:
+            if not self._done:
+                self._advance(consume=True)
+            return self._done
+
+    def wait(self) -> None:
+        """Block (without the GIL) until the outcome is known."""
+        with self._lock:
+            if not self._done:
+                self._advance(consume=False)
+            while not self._done:
+                select.select([self._fd], [], [])
+                self._advance(consume=True)
+
+    def result(self) -> None:
+        """Wait for the outcome; raise the commit's error, if it failed."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _advance(self, *, consume: bool) -> None:
+        session = self._session
+        try:
+            try:
+                if consume:
+                    self._pgconn.consume_input()
+                next(self._steps)
+                return  # more to read
+            except StopIteration as end:
+                session._checked(end.value, begin=False, commit=True)
+            except psycopg.Error as exc:
+                raise session._lost(exc) from exc
+        except Exception as exc:  # a LedgerError; anything else is a bug: fatal for the caller
+            self._error = exc
+            try:
+                session.rollback()
+            except Exception:  # the connection is in an unknown state: a new one next time
+                self._link.close()
+        self._done = True
+        self._store._landed(self)
 
 
 def _text(value: bytes | None) -> str | None:
@@ -505,10 +624,12 @@ class PgSession(SqlSession):
     lock_suffix = " FOR UPDATE"
     lock_first = True  # the terminal's row comes with the request's lock (pos_prepare)
 
-    def __init__(self, store: PostgresLedgerStore, db: psycopg.Connection[Any]) -> None:
+    def __init__(self, store: PostgresLedgerStore, link: _Link) -> None:
         super().__init__(self._read)
         self._store = store
-        self._db = db
+        self._link = link  # the store's connection this session runs on (and its statements)
+        assert link.db is not None
+        self._db: psycopg.Connection[Any] = link.db
         # writes not sent yet: bookings in order, then upserts (latest state per key)
         self._inserts: list[TransactionRow] = []
         self._upserts: dict[TxnKey, TransactionRow] = {}
@@ -546,7 +667,7 @@ class PgSession(SqlSession):
         try:
             return self._db.execute(self._store.sql(query), params)
         except psycopg.Error as exc:
-            raise self._store.translate(exc) from exc
+            raise self._store.translate(exc, self._db) from exc
 
     def _exec(self, query: str, params: Sequence[object]) -> Any:
         """``query`` through libpq: prepared on this connection once, then executed."""
@@ -555,11 +676,11 @@ class PgSession(SqlSession):
         pgconn = self._db.pgconn
         values: list[Any] = [_param(p) for p in params]  # None is NULL (typeshed says bytes)
         try:
-            res = pgconn.exec_prepared(self._store.prepared(query, pgconn), values)
+            res = pgconn.exec_prepared(self._store.prepared(query, self._link), values)
         except psycopg.Error as exc:  # libpq gave no result at all (a closed connection)
-            raise self._store.translate(exc) from exc
+            raise self._store.translate(exc, self._db) from exc
         if res.status not in _OK:
-            raise self._store.failed(res)
+            raise self._store.failed(res, self._link)
         return res
 
     def _clean(self, *marks: tuple[str, ...]) -> None:
@@ -593,7 +714,7 @@ class PgSession(SqlSession):
         except LedgerError:
             if self._db.pgconn.status == pq.ConnStatus.OK:
                 raise
-            self._db = self._store.reconnect()
+            self._db = self._store.reconnect(self._link)
             results = self._pipeline(statements, begin=True)
         if commit:
             self._pipeline([], commit=True)
@@ -603,33 +724,43 @@ class PgSession(SqlSession):
                   begin: bool = False, commit: bool = False) -> list[Any]:
         """One round trip: [BEGIN,] ``statements`` [, COMMIT] (see _exec_many)."""
         pgconn = self._db.pgconn
-        results: list[Any] = []
         try:
-            names = [self._store.prepared(query, pgconn) for query, _ in statements]
-            pgconn.enter_pipeline_mode()
-            if begin:
-                pgconn.send_query_params(b"BEGIN", None)
-            for name, (_, params) in zip(names, statements, strict=True):
-                pgconn.send_query_prepared(name, [_param(p) for p in params])
-            if commit:
-                pgconn.send_query_params(b"COMMIT", None)
-            pgconn.pipeline_sync()
-            for _ in range(begin + len(statements) + commit):
-                res = _result(pgconn)
-                if res is None or _result(pgconn) is not None:  # then its end (NULL)
-                    raise psycopg.OperationalError("the pipeline's results ended early")
-                results.append(res)
-            sync = _result(pgconn)
-            if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
-                raise psycopg.OperationalError("the pipeline did not end in its sync")
-            pgconn.exit_pipeline_mode()
+            count = self._send(statements, begin=begin, commit=commit)
+            results = _waited(pgconn, _collect(pgconn, count))
         except psycopg.Error as exc:
-            self._db.close()  # its state is unknown now: the next session opens another
-            raise LedgerUnavailable(f"ledger {safe_ledger_name(self._store.dsn)}: "
-                                    f"{exc}") from exc
+            raise self._lost(exc) from exc
+        return self._checked(results, begin=begin, commit=commit)
+
+    def _send(self, statements: Sequence[tuple[str, Sequence[object]]], *,
+              begin: bool = False, commit: bool = False) -> int:
+        """[BEGIN,] ``statements`` [, COMMIT] and a sync, sent in one pipeline (libpq's
+        pipeline mode); returns how many results it will bring back (see _collect)."""
+        pgconn = self._db.pgconn
+        names = [self._store.prepared(query, self._link) for query, _ in statements]
+        pgconn.enter_pipeline_mode()
+        if begin:
+            pgconn.send_query_params(b"BEGIN", None)
+        for name, (_, params) in zip(names, statements, strict=True):
+            pgconn.send_query_prepared(name, [_param(p) for p in params])
+        if commit:
+            pgconn.send_query_params(b"COMMIT", None)
+        pgconn.pipeline_sync()
+        _flushed(pgconn)
+        return begin + len(statements) + commit
+
+    def _lost(self, exc: psycopg.Error) -> LedgerUnavailable:
+        """The connection failed halfway through a pipeline: its state is unknown now (and
+        so is a COMMIT's outcome, if it carried one); closed: the next session opens
+        another."""
+        self._db.close()
+        return LedgerUnavailable(f"ledger {safe_ledger_name(self._store.dsn)}: {exc}")
+
+    def _checked(self, results: list[Any], *, begin: bool, commit: bool) -> list[Any]:
+        """A pipeline's results, its statements' own (not BEGIN's or COMMIT's); raises
+        for the first that failed (the rest were aborted with it, COMMIT too)."""
         for res in results:
             if res.status not in _OK:  # the first failure (the rest: PIPELINE_ABORTED)
-                raise self._store.failed(res)
+                raise self._store.failed(res, self._link)
         if commit and results[-1].command_status != b"COMMIT":  # an earlier failure's
             raise LedgerConflict(f"ledger {safe_ledger_name(self._store.dsn)}: "
                                  "the transaction had failed: rolled back")
@@ -658,6 +789,15 @@ class PgSession(SqlSession):
         """Send every held write, in one round trip; ``first``: a statement to send ahead
         of them in the same round trip (its result is returned); ``commit``: COMMIT after
         them, in the same round trip."""
+        statements = self._held(first)
+        if not statements and (not commit or not self._begun):
+            return None  # (a session that sent nothing has nothing to commit)
+        results = self._exec_many(statements, commit=commit)
+        return results[0] if first is not None else None
+
+    def _held(self, first: tuple[str, Sequence[object]] | None = None,
+              ) -> list[tuple[str, Sequence[object]]]:
+        """The held writes as statements (``first`` ahead of them), no longer held."""
         statements: list[tuple[str, Sequence[object]]] = [] if first is None else [first]
         if self._inserts:
             rows, self._inserts = self._inserts, []
@@ -676,10 +816,7 @@ class PgSession(SqlSession):
             statements.extend(others)
         self._touched |= self._dirty
         self._dirty.clear()
-        if not statements and (not commit or not self._begun):
-            return None  # (a session that sent nothing has nothing to commit)
-        results = self._exec_many(statements, commit=commit)
-        return results[0] if first is not None else None
+        return statements
 
     def flush(self) -> None:
         """Move the card balances, then send the writes still held (see commit)."""
@@ -688,6 +825,24 @@ class PgSession(SqlSession):
     def commit(self) -> None:
         """The session's end: flush, with COMMIT in the last round trip."""
         self._flush(commit=True)
+
+    def commit_ahead(self) -> CommitInFlight | None:
+        """:meth:`commit`, its last round trip sent and not waited for: its results are
+        read through the CommitInFlight returned (None: nothing to commit, the session
+        sent nothing). A session whose only round trip would be this one sends its BEGIN
+        and writes first and waits for them (a first round trip never carries COMMIT,
+        see _exec_many)."""
+        statements = self._held(self._balance_move())
+        if not self._begun:
+            if not statements:
+                return None
+            self._exec_many(statements)
+            statements = []
+        try:
+            count = self._send(statements, commit=True)
+        except psycopg.Error as exc:
+            raise self._lost(exc) from exc
+        return CommitInFlight(self._store, self, self._link, count)
 
     def _flush(self, *, commit: bool) -> None:
         """Before COMMIT: move the card balances, then send the writes still held.
@@ -700,22 +855,26 @@ class PgSession(SqlSession):
         All of it in PostgreSQL (pos_move_balances), sent ahead of the writes held and,
         at the session's end, COMMIT: one round trip.
         """
-        first: tuple[str, Sequence[object]] | None = None
-        if self._moves:
-            pans = sorted(self._moves)
-            totals: list[int] = []
-            rooms: list[int | None] = []
-            for pan in pans:  # spent + each prefix of the moves <= its limit: spent <= room
-                net, room = 0, None
-                for delta, limit in self._moves[pan]:
-                    net += delta
-                    if limit is not None and (room is None or limit - net < room):
-                        room = limit - net
-                totals.append(net)
-                rooms.append(room)
-            self._moves.clear()
-            first = (_BALANCES_MOVE, (pans, totals, rooms))  # ahead of the writes held
-        self._send_writes(first, commit=commit)
+        self._send_writes(self._balance_move(), commit=commit)
+
+    def _balance_move(self) -> tuple[str, Sequence[object]] | None:
+        """pos_move_balances for the card balances this session moved (see _flush), or
+        None; the moves are no longer held."""
+        if not self._moves:
+            return None
+        pans = sorted(self._moves)
+        totals: list[int] = []
+        rooms: list[int | None] = []
+        for pan in pans:  # spent + each prefix of the moves <= its limit: spent <= room
+            net, room = 0, None
+            for delta, limit in self._moves[pan]:
+                net += delta
+                if limit is not None and (room is None or limit - net < room):
+                    room = limit - net
+            totals.append(net)
+            rooms.append(room)
+        self._moves.clear()
+        return (_BALANCES_MOVE, (pans, totals, rooms))  # ahead of the writes held
 
     # --- writes: held until a read needs them, or the commit --------------------------
     def book(self, row: TransactionRow) -> None:
@@ -888,27 +1047,40 @@ class PgSession(SqlSession):
 
 
 class PostgresLedgerStore:
-    """The ledger in a PostgreSQL database (one connection per store: one per process).
+    """The ledger in a PostgreSQL database (one store per process).
 
     ``schema`` keeps the tables in a schema of their own (tests give each test one).
+
+    One session runs at a time (``session``, ``session_ahead``), on one of the store's
+    connections (each with its own prepared statements): one connection, or two when
+    ``commit_ahead`` (the default) lets a session's COMMIT be in flight while the next
+    session runs (``session_ahead``, for the server's GroupCommitter). A connection is
+    opened when first needed, and one found dead is replaced.
     """
 
     multi_process = True
 
-    def __init__(self, dsn: str, *, schema: str | None = None) -> None:
+    def __init__(self, dsn: str, *, schema: str | None = None,
+                 commit_ahead: bool = True) -> None:
         self.dsn = dsn
         self.schema = schema
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by the session running (one at a time)
+        self._pool = threading.Lock()  # the connections' bookkeeping
+        self._size = 2 if commit_ahead else 1
+        self._links: list[_Link] = []  # every connection, at most _size
+        self._idle: list[_Link] = []  # those no session and no COMMIT in flight holds
+        self._flights: deque[CommitInFlight] = deque()  # COMMITs in flight, oldest first
         self._sql: dict[str, str] = {}
-        self._prepared: dict[str, bytes] = {}  # on the current connection: query -> name
         self._rrns: list[int] = []  # taken from the sequence, not handed out yet
         # requests whose rows came with their group's lock_requests, and those read again
         # because a write of the session touched them first
         self.prefetch_used = 0
         self.prefetch_stale = 0
-        self._db: psycopg.Connection[Any] | None = None
         try:
-            db = self._connection()
+            link = self._take()
+            self._give(link)
+            assert link.db is not None
+            db = link.db
             with db.transaction():
                 db.execute("SET LOCAL lock_timeout = 0")  # wait for another opener's DDL
                 db.execute("SELECT pg_advisory_xact_lock(8583)")  # one schema creator
@@ -933,19 +1105,62 @@ class PostgresLedgerStore:
     def secret(self) -> bytes:
         return self._secret
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        db = self._db
-        if db is not None and not db.closed and not db.broken:
-            return db
-        if db is not None:
-            db.close()
-        self._db = None
+    @property
+    def commits_ahead(self) -> int:
+        """How many sessions' COMMITs may be in flight while another session runs
+        (``session_ahead``; 0 with ``commit_ahead`` off)."""
+        return self._size - 1
+
+    @property
+    def _db(self) -> psycopg.Connection[Any] | None:
+        """The connection the next session takes (the one used last), if open."""
+        with self._pool:
+            links = self._idle or self._links
+            return links[-1].db if links else None
+
+    def _take(self) -> _Link:
+        """A connection for a session (under ``_lock``): an idle one, a new one while the
+        store has fewer than its size, else the one whose COMMIT was sent first, once its
+        outcome is known (waited for here). One found dead is replaced."""
+        while True:
+            with self._pool:
+                if self._idle:
+                    link = self._idle.pop()
+                    break
+                if len(self._links) < self._size:
+                    link = _Link()
+                    self._links.append(link)
+                    break
+                oldest = self._flights[0] if self._flights else None
+            if oldest is None:  # every connection is in a session: a caller's bug
+                raise LedgerError("no connection free for a session")
+            oldest.wait()  # its connection comes back (_landed)
+        if not link.alive:
+            try:
+                self._open(link)
+            except BaseException:
+                self._give(link)
+                raise
+        return link
+
+    def _give(self, link: _Link) -> None:
+        with self._pool:
+            self._idle.append(link)
+
+    def _landed(self, flight: CommitInFlight) -> None:
+        """``flight``'s outcome is known: its connection is free again."""
+        with self._pool:
+            self._flights.remove(flight)
+            self._idle.append(flight._link)
+
+    def _open(self, link: _Link) -> None:
+        """A new connection on ``link`` (the old one closed, its statements forgotten)."""
+        link.close()
         try:
             db = psycopg.connect(self.dsn, autocommit=True)
             # our own prepared statements (prepared): psycopg's would make its ROLLBACK send
             # DEALLOCATE ALL, which drops ours too
             db.prepare_threshold = None
-            self._prepared = {}
             # statements sent through libpq carry UTF-8 text (see PgSession._exec)
             db.execute("SET client_encoding TO 'UTF8'")
             # a lock not granted soon is a conflict (rerun), not a wait: two processes'
@@ -959,8 +1174,7 @@ class PostgresLedgerStore:
         except psycopg.OperationalError as exc:
             raise LedgerUnavailable(
                 f"cannot reach ledger {safe_ledger_name(self.dsn)}: {exc}") from exc
-        self._db = db
-        return db
+        link.db = db
 
     @staticmethod
     def _migrate(db: psycopg.Connection[Any]) -> None:
@@ -990,20 +1204,21 @@ class PostgresLedgerStore:
             text = self._sql[query] = query.replace("?", "%s")
         return text
 
-    def prepared(self, query: str, pgconn: Any) -> bytes:
-        """The name ``query`` is prepared under on the current connection (prepared once)."""
-        name = self._prepared.get(query)
+    def prepared(self, query: str, link: _Link) -> bytes:
+        """The name ``query`` is prepared under on ``link``'s connection (prepared once)."""
+        name = link.prepared.get(query)
         if name is None:
-            name = f"pos_{len(self._prepared)}".encode()
+            assert link.db is not None
+            name = f"pos_{len(link.prepared)}".encode()
             parts = query.split("?")  # ? -> $1, $2, ... (no ? in the module's literals)
             text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
-            res = pgconn.prepare(name, text.encode())
+            res = link.db.pgconn.prepare(name, text.encode())
             if res.status != pq.ExecStatus.COMMAND_OK:
-                raise self.failed(res)
-            self._prepared[query] = name
+                raise self.failed(res, link)
+            link.prepared[query] = name
         return name
 
-    def failed(self, res: Any) -> LedgerError:
+    def failed(self, res: Any, link: _Link) -> LedgerError:
         """The LedgerError for a statement libpq says failed (as :meth:`translate`)."""
         state = res.error_field(pq.DiagnosticField.SQLSTATE)
         message = (res.error_message or b"").decode(errors="replace").strip()
@@ -1015,9 +1230,9 @@ class PostgresLedgerStore:
                 error = psycopg.DatabaseError
         exc = error(message)
         if isinstance(exc, pg_errors.InvalidSqlStatementName):  # our statements are gone
-            self._prepared = {}
+            link.prepared = {}
             return LedgerConflict(f"ledger {safe_ledger_name(self.dsn)}: {message}")
-        out = self.translate(exc)
+        out = self.translate(exc, link.db)
         out.__cause__ = exc
         return out
 
@@ -1028,14 +1243,26 @@ class PostgresLedgerStore:
         return self._rrns.pop()
 
     def backend_pid(self) -> int | None:
-        """The server process of this store's connection (for tests and diagnostics)."""
-        return self._db.info.backend_pid if self._db is not None else None
+        """The server process of the connection the next session takes (the one used
+        last; for tests and diagnostics)."""
+        db = self._db
+        return db.info.backend_pid if db is not None and not db.closed else None
 
-    def translate(self, exc: psycopg.Error) -> LedgerError:
+    def backend_pids(self) -> list[int]:
+        """The server processes of every open connection of this store."""
+        with self._pool:
+            dbs = [link.db for link in self._links]
+        return [db.info.backend_pid for db in dbs if db is not None and not db.closed]
+
+    def translate(self, exc: psycopg.Error,
+                  db: psycopg.Connection[Any] | None = None) -> LedgerError:
+        """The LedgerError for ``exc``, raised on ``db`` (default: the connection the next
+        session takes)."""
         name = safe_ledger_name(self.dsn)
         if isinstance(exc, _CONFLICTS):
             return LedgerConflict(f"ledger {name}: {type(exc).__name__}")
-        db = self._db
+        if db is None:
+            db = self._db
         if db is None or db.closed or db.broken or isinstance(exc, psycopg.OperationalError):
             return LedgerUnavailable(f"ledger {name} unavailable: {exc}")
         return LedgerError(f"ledger {name}: {exc}")
@@ -1045,7 +1272,8 @@ class PostgresLedgerStore:
         """One transaction: BEGIN rides with its first statement, COMMIT with its last
         writes (PgSession.commit); a failure rolls it back."""
         with self._lock:
-            session = PgSession(self, self._connection())
+            link = self._take()
+            session = PgSession(self, link)
             try:
                 try:
                     yield session
@@ -1054,14 +1282,47 @@ class PostgresLedgerStore:
                     session.rollback()
                     raise
             except psycopg.Error as exc:
-                raise self.translate(exc) from exc
+                raise self.translate(exc, session._db) from exc
+            finally:
+                self._give(link)
 
-    def reconnect(self) -> psycopg.Connection[Any]:
-        """A new connection in place of one found dead (see PgSession._exec_many)."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        return self._connection()
+    def session_ahead(self, body: Callable[[PgSession], _R]) -> tuple[_R, CommitInFlight | None]:
+        """``body`` in one session whose COMMIT is sent and not waited for: returns what
+        ``body`` returned and the commit in flight (None: the session sent nothing, so
+        there is nothing to commit). The caller must wait for the commit's outcome
+        (CommitInFlight.poll/wait/result) before it takes what ``body`` did as durable.
+
+        The session runs on a connection no other COMMIT is in flight on (when every
+        connection carries one, the oldest is waited for first). A failure before the
+        COMMIT was sent rolls the session back and raises, as :meth:`session` does.
+        """
+        with self._lock:
+            link = self._take()
+            session = PgSession(self, link)
+            flight: CommitInFlight | None = None
+            try:
+                try:
+                    result = body(session)
+                    flight = session.commit_ahead()
+                except BaseException:
+                    session.rollback()
+                    raise
+            except psycopg.Error as exc:
+                raise self.translate(exc, session._db) from exc
+            finally:
+                if flight is None:
+                    self._give(link)
+                else:
+                    with self._pool:
+                        self._flights.append(flight)
+        return result, flight
+
+    def reconnect(self, link: _Link) -> psycopg.Connection[Any]:
+        """A new connection on ``link`` in place of one found dead (see
+        PgSession._exec_many)."""
+        self._open(link)
+        assert link.db is not None
+        return link.db
 
     def commit(self, records: Sequence[LedgerRecord]) -> None:
         with self.session() as session:
@@ -1082,10 +1343,19 @@ class PostgresLedgerStore:
         return LedgerSnapshot(self._secret, terminals, txns, batches, uploads)
 
     def close(self) -> None:
+        """Close every connection (after the COMMITs in flight are answered)."""
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            while True:
+                with self._pool:
+                    oldest = self._flights[0] if self._flights else None
+                if oldest is None:
+                    break
+                oldest.wait()
+            with self._pool:
+                for link in self._links:
+                    link.close()
+                self._links.clear()
+                self._idle.clear()
 
 
 def _safe(dsn: str) -> str:
