@@ -114,7 +114,8 @@ def _parser() -> _Parser:
     serve.add_argument("-v", "--verbose", action="store_true", help="log each connection event")
     serve.add_argument("--trace", type=Path, default=None, metavar="FILE",
                        help="record every ISO 8583 frame to FILE (masked JSONL, appended; "
-                            "read it with 'pos-iso trace show FILE'); one process only")
+                            "read it with 'pos-iso trace show FILE'); with --workers every "
+                            "worker appends its lines to FILE")
 
     faults = sub.add_parser("faults", help="change a running host's faults")
     faults.add_argument("action", choices=("add", "clear", "list", "stats"))
@@ -238,8 +239,6 @@ def _serve(args: argparse.Namespace) -> int:
                               read_timeout=args.read_timeout,
                               shutdown_timeout=args.shutdown_timeout,
                               gc_freeze_interval=1.0)  # this process only serves
-        if args.workers > 1 and args.trace is not None:
-            return _fail("--trace records one process: leave out --workers to record")
         if args.workers > 1:
             store.close()  # each worker opens its own connection
             return _serve_workers(args, config, admin, ledger)
@@ -289,7 +288,8 @@ async def _run(host: AcquirerHost, store: LedgerStore, config: ServerConfig,
 def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminAddress | None,
                    ledger: str) -> int:
     spec = WorkerSpec(ledger, args.dialect, config, tuple(args.faults), args.fault_seed,
-                      args.verbose)
+                      args.verbose,
+                      None if args.trace is None else str(args.trace.resolve()))
 
     def announce(bound: tuple[str, int], admin: AdminAddress | None) -> None:
         where = f"admin {admin}" if admin is not None else "no admin channel"

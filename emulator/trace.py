@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from emulator.host.errors import HostError
 from iso8583.dialect import Dialect
@@ -26,24 +27,31 @@ log = logging.getLogger(__name__)
 class HostTraceFile:
     """Records frames to ``path`` (appended; ``append=False`` starts it afresh).
 
-    Called from the server's event loop only; each line is flushed when written.
+    Called from the server's event loop only. Each line goes to the file in one
+    unbuffered write(2) on an O_APPEND descriptor, so the workers of one host
+    (``serve --workers N --trace FILE``, ``worker`` their index, named in each
+    worker's meta line) can share the file: their lines interleave whole, in the
+    order they were written.
     """
 
     def __init__(self, path: str | PathLike[str], dialect: Dialect, *,
-                 append: bool = True) -> None:
+                 append: bool = True, worker: int | None = None) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._stream: IO[str] = self.path.open("a" if append else "w", encoding="utf-8")
+            self._stream: IO[bytes] = self.path.open("ab" if append else "wb", buffering=0)
         except OSError as exc:
             raise HostError(f"cannot write the ISO trace {self.path}: "
                             f"{exc.strerror or exc}") from None
+        meta: dict[str, Any] = {} if worker is None else {"worker": worker,
+                                                          "pid": os.getpid()}
         self.recorder = TraceRecorder(self._write, dialect, by="host",
-                                      monotonic=time.monotonic, wall=datetime.now)
+                                      monotonic=time.monotonic, wall=datetime.now, meta=meta)
 
     def _write(self, line: str) -> None:
-        self._stream.write(line)
-        self._stream.flush()
+        data = line.encode()
+        if self._stream.write(data) != len(data):  # a regular file: only when it is full
+            raise OSError("the trace's line was cut short (disk full?)")
 
     def __call__(self, direction: str, payload: bytes) -> None:
         """Record one frame payload (no length prefix); never raises."""

@@ -75,7 +75,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ from emulator.host.errors import HostError
 from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
 from emulator.host.ledger import MEMORY_LEDGERS, SqliteLedgerStore, is_postgres_url, open_store
 from emulator.server import UNAVAILABLE_FOR, ServerConfig
+from emulator.trace import HostTraceFile
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +118,19 @@ class WorkerSpec:
     faults: tuple[str, ...] = ()
     fault_seed: int | None = None
     verbose: bool = False
+    trace: str | None = None  # the ISO trace file every worker appends to (serve --trace)
 
     def to_json(self) -> dict[str, object]:
         return {"ledger": self.ledger, "dialect": self.dialect, "server": asdict(self.server),
                 "faults": list(self.faults), "fault_seed": self.fault_seed,
-                "verbose": self.verbose}
+                "verbose": self.verbose, "trace": self.trace}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WorkerSpec:
         return cls(ledger=str(data["ledger"]), dialect=str(data["dialect"]),
                    server=ServerConfig(**data["server"]), faults=tuple(data["faults"]),
-                   fault_seed=data["fault_seed"], verbose=bool(data["verbose"]))
+                   fault_seed=data["fault_seed"], verbose=bool(data["verbose"]),
+                   trace=data.get("trace"))
 
 
 # --- what --workers accepts ----------------------------------------------------------
@@ -252,8 +255,7 @@ class Supervisor:
         host = self.spec.server.host
         port = _free_port(host, self.spec.server.port)
         server = ServerConfig(**{**asdict(self.spec.server), "port": port, "reuse_port": True})
-        self.spec = WorkerSpec(self.spec.ledger, self.spec.dialect, server, self.spec.faults,
-                               self.spec.fault_seed, self.spec.verbose)
+        self.spec = replace(self.spec, server=server)
         self.claims = Path(tempfile.mkdtemp(prefix="pos-emulator-once-"))
         try:
             for slot in self.slots:
@@ -684,10 +686,18 @@ async def _worker(control: socket.socket) -> int:
         send({"event": "failed", "error": str(exc)})
         await writer.drain()
         return 2
+    trace: HostTraceFile | None = None
     try:
         host = AcquirerHost.from_store(store, spec.dialect)
+        if spec.trace is not None:
+            try:
+                trace = HostTraceFile(spec.trace, host.dialect, worker=index)
+            except HostError as exc:
+                send({"event": "failed", "error": str(exc)})
+                await writer.drain()
+                return 2
         server = acquirer_server(host, store, config=spec.server, faults=plan,
-                                 rng=random.Random(seed))
+                                 rng=random.Random(seed), trace=trace)
         try:
             bound = await server.start()
         except OSError as exc:
@@ -716,6 +726,8 @@ async def _worker(control: socket.socket) -> int:
             return 1
         return 0
     finally:
+        if trace is not None:
+            trace.close()
         store.close()
 
 

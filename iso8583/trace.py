@@ -284,7 +284,8 @@ class TraceRecorder:
     """
 
     def __init__(self, write: Callable[[str], object], dialect: Dialect, *, by: str,
-                 monotonic: Callable[[], float], wall: Callable[[], datetime]) -> None:
+                 monotonic: Callable[[], float], wall: Callable[[], datetime],
+                 meta: Mapping[str, Any] | None = None) -> None:
         self._write = write
         self.dialect = dialect
         self.by = by
@@ -293,7 +294,7 @@ class TraceRecorder:
         self._t0 = monotonic()
         self.failed: Exception | None = None
         self.lines = 0
-        self._emit(meta_line(dialect, by=by, at=wall()))
+        self._emit(meta_line(dialect, by=by, at=wall(), **(meta or {})))
 
     def _emit(self, line: Mapping[str, Any]) -> None:
         if self.failed is not None:

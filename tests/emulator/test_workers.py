@@ -8,6 +8,7 @@ and kill tests (test_race.py, test_kill.py) run on PostgreSQL and SQLite."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from emulator.workers import (
     merge_stats,
     workers_refusal,
 )
+from iso8583.trace import parse_trace
 from tests.emulator.workerhost import WorkerHost, demo_terminal, fresh_database
 
 
@@ -368,6 +370,37 @@ async def test_a_once_fault_matched_by_both_workers_at_the_same_moment_fires_onc
         assert codes.count("96") == 1, (round_, codes, served)
         listed: Any = host.admin({"cmd": "list"})["faults"]
         assert listed == [{"spec": spec, "fired": 1, "armed": False}], listed
+
+
+async def test_both_workers_record_whole_lines_to_one_iso_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "host.jsonl"
+    with WorkerHost(str(tmp_path / "ledger.db"), 2, "--trace", str(trace)) as host:
+        term = await demo_terminal(host.port)
+        before = [w["stats"]["requests"]
+                  for w in (await asyncio.to_thread(host.stats))["per_worker"]]
+        clients = [HostClient("127.0.0.1", host.port, "cup", timeout=10) for _ in range(12)]
+        for client in clients:
+            await client.__aenter__()
+        try:  # all at once: the workers write at the same moments
+            sales = [term.sale(card_by_name("cup-nopin"), 2_000 + 100 * i) for i in range(12)]
+            frames = await asyncio.gather(*(c.exchange(m) for c, m in zip(clients, sales,
+                                                                          strict=True)))
+        finally:
+            for client in clients:
+                await client.__aexit__(None, None, None)
+        assert [f.message.get(39) for f in frames] == ["00"] * 12
+        served = [w["stats"]["requests"] - n for w, n in zip(
+            (await asyncio.to_thread(host.stats))["per_worker"], before, strict=True)]
+        assert await asyncio.to_thread(host.stop) == 0
+    lines = [json.loads(raw) for raw in trace.read_text().splitlines()]  # each one whole
+    metas = [line for line in lines if line["kind"] == "meta"]
+    assert sorted(m["worker"] for m in metas) == [0, 1]
+    entries = parse_trace(trace.read_text(), name="host.jsonl")
+    assert len(entries) == 2 * (1 + 12)  # the sign-on and the sales, each asked and answered
+    amounts = sorted(e.view["4"] for e in entries if e.mti == "0210")
+    assert amounts == [f"{2_000 + 100 * i:012d}" for i in range(12)]
+    if 0 not in served:  # the kernel spread the connections: both recorded frames
+        assert len({m["pid"] for m in metas}) == 2
 
 
 def test_a_once_rule_is_claimed_by_one_process_only(tmp_path: Path) -> None:
