@@ -7,13 +7,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from emulator.catalogue import card_by_name
 from emulator.host.errors import LedgerConflict
-from emulator.host.ledger import BalanceRow
+from emulator.host.ledger import TERMINAL_SELECT, BalanceRow
+from emulator.simterminal import Approved
 
 _schemas = itertools.count(1)
 
@@ -123,3 +126,86 @@ def test_array_literals_read_back_as_the_values(stores: tuple[Any, Any],
     a.terminal("00000000")  # connected
     res = a._db.pgconn.exec_params(b"SELECT array_to_json($1::text[])::text", [_array(values)])
     assert json.loads(res.get_value(0, 0)) == [None if v is None else str(v) for v in values]
+
+
+_LEDGER_TABLES = "transactions|refunds|balances|tombstones|uploads|batches|terminals"
+
+
+def test_plans_made_on_an_empty_ledger_still_probe_indexes_on_a_full_one(pg_dsn: str) -> None:
+    """A connection keeps its plans (the prepare functions' generic ones for good): made
+    on a new, empty ledger, every plan a group runs -- one request (pos_prepare_one),
+    several (pos_prepare_many), the writes and the balances' move -- must still read the
+    ledger through its indexes once it holds thousands of rows (auto_explain: every plan
+    run, the functions' statements too)."""
+    import psycopg
+    from psycopg import sql
+
+    from emulator.host.pgledger import PostgresLedgerStore
+    from tests.emulator.host.harness import NOW, TPDU, make_lane
+    schema = f"plans{next(_schemas)}"
+    store = PostgresLedgerStore(pg_dsn, schema=schema, commit_ahead=False)
+    plans: list[str] = []
+    db = store._db  # the store's one connection: its plans are the point
+    assert db is not None
+    db.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                    "SET auto_explain.log_nested_statements = on",
+                    "SET client_min_messages = log"):
+        db.execute(setting)
+    lane = make_lane(store=store)
+    card = card_by_name("cup-debit")
+    db.execute("ANALYZE")  # as autovacuum may: the ledger is known to be (nearly) empty
+
+    def groups() -> None:
+        term, dialect = lane.term, lane.term.dialect
+        sales = [term.sale(card, 1_000, pin="123456") for _ in range(3)]
+        answers = []
+        for group in ([sales[0]], sales[1:]):  # one request, then two
+            payloads = [dialect.payload(m, tpdu=TPDU) for m in group]
+            with store.session() as session:
+                lane.host.prefetch(session, payloads)
+                answers += [lane.host.handle(p, NOW, session) for p in payloads]
+        approved = []
+        for sale, outcome in zip(sales, answers, strict=True):
+            assert outcome.reply is not None
+            frame = dialect.unpack_payload(outcome.reply)
+            result = term.check_response(sale, frame.message, body=frame.body)
+            assert isinstance(result, Approved)
+            approved.append(result)
+        refund = dialect.payload(term.refund(approved[0], 100), tpdu=TPDU)
+        with store.session() as session:
+            lane.host.prefetch(session, [refund])
+            assert lane.host.handle(refund, NOW, session).response_code == "00"
+
+    for _ in range(6):  # planned on an empty ledger (and, after 5 calls, kept: PostgreSQL's
+        groups()        # plan cache then keeps a generic plan that costs no more)
+    assert any("pos_prepare_one" in p for p in plans)
+    assert any("unnest(p_tid" in p for p in plans)  # pos_prepare_many's
+    with psycopg.connect(pg_dsn, autocommit=True) as other:
+        other.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        other.execute(
+            "INSERT INTO transactions (tid, batch, stan, mti, kind, fingerprint, status, "
+            "response_code, received_at, response, pan_hash, amount, rrn, original) "
+            "SELECT '9' || lpad(i::text, 7, '0'), '000001', lpad(i::text, 6, '0'), '0200', 'sale', "
+            "'f', 'approved', '00', '', '{}', md5(i::text), 100, '8' || lpad(i::text, 11, '0'), "
+            "'x/' || i FROM generate_series(1, 5000) AS i")
+        for table, values in (
+                ("tombstones", "'9' || lpad(i::text, 7, '0'), '000001', "
+                               "lpad(i::text, 6, '0'), NULL, NULL"),
+                ("batches", "'9' || lpad(i::text, 7, '0'), '000001', false, '', '', NULL"),
+                ("balances", "md5(i::text), 0"),
+                ("refunds", "'r' || i, 'x/' || i, 1, 'approved'"),
+                ("terminals", "'9' || lpad(i::text, 7, '0'), 'm', 't', '', '', '', '000001', "
+                              "true, 0, false")):
+            other.execute(f"INSERT INTO {table} SELECT {values} "
+                          "FROM generate_series(1, 5000) AS i")
+    plans.clear()
+    groups()  # the same plans (no ANALYZE since) on a full ledger
+    assert any("pos_prepare_one" in p for p in plans)
+    scans = {p.split("\n")[1] for p in plans  # the query text of a plan with a scan
+             if re.search(rf"Seq Scan on ({_LEDGER_TABLES})\b", p)}
+    store.close()
+    # Left as it is (reported): the terminal read of a request that took no lock with its
+    # terminal's (the 2nd of a group on one terminal, a sign-on), a statement prepared on
+    # the connection whose generic plan, made while terminals held a row, scans it.
+    assert scans <= {f"Query Text: {TERMINAL_SELECT.replace('?', '$1')} WHERE tid = $1"}
