@@ -328,6 +328,7 @@ class GroupCommitter(Generic[S]):
                 and store.commits_ahead > 0:
             self._ahead = store
         self._flights: deque[_Flight[S]] = deque()  # groups whose COMMIT is in flight
+        self._landing = asyncio.Event()  # a COMMIT in flight was answered
 
     def session_seconds(self) -> float:
         """How long the group running now has been running (0.0 when idle)."""
@@ -496,15 +497,18 @@ class GroupCommitter(Generic[S]):
                 continue
             if not self._queue and not flights and self._closing:
                 return
-            wake.clear()
             if not flights:
+                wake.clear()
                 await wake.wait()
                 continue
-            # a request, or the oldest commit's answer (its reader sets wake); looked at
-            # again after a while in any case (a store session may have read it instead)
-            timer = loop.call_later(0.05, wake.set)
+            # the oldest commit's answer (its reader sets both), or a request that may
+            # start a group (no connection free: a request does not wake the committer);
+            # looked at again after a while in any case (a store session may have read it)
+            event = wake if len(flights) <= limit else self._landing
+            event.clear()
+            timer = loop.call_later(0.05, event.set)
             try:
-                await wake.wait()
+                await event.wait()
             finally:
                 timer.cancel()
 
@@ -567,6 +571,7 @@ class GroupCommitter(Generic[S]):
         def readable() -> None:
             if commit.poll():
                 self._unwatch(loop, flight)
+                self._landing.set()
                 self._wake.set()
 
         loop.add_reader(fd, readable)

@@ -53,7 +53,7 @@ def hold_balance(lane: Lane, rrn: str) -> Callable[[], None]:
     row = lane.host.by_rrn(rrn)
     assert row is not None
     store: Any = lane.store
-    return hold(store.dsn, f"SELECT 1 FROM {store.schema}.balances "  # noqa: S608
+    return hold(store.dsn, f"SELECT 1 FROM {store.schema}.balances "
                            f"WHERE pan_hash = '{row.pan_hash}' FOR UPDATE")
 
 
