@@ -329,6 +329,7 @@ class GroupCommitter(Generic[S]):
             self._ahead = store
         self._flights: deque[_Flight[S]] = deque()  # groups whose COMMIT is in flight
         self._landing = asyncio.Event()  # a COMMIT in flight was answered
+        self._watching: dict[int, _Flight[S]] = {}  # socket -> the flight watched on it
 
     def session_seconds(self) -> float:
         """How long the group running now has been running (0.0 when idle)."""
@@ -574,13 +575,17 @@ class GroupCommitter(Generic[S]):
                 self._landing.set()
                 self._wake.set()
 
+        # a socket watched for an earlier flight still (its answer was read by a store
+        # session instead: CommitInFlight.wait), perhaps closed and its number reused
+        self._unwatch(loop, self._watching.get(fd))
         loop.add_reader(fd, readable)
         flight.fd = fd
+        self._watching[fd] = flight
 
-    @staticmethod
-    def _unwatch(loop: asyncio.AbstractEventLoop, flight: _Flight[S]) -> None:
-        if flight.fd >= 0:
+    def _unwatch(self, loop: asyncio.AbstractEventLoop, flight: _Flight[S] | None) -> None:
+        if flight is not None and flight.fd >= 0:
             loop.remove_reader(flight.fd)
+            del self._watching[flight.fd]
             flight.fd = -1
 
     def _landed(self, loop: asyncio.AbstractEventLoop, flight: _Flight[S]) -> bool:
