@@ -32,10 +32,11 @@ processes, each with its own connection, share one ledger:
   or void names. A request's ``lock_request`` is served from them unless a write of
   the session touched them since (a refund after another refund of the same sale,
   a duplicate, a void naming a sale booked earlier in the group): then it reads
-  again, alone (the same function for one request). Writes are held and sent when
-  a read could see them, else at commit, one multi-row statement per table, all in
-  one round trip (libpq pipeline mode; a failure among them fails the whole
-  session, which is rolled back and run again). BEGIN rides with the session's first
+  again, alone (pos_prepare_one: the same for one request, and a group of one).
+  Writes are held and sent when a read could see them, else at commit, one
+  multi-row statement per table, all in one round trip (libpq pipeline mode; a
+  failure among them fails the whole session, which is rolled back and run
+  again). BEGIN rides with the session's first
   statement and COMMIT with its last writes (after the card balances' check,
   pos_move_balances), so a group costs two round trips. The statements go straight
   through libpq, prepared once per connection;
@@ -999,7 +1000,7 @@ class PgSession(SqlSession):
         # The rows the booking reads next (the request's own key, its tombstone, its
         # batch, the card's balance, the terminal's row when the host has not read it in
         # this session: lock_first; the original ``rrn`` names, locked) come back in the
-        # same statement, read after the lock (pos_prepare_many, in the schema above) --
+        # same statement, read after the lock (pos_prepare_one, in the schema above) --
         # or came back with the group's (lock_requests), if nothing this session wrote
         # since touched them.
         marks = (("k", tid, batch, stan), ("b", tid, batch), ("t", tid), ("r", rrn or ""))
