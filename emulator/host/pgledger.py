@@ -420,13 +420,18 @@ def _array(values: Sequence[object]) -> bytes:
     """A one-dimensional array literal of text or integers (None is NULL)."""
     if not values:
         return b"{}"
+    nulls = 0
     try:  # the usual: strings that need no escape (keys, PAN hashes), in one join
         text = '","'.join(values)  # type: ignore[arg-type]  # TypeError: not all str
     except TypeError:
-        pass
-    else:
-        if '"' not in text and "\\" not in text:
-            return ('{"' + text + '"}').encode()
+        nulls = values.count(None)  # (the RRNs of a group's sales): each one NUL, then NULL
+        try:
+            text = '","'.join(["\0" if v is None else v for v in values])  # type: ignore[misc]
+        except TypeError:  # integers
+            text = '"'
+    if '"' not in text and "\\" not in text and text.count("\0") == nulls:
+        literal = '{"' + text + '"}'
+        return (literal.replace('"\0"', "NULL") if nulls else literal).encode()
     items = ["NULL" if v is None
              else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
     return ("{" + ",".join(items) + "}").encode()

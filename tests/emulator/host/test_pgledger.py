@@ -118,7 +118,8 @@ def test_rows_are_stored_as_written(stores: tuple[Any, Any]) -> None:
 
 @pytest.mark.parametrize("values", [
     [], ["a"], ["a", "b,c", "{d}", " e "], ['q"uote', "back\\slash", ""], [None, "x"],
-    [1, None, -2**62], ["\u4e2d\u6587", "NULL"]])
+    [1, None, -2**62], ["\u4e2d\u6587", "NULL"], [None], [None, None, "a"], [None, 'q"'],
+    ["a", None, "\\"]])
 def test_array_literals_read_back_as_the_values(stores: tuple[Any, Any],
                                                 values: list[Any]) -> None:
     from emulator.host.pgledger import _array
