@@ -330,6 +330,7 @@ class GroupCommitter(Generic[S]):
         self._flights: deque[_Flight[S]] = deque()  # groups whose COMMIT is in flight
         self._landing = asyncio.Event()  # a COMMIT in flight was answered
         self._watching: dict[int, _Flight[S]] = {}  # socket -> the flight watched on it
+        self._loop: asyncio.AbstractEventLoop | None = None  # while run() runs ahead
 
     def session_seconds(self) -> float:
         """How long the group running now has been running (0.0 when idle)."""
@@ -487,6 +488,7 @@ class GroupCommitter(Generic[S]):
         flights = self._flights
         limit = store.commits_ahead
         wake = self._wake
+        self._loop = loop
         while True:
             while flights and self._landed(loop, flights[0]):
                 if not await self._land(loop, flights.popleft()):
@@ -558,10 +560,37 @@ class GroupCommitter(Generic[S]):
 
     def _ahead_body(self, works: list[Work[S]], hints: list[object], stopped: set[object],
                     session: S) -> list[Any]:
-        """A group's works in its session (CommitAheadStore.session_ahead's body)."""
+        """A group's works in its session (CommitAheadStore.session_ahead's body).
+
+        Between works, a group ahead whose COMMIT succeeded meanwhile is released at once
+        (its replies leave now, not after this whole group ran)."""
         if self.prefetch is not None and len(works) > 1:
             self.prefetch(session, hints)
-        return [work(session, stopped) for work in works]
+        flights = self._flights
+        results = []
+        for work in works:
+            results.append(work(session, stopped))
+            if flights:
+                self._release_landed()
+        return results
+
+    def _release_landed(self) -> None:
+        """Release the oldest groups whose COMMIT succeeded, in order (one that failed, or
+        is not answered yet, stops it: the committer's loop deals with it)."""
+        flights = self._flights
+        while flights:
+            flight = flights[0]
+            commit = flight.commit
+            if commit is not None:
+                if not commit.poll():
+                    return
+                try:
+                    commit.result()
+                except Exception:  # run again (or fatal) by _land, in order
+                    return
+            assert self._loop is not None
+            self._unwatch(self._loop, flights.popleft())
+            self._release(flight, 0.0)
 
     def _watch(self, loop: asyncio.AbstractEventLoop, flight: _Flight[S]) -> None:
         """Read ``flight``'s answer as it arrives, on the loop; wake the committer then."""
@@ -621,12 +650,17 @@ class GroupCommitter(Generic[S]):
         except Exception as exc:  # and the groups committing after it
             self._fail(exc, flight.batch + self._flown())
             return False
+        self._release(flight, time.perf_counter() - rerun if rerun else 0.0)
+        return True
+
+    def _release(self, flight: _Flight[S], rerun: float) -> None:
+        """``flight`` committed: count it, then call its callbacks in order."""
         results = flight.results
         assert results is not None
         stats = self._stats
         records = sum(len(getattr(r, "records", ())) for r in results)
         # time the loop spent on the group: running it (and running it again)
-        stats.commit_seconds += flight.ran + (time.perf_counter() - rerun if rerun else 0.0)
+        stats.commit_seconds += flight.ran + rerun
         stats.slowest_commit_ms = max(stats.slowest_commit_ms,
                                       (time.perf_counter() - flight.started) * 1000)
         stats.commits += 1
@@ -634,7 +668,6 @@ class GroupCommitter(Generic[S]):
         stats.largest_batch = max(stats.largest_batch, records)
         for (_, released), result in zip(flight.batch, results, strict=True):
             released(result, None)
-        return True
 
     def _fail(self, exc: Exception, batch: list[tuple[Work[S], Released]]) -> None:
         log.critical("ledger commit failed, the host stops answering: %s", type(exc).__name__)

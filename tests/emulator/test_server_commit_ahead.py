@@ -289,3 +289,33 @@ async def test_a_store_with_the_capability_off_commits_each_group_at_once() -> N
     assert store.plain_sessions == 1
     committer.close()
     await asyncio.wait_for(task, 5)
+
+
+async def test_a_group_ahead_is_released_between_the_works_of_the_group_running(
+        rig: Rig) -> None:
+    """Its replies leave as soon as its COMMIT succeeded, not after the whole next group."""
+    log: list[str] = []
+    rig.submit("a")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    ahead = rig.store.in_flight[0]
+
+    def work(name: str, answer: bool) -> Callable[[Session, set[object]], str]:
+        def run(session: Session, stopped: set[object]) -> str:
+            log.append(f"ran {name} after {rig.released}")
+            if answer:  # the answer to a's COMMIT arrives while b runs
+                ahead.answer()
+            session.records.append(name)
+            return name
+        return run
+
+    def released(result: Any, error: BaseException | None) -> None:
+        log.append(f"released {result}")
+
+    rig.released.clear()
+    rig.committer.submit_nowait(work("b1", True), released, "b1")
+    rig.committer.submit_nowait(work("b2", False), released, "b2")
+    await rig.until(lambda: len(rig.store.in_flight) == 1 and rig.store.in_flight[0] is not ahead)
+    assert log == ["ran b1 after []", "ran b2 after ['a']"]  # a left between them
+    rig.store.in_flight[0].answer()
+    await rig.until(lambda: log[-1] == "released b2")
+    assert log[2:] == ["released b1", "released b2"]
