@@ -416,20 +416,27 @@ def _param(value: object) -> bytes | None:
     return str(value).encode()
 
 
+_INTEGERS = frozenset({int, type(None)})
+_STRINGS = frozenset({str, type(None)})
+
+
 def _array(values: Sequence[object]) -> bytes:
     """A one-dimensional array literal of text or integers (None is NULL)."""
     if not values:
         return b"{}"
     nulls = 0
-    try:  # the usual: strings that need no escape (keys, PAN hashes), in one join
+    try:  # the usual: strings (keys, PAN hashes), in one join
         text = '","'.join(values)  # type: ignore[arg-type]  # TypeError: not all str
     except TypeError:
-        nulls = values.count(None)  # (the RRNs of a group's sales): each one NUL, then NULL
-        try:
+        kinds = set(map(type, values))
+        if kinds <= _INTEGERS:  # amounts, totals, rooms: no quotes needed
+            return ("{" + ",".join(["NULL" if v is None else str(v) for v in values])
+                    + "}").encode()
+        text = '"'  # (not these: item by item, below)
+        if kinds <= _STRINGS:  # NULLs among them (a group's sales name no RRN): NUL, then NULL
+            nulls = values.count(None)
             text = '","'.join(["\0" if v is None else v for v in values])  # type: ignore[misc]
-        except TypeError:  # integers
-            text = '"'
-    if '"' not in text and "\\" not in text and text.count("\0") == nulls:
+    if '"' not in text and "\\" not in text and text.count("\0") == nulls:  # no escapes
         literal = '{"' + text + '"}'
         return (literal.replace('"\0"', "NULL") if nulls else literal).encode()
     items = ["NULL" if v is None
