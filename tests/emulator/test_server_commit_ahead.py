@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from emulator import server
 from emulator.host.errors import LedgerConflict, LedgerUnavailable
 from emulator.server import CommitAheadStore, GroupCommitter, ServerStats
 
@@ -319,3 +320,25 @@ async def test_a_group_ahead_is_released_between_the_works_of_the_group_running(
     rig.store.in_flight[0].answer()
     await rig.until(lambda: log[-1] == "released b2")
     assert log[2:] == ["released b1", "released b2"]
+
+
+async def test_fewer_than_ahead_at_queued_wait_for_the_commit_in_flight(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "AHEAD_AT", 3)
+    rig.submit("a")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.submit("b1")
+    rig.submit("b2")
+    await rig.settle()
+    assert rig.ran == ["a"]  # two queued: they wait for a's answer
+    rig.submit("b3")
+    await rig.until(lambda: rig.ran == ["a", "b1", "b2", "b3"])  # three: at once
+    rig.submit("c")
+    rig.store.in_flight[0].answer()
+    await rig.until(lambda: rig.released == ["a"])
+    await rig.settle()
+    assert rig.ran[-1] == "b3"  # one queued, b in flight: c waits for b's answer
+    rig.store.in_flight[0].answer()
+    await rig.until(lambda: rig.ran[-1] == "c")
+    rig.store.in_flight[0].answer()
+    await rig.until(lambda: rig.released == ["a", "b1", "b2", "b3", "c"])
