@@ -270,7 +270,8 @@ class GroupCommitter(Generic[S]):
     A LedgerConflict rolls the group back and runs it again; after a failure every
     pending and later callback gets the error instead.
 
-    Commits ahead (a store with the CommitAheadStore capability: PostgreSQL). A group
+    Commits ahead (a store with the CommitAheadStore capability: PostgreSQL, when its
+    commit_ahead is on -- off by default, see PostgresLedgerStore for why). A group
     there costs two round trips, the second carrying COMMIT and its WAL flush; run on the
     loop's thread, the loop would read nothing and answer nothing while they are in
     flight, and the next group could not start (paced at 1,000 TPS one worker was inside

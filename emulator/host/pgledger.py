@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 import secrets
 import select
 import threading
@@ -386,6 +387,9 @@ _CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
               pg_errors.UniqueViolation, pg_errors.LockNotAvailable)
 
 
+#: The environment variable that turns commits ahead on ("1") for stores that do not say
+#: (PostgresLedgerStore's commit_ahead; every process of ``serve --workers`` inherits it).
+COMMIT_AHEAD_ENV = "POS_PG_COMMIT_AHEAD"
 #: How long a session waits for a row or advisory lock before it gives up (LedgerConflict).
 LOCK_TIMEOUT_MS = 100
 #: RRNs a process takes from the sequence in one round trip (a restart leaves a gap).
@@ -1135,15 +1139,24 @@ class PostgresLedgerStore:
 
     One session runs at a time (``session``, ``session_ahead``), on one of the store's
     connections (each with its own prepared statements): one connection, or two when
-    ``commit_ahead`` (the default) lets a session's COMMIT be in flight while the next
-    session runs (``session_ahead``, for the server's GroupCommitter). A connection is
-    opened when first needed, and one found dead is replaced.
+    ``commit_ahead`` lets a session's COMMIT be in flight while the next session runs
+    (``session_ahead``, for the server's GroupCommitter). A connection is opened when
+    first needed, and one found dead is replaced.
+
+    ``commit_ahead`` None: the environment says (COMMIT_AHEAD_ENV=1: on; else off). Off
+    by default: measured on the 2-core VM (bench.host_load, off/on alternating, load
+    2-3), paced p99 at 1,000 TPS with 1 worker was higher with it on in 7 of 10 pairs and
+    closed-loop TPS lower in 2 of 3 (the loop, free while a COMMIT is in flight, reads
+    and writes in smaller batches, and groups started early are smaller: more CPU a
+    request on a machine where CPU is the limit); with 2 workers mixed.
     """
 
     multi_process = True
 
     def __init__(self, dsn: str, *, schema: str | None = None,
-                 commit_ahead: bool = True) -> None:
+                 commit_ahead: bool | None = None) -> None:
+        if commit_ahead is None:
+            commit_ahead = os.environ.get(COMMIT_AHEAD_ENV, "") == "1"
         self.dsn = dsn
         self.schema = schema
         self._lock = threading.Lock()  # held by the session running (one at a time)

@@ -9,10 +9,10 @@ round trip locks) while the second group runs."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +21,6 @@ from emulator.catalogue import card_by_name
 from emulator.host import HostOutcome
 from emulator.server import GroupCommitter, ServerStats
 from emulator.simterminal import Approved, SimTerminal
-from tests.emulator.host.conftest import make_store
 from tests.emulator.host.harness import NOW, TPDU, Lane, make_lane
 from tests.emulator.host.test_prefetch import hold
 
@@ -30,12 +29,42 @@ PIN = "123456"
 HELD = 0.05  # seconds the first group's COMMIT waits (the lock timeout is 0.1 s)
 
 
+_schemas = itertools.count(1)
+
+
 @pytest.fixture
-def lane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lane]:
-    request.getfixturevalue("pg_dsn")  # skips without PostgreSQL
-    store = make_store("postgresql", tmp_path, request)
+def lane(pg_dsn: str) -> Iterator[Lane]:
+    from emulator.host.pgledger import PostgresLedgerStore
+    store = PostgresLedgerStore(pg_dsn, schema=f"ahead{next(_schemas)}", commit_ahead=True)
     yield make_lane(store=store)
     store.close()
+
+
+def test_commits_ahead_are_off_unless_asked_for(pg_dsn: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off: one connection, and the committer runs each group as before (the capability
+    says 0); the environment turns it on for a store that does not say."""
+    from emulator.host.pgledger import COMMIT_AHEAD_ENV, PostgresLedgerStore
+    monkeypatch.delenv(COMMIT_AHEAD_ENV, raising=False)
+    for env, expected in (("", 0), ("1", 1)):
+        monkeypatch.setenv(COMMIT_AHEAD_ENV, env)
+        store = PostgresLedgerStore(pg_dsn, schema=f"ahead{next(_schemas)}")
+        try:
+            assert store.commits_ahead == expected
+            committer: GroupCommitter[Any] = GroupCommitter(store, ServerStats())
+            assert (committer._ahead is not None) == bool(expected)
+        finally:
+            store.close()
+    store = PostgresLedgerStore(pg_dsn, schema=f"ahead{next(_schemas)}", commit_ahead=False)
+    try:
+        assert store.commits_ahead == 0
+        with store.session() as session:  # one connection serves every session
+            session.terminal("00000000")
+        with store.session() as session:
+            session.terminal("00000000")
+        assert len(store.backend_pids()) == 1
+    finally:
+        store.close()
 
 
 def approved_sale(lane: Lane, amount: int) -> Approved:
