@@ -1148,7 +1148,9 @@ class PostgresLedgerStore:
     2-3), paced p99 at 1,000 TPS with 1 worker was higher with it on in 7 of 10 pairs and
     closed-loop TPS lower in 2 of 3 (the loop, free while a COMMIT is in flight, reads
     and writes in smaller batches, and groups started early are smaller: more CPU a
-    request on a machine where CPU is the limit); with 2 workers mixed.
+    request on a machine where CPU is the limit); again at load 1.0-2.3 (paced2 x3):
+    p99 1 worker 39.5/61.5/112.2 off vs 70.7/93.6/46.0 ms on, 2 workers 23.6/25.5/30.9 vs
+    53.4/107.5/49.1 ms, the host's CPU a request 7-20% higher on in every pair.
     """
 
     multi_process = True
