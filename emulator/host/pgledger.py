@@ -1255,6 +1255,10 @@ class PostgresLedgerStore:
         link.close()
         try:
             db = psycopg.connect(self.dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise LedgerUnavailable(
+                f"cannot reach ledger {safe_ledger_name(self.dsn)}: {exc}") from exc
+        try:
             # our own prepared statements (prepared): psycopg's would make its ROLLBACK send
             # DEALLOCATE ALL, which drops ours too
             db.prepare_threshold = None
@@ -1268,9 +1272,12 @@ class PostgresLedgerStore:
                 db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(self.schema)))
                 db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-        except psycopg.OperationalError as exc:
-            raise LedgerUnavailable(
-                f"cannot reach ledger {safe_ledger_name(self.dsn)}: {exc}") from exc
+        except BaseException as exc:
+            db.close()  # not left open behind a failed set-up
+            if isinstance(exc, psycopg.OperationalError):
+                raise LedgerUnavailable(
+                    f"cannot reach ledger {safe_ledger_name(self.dsn)}: {exc}") from exc
+            raise
         link.db = db
 
     @staticmethod

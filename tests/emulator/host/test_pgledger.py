@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from emulator.catalogue import card_by_name
-from emulator.host.errors import LedgerConflict
+from emulator.host.errors import LedgerConflict, LedgerError
 from emulator.host.ledger import TERMINAL_SELECT, BalanceRow
 from emulator.simterminal import Approved
 
@@ -240,3 +240,37 @@ def test_plans_made_on_an_empty_ledger_still_probe_indexes_on_a_full_one(pg_dsn:
     # terminal's (the 2nd of a group on one terminal, a sign-on), a statement prepared on
     # the connection whose generic plan, made while terminals held a row, scans it.
     assert scans <= {f"Query Text: {TERMINAL_SELECT.replace('?', '$1')} WHERE tid = $1"}
+
+
+def test_a_connection_whose_set_up_fails_is_closed_not_left_open(
+        pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from emulator.host.pgledger import PostgresLedgerStore
+    role = f"pgl_nocreate{next(_schemas)}"
+    opened: list[psycopg.Connection[Any]] = []
+    connect = psycopg.connect
+
+    def recorded(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(
+            sql.Identifier(admin.info.dbname)))
+        try:
+            monkeypatch.setattr(psycopg, "connect", recorded)
+            dsn = psycopg.conninfo.make_conninfo(pg_dsn, user=role)
+            with pytest.raises(LedgerError, match="permission denied"):  # CREATE SCHEMA
+                PostgresLedgerStore(dsn, schema=f"{role}_ledger")
+            assert len(opened) == 1
+            assert opened[0].closed  # at once, not when the garbage collector gets to it
+        finally:
+            monkeypatch.undo()
+            for db in opened:
+                db.close()
+            admin.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO PUBLIC").format(
+                sql.Identifier(admin.info.dbname)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
