@@ -237,7 +237,9 @@ async def test_an_unreachable_ledger_at_a_commit_reruns_the_group_on_the_thread(
     assert rig.committer.failed is None
 
 
-async def test_a_failure_at_a_commit_is_fatal_for_it_and_the_groups_after() -> None:
+async def two_commits_in_flight() -> tuple[Rig, asyncio.Task[None]]:
+    """A committer (not the fixture's: these tests end it themselves) with groups "a" and
+    "b" sent, both COMMITs in flight, and its running task."""
     store, stats = AheadStore(), ServerStats()
     committer: GroupCommitter[Session] = GroupCommitter(store, stats)
     rig = Rig(committer, store, stats)
@@ -246,6 +248,12 @@ async def test_a_failure_at_a_commit_is_fatal_for_it_and_the_groups_after() -> N
     await rig.until(lambda: len(store.in_flight) == 1)
     rig.submit("b")
     await rig.until(lambda: len(store.in_flight) == 2)
+    return rig, task
+
+
+async def test_a_failure_at_a_commit_is_fatal_for_it_and_the_groups_after() -> None:
+    rig, task = await two_commits_in_flight()
+    store, committer = rig.store, rig.committer
     store.in_flight[0].answer(OSError("disk full"))
     await asyncio.wait_for(task, 5)
     assert rig.released == ["a!", "b!"]
@@ -256,14 +264,8 @@ async def test_a_failure_at_a_commit_is_fatal_for_it_and_the_groups_after() -> N
 
 
 async def test_close_waits_for_the_commits_in_flight() -> None:
-    store, stats = AheadStore(), ServerStats()
-    committer: GroupCommitter[Session] = GroupCommitter(store, stats)
-    rig = Rig(committer, store, stats)
-    task = asyncio.create_task(committer.run())
-    rig.submit("a")
-    await rig.until(lambda: len(store.in_flight) == 1)
-    rig.submit("b")
-    await rig.until(lambda: len(store.in_flight) == 2)
+    rig, task = await two_commits_in_flight()
+    store, committer = rig.store, rig.committer
     committer.close()
     await rig.settle()
     assert not task.done()
