@@ -20,6 +20,13 @@ financial transactions per second. Two measured phases of ``--seconds`` each:
   schedule; latency counts from the *scheduled* send time, so a stall is charged
   to every request it delays.
 
+Each configuration is measured ``--rounds`` times (default 3), interleaved: round r
+runs every configuration once, in an order turned by r, each on fresh ledgers. A
+configuration's figures pool its rounds (the p99 is over every request of its paced
+phases). The load on a shared machine drifts over minutes; interleaving gives each
+configuration its share of good and bad minutes, so the comparisons between them
+measure the code rather than the hour. Each round's own figures are printed too.
+
 CPU per transaction: user+system time of the host's processes (``serve`` and,
 with workers, its supervisor and every worker; from /proc) over a phase, divided
 by the transactions answered in it; PostgreSQL's own processes (postmaster,
@@ -31,6 +38,7 @@ cluster.
 
     .venv/bin/python -m bench.host_load [--seconds 10] [--connections 100] [--rate 1000]
                                         [--configs sqlite,pg1,pg2] [--terminals 10000]
+                                        [--rounds 3]
 
 Targets (issue 10), on a 2-core machine shared by the load generator, the host
 and PostgreSQL: PostgreSQL 1 worker >= 0.5x the SQLite host's closed-loop TPS;
@@ -59,7 +67,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -629,18 +637,41 @@ class ConfigResult:
     ready_s: float = 0.0
     error: str | None = None
     load_average: tuple[float, float] = (0.0, 0.0)  # 1-minute, before and after
+    rounds: list[RoundFigures] = field(default_factory=list)
+
+
+@dataclass
+class RoundFigures:
+    """What one round of a configuration measured, kept beside the pooled figures."""
+
+    closed_tps: float
+    closed_host_ms: float
+    paced_p99_ms: float | None
+    paced_host_ms: float | None
+    load_average: float  # 1-minute, when the round started
+
+    @classmethod
+    def of(cls, c: ConfigResult) -> RoundFigures:
+        assert c.closed_loop is not None
+        p = c.paced
+        return cls(c.closed_loop.tps, c.closed_loop.host_ms_per_txn,
+                   p.p99_ms if p is not None else None,
+                   p.host_ms_per_txn if p is not None else None, c.load_average[0])
 
 
 def run_config(name: str, kind: str, workers: int, ledger: str, work: Path, *,
                connections: int, seconds: float, warmup: float, rate: float, prebuilt: int,
-               postmaster: int | None) -> ConfigResult:
+               postmaster: int | None) -> tuple[ConfigResult, Phase | None, Phase | None]:
+    """One round of one configuration: the host started on a fresh ledger, a closed-loop
+    then a paced phase, the host stopped. Returns the result and the raw phases (so rounds
+    can be pooled latency by latency)."""
     result = ConfigResult(name, kind, workers)
     try:
         provision(ledger, lane_tids(connections))
         serve = Serve(ledger, workers, work / f"admin-{kind}-{workers}.sock")
     except Exception as exc:  # a configuration that cannot start is reported, not fatal
         result.error = f"{type(exc).__name__}: {exc}"
-        return result
+        return result, None, None
     result.ready_s = serve.ready_s
     server_pid = serve.proc.pid
 
@@ -660,7 +691,58 @@ def run_config(name: str, kind: str, workers: int, ledger: str, work: Path, *,
     result.load_average = (load_before, os.getloadavg()[0])
     result.closed_loop = PhaseResult.of(closed, seconds)
     result.paced = PhaseResult.of(paced, seconds) if paced is not None else None
-    return result
+    result.rounds = [RoundFigures.of(result)]
+    return result, closed, paced
+
+
+def pooled(phases: list[Phase]) -> Phase:
+    """Several rounds' windows of one kind as one window: every latency, every count and
+    every CPU second kept (p99 of the pool is the 99th percentile of all its requests)."""
+    out = Phase(interval=phases[0].interval if phases else 0.0)
+    for phase in phases:
+        load = phase.load
+        out.load.sales += load.sales
+        out.load.refunds += load.refunds
+        out.load.approved += load.approved
+        out.load.failures += load.failures
+        out.load.latencies.extend(load.latencies)
+        for who, cpu in phase.cpu.items():
+            out.cpu[who] = out.cpu.get(who, 0.0) + cpu
+    return out
+
+
+#: the server's counters that add up over rounds; the others are the largest of the rounds
+_ADDED_STATS = ("commits", "records_committed", "commit_seconds", "conflicts", "requests")
+
+
+def combine(runs: Sequence[tuple[ConfigResult, Phase | None, Phase | None]],
+            seconds: float) -> ConfigResult:
+    """The rounds of one configuration as one result (pooled phases, per-round figures)."""
+    first = runs[0][0]
+    done = [(r, closed, paced) for r, closed, paced in runs if closed is not None]
+    if not done:
+        return first
+    out = ConfigResult(first.name, first.ledger_kind, first.workers)
+    out.rounds = [r.rounds[0] for r, _, _ in done]
+    out.error = next((r.error for r, _, _ in runs if r.error is not None), None)
+    closed = [c for _, c, _ in done if c is not None]
+    paced = [p for _, _, p in done if p is not None]
+    out.closed_loop = PhaseResult.of(pooled(closed), seconds * len(closed))
+    out.paced = PhaseResult.of(pooled(paced), seconds * len(paced)) if paced else None
+    for r, _, _ in done:
+        for key, value in r.stats.items():
+            if not isinstance(value, int | float):
+                continue
+            now = out.stats.get(key)
+            if not isinstance(now, int | float):
+                out.stats[key] = value
+            elif key in _ADDED_STATS:
+                out.stats[key] = now + value
+            else:
+                out.stats[key] = max(now, value)
+    out.ready_s = max(r.ready_s for r, _, _ in done)
+    out.load_average = (done[0][0].load_average[0], done[-1][0].load_average[1])
+    return out
 
 
 @dataclass
@@ -674,6 +756,7 @@ class HostLoadResult:
     pg_missing: str | None
     terminals: int
     peak_interval_s: float
+    rounds: int = 1
 
     def config(self, name: str) -> ConfigResult | None:
         found = [c for c in self.configs if c.name == name and c.closed_loop is not None]
@@ -719,35 +802,46 @@ class HostLoadResult:
 def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = None,
         warmup: float = 1.0, anchor_seconds: float = 3.0, rate: float = 1000.0,
         prebuilt: int | None = None, configs: tuple[str, ...] = ("sqlite", "pg1", "pg2"),
-        terminals: int = 10_000, peak_interval: float = 60.0) -> HostLoadResult:
+        terminals: int = 10_000, peak_interval: float = 60.0, rounds: int = 3) -> HostLoadResult:
+    """Measure every configuration ``rounds`` times, interleaved (round r runs them all,
+    in an order turned by r), each round on fresh ledgers; the figures of a configuration
+    pool its rounds. On a shared machine the load drifts over minutes: interleaving gives
+    every configuration the same share of good and bad minutes, so comparisons between
+    configurations (2 workers vs 1, PostgreSQL vs SQLite) measure the code, not the hour."""
     if prebuilt is None:  # enough sales for ~3,000 TPS (60% sales) through both phases
         prebuilt = int((seconds + warmup) * 3000 * 0.6 * (2 if rate > 0 else 1) / connections)
     base = directory if directory is not None else Path.cwd()
     common: dict[str, Any] = {"connections": connections, "seconds": seconds,
                               "warmup": warmup, "rate": rate, "prebuilt": prebuilt}
-    results: list[ConfigResult] = []
+    runs: dict[str, list[tuple[ConfigResult, Phase | None, Phase | None]]] = {
+        name: [] for name in configs}
     pg_anchor: PgAnchor | None = None
     missing = pg_missing() if any(c.startswith("pg") for c in configs) else None
-    with tempfile.TemporaryDirectory(dir=base, prefix="host-load-") as tmp:
+    with tempfile.TemporaryDirectory(dir=base, prefix="host-load-") as tmp, \
+            contextlib.ExitStack() as stack:
         work = Path(tmp)
         ceiling = sqlite_ceiling(work, anchor_seconds)
-        if "sqlite" in configs:
-            results.append(run_config("sqlite", "sqlite", 1, str(work / "ledger.db"), work,
-                                      postmaster=None, **common))
-        pg_configs = [c for c in configs if c.startswith("pg")]
-        if pg_configs and missing is None:
-            with pg_cluster(work / "pg") as (dsn, postmaster):
-                pg_anchor = pg_ceiling(pg_database(dsn, "anchor"), anchor_seconds, postmaster)
-                for name in pg_configs:
+        dsn, postmaster = "", None
+        if missing is None and any(c.startswith("pg") for c in configs):
+            dsn, postmaster = stack.enter_context(pg_cluster(work / "pg"))
+            pg_anchor = pg_ceiling(pg_database(dsn, "anchor"), anchor_seconds, postmaster)
+        for round_no in range(rounds):
+            turn = round_no % len(configs)
+            for name in configs[turn:] + configs[:turn]:
+                if name == "sqlite":
+                    runs[name].append(run_config(
+                        name, "sqlite", 1, str(work / f"ledger-{round_no}.db"), work,
+                        postmaster=None, **common))
+                elif missing is None:
                     workers = int(name[2:])
-                    ledger = pg_database(dsn, f"host_w{workers}")
-                    results.append(run_config(name, "postgresql", workers, ledger, work,
-                                              postmaster=postmaster, **common))
-        elif pg_configs:
-            results.extend(ConfigResult(n, "postgresql", int(n[2:]), error=missing)
-                           for n in pg_configs)
+                    ledger = pg_database(dsn, f"host_w{workers}_r{round_no}")
+                    runs[name].append(run_config(name, "postgresql", workers, ledger, work,
+                                                 postmaster=postmaster, **common))
+    results = [combine(runs[name], seconds) if runs[name]
+               else ConfigResult(name, "postgresql", int(name[2:]), error=missing)
+               for name in configs]
     return HostLoadResult(connections, seconds, rate, results, ceiling, pg_anchor, missing,
-                          terminals, peak_interval)
+                          terminals, peak_interval, rounds)
 
 
 # --- printing ---------------------------------------------------------------------------------
@@ -797,6 +891,14 @@ def _print_config(c: ConfigResult, rate: float) -> None:
         print(f"    ledger commits: {commits} (avg {records / commits:.1f} records, largest "
               f"{c.stats.get('largest_batch')}; {mean}slowest {slowest_text} ms{reruns}) "
               "over the whole run")
+    if len(c.rounds) > 1:
+        def each(values: list[float | None], fmt: str) -> str:
+            return " / ".join("-" if v is None else format(v, fmt) for v in values)
+        print(f"    by round: closed-loop TPS {each([r.closed_tps for r in c.rounds], '.0f')}; "
+              f"host ms/txn {each([r.closed_host_ms for r in c.rounds], '.3f')}; paced p99 "
+              f"{each([r.paced_p99_ms for r in c.rounds], '.1f')} ms (host ms/txn "
+              f"{each([r.paced_host_ms for r in c.rounds], '.3f')}); 1-min load at start "
+              f"{each([r.load_average for r in c.rounds], '.2f')}")
     print(f"    listening {c.ready_s:.2f} s after start; 1-min load average "
           f"{c.load_average[0]:.2f} before, {c.load_average[1]:.2f} after")
 
@@ -821,6 +923,10 @@ def print_result(r: HostLoadResult) -> None:
     print(f"host_load: {r.connections} connections on loopback, {r.seconds:.1f} s per phase "
           f"({os.cpu_count()} CPUs shared by the host, PostgreSQL, the load generator and "
           "anything else running)")
+    if r.rounds > 1:
+        print(f"  {r.rounds} rounds, the configurations interleaved, each round on fresh "
+              "ledgers; a configuration's figures pool its rounds (every request's latency, "
+              "every CPU second)")
     for c in r.configs:
         _print_config(c, r.rate)
     print(f"  anchor, bare SQLite insert+commit per transaction (WAL, synchronous=FULL), same "
@@ -870,6 +976,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-interval", type=float, default=60.0,
                         help="seconds between two transactions of one terminal at peak, for "
                              "the projection (default 60)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times each configuration is measured, interleaved with the "
+                             "others; the figures pool the rounds (default 3)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="directory for the SQLite ledger and anchor (default: current)")
     parser.add_argument("--json", action="store_true")
@@ -882,12 +991,13 @@ def main(argv: list[str] | None = None) -> int:
               "pg1, pg2, ...", file=sys.stderr)
         return 2
     if args.seconds <= 0 or args.connections <= 0 or args.rate < 0 or args.terminals <= 0 \
-            or args.peak_interval <= 0:
-        print("host_load: --seconds, --connections, --terminals and --peak-interval must be "
-              "positive", file=sys.stderr)
+            or args.peak_interval <= 0 or args.rounds <= 0:
+        print("host_load: --seconds, --connections, --terminals, --peak-interval and --rounds "
+              "must be positive", file=sys.stderr)
         return 2
     result = run(args.seconds, args.connections, args.dir, args.warmup, args.anchor_seconds,
-                 args.rate, args.prebuilt, configs, args.terminals, args.peak_interval)
+                 args.rate, args.prebuilt, configs, args.terminals, args.peak_interval,
+                 args.rounds)
     if args.json:
         print(json.dumps({**asdict(result), "targets": result.targets()}, indent=2))
         return 0

@@ -82,8 +82,62 @@ def test_targets_not_measured_without_postgresql(capsys: pytest.CaptureFixture[s
     assert "10,000 terminals = 167 TPS at peak" in out
 
 
+def _raw(latencies_ms: list[float], host_s: float, sales: int) -> host_load.Phase:
+    phase = host_load.Phase(interval=0.1)
+    phase.load.sales = sales
+    phase.load.approved = len(latencies_ms)
+    phase.load.latencies = [ms / 1000 for ms in latencies_ms]
+    phase.cpu = {"host": host_s, "generator": 1.0}
+    return phase
+
+
+def _round(tps: float, p99: float, host_s: float, commits: int,
+           slowest: float) -> tuple[host_load.ConfigResult, host_load.Phase, host_load.Phase]:
+    closed = _raw([1.0] * int(tps), host_s, int(tps))
+    paced = _raw([p99] * 10 + [1.0] * 990, host_s, 1000)
+    c = host_load.ConfigResult("pg1", "postgresql", 1, host_load.PhaseResult.of(closed, 1.0),
+                               host_load.PhaseResult.of(paced, 1.0),
+                               {"commits": commits, "slowest_commit_ms": slowest})
+    c.rounds = [host_load.RoundFigures.of(c)]
+    return c, closed, paced
+
+
+def test_rounds_pool_every_request_and_keep_each_round(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # round 1: a bad minute (1% of its paced requests at 400 ms); round 2: calm
+    runs = [_round(1000, 400.0, 0.5, 100, 80.0), _round(3000, 2.0, 1.5, 300, 20.0)]
+    c = host_load.combine(runs, 1.0)
+    assert c.closed_loop is not None
+    assert c.paced is not None
+    assert c.closed_loop.transactions == 4000
+    assert c.closed_loop.tps == 2000
+    assert c.closed_loop.host_ms_per_txn == pytest.approx(0.5)  # 2.0 s / 4,000
+    assert c.paced.transactions == 2000
+    # 2,000 pooled: 1,980 at 1 ms, 10 at 2 ms, 10 at 400 ms; the 99th percentile is 2 ms
+    assert c.paced.p99_ms == pytest.approx(2.0)
+    assert c.paced.max_ms == pytest.approx(400.0)
+    assert c.stats == {"commits": 400, "slowest_commit_ms": 80.0}  # added / largest
+    assert [r.paced_p99_ms for r in c.rounds] == [pytest.approx(400.0), pytest.approx(2.0)]
+    result = host_load.HostLoadResult(100, 1, 1000, [c], 3000, None, None, 10_000, 60, 2)
+    host_load.print_result(result)
+    out = capsys.readouterr().out
+    assert "2 rounds, the configurations interleaved" in out
+    assert "by round: closed-loop TPS 1000 / 3000" in out
+    assert "paced p99 400.0 / 2.0 ms" in out
+
+
+def test_a_round_that_could_not_start_is_reported() -> None:
+    failed = host_load.ConfigResult("pg2", "postgresql", 2, error="ServeError: no answer")
+    ok = _round(1000, 2.0, 0.5, 100, 1.0)
+    c = host_load.combine([(failed, None, None), ok], 1.0)
+    assert c.error == "ServeError: no answer"
+    assert c.closed_loop is not None
+    assert c.closed_loop.transactions == 1000
+    assert host_load.combine([(failed, None, None)], 1.0) is failed
+
+
 @pytest.mark.parametrize("argv", [["--configs", "oracle"], ["--seconds", "0"],
-                                  ["--peak-interval", "-1"]])
+                                  ["--peak-interval", "-1"], ["--rounds", "0"]])
 def test_host_load_refuses_bad_options(argv: list[str],
                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert host_load.main(argv) == 2
