@@ -70,8 +70,8 @@ from emulator.host.faults import (
     forced_answer,
     request_facts,
 )
+from iso8583.direction import HOST_TO_TERMINAL, TERMINAL_TO_HOST
 from iso8583.errors import Iso8583Error
-from iso8583.trace import HOST_TO_TERMINAL, TERMINAL_TO_HOST
 
 log = logging.getLogger(__name__)
 

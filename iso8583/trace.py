@@ -52,13 +52,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from iso8583 import composite, tlv
 from iso8583.classify import TransactionTable
 from iso8583.codec import FieldValue
 from iso8583.dialect import Dialect
 from iso8583.dialects import get_dialect
+from iso8583.direction import DIRECTIONS, HOST_TO_TERMINAL, TERMINAL_TO_HOST, Direction
 from iso8583.errors import Iso8583Error
 from iso8583.fields import Kind, Sensitive
 from iso8583.masking import mask_pan, mask_text, substitute_pan, substitute_track2
@@ -93,10 +94,6 @@ __all__ = [
 ]
 
 TRACE_VERSION: Final = 1
-TERMINAL_TO_HOST: Final = "terminal->host"
-HOST_TO_TERMINAL: Final = "host->terminal"
-Direction: TypeAlias = Literal["terminal->host", "host->terminal"]
-DIRECTIONS: Final = (TERMINAL_TO_HOST, HOST_TO_TERMINAL)
 JsonDict: TypeAlias = dict[str, Any]
 
 STAR: Final = 0x2A  # "*": what a starred byte of a binary field becomes
