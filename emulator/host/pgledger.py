@@ -390,6 +390,9 @@ _CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
 #: The environment variable that turns commits ahead on ("1") for stores that do not say
 #: (PostgresLedgerStore's commit_ahead; every process of ``serve --workers`` inherits it).
 COMMIT_AHEAD_ENV = "POS_PG_COMMIT_AHEAD"
+#: The environment variable that turns one round trip a group off ("0") for stores that do
+#: not say (PostgresLedgerStore's one_trip, session_open; on by default).
+ONE_TRIP_ENV = "POS_PG_ONE_TRIP"
 #: How long a session waits for a row or advisory lock before it gives up (LedgerConflict).
 LOCK_TIMEOUT_MS = 100
 #: RRNs a process takes from the sequence in one round trip (a restart leaves a gap).
@@ -485,12 +488,13 @@ def _flushed(pgconn: Any) -> None:
         select.select([], [pgconn.socket], [])
 
 
-def _collect(pgconn: Any, count: int) -> Generator[None, None, list[Any]]:
+def _collect(pgconn: Any, count: int, *, last: bool = True) -> Generator[None, None, list[Any]]:
     """A pipeline's ``count`` results then its sync, read as they arrive: yields whenever
     it needs more input (the caller waits for the socket and calls ``consume_input``),
     returns the results. Not psycopg's own get_result, which waits inside libpq holding
     the GIL and stopped every other thread -- the server's event loop -- for the whole
-    round trip (a lock wait, a COMMIT's fsync); select (or the event loop) releases it."""
+    round trip (a lock wait, a COMMIT's fsync); select (or the event loop) releases it.
+    ``last`` False: another segment (results and sync) follows in the same pipeline."""
     results: list[Any] = []
     for _ in range(count):
         while pgconn.is_busy():
@@ -506,7 +510,8 @@ def _collect(pgconn: Any, count: int) -> Generator[None, None, list[Any]]:
     sync = pgconn.get_result()
     if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
         raise psycopg.OperationalError("the pipeline did not end in its sync")
-    pgconn.exit_pipeline_mode()
+    if last:
+        pgconn.exit_pipeline_mode()
     return results
 
 
@@ -620,6 +625,133 @@ class CommitInFlight:
                 self._link.close()
         self._done = True
         self._store._landed(self)
+
+
+class OpenSession:
+    """A session of :meth:`PostgresLedgerStore.session_open`: its body runs (:meth:`run`),
+    then it waits, uncommitted, for :meth:`commit`, whose one round trip carries its COMMIT
+    and the next session's start (PgSession.commit_then): in steady state a group costs
+    one round trip, not two.
+
+    The store's lock is held while it runs or commits, not in between (the caller -- the
+    server's event loop -- reads requests meanwhile). A session of the store started in
+    between (an admin read, a test) settles it first (:meth:`settle`): one that ran is
+    committed then, and :meth:`commit` reports that outcome and starts no next session;
+    one that has not run yet (a next session, its locks taken) is rolled back, and
+    :meth:`run` raises LedgerConflict (the caller runs its work again, as after any
+    conflict). Not thread-safe beyond that: one owner.
+    """
+
+    __slots__ = ("_error", "_link", "_prefetch", "_ran", "_session", "_store", "done")
+
+    def __init__(self, store: PostgresLedgerStore,
+                 prefetch: Callable[[PgSession], None] | None = None, *,
+                 session: PgSession | None = None, error: LedgerError | None = None) -> None:
+        self._store = store
+        self._prefetch = prefetch  # run first, by run(), on a session not started yet
+        self._session = session  # None: run() takes a connection and starts one
+        self._link: _Link | None = None if session is None else session._link
+        self._error = error  # the start's failure, raised by run()
+        self._ran = False
+        self.done = False  # committed, rolled back or settled: its connection given back
+
+    def run(self, body: Callable[[PgSession], _R]) -> _R:
+        """``body`` in the session (after its prefetch); a failure rolls the session back
+        and raises as :meth:`PostgresLedgerStore.session` would; otherwise the session then
+        waits for :meth:`commit`."""
+        store = self._store
+        with store._lock:
+            if store._away is self:
+                store._away = None
+            if self._error is not None:
+                raise self._error
+            if self.done or self._ran:
+                raise LedgerConflict(f"ledger {safe_ledger_name(store.dsn)}: a session set "
+                                     "aside for another one was rolled back")
+            session = self._session
+            try:
+                try:
+                    if session is None:
+                        self._link = store._take()
+                        session = self._session = PgSession(store, self._link)
+                        if self._prefetch is not None:
+                            self._prefetch(session)
+                    result = body(session)
+                except BaseException:
+                    self._end(rollback=True)
+                    raise
+            except psycopg.Error as exc:
+                raise store.translate(exc, None if session is None else session._db) from exc
+            self._ran = True
+            store._away = self
+            return result
+
+    def commit(self, then: Callable[[PgSession], None] | None = None) -> OpenSession | None:
+        """Commit the session (after :meth:`run`) and, in the same round trip, start the next
+        one with ``then`` (its prefetch: lock_requests only) on this connection; returns the
+        next session (None without ``then``, or when this one was settled meanwhile). This
+        session's failure raises as a session's commit does (the next one is rolled back
+        with it); the next session's start failing is raised by its run()."""
+        store = self._store
+        with store._lock:
+            if store._away is self:
+                store._away = None
+            if self.done:  # settled meanwhile
+                if self._error is not None:
+                    raise self._error
+                return None
+            session = self._session
+            assert self._ran
+            assert session is not None
+            try:
+                try:
+                    nxt = session.commit_then(then)
+                except BaseException:
+                    self._end(rollback=True)
+                    raise
+            except psycopg.Error as exc:
+                raise store.translate(exc, session._db) from exc
+            if nxt is None or nxt[1] is not None:
+                self._end(rollback=False)
+                return None if nxt is None else OpenSession(store, error=nxt[1])
+            self.done = True  # its connection goes on with the next session
+            opened = OpenSession(store, session=nxt[0])
+            store._away = opened
+            return opened
+
+    def settle(self) -> None:
+        """Under the store's lock, the owner away: commit (if it ran) or roll back now."""
+        if self.done:
+            return
+        session = self._session
+        if session is None:
+            self.done = True
+            return
+        if not self._ran:
+            self._end(rollback=True)
+            return
+        try:
+            try:
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+        except psycopg.Error as exc:
+            self._error = self._store.translate(exc, session._db)
+        except LedgerError as exc:
+            self._error = exc
+        finally:
+            self._end(rollback=False)
+
+    def _end(self, *, rollback: bool) -> None:
+        """Done: rolled back first (``rollback``), its connection given back."""
+        if self.done:
+            return
+        self.done = True
+        if rollback and self._session is not None:
+            self._session.rollback()
+        if self._link is not None:
+            self._store._give(self._link)
 
 
 def _text(value: bytes | None) -> str | None:
@@ -744,6 +876,9 @@ class PgSession(SqlSession):
         # BEGIN goes out with the session's first statement (the same round trip), COMMIT
         # with its last held writes (commit); nothing sent at all: nothing to commit
         self._begun = False
+        # the next session of commit_then while its start is built: lock_requests' locks go
+        # here, to ride in the previous session's COMMIT round trip (None: not deferred)
+        self._deferred: list[RequestLock] | None = None
 
     # --- statements --------------------------------------------------------------
     def _read(self, query: str, params: Sequence[object]) -> Any:
@@ -795,6 +930,9 @@ class PgSession(SqlSession):
             if len(statements) == 1 and not commit:
                 return [self._exec(*statements[0])]
             return self._pipeline(statements, commit=commit)
+        if self._deferred is not None:  # the previous session's transaction is still open
+            raise LedgerError("only lock_requests may run before a session of commit_then "
+                              "has started")
         self._begun = True
         try:
             results = self._pipeline(statements, begin=True)
@@ -825,6 +963,15 @@ class PgSession(SqlSession):
         pgconn = self._db.pgconn
         names = [self._store.prepared(query, self._link) for query, _ in statements]
         pgconn.enter_pipeline_mode()
+        self._segment(names, statements, begin=begin, commit=commit)
+        _flushed(pgconn)
+        return begin + len(statements) + commit
+
+    def _segment(self, names: Sequence[bytes], statements: Sequence[tuple[str, Sequence[object]]],
+                 *, begin: bool, commit: bool) -> None:
+        """Queue [BEGIN,] ``statements`` (prepared as ``names``) [, COMMIT] and a sync in the
+        pipeline (see _send)."""
+        pgconn = self._db.pgconn
         if begin:
             pgconn.send_query_params(b"BEGIN", None)
         for name, (_, params) in zip(names, statements, strict=True):
@@ -832,8 +979,6 @@ class PgSession(SqlSession):
         if commit:
             pgconn.send_query_params(b"COMMIT", None)
         pgconn.pipeline_sync()
-        _flushed(pgconn)
-        return begin + len(statements) + commit
 
     def _lost(self, exc: psycopg.Error) -> LedgerUnavailable:
         """The connection failed halfway through a pipeline: its state is unknown now (and
@@ -930,6 +1075,76 @@ class PgSession(SqlSession):
         except psycopg.Error as exc:
             raise self._lost(exc) from exc
         return CommitInFlight(self._store, self, self._link, count)
+
+    def commit_then(self, then: Callable[[PgSession], None] | None,
+                    ) -> tuple[PgSession, LedgerError | None] | None:
+        """:meth:`commit`, and the next session's start in the same round trip.
+
+        ``then`` (the next group's prefetch) runs first on a new session of this connection
+        whose lock_requests only notes its locks; one pipeline then carries [this session's
+        balance move, held writes, COMMIT, sync][BEGIN, pos_prepare_* of those locks, sync].
+        PostgreSQL runs them in order: the next session's locks are taken after this COMMIT
+        released this session's, and it reads what this session wrote. Returns the next
+        session (its rows prefetched, as lock_requests leaves them) and its start's failure
+        (it is rolled back then); None when ``then`` is None (committed alone).
+
+        This session's failure raises, as :meth:`commit` (LedgerConflict: nothing kept;
+        LedgerUnavailable: the connection failed before its COMMIT's answer, outcome
+        unknown, connection closed); the next session's transaction, if it began, is on
+        the same connection and ends with the caller's rollback (a failed transaction's
+        BEGIN fails too: it took no lock then). Only lock_requests may run in ``then``.
+        A session that sent nothing yet (its first round trip never carries COMMIT) or a
+        next one with no locks: committed alone, the next session's start sent after it.
+        """
+        if then is None:
+            self.commit()
+            return None
+        nxt = PgSession(self._store, self._link)
+        locks: list[RequestLock] = []
+        nxt._deferred = locks
+        try:
+            then(nxt)
+        finally:
+            nxt._deferred = None
+        if not locks or not self._begun:
+            self.commit()
+            try:
+                nxt.lock_requests(locks)
+            except LedgerError as exc:
+                nxt.rollback()
+                return nxt, exc
+            return nxt, None
+        statements = self._held(self._balance_move())
+        start = [_prepare(locks)]
+        pgconn = self._db.pgconn
+        try:
+            prepared = self._store.prepared
+            names = [prepared(query, self._link) for query, _ in statements]
+            starts = [prepared(query, self._link) for query, _ in start]
+            pgconn.enter_pipeline_mode()
+            self._segment(names, statements, begin=False, commit=True)
+            self._segment(starts, start, begin=True, commit=False)
+            _flushed(pgconn)
+            ours = _waited(pgconn, _collect(pgconn, len(statements) + 1, last=False))
+        except psycopg.Error as exc:
+            raise self._lost(exc) from exc
+        lost: psycopg.Error | None = None
+        try:
+            theirs = _waited(pgconn, _collect(pgconn, 1 + len(start)))
+        except psycopg.Error as exc:  # this COMMIT's outcome is known all the same
+            lost = exc
+        self._checked(ours, begin=False, commit=True)
+        nxt._begun = True
+        if lost is not None:
+            return nxt, nxt._lost(lost)
+        try:
+            res = nxt._checked(theirs, begin=True, commit=False)[0]
+        except LedgerError as exc:
+            nxt.rollback()
+            return nxt, exc
+        nxt._touched = set()
+        nxt._prefetched = _Prepared(locks, res)
+        return nxt, None
 
     def _flush(self, *, commit: bool) -> None:
         """Before COMMIT: move the card balances, then send the writes still held.
@@ -1069,6 +1284,9 @@ class PgSession(SqlSession):
         """
         if not locks:
             return
+        if self._deferred is not None:  # sent after the previous session's COMMIT
+            self._deferred.extend(locks)
+            return
         self._send_writes()  # the reads below see every write of the session so far
         self._touched = set()
         self._prefetched = _Prepared(locks, self._exec(*_prepare(locks)))
@@ -1156,9 +1374,14 @@ class PostgresLedgerStore:
     multi_process = True
 
     def __init__(self, dsn: str, *, schema: str | None = None,
-                 commit_ahead: bool | None = None) -> None:
+                 commit_ahead: bool | None = None, one_trip: bool | None = None) -> None:
         if commit_ahead is None:
             commit_ahead = os.environ.get(COMMIT_AHEAD_ENV, "") == "1"
+        if one_trip is None:
+            one_trip = os.environ.get(ONE_TRIP_ENV, "") != "0"
+        #: whether the server should run groups with session_open (see OpenSession)
+        self.one_trip = one_trip
+        self._away: OpenSession | None = None  # a session_open session, its owner away
         self.dsn = dsn
         self.schema = schema
         self._lock = threading.Lock()  # held by the session running (one at a time)
@@ -1376,6 +1599,7 @@ class PostgresLedgerStore:
         """One transaction: BEGIN rides with its first statement, COMMIT with its last
         writes (PgSession.commit); a failure rolls it back."""
         with self._lock:
+            self._settle()
             link = self._take()
             session = PgSession(self, link)
             try:
@@ -1401,6 +1625,7 @@ class PostgresLedgerStore:
         COMMIT was sent rolls the session back and raises, as :meth:`session` does.
         """
         with self._lock:
+            self._settle()
             link = self._take()
             session = PgSession(self, link)
             flight: CommitInFlight | None = None
@@ -1420,6 +1645,19 @@ class PostgresLedgerStore:
                     with self._pool:
                         self._flights.append(flight)
         return result, flight
+
+    def session_open(self, prefetch: Callable[[PgSession], None] | None = None) -> OpenSession:
+        """A session run in steps (see :class:`OpenSession`): ``prefetch`` and the body
+        (OpenSession.run), then its COMMIT with the next session's start in one round trip
+        (OpenSession.commit). Nothing is sent before run()."""
+        return OpenSession(self, prefetch)
+
+    def _settle(self) -> None:
+        """Under ``_lock``: a session_open session whose owner is away is settled first."""
+        opened = self._away
+        if opened is not None:
+            self._away = None
+            opened.settle()
 
     def reconnect(self, link: _Link) -> psycopg.Connection[Any]:
         """A new connection on ``link`` in place of one found dead (see
@@ -1449,6 +1687,7 @@ class PostgresLedgerStore:
     def close(self) -> None:
         """Close every connection (after the COMMITs in flight are answered)."""
         with self._lock:
+            self._settle()
             while True:
                 with self._pool:
                     oldest = self._flights[0] if self._flights else None
