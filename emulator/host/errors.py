@@ -32,6 +32,11 @@ class LedgerConflict(LedgerError):  # noqa: N818  -- a condition the caller retr
     a concurrent duplicate): roll the whole session back and run it again."""
 
 
+class LedgerBusy(LedgerConflict):
+    """Another process holds the ledger's write lock, and this session was not to wait for
+    it (SqliteLedgerStore.yield_on_busy): nothing ran; open the session again later."""
+
+
 class LedgerUnavailable(LedgerError):  # noqa: N818
     """The ledger's server cannot be reached now (connection lost, restarting): the
     session was rolled back; a later session reconnects."""
@@ -41,5 +46,5 @@ class NotSignedOnError(HostError):
     """The simulated terminal has no working keys yet: sign on first."""
 
 
-__all__ = ["HostError", "LedgerConflict", "LedgerError", "LedgerUnavailable", "NotSignedOnError",
-           "ProvisioningError", "ResponseError", "ResponseMacError"]
+__all__ = ["HostError", "LedgerBusy", "LedgerConflict", "LedgerError", "LedgerUnavailable",
+           "NotSignedOnError", "ProvisioningError", "ResponseError", "ResponseMacError"]

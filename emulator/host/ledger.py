@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from emulator.host.errors import LedgerConflict, LedgerError
+from emulator.host.errors import LedgerBusy, LedgerConflict, LedgerError
 from iso8583 import composite
 from iso8583.errors import Iso8583Error
 from iso8583.settlement import HalfTotals, SettlementTotals, is_domestic
@@ -859,6 +859,9 @@ CREATE TABLE IF NOT EXISTS tombstones (
 # (its leading columns); the RRN lookups through UNIQUE (rrn).
 
 
+#: Seconds a SQLite statement waits for another connection's lock (its busy timeout),
+#: unless the store yields instead (SqliteLedgerStore.yield_on_busy).
+SQLITE_BUSY_TIMEOUT = 30.0
 #: Bound of each SqliteSession cache (entries; cleared when full).
 _SQLITE_CACHE = 65_536
 #: Whether a transaction key is booked (SqliteSession.transaction), from the key's index.
@@ -953,7 +956,11 @@ class SqliteLedgerStore:
 
     A session is ``BEGIN IMMEDIATE`` on this store's one connection (a lock keeps
     sessions of one process apart; the file's write lock keeps processes apart),
-    and its COMMIT returns once the transaction is durable. Opening migrates a
+    and its COMMIT returns once the transaction is durable. A session waits for another
+    process's write lock up to :data:`SQLITE_BUSY_TIMEOUT` (then LedgerConflict), unless
+    :attr:`yield_on_busy` is set: then it does not wait at all (LedgerBusy, nothing ran),
+    and the caller waits without blocking its thread (the server's committer: yielding to
+    its event loop, which goes on serving). Opening migrates a
     ledger of an older schema in place (once: the one-time cost of deriving the
     balances and tombstones from the transactions); after that nothing at start
     reads the transactions.
@@ -965,7 +972,8 @@ class SqliteLedgerStore:
         self.path = Path(path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
-                                       check_same_thread=False, timeout=30.0)
+                                       check_same_thread=False,
+                                       timeout=SQLITE_BUSY_TIMEOUT)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
         try:
@@ -982,6 +990,7 @@ class SqliteLedgerStore:
         # the next statement): Connection.execute would make a new cursor per statement
         self._cursor = self._db.cursor()
         self._cache = _SqliteCache()  # see SqliteSession
+        self._yield = False
 
     def __repr__(self) -> str:
         return f"SqliteLedgerStore({str(self.path)!r})"
@@ -989,6 +998,29 @@ class SqliteLedgerStore:
     @property
     def secret(self) -> bytes:
         return self._secret
+
+    @property
+    def yield_on_busy(self) -> bool:
+        """Whether a session refuses to wait for another process's write lock: its BEGIN
+        raises LedgerBusy at once (nothing ran) instead of waiting up to the busy timeout.
+
+        The server's committer sets it (GroupCommitter): it then waits for the lock
+        yielding to its event loop, so a worker whose ledger another process holds goes
+        on answering its supervisor's heartbeats and reading its connections. Every
+        statement of the connection then has no busy timeout (one connection-wide
+        setting: a PRAGMA per session would cost more than the session's own BEGIN); in
+        WAL only BEGIN IMMEDIATE waits for another writer, and a rare busy later in a
+        session (a reader meeting a wal-index being rebuilt) is a LedgerConflict: the
+        session runs again.
+        """
+        return self._yield
+
+    @yield_on_busy.setter
+    def yield_on_busy(self, on: bool) -> None:
+        with self._lock:
+            millis = 0 if on else int(SQLITE_BUSY_TIMEOUT * 1000)
+            self._db.execute(f"PRAGMA busy_timeout = {millis}")
+            self._yield = on
 
     def _migrate(self) -> None:
         db = self._db
@@ -1047,11 +1079,20 @@ class SqliteLedgerStore:
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: {exc}") from exc
 
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE: this connection takes the file's write lock (see yield_on_busy)."""
+        try:
+            self._run("BEGIN IMMEDIATE")
+        except LedgerConflict as exc:  # the lock is another connection's (busy)
+            if self._yield:
+                raise LedgerBusy(str(exc)) from exc
+            raise
+
     @contextmanager
     def session(self) -> Iterator[SqlSession]:
         with self._lock:
             db = self._db
-            self._run("BEGIN IMMEDIATE")
+            self._begin()
             cache = self._cache
             try:
                 version = self._run("PRAGMA data_version").fetchone()[0]

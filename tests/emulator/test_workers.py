@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -268,6 +269,38 @@ def test_a_hung_worker_is_killed_and_restarted(tmp_path: Path) -> None:
         assert "killing it" in host.stderr
         assert host.stop() == 0
         assert "Traceback" not in host.stderr
+
+
+async def test_a_worker_waiting_for_another_process_s_write_lock_is_not_hung(
+        tmp_path: Path) -> None:
+    """Another process holds the SQLite file's write lock for twice ``--worker-timeout``
+    while a worker has a sale to book: the worker waits for the lock without blocking its
+    event loop, so it answers the supervisor's heartbeats (and the admin's stats) all along
+    and is not killed; the sale is approved once the lock is free. (Before: the worker
+    waited in SQLite's busy handler on its loop's thread, went silent and was killed.)"""
+    ledger = tmp_path / "ledger.db"
+    if workers_refusal(str(ledger), 2) is not None:
+        pytest.skip("the SQLite ledger is one process's")
+    with WorkerHost(str(ledger), 2, "--worker-timeout", "1.5") as host:
+        term = await demo_terminal(host.port)
+        other = sqlite3.connect(ledger, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        async with HostClient("127.0.0.1", host.port, "cup", timeout=20) as client:
+            sale = asyncio.create_task(
+                client.exchange(term.sale(card_by_name("cup-nopin"), 1_300)))
+            held = time.monotonic()
+            while time.monotonic() - held < 3.0:
+                stats = await asyncio.to_thread(host.stats)  # relayed to the worker
+                assert "unanswered" not in stats, (stats, host.stderr)
+                assert not sale.done()  # it waits for the lock
+                await asyncio.sleep(0.2)
+            other.execute("ROLLBACK")
+            other.close()
+            frame = await sale
+        assert frame.message.get(39) == "00"
+        assert [w["restarts"] for w in host.stats()["per_worker"]] == [0, 0], host.stderr
+        assert host.stop() == 0
+    assert "killing it" not in host.stderr
 
 
 async def test_a_replaced_workers_requests_still_count(two_workers: WorkerHost) -> None:

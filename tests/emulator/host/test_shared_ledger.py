@@ -461,3 +461,94 @@ def test_a_sale_racing_its_batchs_settlement_is_in_the_totals_or_refused(
         assert recorded == now, f"round {i}: the sale ({sold.response_code}) is in the " \
                                 "batch but not in its settled totals"
         lane.term.close_batch()
+
+
+# --- another process holding SQLite's write lock -----------------------------------------
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection (as another process would) holding the file's write lock."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # released by a timer's thread
+    return other
+
+
+def test_a_sqlite_session_yielding_on_busy_does_not_wait_for_another_writer(
+        tmp_path: Path) -> None:
+    """yield_on_busy: BEGIN refuses at once (LedgerBusy, nothing ran) while another
+    connection holds the write lock; the next session, once it is free, runs. Without it,
+    a session waits for the lock (up to the busy timeout)."""
+    from emulator.host.errors import LedgerBusy, LedgerConflict
+
+    store = SqliteLedgerStore(tmp_path / "l.db")
+    try:
+        store.yield_on_busy = True
+        other = _hold_write_lock(tmp_path / "l.db")
+        started = time.monotonic()
+        with pytest.raises(LedgerBusy), store.session():
+            raise AssertionError("the session ran without the lock")
+        assert time.monotonic() - started < 0.5
+        assert issubclass(LedgerBusy, LedgerConflict)  # a retry elsewhere runs it again
+        other.execute("ROLLBACK")
+        with store.session() as s:
+            first = s.next_rrn()
+        store.yield_on_busy = False
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.3, other.execute, ("ROLLBACK",)).start()
+        started = time.monotonic()
+        with store.session() as s:  # waits for the other connection
+            assert s.next_rrn() != first
+        assert time.monotonic() - started >= 0.25
+        other.close()
+    finally:
+        store.close()
+
+
+async def test_a_group_waiting_for_another_process_s_write_lock_lets_the_loop_run(
+        tmp_path: Path) -> None:
+    """The server's committer on SQLite, another connection holding the write lock for
+    0.6 s: the event loop goes on running meanwhile (before: blocked in SQLite's busy
+    wait on its thread), no session counts as running (a supervisor must not take the
+    worker for hung), what queued during the wait runs after the waiting group (FIFO),
+    and each work runs once."""
+    import asyncio
+
+    from emulator.server import GroupCommitter
+
+    path = tmp_path / "l.db"
+    store = SqliteLedgerStore(path)
+    committer: GroupCommitter[Any] = GroupCommitter(store)
+    assert store.yield_on_busy  # the committer asked for it: groups run on the loop
+    task = asyncio.create_task(committer.run())
+    ran: list[str] = []
+
+    def work(name: str) -> Any:
+        def run(session: Any, stopped: set[object]) -> str:
+            ran.append(name)
+            return str(session.next_rrn())
+        return run
+
+    other = _hold_write_lock(path)
+    threading.Timer(0.6, other.execute, ("ROLLBACK",)).start()
+    first = asyncio.ensure_future(committer.submit(work("first")))
+    gaps: list[float] = []
+    sessions: list[float] = []
+    last = time.monotonic()
+    second: asyncio.Future[Any] | None = None
+    while not first.done():
+        await asyncio.sleep(0.005)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+        sessions.append(committer.session_seconds())
+        if second is None and len(gaps) == 10:
+            second = asyncio.ensure_future(committer.submit(work("second")))
+    assert max(gaps) < 0.2, f"the loop was blocked {max(gaps):.2f} s"
+    assert second is not None
+    rrns = [await first, await second]
+    committer.close()
+    await task
+    other.close()
+    store.close()
+    assert sum(gaps) >= 0.5  # it did wait for the other connection
+    assert max(sessions) < 0.2  # waiting for the lock is not a session running
+    assert ran == ["first", "second"]
+    assert rrns[0] != rrns[1]
