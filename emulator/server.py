@@ -151,6 +151,38 @@ class CommitAheadStore(Protocol[S_co]):
     def session_ahead(self, body: Callable[[S_co], R]) -> tuple[R, CommitInFlight | None]: ...
 
 
+class OpenSession(Protocol[S_co]):
+    """A session run in steps (see OneTripStore)."""
+
+    def run(self, body: Callable[[S_co], R]) -> R: ...  # its prefetch, then body; not committed
+
+    # COMMIT, with the next session's start (``then``: its prefetch) in the same round trip
+    def commit(self, then: Callable[[S_co], None] | None = None) -> OpenSession[S_co] | None: ...
+
+
+@runtime_checkable
+class OneTripStore(Protocol[S_co]):
+    """An optional store capability: one round trip a group in steady state.
+
+    ``session_open(prefetch)`` gives a session that runs ``prefetch`` and a body
+    (``run``), then waits, uncommitted, for ``commit(then)``: its COMMIT goes out with the
+    next session's start (BEGIN and ``then``, the next group's prefetch) in one round trip,
+    and the next session is returned, its locks taken after this COMMIT and its rows read
+    then (None without ``then``). ``commit`` raises what a session's commit raises
+    (LedgerConflict, LedgerUnavailable; the next session is rolled back with it); the next
+    session's start failing raises from its ``run``. Between ``run`` and ``commit`` the
+    caller may let the event loop run; a session of the store started meanwhile commits
+    the open one first (``commit`` then reports that outcome and starts nothing).
+    ``one_trip``: whether the store wants it used (False: plain sessions).
+    """
+
+    @property
+    def one_trip(self) -> bool: ...
+
+    def session_open(self, prefetch: Callable[[S_co], None] | None = None,
+                     ) -> OpenSession[S_co]: ...
+
+
 class Decoder(Protocol):
     @property
     def buffered(self) -> int: ...
@@ -239,6 +271,10 @@ class _Flight(Generic[S]):
         self.ran = 0.0  # seconds the loop spent running it
         self.fd = -1  # the socket watched for its COMMIT's answer
 
+
+#: A group taken for its session to start with the previous group's COMMIT: its submissions,
+#: hints and that session (None: not started, the COMMIT went alone).
+_Next = tuple[list[tuple[Work[S], Released]], list[object], OpenSession[S] | None]
 
 #: Times a group clashing with another process (LedgerConflict) is run again.
 MAX_CONFLICTS = 50
@@ -341,6 +377,11 @@ class GroupCommitter(Generic[S]):
         if not self._threaded and isinstance(store, CommitAheadStore) \
                 and store.commits_ahead > 0:
             self._ahead = store
+        # one round trip a group (see the class docstring): when the store can, not ahead
+        self._one_trip: OneTripStore[S] | None = None
+        if self._ahead is None and not self._threaded and isinstance(store, OneTripStore) \
+                and store.one_trip:
+            self._one_trip = store
         # a store that can refuse to wait for another process's write lock (SQLite) is
         # asked to when groups run on the loop: the committer waits, yielding (_lock_wait)
         if not self._threaded and self._ahead is None and hasattr(store, "yield_on_busy"):
@@ -401,6 +442,12 @@ class GroupCommitter(Generic[S]):
                 self._flights.clear()
                 self._executor.shutdown(wait=False)
             return
+        if self._one_trip is not None:
+            try:
+                await self._run_one_trip(loop, self._one_trip)
+            finally:
+                self._executor.shutdown(wait=False)
+            return
         try:
             while True:
                 if not self._queue:
@@ -433,19 +480,23 @@ class GroupCommitter(Generic[S]):
                     return
                 finally:
                     self._group_started = None
-                took = time.perf_counter() - started
-                stats = self._stats
-                records = sum(len(getattr(r, "records", ())) for r in results)
-                stats.commit_seconds += took
-                stats.slowest_commit_ms = max(stats.slowest_commit_ms, took * 1000)
-                stats.commits += 1
-                stats.records_committed += records
-                stats.largest_batch = max(stats.largest_batch, records)
-                for (_, released), result in zip(batch, results, strict=True):
-                    released(result, None)
+                self._committed(batch, results, time.perf_counter() - started)
                 await asyncio.sleep(0)  # let the loop read what arrived meanwhile
         finally:
             self._executor.shutdown(wait=False)
+
+    def _committed(self, batch: list[tuple[Work[S], Released]], results: list[Any],
+                   took: float) -> None:
+        """A group committed in ``took`` seconds: count it, then call its callbacks in order."""
+        stats = self._stats
+        records = sum(len(getattr(r, "records", ())) for r in results)
+        stats.commit_seconds += took
+        stats.slowest_commit_ms = max(stats.slowest_commit_ms, took * 1000)
+        stats.commits += 1
+        stats.records_committed += records
+        stats.largest_batch = max(stats.largest_batch, records)
+        for (_, released), result in zip(batch, results, strict=True):
+            released(result, None)
 
     def _run_group(self, works: list[Work[S]], hints: list[object] | None = None, *,
                    wait: bool = True) -> list[Any]:
@@ -529,6 +580,99 @@ class GroupCommitter(Generic[S]):
                 continue
             stopped |= trial
             return results
+
+    # --- one round trip a group (see the class docstring) ----------------------------------
+    async def _run_one_trip(self, loop: asyncio.AbstractEventLoop,
+                            store: OneTripStore[S]) -> None:
+        """:meth:`run` with one round trip a group."""
+        carried: _Next[S] | None = None  # the next group, its session started (or not)
+        while True:
+            opened: OpenSession[S] | None = None
+            if carried is not None:
+                batch, hints, opened = carried
+            elif not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            else:
+                batch, self._queue = self._queue, []
+                hints, self._hints = self._hints, []
+            started = time.perf_counter()
+            self._group_started = time.monotonic()
+            try:
+                results, carried = await self._one_trip_group(loop, store, batch, hints, opened)
+            except Exception as exc:  # (a next group taken is queued again first)
+                self._fail(exc, batch)
+                return
+            finally:
+                self._group_started = None
+            self._committed(batch, results, time.perf_counter() - started)
+            if carried is None:
+                await asyncio.sleep(0)  # let the loop read what arrived meanwhile
+
+    async def _one_trip_group(self, loop: asyncio.AbstractEventLoop, store: OneTripStore[S],
+                              batch: list[tuple[Work[S], Released]], hints: list[object],
+                              opened: OpenSession[S] | None,
+                              ) -> tuple[list[Any], _Next[S] | None]:
+        """One group (``opened``: its session, started with the previous group's COMMIT),
+        committed; returns its results and the next group, taken from what queued while
+        it ran, its session started in the COMMIT's round trip (or None: nothing queued).
+
+        Failures as in :meth:`_run_group`: a conflict (in the group's start, its works or
+        its COMMIT) runs the group again one request per session; an unreachable ledger
+        (a COMMIT's outcome unknown) runs it again on the ``ledger-commit`` thread. The
+        next group has not run then (its start, if sent, is rolled back with the failed
+        COMMIT's transaction): it goes back to the head of the queue, its hints with it.
+        """
+        works = [work for work, _ in batch]
+        deadline = time.monotonic() + UNAVAILABLE_FOR
+        stopped: set[object] = set()
+        try:
+            if opened is None:
+                opened = store.session_open(self._prefetcher(hints, len(works) > 1))
+            results = opened.run(partial(self._works, works, stopped))
+        except LedgerConflict:
+            self._stats.conflicts += 1
+            return self._one_by_one(works, deadline), None
+        except LedgerUnavailable:  # waited for on the thread, not the loop
+            self._stats.unavailable += 1
+            return await loop.run_in_executor(self._executor, self._run_group,
+                                              works, hints), None
+        # the loop was blocked while the works ran: what arrived meanwhile is the next
+        # group (two turns: a task woken by sleep(0) resumes before the loop's reads)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        queued, self._queue = self._queue, []
+        queued_hints, self._hints = self._hints, []
+        try:
+            try:
+                started = opened.commit(self._prefetcher(queued_hints, True) if queued else None)
+            except BaseException:  # the next group did not run: first in the queue again
+                self._queue = queued + self._queue
+                self._hints = queued_hints + self._hints
+                raise
+        except LedgerConflict:
+            self._stats.conflicts += 1
+            return self._one_by_one(works, deadline), None
+        except LedgerUnavailable:  # the COMMIT's outcome is unknown: the group again
+            self._stats.unavailable += 1
+            log.warning("ledger unavailable at a commit; running the group again")
+            return await loop.run_in_executor(self._executor, self._run_group,
+                                              works, hints), None
+        return results, ((queued, queued_hints, started) if queued else None)
+
+    def _prefetcher(self, hints: list[object], wanted: bool) -> Callable[[S], None] | None:
+        """The group's prefetch with its hints (None: no prefetch, or not ``wanted``)."""
+        prefetch = self.prefetch
+        if prefetch is None or not wanted:
+            return None
+        return lambda session: prefetch(session, hints)
+
+    @staticmethod
+    def _works(works: list[Work[S]], stopped: set[object], session: S) -> list[Any]:
+        return [work(session, stopped) for work in works]
 
     # --- commits ahead (see the class docstring) -----------------------------------------
     async def _run_ahead(self, loop: asyncio.AbstractEventLoop,
