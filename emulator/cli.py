@@ -33,25 +33,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from emulator.admin import (
-    AdminAddress,
-    AdminError,
-    AdminServer,
-    admin_request,
-    default_admin_address,
-    parse_admin_address,
-)
-from emulator.host import AcquirerHost, HostError, LedgerStore, open_store, safe_ledger_name
-from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
-from emulator.host.ledger import MEMORY_LEDGERS, is_postgres_url
-from emulator.server import DEFAULT_PORT, ServerConfig, acquirer_server
-from emulator.workers import (
-    WORKER_TIMEOUT,
-    WorkerError,
-    WorkerSpec,
-    supervise,
-    workers_refusal,
-)
+from emulator.startup import freeze_startup, gc_paused
+
+with gc_paused():  # start-up: see emulator.startup
+    from emulator.admin import (
+        AdminAddress,
+        AdminError,
+        AdminServer,
+        admin_request,
+        default_admin_address,
+        parse_admin_address,
+    )
+    from emulator.host import AcquirerHost, HostError, LedgerStore, open_store, safe_ledger_name
+    from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
+    from emulator.host.ledger import MEMORY_LEDGERS, is_postgres_url
+    from emulator.server import DEFAULT_PORT, ServerConfig, acquirer_server
 
 PROG = "pos-emulator"
 
@@ -107,10 +103,11 @@ def _parser() -> _Parser:
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="host processes sharing the port (SO_REUSEPORT) and the ledger "
                             "(default 1; more need a postgresql://... or SQLite ledger)")
-    serve.add_argument("--worker-timeout", type=float, default=WORKER_TIMEOUT,
-                       metavar="SECONDS",
+    # the default is emulator.workers.WORKER_TIMEOUT (a test checks this text names it):
+    # not imported here, serve with one worker does not load the supervisor
+    serve.add_argument("--worker-timeout", type=float, default=None, metavar="SECONDS",
                        help="with --workers: a worker that does not answer the supervisor "
-                            f"for this long is killed and restarted (default {WORKER_TIMEOUT:g})")
+                            "for this long is killed and restarted (default 10)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log each connection event")
     serve.add_argument("--trace", type=Path, default=None, metavar="FILE",
                        help="record every ISO 8583 frame to FILE (masked JSONL, appended; "
@@ -217,16 +214,20 @@ def _serve(args: argparse.Namespace) -> int:
             return _fail(f"--{name.replace('_', '-')} must be positive")
     plan = FaultPlan.from_specs(args.faults)
     ledger = _ledger_path(args.ledger)
-    refusal = workers_refusal(str(ledger), args.workers)
-    if refusal is not None:
-        return _fail(refusal)
+    if args.workers != 1:
+        from emulator.workers import workers_refusal
+
+        refusal = workers_refusal(str(ledger), args.workers)
+        if refusal is not None:
+            return _fail(refusal)
     admin: AdminAddress | None = None
     if (args.admin or "").lower() != "none":
         admin = _admin_address(args.admin, ledger)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        store = open_store(ledger)
+        with gc_paused():  # loads the store's modules (psycopg for postgresql://)
+            store = open_store(ledger)
     except HostError as exc:
         return _fail(str(exc))
     try:
@@ -243,6 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
             store.close()  # each worker opens its own connection
             return _serve_workers(args, config, admin, ledger)
         rng = random.Random(args.fault_seed)
+        freeze_startup()  # this process only serves
         return asyncio.run(_run(host, store, config, plan, rng, admin, ledger, args.dialect,
                                 args.trace))
     except HostError as exc:
@@ -287,6 +289,8 @@ async def _run(host: AcquirerHost, store: LedgerStore, config: ServerConfig,
 
 def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminAddress | None,
                    ledger: str) -> int:
+    from emulator.workers import WORKER_TIMEOUT, WorkerError, WorkerSpec, supervise
+
     spec = WorkerSpec(ledger, args.dialect, config, tuple(args.faults), args.fault_seed,
                       args.verbose,
                       None if args.trace is None else str(args.trace.resolve()))
@@ -298,8 +302,9 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminA
               f"{'; '.join(args.faults) or 'none'})", flush=True)
 
     try:
-        code, stats = asyncio.run(supervise(spec, args.workers, admin, announce,
-                                            worker_timeout=args.worker_timeout))
+        code, stats = asyncio.run(supervise(
+            spec, args.workers, admin, announce,
+            worker_timeout=WORKER_TIMEOUT if args.worker_timeout is None else args.worker_timeout))
     except WorkerError as exc:
         return _fail(str(exc))
     print(f"{PROG}: stopped ({stats.get('requests', 0)} requests, "

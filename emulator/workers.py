@@ -68,23 +68,26 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emulator.admin import AdminAddress, AdminServer, admin_dispatch
-from emulator.host.errors import HostError
-from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
-from emulator.host.ledger import MEMORY_LEDGERS, SqliteLedgerStore, is_postgres_url, open_store
-from emulator.server import UNAVAILABLE_FOR, ServerConfig
-from emulator.trace import HostTraceFile
+from emulator.startup import freeze_startup, gc_paused
+
+with gc_paused():  # a worker's start-up: see emulator.startup
+    from emulator.admin import AdminAddress, AdminServer, admin_dispatch
+    from emulator.host.errors import HostError
+    from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
+    from emulator.host.ledger import MEMORY_LEDGERS, SqliteLedgerStore, is_postgres_url, open_store
+    from emulator.server import UNAVAILABLE_FOR, ServerConfig
+
+if TYPE_CHECKING:  # imported where used: only with --trace
+    from emulator.trace import HostTraceFile
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +259,8 @@ class Supervisor:
         port = _free_port(host, self.spec.server.port)
         server = ServerConfig(**{**asdict(self.spec.server), "port": port, "reuse_port": True})
         self.spec = replace(self.spec, server=server)
+        import tempfile  # the supervisor's only: not loaded by serve's workers
+
         self.claims = Path(tempfile.mkdtemp(prefix="pos-emulator-once-"))
         try:
             for slot in self.slots:
@@ -333,6 +338,8 @@ class Supervisor:
                 slot.writer.close()
                 slot.writer = None
         if self.claims is not None:
+            import shutil  # the supervisor's only: not loaded by serve's workers
+
             shutil.rmtree(self.claims, ignore_errors=True)
 
     def _clear_claims(self) -> None:
@@ -681,7 +688,8 @@ async def _worker(control: socket.socket) -> int:
     _disarm_spent(plan, config.get("spent"))
     seed = None if spec.fault_seed is None else spec.fault_seed + index
     try:
-        store = open_store(spec.ledger)
+        with gc_paused():  # loads the store's modules (psycopg for postgresql://)
+            store = open_store(spec.ledger)
     except HostError as exc:
         send({"event": "failed", "error": str(exc)})
         await writer.drain()
@@ -690,6 +698,8 @@ async def _worker(control: socket.socket) -> int:
     try:
         host = AcquirerHost.from_store(store, spec.dialect)
         if spec.trace is not None:
+            from emulator.trace import HostTraceFile
+
             try:
                 trace = HostTraceFile(spec.trace, host.dialect, worker=index)
             except HostError as exc:
@@ -698,6 +708,7 @@ async def _worker(control: socket.socket) -> int:
                 return 2
         server = acquirer_server(host, store, config=spec.server, faults=plan,
                                  rng=random.Random(seed), trace=trace)
+        freeze_startup()  # a worker only serves
         try:
             bound = await server.start()
         except OSError as exc:

@@ -1,0 +1,89 @@
+"""``pos-emulator serve`` starts with what serving needs, and no more.
+
+The start-up after a crash is Python's start and serve's imports (issue 10: first
+echo < 1 s). These tests fail when serve's import set grows back to modules it
+does not use: the supervisor (one worker), the trace tools (no --trace), the other
+sub-commands' modules.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+
+import pytest
+
+from emulator import cli
+from emulator.startup import freeze_startup, gc_paused
+from emulator.workers import WORKER_TIMEOUT
+
+#: modules a one-worker serve without --trace does not load (top-level names: any of
+#: their submodules too)
+NOT_FOR_SERVE = (
+    "emulator.workers",  # the supervisor of --workers N
+    "emulator.trace", "iso8583.trace", "iso8583.pretty",  # --trace only
+    "emulator.host.cli", "emulator.card", "emulator.pinpad", "emulator.printer",
+    "emulator.replay", "emulator.client", "emulator.simterminal",  # other sub-commands
+    "drivers", "terminal", "textual", "smartcard", "serial",
+    "shutil", "tempfile",  # the supervisor's (once-rule claims)
+)
+
+
+def _loaded(code: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys\n"
+                          "print(json.dumps(sorted(sys.modules)))\n"],
+                         capture_output=True, text=True, check=True).stdout
+    loaded: list[str] = json.loads(out.splitlines()[-1])
+    return loaded
+
+
+def _unwanted(loaded: list[str]) -> list[str]:
+    return [m for m in loaded if any(m == n or m.startswith(n + ".") for n in NOT_FOR_SERVE)]
+
+
+def test_serve_loads_only_what_serving_needs() -> None:
+    # what `serve` loads before it listens: the CLI, a store, the host, the server
+    loaded = _loaded(
+        "from emulator import cli\n"
+        "from emulator.host import AcquirerHost, open_store\n"
+        "from emulator.server import ServerConfig, acquirer_server\n"
+        "store = open_store(':memory:')\n"
+        "host = AcquirerHost.from_store(store, 'cup')\n"
+        "acquirer_server(host, store, config=ServerConfig())\n")
+    assert "emulator.server" in loaded
+    assert _unwanted(loaded) == []
+
+
+def test_a_worker_process_loads_no_trace_tools() -> None:
+    loaded = _loaded("import emulator.workers\n")
+    assert [m for m in _unwanted(loaded) if m != "emulator.workers"] == []
+
+
+def test_serve_help_names_the_watchdog_default(capsys: pytest.CaptureFixture[str]) -> None:
+    # the parser does not import emulator.workers; its help text says the default
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    assert f"(default {WORKER_TIMEOUT:g})" in " ".join(capsys.readouterr().out.split())
+
+
+def test_gc_paused_restores_the_collector_as_it_was() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_freeze_startup_moves_the_heap_to_the_permanent_generation() -> None:
+    code = ("import gc\nfrom emulator.startup import freeze_startup\n"
+            "freeze_startup()\nassert gc.get_freeze_count() > 1000, gc.get_freeze_count()\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert callable(freeze_startup)
