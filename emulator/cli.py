@@ -205,8 +205,6 @@ def _faults(args: argparse.Namespace) -> int:
 
 # --- serve --------------------------------------------------------------------------
 def _serve(args: argparse.Namespace) -> int:
-    from emulator.host.terminals import DEMO_MID, DEMO_TID, DEMO_TMK
-
     if not 0 <= args.port <= 65535:
         return _fail(f"port must be 0..65535, got {args.port}")
     for name in ("idle_timeout", "read_timeout", "shutdown_timeout"):
@@ -225,6 +223,11 @@ def _serve(args: argparse.Namespace) -> int:
         admin = _admin_address(args.admin, ledger)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(host=args.host, port=args.port, idle_timeout=args.idle_timeout,
+                          read_timeout=args.read_timeout, shutdown_timeout=args.shutdown_timeout,
+                          gc_freeze_interval=1.0)  # this process only serves
+    if args.workers > 1:
+        return _serve_workers(args, config, admin, ledger)
     try:
         with gc_paused():  # loads the store's modules (psycopg for postgresql://)
             store = open_store(ledger)
@@ -232,17 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     try:
         host = AcquirerHost.from_store(store, args.dialect)
-        if not host.terminals():
-            host.provision(DEMO_TID, DEMO_MID, DEMO_TMK)
-            print(f"{PROG}: new ledger: provisioned the demo terminal TID {DEMO_TID} "
-                  f"MID {DEMO_MID}", flush=True)
-        config = ServerConfig(host=args.host, port=args.port, idle_timeout=args.idle_timeout,
-                              read_timeout=args.read_timeout,
-                              shutdown_timeout=args.shutdown_timeout,
-                              gc_freeze_interval=1.0)  # this process only serves
-        if args.workers > 1:
-            store.close()  # each worker opens its own connection
-            return _serve_workers(args, config, admin, ledger)
+        _demo_terminal(host)
         rng = random.Random(args.fault_seed)
         freeze_startup()  # this process only serves
         return asyncio.run(_run(host, store, config, plan, rng, admin, ledger, args.dialect,
@@ -251,6 +244,27 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     finally:
         store.close()
+
+
+def _demo_terminal(host: AcquirerHost) -> None:
+    """Provision the demo terminal in a ledger that has no terminal yet."""
+    from emulator.host.terminals import DEMO_MID, DEMO_TID, DEMO_TMK
+
+    if not host.terminals():
+        host.provision(DEMO_TID, DEMO_MID, DEMO_TMK)
+        print(f"{PROG}: new ledger: provisioned the demo terminal TID {DEMO_TID} "
+              f"MID {DEMO_MID}", flush=True)
+
+
+def _check_ledger(ledger: str, dialect: str) -> None:
+    """The supervisor's look at the ledger before its workers open it: it opens (else
+    HostError, one clear line) and has a terminal (the demo one when new)."""
+    with gc_paused():
+        store = open_store(ledger)
+    try:
+        _demo_terminal(AcquirerHost.from_store(store, dialect))
+    finally:
+        store.close()  # each worker opens its own connection
 
 
 async def _run(host: AcquirerHost, store: LedgerStore, config: ServerConfig,
@@ -289,7 +303,7 @@ async def _run(host: AcquirerHost, store: LedgerStore, config: ServerConfig,
 
 def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminAddress | None,
                    ledger: str) -> int:
-    from emulator.workers import WORKER_TIMEOUT, WorkerError, WorkerSpec, supervise
+    from emulator.workers import WORKER_TIMEOUT, WorkerSpec, supervise
 
     spec = WorkerSpec(ledger, args.dialect, config, tuple(args.faults), args.fault_seed,
                       args.verbose,
@@ -302,10 +316,12 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminA
               f"{'; '.join(args.faults) or 'none'})", flush=True)
 
     try:
+        # the workers load their modules while the supervisor checks the ledger
         code, stats = asyncio.run(supervise(
             spec, args.workers, admin, announce,
-            worker_timeout=WORKER_TIMEOUT if args.worker_timeout is None else args.worker_timeout))
-    except WorkerError as exc:
+            worker_timeout=WORKER_TIMEOUT if args.worker_timeout is None else args.worker_timeout,
+            prepare=lambda: _check_ledger(ledger, args.dialect)))
+    except HostError as exc:  # WorkerError, or the ledger the supervisor checked
         return _fail(str(exc))
     print(f"{PROG}: stopped ({stats.get('requests', 0)} requests, "
           f"{stats.get('records_committed', 0)} records committed, {args.workers} workers)",

@@ -249,11 +249,15 @@ class Supervisor:
         self.exit_code = 0
 
     # lifecycle -------------------------------------------------------------------------
-    async def start(self) -> tuple[str, int]:
+    async def start(self, prepare: Callable[[], None] | None = None) -> tuple[str, int]:
         """Start every worker and wait until all listen; returns the (host, port) they share.
 
-        Raises :class:`WorkerError` (with the worker's own message, such as the
-        ledger that cannot be opened) and stops the others when one cannot start.
+        ``prepare`` (blocking; serve's ledger check and demo terminal) runs after the
+        worker processes started and before they get their configuration: they load
+        their modules meanwhile, and none opens the ledger or listens before it
+        returned. Raises :class:`WorkerError` (with the worker's own message, such as
+        the ledger that cannot be opened) or what ``prepare`` raised (a HostError),
+        and stops the others when one cannot start.
         """
         host = self.spec.server.host
         port = _free_port(host, self.spec.server.port)
@@ -264,11 +268,19 @@ class Supervisor:
         self.claims = Path(tempfile.mkdtemp(prefix="pos-emulator-once-"))
         try:
             for slot in self.slots:
-                await self._spawn(slot)
+                await self._spawn(slot, configure=False)
+            if prepare is not None:
+                prepare()
+            for slot in self.slots:
+                self._configure(slot)
             for slot in self.slots:
                 self.address = await self._wait_listening(slot)
-        except WorkerError:
+        except HostError:
             await self._stop_all()
+            for slot in self.slots:  # "stopped before it listened": no one waits for it now
+                if slot.listening is not None and slot.listening.done() \
+                        and not slot.listening.cancelled():
+                    slot.listening.exception()
             raise
         loop = asyncio.get_running_loop()
         self._watchers = [loop.create_task(self._watch(slot), name=f"worker-{slot.index}")
@@ -349,7 +361,9 @@ class Supervisor:
                 claim.unlink()
 
     # one worker ------------------------------------------------------------------------
-    async def _spawn(self, slot: _Slot) -> None:
+    async def _spawn(self, slot: _Slot, *, configure: bool = True) -> None:
+        """Start a worker process in ``slot`` and its relay; ``configure``: send its
+        configuration now (else :meth:`_configure` later: it waits for it, modules loaded)."""
         ours, theirs = socket.socketpair()
         loop = asyncio.get_running_loop()
         slot.listening = loop.create_future()
@@ -368,14 +382,20 @@ class Supervisor:
         slot.last_seen = slot.started_at
         slot.last_stats = None
         reader, slot.writer = await asyncio.open_unix_connection(sock=ours)
+        task = loop.create_task(self._read(slot, reader, slot.listening))
+        self._readers.add(task)
+        task.add_done_callback(self._readers.discard)
+        if configure:
+            self._configure(slot)
+
+    def _configure(self, slot: _Slot) -> None:
+        """Send the worker in ``slot`` its configuration (the relay's first line)."""
+        assert slot.writer is not None
         config = {**self.spec.to_json(), "faults": list(self.specs), "index": slot.index,
                   "spent": sorted(self.spent.items()),
                   "claims": None if self.claims is None else str(self.claims)}
         slot.specs_sent = tuple(self.specs)
         slot.writer.write(json.dumps({"config": config}).encode() + b"\n")
-        task = loop.create_task(self._read(slot, reader, slot.listening))
-        self._readers.add(task)
-        task.add_done_callback(self._readers.discard)
 
     async def _wait_listening(self, slot: _Slot) -> tuple[str, int]:
         assert slot.listening is not None
@@ -626,14 +646,16 @@ def _exit_text(code: int) -> str:
 async def supervise(spec: WorkerSpec, workers: int, admin: AdminAddress | None,
                     announce: Callable[[tuple[str, int], AdminAddress | None], None],
                     *, worker_timeout: float = WORKER_TIMEOUT,
+                    prepare: Callable[[], None] | None = None,
                     ) -> tuple[int, dict[str, object]]:
     """Run the workers until SIGINT/SIGTERM; returns (exit code, the workers' last counters).
 
     ``admin`` is where the supervisor's admin channel listens (None: none);
-    ``announce`` is called with the bound address and admin address once all listen.
+    ``announce`` is called with the bound address and admin address once all listen;
+    ``prepare`` runs while the worker processes start (see :meth:`Supervisor.start`).
     """
     supervisor = Supervisor(spec, workers, worker_timeout=worker_timeout)
-    await supervisor.start()
+    await supervisor.start(prepare)
     admin_server: AdminServer | None = None
     if admin is not None:
         admin_server = AdminServer.relay(supervisor.handle_admin)

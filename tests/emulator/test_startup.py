@@ -12,12 +12,13 @@ import gc
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from emulator import cli
 from emulator.startup import freeze_startup, gc_paused
-from emulator.workers import WORKER_TIMEOUT
+from emulator.workers import WORKER_TIMEOUT, Supervisor, WorkerSpec
 
 #: modules a one-worker serve without --trace does not load (top-level names: any of
 #: their submodules too)
@@ -87,3 +88,34 @@ def test_freeze_startup_moves_the_heap_to_the_permanent_generation() -> None:
             "freeze_startup()\nassert gc.get_freeze_count() > 1000, gc.get_freeze_count()\n")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert callable(freeze_startup)
+
+
+async def test_workers_load_while_the_supervisor_checks_the_ledger(tmp_path: Path) -> None:
+    # serve --workers N: the worker processes start before the supervisor's own look at
+    # the ledger (prepare), and none is told its configuration (so none opens the ledger
+    # or listens) before that returned
+    supervisor = Supervisor(WorkerSpec(str(tmp_path / "ledger.db")), 2)
+    seen: list[tuple[bool, bool]] = []
+
+    def prepare() -> None:
+        for slot in supervisor.slots:
+            running = slot.proc is not None and slot.proc.returncode is None
+            seen.append((running, slot.listening is not None and not slot.listening.done()))
+
+    try:
+        address = await supervisor.start(prepare)
+    finally:
+        supervisor.request_stop()
+        await supervisor.wait()
+    assert seen == [(True, True), (True, True)]
+    assert address[1] > 0
+
+
+def test_workers_over_a_ledger_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "emulator", "serve", "--port", "0", "--workers", "2",
+         "--ledger", str(tmp_path / "no" / "such" / "ledger.db"), "--admin", "none"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr  # no worker's failure logged after it
+    assert "cannot open ledger" in proc.stderr
