@@ -1,0 +1,96 @@
+"""Opening a PostgreSQL ledger whose schema is in place runs no DDL (emulator.host.pgledger).
+
+A restart and each of serve's workers open the store; the schema's DDL (CREATE OR
+REPLACE FUNCTION ..., under one advisory lock) ran at every opening. It now runs
+when the schema is new, or changed since this code's last run left its mark: by
+another version's run, or a table or index dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+_schemas = itertools.count(1)
+
+
+@pytest.fixture
+def schema(pg_dsn: str) -> Iterator[str]:
+    import psycopg  # type: ignore[import-not-found, unused-ignore]
+
+    name = f"open{os.getpid()}_{next(_schemas)}"
+    yield name
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def _open(dsn: str, schema: str) -> Any:
+    from emulator.host.pgledger import PostgresLedgerStore
+    return PostgresLedgerStore(dsn, schema=schema)
+
+
+def _functions(dsn: str, schema: str) -> dict[str, str]:
+    """The schema's functions: name(args) -> xmin (a new one each CREATE OR REPLACE)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        rows = db.execute(
+            "SELECT p.oid::regprocedure::text, p.xmin::text FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s",
+            (schema,)).fetchall()
+    return {str(name): str(xmin) for name, xmin in rows}
+
+
+def _exec(dsn: str, schema: str, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute(f"SET search_path TO {schema}")
+        db.execute(statement)
+
+
+def test_a_schema_in_place_is_not_made_again(pg_dsn: str, schema: str) -> None:
+    first = _open(pg_dsn, schema)
+    made = _functions(pg_dsn, schema)
+    assert any(name.startswith(f"{schema}.pos_prepare_many(") for name in made)
+    second = _open(pg_dsn, schema)
+    try:
+        assert _functions(pg_dsn, schema) == made  # no CREATE OR REPLACE ran
+        assert second.secret == first.secret  # the same PAN key
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_function_replaced_by_another_run_is_made_again(pg_dsn: str, schema: str) -> None:
+    # another version's opening replaces a function (here: with an empty body)
+    _open(pg_dsn, schema).close()
+    _exec(pg_dsn, schema,
+          "CREATE OR REPLACE FUNCTION pos_move_balances(p_pan TEXT[], p_total BIGINT[], "
+          "p_room BIGINT[]) RETURNS VOID AS $$ BEGIN END $$ LANGUAGE plpgsql")
+    replaced = _functions(pg_dsn, schema)
+    _open(pg_dsn, schema).close()
+    again = _functions(pg_dsn, schema)
+    assert again != replaced  # this code's DDL ran again
+    third = _open(pg_dsn, schema)
+    try:
+        assert _functions(pg_dsn, schema) == again  # and left its mark
+    finally:
+        third.close()
+
+
+def test_a_dropped_index_is_made_again(pg_dsn: str, schema: str) -> None:
+    import psycopg
+
+    _open(pg_dsn, schema).close()
+    _exec(pg_dsn, schema, "DROP INDEX transactions_original")
+    _open(pg_dsn, schema).close()
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        row = db.execute("SELECT to_regclass(%s)", (f"{schema}.transactions_original",)
+                         ).fetchone()
+    assert row is not None
+    assert row[0] is not None
