@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from iso8583.errors import DecodeError, EncodeError
 from iso8583.masking import mask_pan
+from iso8583.quickinit import quick_init
 
 
 def _digits(name: str, value: str, width: int, field: int) -> str:
@@ -19,6 +20,7 @@ def _digits(name: str, value: str, width: int, field: int) -> str:
     return value
 
 
+@quick_init  # decoded per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class F60:
     """F60 reserved private: 60.1 message type, 60.2 batch, 60.3 network code, ...
@@ -56,6 +58,7 @@ class F60:
                    value[11:12], value[12:13], value[13:])
 
 
+@quick_init  # decoded per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class F61:
     """F61 original message data: 61.1 batch n6, 61.2 STAN n6, 61.3 date MMDD n4.

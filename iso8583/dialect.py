@@ -25,6 +25,7 @@ from iso8583.fields import Enc, FieldSpec, Kind
 from iso8583.framing import FrameDecoder, encode_length
 from iso8583.message import Message
 from iso8583.plan import DecodePlan, EncodePlan, SlowPath, build_decode_plan, build_encode_plan
+from iso8583.quickinit import quick_init
 
 _PLAN_CACHE_MAX = 512
 
@@ -120,6 +121,7 @@ class DialectSpec:
     settings: DialectSettings = field(default_factory=DialectSettings)
 
 
+@quick_init  # one per message decoded: see iso8583.quickinit
 @dataclass(frozen=True)
 class Frame:
     """A decoded frame: routing data plus the message and its raw body."""

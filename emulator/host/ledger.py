@@ -48,12 +48,14 @@ from typing import Any, Protocol
 from emulator.host.errors import LedgerBusy, LedgerConflict, LedgerError
 from iso8583 import composite
 from iso8583.errors import Iso8583Error
+from iso8583.quickinit import quick_init
 from iso8583.settlement import HalfTotals, SettlementTotals, is_domestic
 
 #: Schema version this code writes (SQLite: counters 'schema'; PostgreSQL the same).
 SCHEMA_VERSION = 2
 
 
+@quick_init  # built per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class TerminalRow:
     """A provisioned terminal and its current working keys (hex, empty when signed off).
@@ -77,6 +79,7 @@ class TerminalRow:
     removed: bool = False
 
 
+@quick_init  # built per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class TransactionRow:
     """One request the host processed after its MAC verified, and the answer it gave.
@@ -126,6 +129,7 @@ def parse_key(text: str) -> TxnKey:
     return (tid, batch, stan, mti)
 
 
+@quick_init  # built per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class BatchRow:
     """A terminal's batch: settled or not, and the totals both sides gave (F48 digits)."""
@@ -138,6 +142,7 @@ class BatchRow:
     balanced: bool | None = None
 
 
+@quick_init  # built per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class UploadRow:
     """One item a terminal batch-uploaded after settlement, and whether the host knows it."""
@@ -152,6 +157,7 @@ class UploadRow:
     matched: bool
 
 
+@quick_init  # built per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class BalanceRow:
     """What the issuer has taken from one card so far (fen; refunds give back), by PAN hash.
@@ -169,6 +175,7 @@ class BalanceRow:
     limit: int | None = None
 
 
+@quick_init  # built per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class TombstoneRow:
     """A reversal acknowledged before (or instead of) the request it names.

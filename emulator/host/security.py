@@ -24,6 +24,7 @@ from iso8583.crypto.message_mac import (
     uses_x919,
 )
 from iso8583.errors import Iso8583Error
+from iso8583.quickinit import quick_init
 
 WorkingKeys = signon.WorkingKeys
 
@@ -160,6 +161,7 @@ def _card_arqc_profile(card: TestCard, tags: Mapping[int, bytes]) -> emv.CvnProf
     return profile
 
 
+@quick_init  # one per chip request: see iso8583.quickinit
 @dataclass(frozen=True)
 class ArqcCheck:
     """What :func:`check_arqc` found out about the ARQC of a request's F55."""
