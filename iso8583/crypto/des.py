@@ -23,6 +23,10 @@ from iso8583.errors import CryptoError
 
 BLOCK = 8
 _ZERO_IV = bytes(BLOCK)
+# Mode objects hold no state (CBC: its IV, immutable bytes), so one of each serves every
+# context: a new ``modes.CBC`` validates its IV again each time.
+_ECB = modes.ECB()
+_CBC_ZERO_IV = modes.CBC(_ZERO_IV)
 
 
 def expand_key(key: bytes) -> bytes:
@@ -52,7 +56,7 @@ def ecb_contexts(key: bytes) -> tuple[CipherContext, CipherContext]:
 def _ecb_contexts(key24: bytes) -> tuple[CipherContext, CipherContext]:
     # ECB contexts are never finalised: each update() is independent, so one
     # pair per key serves every call.
-    cipher = Cipher(TripleDES(key24), modes.ECB())
+    cipher = Cipher(TripleDES(key24), _ECB)
     return cipher.encryptor(), cipher.decryptor()
 
 
@@ -63,17 +67,17 @@ def cbc_cipher(key: bytes) -> Cipher[modes.CBC]:
 
 @lru_cache(maxsize=1024)
 def _cbc_cipher(key24: bytes) -> Cipher[modes.CBC]:
-    return Cipher(TripleDES(key24), modes.CBC(_ZERO_IV))
+    return Cipher(TripleDES(key24), _CBC_ZERO_IV)
 
 
 def fresh_ecb_encryptor(key: bytes) -> CipherContext:
     """A new, uncached ECB encryptor: for keys used once (EMV session keys)."""
-    return Cipher(TripleDES(expand_key(key)), modes.ECB()).encryptor()
+    return Cipher(TripleDES(expand_key(key)), _ECB).encryptor()
 
 
 def fresh_cbc_encryptor(key: bytes) -> CipherContext:
     """A new, uncached zero-IV CBC encryptor: for keys used once."""
-    return Cipher(TripleDES(expand_key(key)), modes.CBC(_ZERO_IV)).encryptor()
+    return Cipher(TripleDES(expand_key(key)), _CBC_ZERO_IV).encryptor()
 
 
 def encrypt_ecb(key: bytes, data: bytes) -> bytes:

@@ -68,9 +68,8 @@ def derive_session_key(icc_mk: bytes, atc: bytes) -> bytes:
     _check_key16(icc_mk, "ICC master key")
     if len(atc) != 2:
         raise CryptoError(f"ATC must be 2 bytes, got {len(atc)}")
-    left = encrypt_ecb(icc_mk, atc + b"\xf0" + bytes(5))
-    right = encrypt_ecb(icc_mk, atc + b"\x0f" + bytes(5))
-    return left + right
+    # left and right halves: two ECB blocks, encrypted in one call
+    return encrypt_ecb(icc_mk, atc + b"\xf0" + bytes(5) + atc + b"\x0f" + bytes(5))
 
 
 def ac_input(tags: Mapping[int, bytes]) -> bytes:
@@ -301,9 +300,9 @@ def _session_key(profile: CvnProfile, icc_mk: bytes, atc: bytes) -> bytes:
         return icc_mk
     if profile.session_key == "common":
         return derive_session_key(icc_mk, atc)
-    # PBOC / UICS: the ATC and its complement, each left-padded with six 00 bytes
-    return (encrypt_ecb(icc_mk, bytes(6) + atc)
-            + encrypt_ecb(icc_mk, bytes(6) + xor_bytes(atc, b"\xff\xff")))
+    # PBOC / UICS: the ATC and its complement, each left-padded with six 00 bytes (two
+    # ECB blocks, encrypted in one call)
+    return encrypt_ecb(icc_mk, bytes(6) + atc + bytes(6) + xor_bytes(atc, b"\xff\xff"))
 
 
 def cryptogram_input(profile: CvnProfile, tags: Mapping[int, bytes]) -> bytes:
