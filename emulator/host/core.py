@@ -77,6 +77,7 @@ from iso8583.dialects import get_dialect
 from iso8583.errors import Iso8583Error
 from iso8583.masking import mask_pan
 from iso8583.message import Message
+from iso8583.quickinit import quick_init
 from iso8583.settlement import SettlementTotals, SettleResult
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ _FRAME_CACHE = 4096
 T = TypeVar("T")
 
 
+@quick_init  # one per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class HostOutcome:
     """What the server does with one request payload."""
@@ -197,9 +199,9 @@ class AcquirerHost:
         self._keyed = security.KeyedHash(self._secret)  # pan_hash, _fingerprint
         # (tid, generation, pik, mak, tdk) -> keys: derived data, safe across rollbacks
         self._keys: dict[tuple[str, int, str, str, str], security.WorkingKeys] = {}
-        # payload -> its frame and lock arguments, worked out by prefetch for the handle()
-        # that follows (once)
-        self._frames: dict[bytes, tuple[Frame, RequestLock | None]] = {}
+        # payload -> its frame, kind and lock arguments, worked out by prefetch for the
+        # handle() that follows (once)
+        self._frames: dict[bytes, tuple[Frame, _Known]] = {}
 
     @classmethod
     def from_store(cls, store: LedgerStore, dialect: Dialect | str = "cup", *,
@@ -336,15 +338,15 @@ class AcquirerHost:
                 continue
             try:
                 frame = self.dialect.unpack_payload(payload)
-                lock = self._lock_args(frame.message)
+                known = self._known(frame.message)
             except Iso8583Error:
                 continue  # handle() answers it
             except Exception:  # a host bug: handle() meets it again and answers 96
                 log.exception("prefetch failed on a request; it takes its lock itself")
                 continue
-            frames[payload] = frame, lock
-            if lock is not None:
-                locks.append(lock)
+            frames[payload] = frame, known
+            if known.lock is not None:
+                locks.append(known.lock)
         session.lock_requests(locks)
 
     def _handle(self, payload: bytes, now: datetime, s: LedgerSession) -> HostOutcome:
@@ -355,12 +357,12 @@ class AcquirerHost:
             except Iso8583Error as exc:
                 log.info("undecodable payload closed: %s", exc)
                 return HostOutcome(None, close=True)
-            lock: tuple[RequestLock | None] | None = None  # not worked out yet
+            known: _Known | None = None  # not worked out yet
         else:
-            frame, lock = prefetched[0], prefetched[1:]
+            frame, known = prefetched
         msg = frame.message
         try:
-            outcome = self._dispatch(s, msg, frame.body, now, lock)
+            outcome = self._dispatch(s, msg, frame.body, now, known)
         except LedgerError:
             raise  # the session must roll back: never answer from a half-read ledger
         except Iso8583Error as exc:  # a field the rules could not use at all
@@ -384,10 +386,18 @@ class AcquirerHost:
 
     # --- routing ---------------------------------------------------------------
     def _dispatch(self, s: LedgerSession, msg: Message, body: bytes, now: datetime,
-                  lock: tuple[RequestLock | None] | None = None) -> _Plain:
-        """``lock``: (the request's lock arguments,) when prefetch worked them out."""
+                  known: _Known | None = None) -> _Plain:
+        """``known``: the request's kind and lock arguments, when prefetch worked them out."""
         tid, mid = msg.tid, msg.mid
-        early = self._lock_early(s, msg, lock) if s.lock_first else None
+        if known is None:
+            known = self._known(msg)
+        lock = known.lock
+        # A store that reads the terminal's row with the lock (``lock_first``) takes a sale's,
+        # void's or refund's lock before the terminal read when the message names the key
+        # (batch in 60.2). A request refused later (MAC, merchant) holds the lock of the key
+        # it named until the commit: that only orders it with that key's reversal.
+        if lock is not None and s.lock_first:
+            s.lock_request(*lock)
         # read per request: a terminal provisioned by another process is served at once
         term = self._terminal(s, tid or "")
         if term is None or term.row.mid != mid:
@@ -395,8 +405,7 @@ class AcquirerHost:
                 return _Plain(None, True)
             return _Plain(self._unmaced(msg, codes.INVALID_MERCHANT, now), True)
         mti = msg.mti
-        # the dialect's transaction table says what this is (emulator.host.classify)
-        kind = self._table.classify(msg) if msg.is_request else None
+        kind = known.kind
         if kind is None:
             return _Plain(None, True)
         if kind in ("sign_on", "key_change"):
@@ -412,14 +421,16 @@ class AcquirerHost:
         stan = msg.get(11)
         if not _digits(stan, 6):
             return self._answer(term, msg, codes.FORMAT_ERROR, now)
-        batch = self._batch_of(term, msg)
+        # the lock's arguments name the batch (60.2) and the PAN's hash already
+        batch = lock[1] if lock is not None else self._batch_of(term, msg)
         if batch is None:
             return self._answer(term, msg, codes.FORMAT_ERROR, now)
         key: TxnKey = (term.tid, batch, str(stan), mti)
         fingerprint = self._fingerprint(msg, body)
         pan = _pan_of(msg)
-        pan_hash = early[3] if early else self.pan_hash(pan) if pan else None
-        if kind in ("sale", "void", "refund") and (early is None or early[:3] != key[:3]):
+        pan_hash = lock[3] if lock is not None else self.pan_hash(pan) if pan else None
+        if kind in ("sale", "void", "refund") and (
+                lock is None or not s.lock_first or lock[:3] != key[:3]):
             # Held until commit. A reversal of this request in another process waits for
             # this booking, or this booking sees that reversal's tombstone (never both
             # missed); the same request sent to two processes at once is answered by the
@@ -427,40 +438,30 @@ class AcquirerHost:
             s.lock_request(term.tid, batch, str(stan), pan_hash)
         stored = s.transaction(key)
         if stored is not None:
-            known = stored.fingerprint  # of the form it was stored in
-            mine = fingerprint if known.startswith(_FINGERPRINT) else self._fingerprint_v1(msg)
-            if hmac.compare_digest(known, mine):
+            theirs = stored.fingerprint  # of the form it was stored in
+            mine = fingerprint if theirs.startswith(_FINGERPRINT) else self._fingerprint_v1(msg)
+            if hmac.compare_digest(theirs, mine):
                 return self._replay(term, msg, stored)
             return self._answer(term, msg, codes.DUPLICATE, now)
         ctx = _Ctx(s, term, msg, body, now, kind, batch, str(stan), key, fingerprint, pan,
                    pan_hash)
         return self._financial(ctx)
 
-    def _lock_early(self, s: LedgerSession, msg: Message,
-                    known: tuple[RequestLock | None] | None = None,
-                    ) -> tuple[str, str, str, str | None] | None:
-        """The lock _dispatch takes for a sale, void or refund, taken before the terminal
-        read when the message names the key (batch in 60.2): (tid, batch, stan, PAN hash).
+    def _known(self, msg: Message) -> _Known:
+        """What the dialect's transaction table says ``msg`` is (emulator.host.classify;
+        None: not a request, or an MTI without a row) and its lock arguments."""
+        kind = self._table.classify(msg) if msg.is_request else None
+        return _Known(kind, self._lock_args(msg, kind))
 
-        For a store that reads the terminal's row with the lock (``lock_first``). A request
-        refused later (MAC, merchant) holds the lock of the key it named until the commit:
-        that only orders it with that key's reversal.
-        """
-        lock = self._lock_args(msg) if known is None else known[0]
-        if lock is None:
+    def _lock_args(self, msg: Message, kind: str | None) -> RequestLock | None:
+        """The lock_request arguments of a sale, void or refund ``msg`` that names its key
+        (batch in 60.2): (tid, batch, stan, PAN hash, the original's RRN); else None."""
+        if kind not in ("sale", "void", "refund"):
             return None
-        s.lock_request(*lock)
-        return lock[:4]
-
-    def _lock_args(self, msg: Message) -> RequestLock | None:
-        """_lock_early's lock_request arguments for ``msg`` (None: it takes none)."""
         tid, stan = msg.tid, msg.get(11)
-        if not msg.is_request or 60 not in msg or not tid or not _digits(stan, 6):
+        if 60 not in msg or not tid or not _digits(stan, 6):
             return None
         try:
-            kind = self._table.classify(msg)
-            if kind not in ("sale", "void", "refund"):
-                return None
             batch = self._f60(msg).batch
         except Iso8583Error:
             return None
@@ -654,8 +655,11 @@ class AcquirerHost:
             if f55 is not None:
                 extra[55] = f55
         resp, body = self._sealed(ctx.term, ctx.msg, code, ctx.now, extra)
-        stored_fields = {k: v for k, v in sorted(resp.raw_items().items())
-                         if k not in (2, self._mac_field)}
+        answered = resp.raw_items()
+        # by number, F2 and the MAC left out (sorting the numbers alone: (number, value)
+        # pairs compare their numbers with == and < both)
+        left_out = (2, self._mac_field)
+        stored_fields = {k: answered[k] for k in sorted(answered) if k not in left_out}
         card = ctx.card
         row = TransactionRow(
             tid=ctx.term.tid, batch=ctx.batch, stan=ctx.stan, mti=ctx.msg.mti, kind=ctx.kind,
@@ -1002,6 +1006,13 @@ class AcquirerHost:
         ctx.extra[48] = upload.end_counts(ctx.s.uploads(ctx.term.tid, ctx.batch), ctx.term.tid,
                                           ctx.batch).encode()
         ctx.status = "acknowledged"
+
+
+class _Known(NamedTuple):
+    """What the host works out of a request before its terminal is read (AcquirerHost._known)."""
+
+    kind: str | None  # the transaction table's name for it; None: not a request it handles
+    lock: RequestLock | None  # its lock_request arguments (_lock_args); None: it takes none
 
 
 class _Plain(NamedTuple):  # a tuple: built once a request, no frozen-dataclass __init__
