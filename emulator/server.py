@@ -310,6 +310,24 @@ class GroupCommitter(Generic[S]):
     A LedgerConflict rolls the group back and runs it again; after a failure every
     pending and later callback gets the error instead.
 
+    One round trip a group (a store with the OneTripStore capability: PostgreSQL, unless
+    POS_PG_ONE_TRIP=0 or commits ahead are on). A group whose store costs two round trips
+    (its start: BEGIN and the prefetch's locks and rows; its end: writes and COMMIT) runs
+    in a session opened in steps (``session_open``): its works run, the loop gets two
+    turns (the requests that arrived while the works blocked it are read and queued: a
+    task woken by sleep(0) resumes before the loop's reads, hence two), and what queued
+    is the next group, whose start goes out behind this group's COMMIT in one round trip
+    on the same connection. PostgreSQL runs them in order: the next group's locks are
+    taken after this COMMIT released this group's, and it reads what this group wrote (a
+    resend finds the stored answer). This group's callbacks are called once its COMMIT's
+    result is known; then the next group runs at once, its rows already there. Nothing
+    queued: the COMMIT goes alone. A COMMIT that fails takes the next group's start with
+    it (same connection: rolled back); the next group has not run, so it goes back to the
+    head of the queue with its hints, and this group runs again as any group whose commit
+    failed (a conflict: one request per session; an unknown outcome: whole, on the
+    ``ledger-commit`` thread, where idempotency finds what was booked). A next group
+    whose start failed (a lock not granted in time) runs one request per session.
+
     Commits ahead (a store with the CommitAheadStore capability: PostgreSQL, when its
     commit_ahead is on -- off by default, see PostgresLedgerStore for why). A group
     there costs two round trips, the second carrying COMMIT and its WAL flush; run on the
