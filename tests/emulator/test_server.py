@@ -18,6 +18,7 @@ import pytest
 
 from emulator.host.faults import FaultPlan, bad_mac, garble
 from emulator.server import (
+    READ_BUFFER,
     GroupCommitter,
     HostServer,
     ServerConfig,
@@ -209,6 +210,37 @@ async def test_frames_split_across_reads_are_reassembled(rig: Rig) -> None:
         writer.write(framed[i:i + 1])
         await writer.drain()
     assert b"39=00" in await read_reply(reader)
+    writer.close()
+
+
+async def test_connections_reading_halves_at_once_keep_their_own_bytes(rig: Rig) -> None:
+    """Every connection reads into the server's one buffer: each read is copied out before
+    the next, whichever connection it is on."""
+    conns = [await rig.connect() for _ in range(20)]
+    frames = [frame_reply(encode("0200", f4="1", f11=f"{i:06d}", f41=f"T{i:07d}"))
+              for i in range(len(conns))]
+    for half in (0, 1):
+        for (_, writer), framed in zip(conns, frames, strict=True):
+            cut = len(framed) // 2
+            writer.write(framed[:cut] if half == 0 else framed[cut:])
+            await writer.drain()
+        await asyncio.sleep(0.05)
+    for i, (reader, writer) in enumerate(conns):
+        reply = await read_reply(reader)
+        assert f"11={i:06d}".encode() in reply
+        assert b"39=00" in reply
+        writer.close()
+
+
+async def test_more_than_a_read_buffer_at_once(rig: Rig) -> None:
+    reader, writer = await rig.connect()
+    stans = [f"{i:06d}" for i in range(1, 1501)]
+    data = b"".join(frame_reply(encode("0200", f4="1", f11=s, f41="T0000001" + "x" * 40))
+                    for s in stans)
+    assert len(data) > READ_BUFFER
+    writer.write(data)
+    replies = [await read_reply(reader) for _ in stans]
+    assert [r.split(b" ")[1].decode() for r in replies] == [f"11={s}" for s in stans]
     writer.close()
 
 
