@@ -118,11 +118,13 @@ async def terminal_task(term: SimTerminal, port: int, seen: Seen, stop: asyncio.
         await client.close()
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+async def until(condition: Callable[[], bool], what: str | Callable[[], str],
+                timeout: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            text = what if isinstance(what, str) else what()
+            raise AssertionError(f"timed out waiting for {text}")
         await asyncio.sleep(0.02)
 
 
@@ -142,7 +144,10 @@ async def load(port: int, terminals: int, disturb: Callable[[], None], *, warm: 
         await until(lambda: len(seen.approved) >= warm, "load before the disturbance")
         await asyncio.to_thread(disturb)
         after = len(seen.approved)
-        await until(lambda: len(seen.approved) >= after + cool, "approvals after it")
+        await until(lambda: len(seen.approved) >= after + cool,
+                    lambda: f"approvals after it ({len(seen.approved) - after} of {cool}; "
+                            f"lost {seen.lost}, resent {seen.resent}, "
+                            f"reversed {len(seen.reversed)} in all)")
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
@@ -191,7 +196,11 @@ async def run_kill(host: WorkerHost, url: str, *, terminals: int, kills: int, wa
             if len(killed) < kills:
                 time.sleep(0.5)
 
-    seen, _ = await load(host.port, terminals, kill_one, warm=warm, cool=cool, seed=seed)
+    try:
+        seen, _ = await load(host.port, terminals, kill_one, warm=warm, cool=cool, seed=seed)
+    except AssertionError as exc:  # what the workers said is the evidence of a flake
+        tail = "".join(host.stderr_lines[-40:])
+        raise AssertionError(f"{exc}\nthe workers' last lines:\n{tail}") from None
     check_after(url, seen)
     assert seen.lost > 0, f"the kill hit no request in flight (connections {opened})"
     assert host.stderr.count("was killed by SIGKILL") == kills
