@@ -18,11 +18,9 @@ loop per block and not a cipher set-up per call.
 from __future__ import annotations
 
 import hmac
-import operator
 import struct
-import sys
 from collections.abc import Callable
-from functools import lru_cache, reduce
+from functools import lru_cache
 
 from iso8583.crypto.des import (
     BLOCK,
@@ -34,7 +32,6 @@ from iso8583.crypto.des import (
 from iso8583.errors import CryptoError, MacError
 
 _ZERO_BLOCK = bytes(BLOCK)
-_NATIVE = sys.byteorder
 _U64 = struct.Struct(">Q")
 _pack_u64 = _U64.pack
 _unpack_u64 = _U64.unpack_from
@@ -59,10 +56,18 @@ def pad_method2(data: bytes) -> bytes:
 def xor_blocks(data: bytes) -> bytes:
     """XOR all 8-byte blocks of ``data`` after zero padding (the CUP MAB fold)."""
     padded = pad_method1(data)
-    # Reading blocks as native-order 64-bit words and writing back in the same
-    # order gives the byte-wise XOR without a Python loop over slices.
-    folded: int = reduce(operator.xor, memoryview(padded).cast("Q"))
-    return folded.to_bytes(BLOCK, _NATIVE)
+    # The blocks as one little-endian integer (block i at bit 64 i): XORing its upper
+    # half of the blocks onto the lower half keeps each byte at its offset in its block,
+    # so log2(blocks) folds of big integers give the byte-wise XOR (a reduce over the
+    # blocks as 64-bit words made an int object a block).
+    blocks = len(padded) >> 3
+    folded = int.from_bytes(padded, "little")
+    while blocks > 1:
+        kept = (blocks + 1) >> 1
+        bits = kept << 6
+        folded = (folded & ((1 << bits) - 1)) ^ (folded >> bits)
+        blocks = kept
+    return folded.to_bytes(BLOCK, "little")
 
 
 class CupMac:

@@ -121,6 +121,15 @@ def test_retail_mac_verify_truncated_and_check() -> None:
         mac.check(b"abd", full)
 
 
+@given(st.binary(max_size=400))
+def test_xor_blocks_is_the_byte_wise_xor_of_the_zero_padded_blocks(data: bytes) -> None:
+    padded = data + bytes(-len(data) % 8) if data else bytes(8)
+    want = bytearray(8)
+    for i, byte in enumerate(padded):
+        want[i % 8] ^= byte
+    assert xor_blocks(data) == bytes(want)
+
+
 def test_empty_message_is_one_zero_block() -> None:
     assert xor_blocks(b"") == bytes(8)
     assert x919_mac(ISO9797_KEY, b"") == x919_mac(ISO9797_KEY, bytes(8))
