@@ -20,7 +20,10 @@ worker that has not answered for ``--worker-timeout`` seconds (its event loop is
 stuck, in a ledger session or elsewhere, or the process is stopped) or whose
 ledger session has been waiting for an unreachable ledger for longer than the
 commit path's own retry window plus that timeout is hung: it is killed with
-SIGKILL and restarted like a dead one. What it had read and not answered is lost
+SIGKILL and restarted like a dead one. A worker waiting for another process's
+SQLite write lock is neither: it waits yielding to its event loop (no session
+runs meanwhile; see GroupCommitter) and answers the heartbeats as it waits. What
+it had read and not answered is lost
 exactly as in a crash: terminals resend or reverse, and the ledger keeps every
 approval it answered. The counters each
 worker last reported are kept when it dies, so the host's totals (``stats``,
