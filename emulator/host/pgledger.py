@@ -65,6 +65,7 @@ psycopg is optional: importing this module without it raises
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import operator
@@ -702,6 +703,8 @@ class OpenSession:
                         session = self._session = PgSession(store, self._link)
                         if self._prefetch is not None:
                             self._prefetch(session)
+                    else:
+                        session.started()
                     result = body(session)
                 except BaseException:
                     self._end(rollback=True)
@@ -775,6 +778,8 @@ class OpenSession:
             return
         self.done = True
         if rollback and self._session is not None:
+            with contextlib.suppress(LedgerError):
+                self._session.started()  # (its results read before the rollback)
             self._session.rollback()
         if self._link is not None:
             self._store._give(self._link)
@@ -905,6 +910,8 @@ class PgSession(SqlSession):
         # the next session of commit_then while its start is built: lock_requests' locks go
         # here, to ride in the previous session's COMMIT round trip (None: not deferred)
         self._deferred: list[RequestLock] | None = None
+        # its start, sent, its results not read yet (read by started())
+        self._start: tuple[list[RequestLock], Generator[None, None, list[Any]]] | None = None
 
     # --- statements --------------------------------------------------------------
     def _read(self, query: str, params: Sequence[object]) -> Any:
@@ -1110,9 +1117,11 @@ class PgSession(SqlSession):
         whose lock_requests only notes its locks; one pipeline then carries [this session's
         balance move, held writes, COMMIT, sync][BEGIN, pos_prepare_* of those locks, sync].
         PostgreSQL runs them in order: the next session's locks are taken after this COMMIT
-        released this session's, and it reads what this session wrote. Returns the next
-        session (its rows prefetched, as lock_requests leaves them) and its start's failure
-        (it is rolled back then); None when ``then`` is None (committed alone).
+        released this session's, and it reads what this session wrote. Returns once this
+        COMMIT's result is read, with the next session, its start's results left to
+        :meth:`started` (the caller answers this session's requests meanwhile, while
+        PostgreSQL runs the start), and a failure of a start already made (else None);
+        None when ``then`` is None (committed alone).
 
         This session's failure raises, as :meth:`commit` (LedgerConflict: nothing kept;
         LedgerUnavailable: the connection failed before its COMMIT's answer, outcome
@@ -1154,23 +1163,32 @@ class PgSession(SqlSession):
             ours = _waited(pgconn, _collect(pgconn, len(statements) + 1, last=False))
         except psycopg.Error as exc:
             raise self._lost(exc) from exc
-        lost: psycopg.Error | None = None
-        try:
-            theirs = _waited(pgconn, _collect(pgconn, 1 + len(start)))
-        except psycopg.Error as exc:  # this COMMIT's outcome is known all the same
-            lost = exc
-        self._checked(ours, begin=False, commit=True)
         nxt._begun = True
-        if lost is not None:
-            return nxt, nxt._lost(lost)
+        nxt._start = (locks, _collect(pgconn, 1 + len(start)))
         try:
-            res = nxt._checked(theirs, begin=True, commit=False)[0]
-        except LedgerError as exc:
-            nxt.rollback()
-            return nxt, exc
-        nxt._touched = set()
-        nxt._prefetched = _Prepared(locks, res)
+            self._checked(ours, begin=False, commit=True)
+        except LedgerError:  # the start's results are read first (then the caller's rollback)
+            with contextlib.suppress(LedgerError):
+                nxt.started()
+            raise
         return nxt, None
+
+    def started(self) -> None:
+        """A session of :meth:`commit_then`: read its start's results (they were sent behind
+        the previous COMMIT), as lock_requests would have; raises its failure (the session
+        is to be rolled back then). Nothing to read: nothing done."""
+        pending = self._start
+        if pending is None:
+            return
+        self._start = None
+        locks, steps = pending
+        try:
+            results = _waited(self._db.pgconn, steps)
+        except psycopg.Error as exc:
+            raise self._lost(exc) from exc
+        res = self._checked(results, begin=True, commit=False)[0]
+        self._touched = set()
+        self._prefetched = _Prepared(locks, res)
 
     def _flush(self, *, commit: bool) -> None:
         """Before COMMIT: move the card balances, then send the writes still held.

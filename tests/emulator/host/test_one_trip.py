@@ -67,7 +67,7 @@ class Chains:
             except Exception:
                 self.calls.append((then is not None, False))
                 raise
-            self.calls.append((nxt is not None and nxt[0]._prefetched is not None, True))
+            self.calls.append((nxt is not None and nxt[0]._start is not None, True))
             return nxt
 
         monkeypatch.setattr(PgSession, "commit_then", spy)
@@ -228,12 +228,16 @@ async def test_a_connection_lost_between_the_two_halves(
     real = pgledger._collect
     segments: list[bool] = []
 
-    def collect(pgconn: Any, count: int, *, last: bool = True) -> Any:
-        if last and segments and not segments[-1]:  # the second half of a chain
-            segments.append(last)
-            pgconn.finish()  # the connection fails (what libpq then reports)
+    def lost(pgconn: Any) -> Iterator[None]:
+        pgconn.finish()  # the connection fails (what libpq then reports)
+        if pgconn.status != 0:  # (always: a generator that raises at its first step)
             raise psycopg.OperationalError("the connection was lost")
+        yield
+
+    def collect(pgconn: Any, count: int, *, last: bool = True) -> Any:
         segments.append(last)
+        if last and len(segments) > 1 and not segments[-2]:  # the second half of a chain
+            return lost(pgconn)
         return real(pgconn, count, last=last)
 
     monkeypatch.setattr(pgledger, "_collect", collect)
