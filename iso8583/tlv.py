@@ -159,9 +159,9 @@ def _read_length(data: bytes, pos: int, base: int, context: str, tag: int) -> tu
     return int.from_bytes(data[pos + 1 : pos + 1 + count]), pos + 1 + count
 
 
-def _walk(data: bytes, base: int, context: str, depth: int,
-          tree: list[Tlv] | None, flat: dict[int, bytes] | None) -> None:
-    """Parse ``data`` once, into a tree of :class:`Tlv` or a flat tag -> value map."""
+def _walk(data: bytes, base: int, context: str, depth: int, tree: list[Tlv]) -> None:
+    """Parse ``data`` into a tree of :class:`Tlv` (:func:`_walk_flat` is the same walk
+    into a flat map; tests hold the two to the same results and errors)."""
     if depth > MAX_DEPTH:
         raise TlvError(f"constructed objects nested deeper than {MAX_DEPTH}", field=context,
                        pos=base)
@@ -188,23 +188,53 @@ def _walk(data: bytes, base: int, context: str, depth: int,
             raise TlvError(f"value of {length} bytes runs past the end of the data",
                            field=f"{context}.{format_tag(tag)}", pos=base + tag_pos)
         value = data[pos : pos + length]
-        constructed = first & 0x20
-        if tree is not None:
-            children: list[Tlv] = []
-            if constructed:
-                _walk(value, base + pos, context, depth + 1, children, None)
-            tree.append(Tlv(tag, value, tuple(children)))
-        elif constructed:
-            _walk(value, base + pos, context, depth + 1, None, flat)
-        elif flat is not None and tag not in flat:
-            flat[tag] = value
+        children: list[Tlv] = []
+        if first & 0x20:  # constructed
+            _walk(value, base + pos, context, depth + 1, children)
+        tree.append(Tlv(tag, value, tuple(children)))
         pos += length
+
+
+def _walk_flat(data: bytes, base: int, context: str, depth: int,
+               flat: dict[int, bytes]) -> None:
+    """:func:`_walk` into ``flat`` (primitive tag -> value, the first occurrence wins):
+    the host decodes every chip request's F55 so, hence a loop of its own."""
+    if depth > MAX_DEPTH:
+        raise TlvError(f"constructed objects nested deeper than {MAX_DEPTH}", field=context,
+                       pos=base)
+    pos, end = 0, len(data)
+    while pos < end:
+        first = data[pos]
+        if not 0x00 < first < 0xFF:  # padding (two int compares: no tuple look-up)
+            pos += 1
+            continue
+        tag_pos = pos
+        if first & 0x1F != 0x1F:
+            tag, pos = first, pos + 1
+        elif pos + 1 < end and not data[pos + 1] & 0x80:  # two bytes: most EMV tags
+            tag, pos = first << 8 | data[pos + 1], pos + 2
+        else:
+            tag, pos = _read_tag(data, pos, base, context)
+        if pos < end and data[pos] < 0x80:
+            stop = pos + 1 + data[pos]
+            pos += 1
+        else:
+            length, pos = _read_length(data, pos, base, context, tag)
+            stop = pos + length
+        if stop > end:
+            raise TlvError(f"value of {stop - pos} bytes runs past the end of the data",
+                           field=f"{context}.{format_tag(tag)}", pos=base + tag_pos)
+        if first & 0x20:  # constructed
+            _walk_flat(data[pos:stop], base + pos, context, depth + 1, flat)
+        elif tag not in flat:
+            flat[tag] = data[pos:stop]
+        pos = stop
 
 
 def decode(data: bytes, *, context: str = "55") -> list[Tlv]:
     """Decode a sequence of BER-TLV objects strictly; constructed ones get ``children``."""
     out: list[Tlv] = []
-    _walk(bytes(data), 0, context, 0, out, None)
+    _walk(bytes(data), 0, context, 0, out)
     return out
 
 
@@ -224,7 +254,7 @@ def decode_flat(data: bytes, *, context: str = "55") -> dict[int, bytes]:
     F55 this way on every chip transaction).
     """
     flat: dict[int, bytes] = {}
-    _walk(bytes(data), 0, context, 0, None, flat)
+    _walk_flat(bytes(data), 0, context, 0, flat)
     return flat
 
 

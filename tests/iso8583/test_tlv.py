@@ -159,11 +159,12 @@ def test_overlong_value_cannot_be_encoded() -> None:
 def test_malformed_input_names_field_and_position(
     hex_data: str, reason: str, field: str, pos: int
 ) -> None:
-    with pytest.raises(TlvError, match=reason) as info:
-        tlv.decode(h(hex_data))
-    assert info.value.field == field
-    assert info.value.pos == pos
-    assert isinstance(info.value, DecodeError)
+    for decode in (tlv.decode, tlv.decode_flat):
+        with pytest.raises(TlvError, match=reason) as info:
+            decode(h(hex_data))
+        assert info.value.field == field
+        assert info.value.pos == pos
+        assert isinstance(info.value, DecodeError)
 
 
 def test_context_prefix_is_configurable() -> None:
@@ -292,22 +293,22 @@ def test_encode_decode_round_trip_long_run(nodes: list[Node]) -> None:
     assert matches(tlv.decode(data), nodes)
 
 
-def _tree_or_error(data: bytes) -> dict[int, bytes] | tuple[object, int]:
+def _tree_or_error(data: bytes) -> dict[int, bytes] | tuple[object, int, str]:
     try:
         tree = tlv.decode(data)
     except TlvError as exc:
-        return (exc.field, exc.pos)
+        return (exc.field, exc.pos, str(exc))
     expected: dict[int, bytes] = {}
     for item in tlv.iter_primitives(tree):
         expected.setdefault(item.tag, item.value)
     return expected
 
 
-def _flat_or_error(data: bytes) -> dict[int, bytes] | tuple[object, int]:
+def _flat_or_error(data: bytes) -> dict[int, bytes] | tuple[object, int, str]:
     try:
         return tlv.decode_flat(data)
     except TlvError as exc:
-        return (exc.field, exc.pos)
+        return (exc.field, exc.pos, str(exc))
 
 
 @settings(max_examples=400)
