@@ -310,8 +310,9 @@ class GroupCommitter(Generic[S]):
     A LedgerConflict rolls the group back and runs it again; after a failure every
     pending and later callback gets the error instead.
 
-    One round trip a group (a store with the OneTripStore capability: PostgreSQL, unless
-    POS_PG_ONE_TRIP=0 or commits ahead are on). A group whose store costs two round trips
+    One round trip a group (a store with the OneTripStore capability: PostgreSQL with
+    POS_PG_ONE_TRIP=1, off by default -- see PostgresLedgerStore for why -- and commits
+    ahead off). A group whose store costs two round trips
     (its start: BEGIN and the prefetch's locks and rows; its end: writes and COMMIT) runs
     in a session opened in steps (``session_open``): its works run, the loop gets two
     turns (the requests that arrived while the works blocked it are read and queued: a

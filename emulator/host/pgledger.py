@@ -39,9 +39,9 @@ processes, each with its own connection, share one ledger:
   again). BEGIN rides with the session's first
   statement and COMMIT with its last writes (after the card balances' check,
   pos_move_balances), so a group costs two round trips -- one in steady state under the
-  server, whose group's COMMIT carries the next group's start (session_open,
-  OpenSession, PgSession.commit_then). The statements go straight through libpq,
-  prepared once per connection;
+  server with POS_PG_ONE_TRIP=1 (off by default), a group's COMMIT carrying the next
+  group's start (session_open, OpenSession, PgSession.commit_then). The statements go
+  straight through libpq, prepared once per connection;
 * a lock not granted within ``LOCK_TIMEOUT_MS`` is a LedgerConflict too (two
   processes' groups that lock the same originals in two orders would otherwise
   wait for PostgreSQL's deadlock check, 1 s, every time; the server then runs the
@@ -417,8 +417,8 @@ _CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
 #: The environment variable that turns commits ahead on ("1") for stores that do not say
 #: (PostgresLedgerStore's commit_ahead; every process of ``serve --workers`` inherits it).
 COMMIT_AHEAD_ENV = "POS_PG_COMMIT_AHEAD"
-#: The environment variable that turns one round trip a group off ("0") for stores that do
-#: not say (PostgresLedgerStore's one_trip, session_open; on by default).
+#: The environment variable that turns one round trip a group on ("1") for stores that do
+#: not say (PostgresLedgerStore's one_trip, session_open; off by default).
 ONE_TRIP_ENV = "POS_PG_ONE_TRIP"
 #: How long a session waits for a row or advisory lock before it gives up (LedgerConflict).
 LOCK_TIMEOUT_MS = 100
@@ -1413,6 +1413,23 @@ class PostgresLedgerStore:
     request on a machine where CPU is the limit); again at load 1.0-2.3 (paced2 x3):
     p99 1 worker 39.5/61.5/112.2 off vs 70.7/93.6/46.0 ms on, 2 workers 23.6/25.5/30.9 vs
     53.4/107.5/49.1 ms, the host's CPU a request 7-20% higher on in every pair.
+
+    ``one_trip`` None: the environment says (ONE_TRIP_ENV=1: on; else off): whether the
+    server runs its groups with :meth:`session_open` (a group's COMMIT carries the next
+    group's start: one round trip a group in steady state; see OpenSession). Off by
+    default for the reason commits ahead are: a group that takes one round trip less
+    takes fewer requests, and its fixed cost (host and PostgreSQL) is then spread over
+    fewer. Measured on the 2-core VM with the other helpers' work running (load 4-12, so
+    every run at 1,000 TPS was saturated: 433-927 TPS served), paced2 pg W 10 1000,
+    off/on alternating, 9 pairs each: p99 lower with it on in 4 of 9 pairs (1 worker)
+    and 3 of 9 (2 workers); the host's CPU a request higher on in 7 of 9 and 6 of 9
+    (1 worker: off 0.408-0.500, on 0.413-0.519 ms; 2 workers: 0.439-0.549 vs
+    0.465-0.587); PostgreSQL's CPU a request lower on in 7 of 9 and 5 of 9 (1 worker:
+    0.108-0.130 vs 0.094-0.117 ms). At 500 TPS (1 worker, 3 pairs, load ~10): p99
+    74.4/96.6/163.6 off vs 105.2/66.9/41.1 ms on, host CPU 0.550/0.606/0.613 vs
+    0.562/0.661/0.794 ms a request (the last pair's groups: 5.8 records on, 13.1 off).
+    Not measured on a calm machine, nor with PostgreSQL a network hop away (where a
+    round trip costs more and it should pay).
     """
 
     multi_process = True
@@ -1422,7 +1439,7 @@ class PostgresLedgerStore:
         if commit_ahead is None:
             commit_ahead = os.environ.get(COMMIT_AHEAD_ENV, "") == "1"
         if one_trip is None:
-            one_trip = os.environ.get(ONE_TRIP_ENV, "") != "0"
+            one_trip = os.environ.get(ONE_TRIP_ENV, "") == "1"
         #: whether the server should run groups with session_open (see OpenSession)
         self.one_trip = one_trip
         self._away: OpenSession | None = None  # a session_open session, its owner away

@@ -277,12 +277,12 @@ def test_a_session_started_meanwhile_commits_the_open_one_first(lane: Lane) -> N
         session.lock_request(lane.term.tid, "000001", "000001")
 
 
-def test_one_trip_is_on_by_default_and_off_with_the_environment_or_commits_ahead(
+def test_one_trip_is_off_by_default_and_on_with_the_environment_unless_commits_ahead(
         pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from emulator.host.pgledger import COMMIT_AHEAD_ENV, ONE_TRIP_ENV
     monkeypatch.delenv(COMMIT_AHEAD_ENV, raising=False)
-    for env, ahead, expected in (("", False, True), ("0", False, False),
-                                 ("1", False, True), ("", True, False)):
+    for env, ahead, expected in (("", False, False), ("0", False, False),
+                                 ("1", False, True), ("1", True, False)):
         monkeypatch.setenv(ONE_TRIP_ENV, env)
         store = PostgresLedgerStore(pg_dsn, schema=f"onetrip{next(_schemas)}",
                                     commit_ahead=ahead)
