@@ -1428,14 +1428,15 @@ class PostgresLedgerStore:
     0.108-0.130 vs 0.094-0.117 ms). At 500 TPS (1 worker, 3 pairs, load ~10): p99
     74.4/96.6/163.6 off vs 105.2/66.9/41.1 ms on, host CPU 0.550/0.606/0.613 vs
     0.562/0.661/0.794 ms a request (the last pair's groups: 5.8 records on, 13.1 off).
-    In a calmer half hour (load 1.2-3.2, 6 pairs at 1,000 TPS, every run served
-    986-999 TPS): 1 worker p99 54.9/178.1/643.5 off vs 39.2/172.8/225.3 ms on, host CPU
-    0.545/0.471/0.469 vs 0.556/0.472/0.488; 2 workers 167.3/58.9/47.2 vs
-    51.9/41.4/1,442.6 ms, host 0.524/0.747/0.751 vs 0.761/0.762/0.576. A run either
-    keeps up (groups of 5-15 records, p99 30-60 ms, more CPU a request) or falls behind
-    for good (groups of 35-60, p99 150-1,500 ms), on or off: it decides p99 more than
-    this does. Not measured with PostgreSQL a network hop away (where a round trip costs
-    more and it should pay).
+    In a calmer hour (load 1.2-4.9, 9 more pairs each, most runs served 986-999 TPS):
+    p99 lower on in 7 of 9 pairs (1 worker) and 4 of 9 (2 workers); the host's CPU a
+    request higher on in 7 of 9 and 5 of 9 (by 0-4% in the pairs whose two runs kept
+    up alike; e.g. 1 worker p99 54.9 off vs 39.2 ms on, host 0.545 vs 0.556 ms; 2
+    workers 38.2 vs 52.2 ms, 0.772 vs 0.774 ms). A run either keeps up (groups of 5-15
+    records, p99 30-60 ms, more CPU a request) or falls behind for good (groups of
+    35-65, p99 150-1,650 ms), on or off: that decides p99 more than this does. Not
+    measured with PostgreSQL a network hop away (where a round trip costs more and it
+    should pay).
     """
 
     multi_process = True
