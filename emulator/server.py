@@ -500,7 +500,11 @@ class GroupCommitter(Generic[S]):
                 finally:
                     self._group_started = None
                 self._committed(batch, results, time.perf_counter() - started)
-                await asyncio.sleep(0)  # let the loop read what arrived meanwhile
+                # a turn for the loop's other callbacks, not its reads (a task woken by
+                # sleep(0) resumes before them). A group run on the loop took the whole
+                # queue, so what arrived meanwhile is read while the committer waits on
+                # _wake; a group run on the thread let the loop read as it ran
+                await asyncio.sleep(0)
         finally:
             self._executor.shutdown(wait=False)
 
