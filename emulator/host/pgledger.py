@@ -212,6 +212,16 @@ BEGIN
     SELECT 'm', {_TERMINAL_TEXT} FROM terminals m WHERE m.tid = p_tid;
 END $$ LANGUAGE plpgsql VOLATILE
 {_PLAN_SETTINGS};
+-- A terminal by TID, for a request whose terminal no lock read with it (a sign-on, the
+-- second request of a terminal in a group). A plain prepared SELECT got a generic plan
+-- made while terminals held a row or two, which scanned the table whole until an
+-- ANALYZE happened to invalidate it; planned here, it stays an index probe.
+CREATE OR REPLACE FUNCTION pos_terminal(p_tid TEXT)
+{_PREPARE_RETURNS} AS $$
+BEGIN
+    RETURN QUERY SELECT 'm', {_TERMINAL_TEXT} FROM terminals m WHERE m.tid = p_tid;
+END $$ LANGUAGE plpgsql STABLE
+{_PLAN_SETTINGS};
 """  # noqa: S608 -- the module's own column lists, never input
 
 _SCHEMA = """
@@ -438,7 +448,7 @@ _REFUND_UPSERT_MANY = (
     "INSERT INTO refunds (refund_key, original_key, amount, status) "
     "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[]) "
     "ON CONFLICT (refund_key) DO UPDATE SET status = excluded.status")
-_TERMINAL_BY_TID = TERMINAL_SELECT + " WHERE tid = ?"
+_TERMINAL_BY_TID = "SELECT * FROM pos_terminal(?)"
 _TXN_BY_KEY = TXN_SELECT + " WHERE tid = ? AND batch = ? AND stan = ? AND mti = ?"
 _TXN_BY_RRN = TXN_SELECT + " WHERE rrn = ?"
 _BALANCE_SELECT = "SELECT spent FROM balances WHERE pan_hash = ?"
@@ -793,6 +803,15 @@ def _int(value: bytes | None) -> int | None:
     return None if value is None else int(value)
 
 
+def _terminal(res: Any, row: int) -> TerminalRow:
+    """A terminal row from ``row`` of a pos_prepare_* / pos_terminal result (tag, then the
+    TERMINAL_COLUMNS as text)."""
+    v = [res.get_value(row, c) for c in range(1, 1 + len(TERMINAL_COLUMNS))]
+    return TerminalRow(v[0].decode(), v[1].decode(), v[2].decode(), v[3].decode(),
+                       v[4].decode(), v[5].decode(), v[6].decode(), v[7] == b"true",
+                       int(v[8]), v[9] == b"true")
+
+
 def _transaction(res: Any, row: int, at: int = 0) -> TransactionRow:
     """A transaction row from ``row`` of ``res``, its columns (TXN_COLUMNS) from ``at`` on."""
     v = [res.get_value(row, c) for c in range(at, at + len(TXN_COLUMNS))]
@@ -837,10 +856,8 @@ class _Prepared:
                 row = _transaction(res, r, 1)
                 self.originals[row.rrn or ""] = row
             elif tag == b"m":
-                v = [get(r, c) for c in range(1, 1 + len(TERMINAL_COLUMNS))]
-                self.terminals[v[0].decode()] = TerminalRow(
-                    v[0].decode(), v[1].decode(), v[2].decode(), v[3].decode(), v[4].decode(),
-                    v[5].decode(), v[6].decode(), v[7] == b"true", int(v[8]), v[9] == b"true")
+                terminal = _terminal(res, r)
+                self.terminals[terminal.tid] = terminal
             elif tag == b"p":
                 self.spent[get(r, 1).decode()] = int(get(r, 2))
             elif tag == b"s":
@@ -1273,12 +1290,7 @@ class PgSession(SqlSession):
             return self._terminals.pop(tid)
         self._clean(("t", tid))
         res = self._exec(_TERMINAL_BY_TID, (tid,))
-        if not res.ntuples:
-            return None
-        v = [res.get_value(0, c) for c in range(10)]
-        return TerminalRow(v[0].decode(), v[1].decode(), v[2].decode(), v[3].decode(),
-                           v[4].decode(), v[5].decode(), v[6].decode(), v[7] == b"t",
-                           int(v[8]), v[9] == b"t")
+        return _terminal(res, 0) if res.ntuples else None
 
     def lock_request(self, tid: str, batch: str, stan: str,
                      pan_hash: str | None = None, rrn: str | None = None) -> None:
