@@ -17,16 +17,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from emulator.catalogue import card_by_name
 from emulator.host import HostOutcome
 from emulator.host.errors import LedgerConflict
 from emulator.host.pgledger import PgSession, PostgresLedgerStore
 from emulator.server import GroupCommitter, ServerStats
-from emulator.simterminal import Approved, SimTerminal
-from tests.emulator.host.harness import NOW, TPDU, Lane, make_lane
-
-DEBIT = card_by_name("cup-debit")
-PIN = "123456"
+from emulator.simterminal import SimTerminal
+from tests.emulator.host.harness import NOW, Lane, make_lane
+from tests.emulator.host.test_commit_ahead import DEBIT, PIN, approved_sale, payload
 
 _schemas = itertools.count(1)
 
@@ -37,16 +34,6 @@ def lane(pg_dsn: str) -> Iterator[Lane]:
                                 commit_ahead=False)
     yield make_lane(store=store)
     store.close()
-
-
-def approved_sale(lane: Lane, amount: int) -> Approved:
-    result = lane.exchange(lane.term.sale(DEBIT, amount, pin=PIN))
-    assert isinstance(result, Approved)
-    return result
-
-
-def payload(term: SimTerminal, msg: Any) -> bytes:
-    return term.dialect.payload(msg, tpdu=TPDU)
 
 
 def code(outcome: HostOutcome) -> str:
