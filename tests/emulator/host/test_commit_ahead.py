@@ -77,6 +77,18 @@ def payload(term: SimTerminal, msg: Any) -> bytes:
     return term.dialect.payload(msg, tpdu=TPDU)
 
 
+def second_terminal(lane: Lane) -> SimTerminal:
+    """Another terminal of the lane's merchant, provisioned and signed on."""
+    other = SimTerminal("cup", "10000002", lane.term.mid, bytes(range(16)), lambda: NOW,
+                        rng=random.Random(5))
+    lane.store.commit([lane.host.provision(other.tid, other.mid, bytes(range(16)))])
+    sign_on = lane.host.handle(payload(other, other.sign_on_request()), NOW)
+    lane.store.commit(sign_on.records)
+    assert sign_on.reply is not None
+    other.accept_sign_on(other.dialect.unpack_payload(sign_on.reply).message)
+    return other
+
+
 def hold_balance(lane: Lane, rrn: str) -> Callable[[], None]:
     """Lock the balance row of the card of the sale ``rrn`` on a connection of its own."""
     row = lane.host.by_rrn(rrn)
@@ -132,13 +144,7 @@ async def test_two_groups_in_flight_never_over_refund_one_sale(lane: Lane) -> No
     in flight at once: the second waits for the first's lock on the original, then
     reads what it refunded."""
     sale = approved_sale(lane, 10_000)
-    other = SimTerminal("cup", "10000002", lane.term.mid, bytes(range(16)), lambda: NOW,
-                        rng=random.Random(5))
-    lane.store.commit([lane.host.provision(other.tid, other.mid, bytes(range(16)))])
-    sign_on = lane.host.handle(payload(other, other.sign_on_request()), NOW)
-    lane.store.commit(sign_on.records)
-    assert sign_on.reply is not None
-    other.accept_sign_on(other.dialect.unpack_payload(sign_on.reply).message)
+    other = second_terminal(lane)
     release = hold_balance(lane, str(sale.rrn))
     started, outcomes = await two_groups(
         lane, payload(lane.term, lane.term.refund(sale, 6_000)),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,9 +20,14 @@ from emulator.host import HostOutcome
 from emulator.host.errors import LedgerConflict
 from emulator.host.pgledger import PgSession, PostgresLedgerStore
 from emulator.server import GroupCommitter, ServerStats
-from emulator.simterminal import SimTerminal
 from tests.emulator.host.harness import NOW, Lane, make_lane
-from tests.emulator.host.test_commit_ahead import DEBIT, PIN, approved_sale, payload
+from tests.emulator.host.test_commit_ahead import (
+    DEBIT,
+    PIN,
+    approved_sale,
+    payload,
+    second_terminal,
+)
 
 _schemas = itertools.count(1)
 
@@ -154,13 +158,7 @@ async def test_two_groups_never_over_refund_one_sale(lane: Lane) -> None:
     """A refund from each of two terminals of the merchant, of one sale, in two groups:
     the second's start (its lock on the original) comes after the first's COMMIT."""
     sale = approved_sale(lane, 10_000)
-    other = SimTerminal("cup", "10000002", lane.term.mid, bytes(range(16)), lambda: NOW,
-                        rng=random.Random(5))
-    lane.store.commit([lane.host.provision(other.tid, other.mid, bytes(range(16)))])
-    sign_on = lane.host.handle(payload(other, other.sign_on_request()), NOW)
-    lane.store.commit(sign_on.records)
-    assert sign_on.reply is not None
-    other.accept_sign_on(other.dialect.unpack_payload(sign_on.reply).message)
+    other = second_terminal(lane)
     outcomes, _ = await two_groups(lane, payload(lane.term, lane.term.refund(sale, 6_000)),
                                    payload(other, other.refund(sale, 6_000)))
     assert [code(o) for o in outcomes] == ["00", "64"]
