@@ -279,7 +279,10 @@ _Next = tuple[list[tuple[Work[S], Released]], list[object], OpenSession[S] | Non
 #: Times a group clashing with another process (LedgerConflict) is run again.
 MAX_CONFLICTS = 50
 #: Requests queued that start a group while a COMMIT is in flight (fewer wait for its answer).
-AHEAD_AT = 1
+#: Paced at 1,000 TPS, 1 worker, on the 2-core VM (paced2, alternating, load 0.6-2.1), p99
+#: in ms: 6: 24.6/48.7/52.1; 12: 35.3/32.3/58.4/31.8/34.4/57.6/38.3/66.9; 20: 30.4/27.6/86.5;
+#: never early: 92.7/61.3; commits ahead off: 36.2-101.9 (8 runs, 2 <= 50).
+AHEAD_AT = 12
 #: Seconds between two tries of a group waiting for another process's write lock (at most).
 LOCK_WAIT_STEP = 0.01
 #: A group waiting for the write lock is logged every this many seconds.
@@ -311,26 +314,25 @@ class GroupCommitter(Generic[S]):
     pending and later callback gets the error instead.
 
     One round trip a group (a store with the OneTripStore capability: PostgreSQL with
-    POS_PG_ONE_TRIP=1, off by default -- see PostgresLedgerStore for why -- and commits
-    ahead off). A group whose store costs two round trips
-    (its start: BEGIN and the prefetch's locks and rows; its end: writes and COMMIT) runs
-    in a session opened in steps (``session_open``): its works run, the loop gets two
-    turns (the requests that arrived while the works blocked it are read and queued: a
-    task woken by sleep(0) resumes before the loop's reads, hence two), and what queued
-    is the next group, whose start goes out behind this group's COMMIT in one round trip
-    on the same connection. PostgreSQL runs them in order: the next group's locks are
-    taken after this COMMIT released this group's, and it reads what this group wrote (a
-    resend finds the stored answer). This group's callbacks are called once its COMMIT's
-    result is known; then the next group runs at once, its rows already there. Nothing
-    queued: the COMMIT goes alone. A COMMIT that fails takes the next group's start with
-    it (same connection: rolled back); the next group has not run, so it goes back to the
-    head of the queue with its hints, and this group runs again as any group whose commit
-    failed (a conflict: one request per session; an unknown outcome: whole, on the
-    ``ledger-commit`` thread, where idempotency finds what was booked). A next group
-    whose start failed (a lock not granted in time) runs one request per session.
+    POS_PG_ONE_TRIP=1 and commits ahead off -- see PostgresLedgerStore for why). A group
+    whose store costs two round trips (its start: BEGIN and the prefetch's locks and rows;
+    its end: writes and COMMIT) runs in a session opened in steps (``session_open``): its
+    works run, the loop gets two turns (the requests that arrived while the works blocked it
+    are read and queued: a task woken by sleep(0) resumes before the loop's reads, hence
+    two), and what queued is the next group, whose start goes out behind this group's COMMIT
+    in one round trip on the same connection. PostgreSQL runs them in order: the next
+    group's locks are taken after this COMMIT released this group's, and it reads what this
+    group wrote (a resend finds the stored answer). This group's callbacks are called once
+    its COMMIT's result is known; then the next group runs at once, its rows already there.
+    Nothing queued: the COMMIT goes alone. A COMMIT that fails takes the next group's start
+    with it (same connection: rolled back); the next group has not run, so it goes back to
+    the head of the queue with its hints, and this group runs again as any group whose
+    commit failed (a conflict: one request per session; an unknown outcome: whole, on the
+    ``ledger-commit`` thread, where idempotency finds what was booked). A next group whose
+    start failed (a lock not granted in time) runs one request per session.
 
     Commits ahead (a store with the CommitAheadStore capability: PostgreSQL, when its
-    commit_ahead is on -- off by default, see PostgresLedgerStore for why). A group
+    commit_ahead is on -- on by default, see PostgresLedgerStore for why). A group
     there costs two round trips, the second carrying COMMIT and its WAL flush; run on the
     loop's thread, the loop would read nothing and answer nothing while they are in
     flight, and the next group could not start (paced at 1,000 TPS one worker was inside
@@ -347,8 +349,9 @@ class GroupCommitter(Generic[S]):
     whole next group). A group costs fixed CPU (host and PostgreSQL: its two round trips'
     statements), so starting small groups early costs CPU per request: measured paced at
     1,000 TPS on the 2-core VM, with the machine otherwise idle-ish the groups halved in
-    size and PostgreSQL's CPU a request rose ~50% (p50 16 -> 10 ms); under load the
-    groups grow back by themselves. ``AHEAD_AT`` trades the two.
+    size and PostgreSQL's CPU a request rose ~50% (p50 16 -> 10 ms) with ``AHEAD_AT`` 1.
+    ``AHEAD_AT`` trades the two: at 12 a group starts early only when a queue grew
+    (a hiccup, a burst), which is when waiting a round trip would cost the most.
 
     Why two groups in flight are safe: they are exactly what two worker processes already
     are (each a connection of its own), and every rule across groups is enforced by the

@@ -38,9 +38,11 @@ processes, each with its own connection, share one ledger:
   failure among them fails the whole session, which is rolled back and run
   again). BEGIN rides with the session's first
   statement and COMMIT with its last writes (after the card balances' check,
-  pos_move_balances), so a group costs two round trips -- one in steady state under the
-  server with POS_PG_ONE_TRIP=1 (off by default), a group's COMMIT carrying the next
-  group's start (session_open, OpenSession, PgSession.commit_then). The statements go
+  pos_move_balances), so a group costs two round trips. Under the server the second
+  is only sent (commits ahead, on by default: session_ahead, CommitInFlight), the
+  event loop serving meanwhile; or, with commits ahead off and POS_PG_ONE_TRIP=1, a
+  group's COMMIT carries the next group's start (one round trip a group in steady
+  state: session_open, OpenSession, PgSession.commit_then). The statements go
   straight through libpq, prepared once per connection;
 * a lock not granted within ``LOCK_TIMEOUT_MS`` is a LedgerConflict too (two
   processes' groups that lock the same originals in two orders would otherwise
@@ -424,8 +426,9 @@ _CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
               pg_errors.UniqueViolation, pg_errors.LockNotAvailable)
 
 
-#: The environment variable that turns commits ahead on ("1") for stores that do not say
-#: (PostgresLedgerStore's commit_ahead; every process of ``serve --workers`` inherits it).
+#: The environment variable that turns commits ahead off ("0") for stores that do not say
+#: (PostgresLedgerStore's commit_ahead, on by default; every process of ``serve --workers``
+#: inherits it).
 COMMIT_AHEAD_ENV = "POS_PG_COMMIT_AHEAD"
 #: The environment variable that turns one round trip a group on ("1") for stores that do
 #: not say (PostgresLedgerStore's one_trip, session_open; off by default).
@@ -1417,32 +1420,37 @@ class PostgresLedgerStore:
     (``session_ahead``, for the server's GroupCommitter). A connection is opened when
     first needed, and one found dead is replaced.
 
-    ``commit_ahead`` None: the environment says (COMMIT_AHEAD_ENV=1: on; else off). Off
-    by default: measured on the 2-core VM (bench.host_load, off/on alternating, load
-    2-3), paced p99 at 1,000 TPS with 1 worker was higher with it on in 7 of 10 pairs and
-    closed-loop TPS lower in 2 of 3 (the loop, free while a COMMIT is in flight, reads
-    and writes in smaller batches, and groups started early are smaller: more CPU a
-    request on a machine where CPU is the limit); again at load 1.0-2.3 (paced2 x3):
-    p99 1 worker 39.5/61.5/112.2 off vs 70.7/93.6/46.0 ms on, 2 workers 23.6/25.5/30.9 vs
-    53.4/107.5/49.1 ms, the host's CPU a request 7-20% higher on in every pair.
+    ``commit_ahead`` None: the environment says (COMMIT_AHEAD_ENV=0: off; else on). On by
+    default since the server starts a group early only when enough requests queued
+    (server.AHEAD_AT, 12): paced at 1,000 TPS on the 2-core VM (paced2 pg W 10 1000,
+    off/on alternating, load 0.6-2.1, nothing else running), p99 was lower with it on in
+    every one of 11 pairs with 1 worker (off 36.2-101.9 ms, on 31.8-66.9; <= 50 ms in 2
+    of 8 off runs and 5 of 8 on) and 3 of 3 with 2 workers (off 79.8-199.6, on
+    25.9-51.0). The worker is then inside a group ~70 % of the time instead of ~90 %:
+    the loop reads and answers while a COMMIT is in flight, and a queue that grew past
+    the threshold (a hiccup) starts its group at once on the second connection instead
+    of waiting a round trip. Starting every group early (threshold 1) had made groups
+    small and cost CPU: measured before, p99 higher in 7 of 10 pairs, host CPU a
+    request 7-20 % higher (paced2, load 1.0-2.3: p99 1 worker 39.5/61.5/112.2 off vs
+    70.7/93.6/46.0 ms on; 2 workers 23.6/25.5/30.9 vs 53.4/107.5/49.1 ms).
 
     ``one_trip`` None: the environment says (ONE_TRIP_ENV=1: on; else off): whether the
     server runs its groups with :meth:`session_open` (a group's COMMIT carries the next
-    group's start: one round trip a group in steady state; see OpenSession). Off by
-    default for the reason commits ahead are: a group that takes one round trip less
-    takes fewer requests, and its fixed cost (host and PostgreSQL) is then spread over
-    fewer. Measured on the 2-core VM with the other helpers' work running (load 4-12, so
-    every run at 1,000 TPS was saturated: 433-927 TPS served), paced2 pg W 10 1000,
-    off/on alternating, 9 pairs each: p99 lower with it on in 4 of 9 pairs (1 worker)
-    and 3 of 9 (2 workers); the host's CPU a request higher on in 7 of 9 and 6 of 9
-    (1 worker: off 0.408-0.500, on 0.413-0.519 ms; 2 workers: 0.439-0.549 vs
-    0.465-0.587); PostgreSQL's CPU a request lower on in 7 of 9 and 5 of 9 (1 worker:
-    0.108-0.130 vs 0.094-0.117 ms). At 500 TPS (1 worker, 3 pairs, load ~10): p99
-    74.4/96.6/163.6 off vs 105.2/66.9/41.1 ms on, host CPU 0.550/0.606/0.613 vs
-    0.562/0.661/0.794 ms a request (the last pair's groups: 5.8 records on, 13.1 off).
-    In a calmer hour (load 1.2-4.9, 9 more pairs each, most runs served 986-999 TPS):
-    p99 lower on in 7 of 9 pairs (1 worker) and 4 of 9 (2 workers); the host's CPU a
-    request higher on in 7 of 9 and 5 of 9 (by 0-4% in the pairs whose two runs kept
+    group's start: one round trip a group in steady state; see OpenSession); only with
+    commits ahead off (they exclude each other). Off by default: a group that takes one
+    round trip less takes fewer requests, and its fixed cost (host and PostgreSQL) is
+    then spread over fewer. Measured on the 2-core VM with the other helpers' work
+    running (load 4-12, so every run at 1,000 TPS was saturated: 433-927 TPS served),
+    paced2 pg W 10 1000, off/on alternating, 9 pairs each: p99 lower with it on in 4 of
+    9 pairs (1 worker) and 3 of 9 (2 workers); the host's CPU a request higher on in 7
+    of 9 and 6 of 9 (1 worker: off 0.408-0.500, on 0.413-0.519 ms; 2 workers:
+    0.439-0.549 vs 0.465-0.587); PostgreSQL's CPU a request lower on in 7 of 9 and 5 of
+    9 (1 worker: 0.108-0.130 vs 0.094-0.117 ms). At 500 TPS (1 worker, 3 pairs, load
+    ~10): p99 74.4/96.6/163.6 off vs 105.2/66.9/41.1 ms on, host CPU 0.550/0.606/0.613
+    vs 0.562/0.661/0.794 ms a request (the last pair's groups: 5.8 records on, 13.1
+    off). In a calmer hour (load 1.2-4.9, 9 more pairs each, most runs served 986-999
+    TPS): p99 lower on in 7 of 9 pairs (1 worker) and 4 of 9 (2 workers); the host's CPU
+    a request higher on in 7 of 9 and 5 of 9 (by 0-4% in the pairs whose two runs kept
     up alike; e.g. 1 worker p99 54.9 off vs 39.2 ms on, host 0.545 vs 0.556 ms; 2
     workers 38.2 vs 52.2 ms, 0.772 vs 0.774 ms). A run either keeps up (groups of 5-15
     records, p99 30-60 ms, more CPU a request) or falls behind for good (groups of
@@ -1456,7 +1464,7 @@ class PostgresLedgerStore:
     def __init__(self, dsn: str, *, schema: str | None = None,
                  commit_ahead: bool | None = None, one_trip: bool | None = None) -> None:
         if commit_ahead is None:
-            commit_ahead = os.environ.get(COMMIT_AHEAD_ENV, "") == "1"
+            commit_ahead = os.environ.get(COMMIT_AHEAD_ENV, "1") != "0"
         if one_trip is None:
             one_trip = os.environ.get(ONE_TRIP_ENV, "") == "1"
         #: whether the server should run groups with session_open (see OpenSession)

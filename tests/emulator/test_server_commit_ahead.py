@@ -105,6 +105,13 @@ class AheadStore:
             commit.close()
 
 
+@pytest.fixture(autouse=True)
+def ahead_at_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests queue a request or two at a time: any queued request may start a group
+    while a COMMIT is in flight (the threshold's own test sets its own)."""
+    monkeypatch.setattr(server, "AHEAD_AT", 1)
+
+
 def test_the_fake_store_has_the_capability() -> None:
     assert isinstance(AheadStore(), CommitAheadStore)
 

@@ -19,6 +19,7 @@ import pytest
 
 from emulator.catalogue import card_by_name
 from emulator.host import HostOutcome
+from emulator import server
 from emulator.server import GroupCommitter, ServerStats
 from emulator.simterminal import Approved, SimTerminal
 from tests.emulator.host.harness import NOW, TPDU, Lane, make_lane
@@ -32,6 +33,13 @@ HELD = 0.05  # seconds the first group's COMMIT waits (the lock timeout is 0.1 s
 _schemas = itertools.count(1)
 
 
+@pytest.fixture(autouse=True)
+def ahead_at_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests queue one request at a time: it starts its group while the previous
+    group's COMMIT is in flight (the server waits for AHEAD_AT queued)."""
+    monkeypatch.setattr(server, "AHEAD_AT", 1)
+
+
 @pytest.fixture
 def lane(pg_dsn: str) -> Iterator[Lane]:
     from emulator.host.pgledger import PostgresLedgerStore
@@ -40,14 +48,17 @@ def lane(pg_dsn: str) -> Iterator[Lane]:
     store.close()
 
 
-def test_commits_ahead_are_off_unless_asked_for(pg_dsn: str,
+def test_commits_ahead_are_on_unless_turned_off(pg_dsn: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Off: one connection, and the committer runs each group as before (the capability
-    says 0); the environment turns it on for a store that does not say."""
+    """On by default (two connections, the committer runs groups ahead); the environment
+    turns it off ("0") for a store that does not say: one connection, and the committer
+    runs each group with its COMMIT waited for (the capability says 0)."""
     from emulator.host.pgledger import COMMIT_AHEAD_ENV, PostgresLedgerStore
-    monkeypatch.delenv(COMMIT_AHEAD_ENV, raising=False)
-    for env, expected in (("", 0), ("1", 1)):
-        monkeypatch.setenv(COMMIT_AHEAD_ENV, env)
+    for env, expected in ((None, 1), ("", 1), ("1", 1), ("0", 0)):
+        if env is None:
+            monkeypatch.delenv(COMMIT_AHEAD_ENV, raising=False)
+        else:
+            monkeypatch.setenv(COMMIT_AHEAD_ENV, env)
         store = PostgresLedgerStore(pg_dsn, schema=f"ahead{next(_schemas)}")
         try:
             assert store.commits_ahead == expected
