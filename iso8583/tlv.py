@@ -20,8 +20,10 @@ byte offset into the data given to :func:`decode`, and ``field`` such as
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from iso8583.errors import EncodeError, TlvError
 from iso8583.masking import mask_pan
@@ -196,9 +198,10 @@ def _walk(data: bytes, base: int, context: str, depth: int, tree: list[Tlv]) -> 
 
 
 def _walk_flat(data: bytes, base: int, context: str, depth: int,
-               flat: dict[int, bytes]) -> None:
+               flat: dict[int, bytes], trace: _Trace | None = None) -> None:
     """:func:`_walk` into ``flat`` (primitive tag -> value, the first occurrence wins):
-    the host decodes every chip request's F55 so, hence a loop of its own."""
+    the host decodes every chip request's F55 so, hence a loop of its own. ``trace``:
+    where the walk read its structure and cut its values (see :class:`_Layout`)."""
     if depth > MAX_DEPTH:
         raise TlvError(f"constructed objects nested deeper than {MAX_DEPTH}", field=context,
                        pos=base)
@@ -206,6 +209,8 @@ def _walk_flat(data: bytes, base: int, context: str, depth: int,
     while pos < end:
         first = data[pos]
         if not 0x00 < first < 0xFF:  # padding (two int compares: no tuple look-up)
+            if trace is not None:
+                trace.read.append(base + pos)
             pos += 1
             continue
         tag_pos = pos
@@ -224,11 +229,55 @@ def _walk_flat(data: bytes, base: int, context: str, depth: int,
         if stop > end:
             raise TlvError(f"value of {stop - pos} bytes runs past the end of the data",
                            field=f"{context}.{format_tag(tag)}", pos=base + tag_pos)
+        if trace is not None:  # the tag's and the length's bytes: all this object read
+            trace.read.extend(range(base + tag_pos, base + pos))
         if first & 0x20:  # constructed
-            _walk_flat(data[pos:stop], base + pos, context, depth + 1, flat)
+            _walk_flat(data[pos:stop], base + pos, context, depth + 1, flat, trace)
         elif tag not in flat:
             flat[tag] = data[pos:stop]
+            if trace is not None:
+                trace.kept.append((tag, slice(base + pos, base + stop)))
         pos = stop
+
+
+class _Trace(NamedTuple):
+    """What one :func:`_walk_flat` read: the offsets of every byte it decided by (padding,
+    tags, lengths) and, per tag kept, where its value lies."""
+
+    read: list[int]
+    kept: list[tuple[int, slice]]
+
+
+class _Layout:
+    """One arrangement of F55 (tags, lengths and padding at fixed offsets) seen before.
+
+    The walk decides only by the bytes at ``read`` (its trace) and the data's length:
+    data of that length with those same bytes there decodes to the same tags, their
+    values cut at the same places, without a walk. Checking is one C call (an
+    ``itemgetter`` of the offsets, compared with the bytes seen) and so is cutting, where
+    the walk is a Python loop a tag: a terminal sends the same arrangement every time,
+    only the values change. Nothing of the values is kept, so no result can differ.
+    """
+
+    __slots__ = ("cut", "expected", "probe", "tags")
+
+    def __init__(self, data: bytes, trace: _Trace) -> None:
+        self.probe = operator.itemgetter(*trace.read)
+        self.expected = self.probe(data)
+        self.tags = tuple(tag for tag, _ in trace.kept)
+        self.cut = operator.itemgetter(*(where for _, where in trace.kept))
+
+    def decode(self, data: bytes) -> dict[int, bytes] | None:
+        """The flat decoding of ``data`` (of the traced length), or None: laid out otherwise."""
+        if self.probe(data) != self.expected:
+            return None
+        return dict(zip(self.tags, self.cut(data), strict=True))
+
+
+#: Layouts decode_flat has seen, by the data's length (a length may have several);
+#: cleared when full, so input that never repeats its layout cannot grow it.
+_LAYOUTS: dict[int, tuple[_Layout, ...]] = {}
+_LAYOUTS_MAX = 64
 
 
 def decode(data: bytes, *, context: str = "55") -> list[Tlv]:
@@ -251,10 +300,23 @@ def decode_flat(data: bytes, *, context: str = "55") -> dict[int, bytes]:
     """Every primitive tag at any depth mapped to its value; the first occurrence wins.
 
     Same strictness as :func:`decode`, without building a tree (the host reads
-    F55 this way on every chip transaction).
+    F55 this way on every chip transaction). Data laid out like data decoded before
+    (the same tags and lengths at the same places) is cut, not walked: see :class:`_Layout`.
     """
-    flat: dict[int, bytes] = {}
-    _walk_flat(bytes(data), 0, context, 0, flat)
+    data = bytes(data)
+    known = _LAYOUTS.get(len(data))
+    if known is not None:
+        for layout in known:
+            flat = layout.decode(data)
+            if flat is not None:
+                return flat
+    flat = {}
+    trace = _Trace([], [])
+    _walk_flat(data, 0, context, 0, flat, trace)
+    if len(trace.read) >= 2 and len(trace.kept) >= 2:  # (itemgetter of one: not a tuple)
+        if sum(map(len, _LAYOUTS.values())) >= _LAYOUTS_MAX:
+            _LAYOUTS.clear()
+        _LAYOUTS[len(data)] = (*(known or ()), _Layout(data, trace))
     return flat
 
 

@@ -319,3 +319,61 @@ def _flat_or_error(data: bytes) -> dict[int, bytes] | tuple[object, int, str]:
 def test_decode_flat_agrees_with_the_tree(data: bytes) -> None:
     """The flat fast path and the tree decoder accept, reject and report alike."""
     assert _flat_or_error(data) == _tree_or_error(data)
+
+
+# -- decode_flat's layouts (data laid out like data seen before is cut, not walked) ---
+
+
+def _walked(data: bytes) -> dict[int, bytes] | tuple[object, int, str]:
+    """decode_flat by the walk alone (no layout), as it was before layouts."""
+    flat: dict[int, bytes] = {}
+    try:
+        tlv._walk_flat(data, 0, "55", 0, flat)
+    except TlvError as exc:
+        return (exc.field, exc.pos, str(exc))
+    return flat
+
+
+@settings(max_examples=300)
+@given(st.one_of(trees.map(encode_tree), st.builds(
+    tlv.encode, st.lists(st.tuples(
+        st.sampled_from([0x9F26, 0x5A, 0x82, 0x9F10, 0x70, 0x77, 0xBF0C]),
+        st.binary(max_size=40)), min_size=2, max_size=8))),
+       st.binary(max_size=3).map(lambda b: bytes(0xFF if x & 1 else 0 for x in b)),
+       st.data())
+def test_decode_flat_by_layout_agrees_with_the_walk(encoded: bytes, pad: bytes,
+                                                    data: st.DataObject) -> None:
+    """Once a layout is known, data of its length -- new values, or any byte changed
+    (a tag, a length, padding) -- decodes, or fails, exactly as the walk decodes it."""
+    first = pad + encoded + pad
+    tlv._LAYOUTS.clear()
+    assert _flat_or_error(first) == _walked(first)  # the walk, its layout kept
+    again = bytearray(first)
+    for _ in range(data.draw(st.integers(0, 4))):
+        if again:
+            again[data.draw(st.integers(0, len(again) - 1))] = data.draw(st.integers(0, 255))
+    assert _flat_or_error(bytes(again)) == _walked(bytes(again))
+    assert _flat_or_error(bytes(again)) == _tree_or_error(bytes(again))
+
+
+def test_decode_flat_cuts_a_known_layout_and_keeps_no_values() -> None:
+    tlv._LAYOUTS.clear()
+    one = tlv.encode([(0x9F26, b"\x01" * 8), (0x9F36, b"\x00\x01"), (0x95, bytes(5))])
+    two = tlv.encode([(0x9F26, b"\x02" * 8), (0x9F36, b"\x00\x02"), (0x95, b"\x80" * 5)])
+    assert tlv.decode_flat(one) == {0x9F26: b"\x01" * 8, 0x9F36: b"\x00\x01", 0x95: bytes(5)}
+    assert list(tlv._LAYOUTS) == [len(one)]
+    assert tlv.decode_flat(two) == {0x9F26: b"\x02" * 8, 0x9F36: b"\x00\x02", 0x95: b"\x80" * 5}
+    assert len(tlv._LAYOUTS[len(one)]) == 1  # the second was cut by the first's layout
+    # the same length, another layout (9F36 one byte shorter, 95 one longer): walked, kept
+    other = tlv.encode([(0x9F26, b"\x03" * 8), (0x9F36, b"\x03"), (0x95, bytes(6))])
+    assert len(other) == len(one)
+    assert tlv.decode_flat(other) == {0x9F26: b"\x03" * 8, 0x9F36: b"\x03", 0x95: bytes(6)}
+    assert len(tlv._LAYOUTS[len(one)]) == 2
+
+
+def test_decode_flat_layouts_are_bounded() -> None:
+    tlv._LAYOUTS.clear()
+    for n in range(3 * tlv._LAYOUTS_MAX):
+        data = tlv.encode([(0x9F26, bytes(8)), (0x9F10, bytes(n % 200))])
+        assert tlv.decode_flat(data) == {0x9F26: bytes(8), 0x9F10: bytes(n % 200)}
+        assert sum(map(len, tlv._LAYOUTS.values())) <= tlv._LAYOUTS_MAX
