@@ -1158,9 +1158,23 @@ def response_json(mti: str, fields: dict[int, str | bytes]) -> str:
     """A stored answer: MTI and fields, bytes as hex (so the row is plain text).
 
     The text ``json.dumps({"mti": mti, "fields": {"3": "000000", "55": {"hex": ...}}},
-    separators=(",", ":"))`` gives, written directly (a third of the time): each string
-    is quoted and escaped by json's own encoder, field numbers are digits.
+    separators=(",", ":"))`` gives, written directly. An answer's fields are digits and
+    plain text, which JSON quotes as they are: then the text is its shape's template
+    (see _template) filled in at once; otherwise each string is quoted and escaped by
+    json's own encoder.
     """
+    values: list[object] = [mti, *fields.values()]
+    shape = (tuple(fields), tuple(map(type, values)))
+    template = _TEMPLATES.get(shape)
+    if template is None:
+        template = _template(shape)
+    text, hexed = template
+    if text:
+        for at in hexed:
+            values[at] = values[at].hex()  # type: ignore[attr-defined]  # bytes, by the shape
+        plain = "".join(values)  # type: ignore[arg-type]  # all str now, by the shape
+        if plain.isascii() and not plain.encode().translate(None, _AS_IS):
+            return text % tuple(values)
     items = ",".join([  # a list, not a generator: join makes one of it anyway
         _FIELD_KEYS[k] + ('{"hex":"' + v.hex() + '"}' if isinstance(v, bytes) else _quote(v))
         for k, v in fields.items()])
@@ -1168,6 +1182,30 @@ def response_json(mti: str, fields: dict[int, str | bytes]) -> str:
 
 
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+#: response_json's templates by shape (field numbers; the MTI's and the fields' types).
+#: Bounded, cleared when full.
+_TEMPLATES: dict[tuple[tuple[int, ...], tuple[type, ...]], tuple[str, tuple[int, ...]]] = {}
+_TEMPLATES_MAX = 256
+#: What encode_basestring_ascii leaves as it is: ' ' to '~' but the quote and backslash.
+_AS_IS = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
+
+
+def _template(shape: tuple[tuple[int, ...], tuple[type, ...]]) -> tuple[str, tuple[int, ...]]:
+    """The text of an answer of ``shape`` with a %s for the MTI and each field's value,
+    and where the values that are bytes (written as hex) are; a shape of other types
+    has the empty text (its answers are quoted field by field)."""
+    numbers, kinds = shape
+    template: tuple[str, tuple[int, ...]] = ("", ())
+    if kinds[0] is str and all(kind is str or kind is bytes for kind in kinds):
+        items = ",".join(f'"{n}":{{"hex":"%s"}}' if kind is bytes else f'"{n}":"%s"'
+                         for n, kind in zip(numbers, kinds[1:], strict=True))
+        hexed = tuple(at for at, kind in enumerate(kinds) if kind is bytes)
+        template = ('{"mti":"%s","fields":{' + items + "}}", hexed)
+    if len(_TEMPLATES) >= _TEMPLATES_MAX:
+        _TEMPLATES.clear()
+    _TEMPLATES[shape] = template
+    return template
 
 
 class _Keys(dict[int, str]):

@@ -189,3 +189,19 @@ def test_a_stored_answer_is_the_json_text_json_dumps_writes(
         str(k): ({"hex": v.hex()} if isinstance(v, bytes) else v) for k, v in fields.items()}},
         separators=(",", ":"))
     assert response_fields(text) == (mti, fields)
+
+
+_ANSWER_TEXT = st.text(st.characters(min_codepoint=0x1F, max_codepoint=0x80), max_size=12)
+
+
+@given(st.sampled_from(["0210", "0230", "0\"1"]), st.dictionaries(
+    st.integers(2, 130), st.one_of(_ANSWER_TEXT, st.binary(max_size=12)), max_size=12))
+def test_a_stored_answer_of_plain_text_is_the_json_text_json_dumps_writes(
+        mti: str, fields: dict[int, str | bytes]) -> None:
+    # mostly ASCII that JSON quotes as it is (the template's road: a few shapes, each
+    # seen many times), with a control character, a quote, a backslash or DEL at times
+    text = response_json(mti, fields)
+    assert text == json.dumps({"mti": mti, "fields": {
+        str(k): ({"hex": v.hex()} if isinstance(v, bytes) else v) for k, v in fields.items()}},
+        separators=(",", ":"))
+    assert response_fields(text) == (mti, fields)
