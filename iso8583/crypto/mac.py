@@ -17,6 +17,7 @@ loop per block and not a cipher set-up per call.
 
 from __future__ import annotations
 
+import binascii
 import hmac
 import struct
 from collections.abc import Callable
@@ -35,6 +36,7 @@ _ZERO_BLOCK = bytes(BLOCK)
 _U64 = struct.Struct(">Q")
 _pack_u64 = _U64.pack
 _unpack_u64 = _U64.unpack_from
+_hexlify = binascii.hexlify
 
 
 def pad_method1(data: bytes) -> bytes:
@@ -55,19 +57,26 @@ def pad_method2(data: bytes) -> bytes:
 
 def xor_blocks(data: bytes) -> bytes:
     """XOR all 8-byte blocks of ``data`` after zero padding (the CUP MAB fold)."""
-    padded = pad_method1(data)
-    # The blocks as one little-endian integer (block i at bit 64 i): XORing its upper
-    # half of the blocks onto the lower half keeps each byte at its offset in its block,
-    # so log2(blocks) folds of big integers give the byte-wise XOR (a reduce over the
+    # The data as one little-endian integer: block i at bit 64 i, and the zero padding
+    # is high zero bits, so nothing is padded. Counting the blocks up to a power of two
+    # (zero blocks XOR to nothing), each fold XORs the upper half of the blocks onto the
+    # lower half, which keeps each byte at its offset in its block: log2(blocks) folds
+    # of three big-integer operations, the halves' masks made once (a reduce over the
     # blocks as 64-bit words made an int object a block).
-    blocks = len(padded) >> 3
-    folded = int.from_bytes(padded, "little")
-    while blocks > 1:
-        kept = (blocks + 1) >> 1
-        bits = kept << 6
-        folded = (folded & ((1 << bits) - 1)) ^ (folded >> bits)
-        blocks = kept
+    blocks = (len(data) + 7) >> 3 or 1
+    bits = 1 << ((blocks - 1).bit_length() + 5)  # half the blocks, rounded up to 2**k, in bits
+    folded = int.from_bytes(data, "little")
+    while bits >= 64:
+        mask = _LOW_BITS.get(bits)
+        if mask is None:
+            mask = (1 << bits) - 1
+        folded = (folded & mask) ^ (folded >> bits)
+        bits >>= 1
     return folded.to_bytes(BLOCK, "little")
+
+
+#: xor_blocks' masks: the low 2**k bits set, for halves of up to 256 blocks (a 4 KiB MAB).
+_LOW_BITS = {1 << k: (1 << (1 << k)) - 1 for k in range(6, 15)}
 
 
 class CupMac:
@@ -85,12 +94,12 @@ class CupMac:
 
     def compute(self, mab: bytes) -> bytes:
         """Return the 8 ASCII bytes that go into F64 for the MAC block ``mab``."""
-        hex16 = xor_blocks(mab).hex().upper().encode("ascii")
+        hex16 = _hexlify(xor_blocks(mab)).upper()  # ASCII hex as bytes: no str between
         enc = self._enc
         # struct reads the halves in place (no slices, no int.from_bytes calls)
         step1 = _unpack_u64(enc.update(hex16[:8]))[0] ^ _unpack_u64(hex16, BLOCK)[0]
         step2 = enc.update(_pack_u64(step1))
-        return step2[:4].hex().upper().encode("ascii")
+        return _hexlify(step2[:4]).upper()
 
     def verify(self, mab: bytes, mac: bytes) -> bool:
         """Constant-time check of a received F64 against the MAB."""

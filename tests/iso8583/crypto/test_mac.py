@@ -130,6 +130,16 @@ def test_xor_blocks_is_the_byte_wise_xor_of_the_zero_padded_blocks(data: bytes) 
     assert xor_blocks(data) == bytes(want)
 
 
+@pytest.mark.parametrize("size", [4095, 4096, 4097, 8193, 20_000])
+def test_xor_blocks_of_a_long_block_is_the_byte_wise_xor(size: int) -> None:
+    data = bytes((i * 7 + i // 8) & 0xFF for i in range(size))  # past the masks made once
+    padded = data + bytes(-len(data) % 8)
+    want = bytearray(8)
+    for i, byte in enumerate(padded):
+        want[i % 8] ^= byte
+    assert xor_blocks(data) == bytes(want)
+
+
 def test_empty_message_is_one_zero_block() -> None:
     assert xor_blocks(b"") == bytes(8)
     assert x919_mac(ISO9797_KEY, b"") == x919_mac(ISO9797_KEY, bytes(8))
