@@ -52,10 +52,26 @@ class F60:
 
     @classmethod
     def decode(cls, value: str | bytes) -> F60:
+        # The host decodes every request's F60 (classified, its batch read), and a
+        # terminal's F60s repeat (one batch, a few types): an F60 is frozen, so the one
+        # decoded from a text serves every decode of that text.
+        known = _F60_DECODED.get(value) if cls is F60 and type(value) is str else None
+        if known is not None:
+            return known
         if not isinstance(value, str) or len(value) < 8 or not value.isdigit():
             raise DecodeError("F60 needs at least 60.1 and 60.2 as digits", field=60, pos=0)
-        return cls(value[0:2], value[2:8], value[8:11] if len(value) >= 11 else "000",
-                   value[11:12], value[12:13], value[13:])
+        decoded = cls(value[0:2], value[2:8], value[8:11] if len(value) >= 11 else "000",
+                      value[11:12], value[12:13], value[13:])
+        if cls is F60:
+            if len(_F60_DECODED) >= _DECODED_MAX:
+                _F60_DECODED.clear()
+            _F60_DECODED[value] = decoded
+        return decoded
+
+
+#: F60.decode's results by text (bounded: cleared when full).
+_F60_DECODED: dict[str, F60] = {}
+_DECODED_MAX = 1024
 
 
 @quick_init  # decoded per request: see iso8583.quickinit

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from iso8583 import composite
 from iso8583.composite import F60, F61, F63, F90
 from iso8583.dialects import get_dialect
 from iso8583.errors import DecodeError, EncodeError
@@ -29,6 +30,33 @@ def test_f60_refund_layout() -> None:
                  read_capability=digits, ic_condition=digits))
 def test_f60_round_trip(f60: F60) -> None:
     assert F60.decode(f60.encode()) == f60
+    assert F60.decode(f60.encode()) == f60  # the second time, decoded before
+
+
+@given(st.text("0123456789x", max_size=16))
+def test_f60_decoded_again_is_what_it_was_the_first_time(text: str) -> None:
+    """F60.decode keeps what it decoded (a frozen F60 per text): equal to a fresh
+    decode's fields, and a text it refused is refused again."""
+    first: F60 | str
+    try:
+        first = F60.decode(text)
+    except DecodeError as exc:
+        first = str(exc)
+    for _ in range(2):
+        try:
+            again: F60 | str = F60.decode(text)
+        except DecodeError as exc:
+            again = str(exc)
+        assert again == first
+    if isinstance(first, F60):
+        assert first == F60(text[0:2], text[2:8], text[8:11] if len(text) >= 11 else "000",
+                            text[11:12], text[12:13], text[13:])
+
+
+def test_f60_decoded_are_bounded() -> None:
+    for n in range(3000):
+        assert F60.decode(f"22{n:06d}000").batch == f"{n:06d}"
+    assert 0 < len(composite._F60_DECODED) <= composite._DECODED_MAX
 
 
 def test_f61_void_and_refund() -> None:
