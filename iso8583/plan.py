@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from iso8583.codec import Decoder, Encoder, FieldValue
+from iso8583.codec import Decoder, Encoder, FieldValue, _prefix_codec
 from iso8583.fields import Enc, FieldSpec, Kind
 
 EncodePlan = Callable[[dict[int, FieldValue]], list[bytes]]
@@ -83,8 +83,27 @@ def build_encode_plan(numbers: Sequence[int], specs: Mapping[int, FieldSpec],
     """A function ``items -> list of wire chunks`` for exactly these fields."""
     lines = ["def plan(items):", "  try:", "    pass"]
     out: list[str] = []
+    prefixes: dict[str, object] = {}
     for cls, group in _runs(numbers, specs):
         tag = group[0]
+        spec = specs[tag]
+        if (cls == "vn" and spec.kind is Kind.N) or cls == "vb":
+            # inline, as the field's encoder writes it: the length prefix (its own
+            # table, P<n>), then the digits as BCD (odd: a 0 nibble on the free side)
+            write_prefix = _prefix_codec(spec)[1]
+            prefixes[f"P{tag}"] = tuple(write_prefix(n) for n in range(spec.max_len + 1))
+            lines.append(f"    v{tag} = items[{tag}]")
+            lines.append(f"    s{tag} = len(v{tag})")
+            if cls == "vb":
+                lines.append(f"    if type(v{tag}) is not bytes or s{tag} > {spec.max_len}: "
+                             "raise SlowPath")
+                out.append(f"P{tag}[s{tag}] + v{tag}")
+                continue
+            lines.append(f"    if type(v{tag}) is not str or s{tag} > {spec.max_len} "
+                         f"or v{tag}.strip(DIGITS): raise SlowPath")
+            padded = f'"0" + v{tag}' if spec.align == "right" else f'v{tag} + "0"'
+            out.append(f"P{tag}[s{tag}] + fromhex({padded} if s{tag} & 1 else v{tag})")
+            continue
         if cls in (None, "vn", "vb"):
             out.append(f"E{tag}(items[{tag}])")
             continue
@@ -116,6 +135,7 @@ def build_encode_plan(numbers: Sequence[int], specs: Mapping[int, FieldSpec],
     lines.append("    raise SlowPath from None")
     lines.append("  return [" + ", ".join(out) + "]")
     namespace = _namespace("E", numbers, encoders)
+    namespace.update(prefixes)
     exec("\n".join(lines), namespace)  # noqa: S102 - code generated from our own field table
     plan: EncodePlan = namespace["plan"]  # type: ignore[assignment]
     return plan
