@@ -271,14 +271,23 @@ CREATE TABLE IF NOT EXISTS transactions (
     voided_by TEXT,
     UNIQUE (tid, batch, stan, mti)
 );
-CREATE INDEX IF NOT EXISTS transactions_original ON transactions (original);
+-- Dropped (made by earlier versions): transactions_original and refunds_original, indexes
+-- no statement reads through (refunds per original come from transactions.original, read
+-- with a whole ledger; the one reader of original, schema 2's migration, runs once). Each
+-- cost every booking an index insert, and with them a group locked 17 relations (the
+-- sequence of transactions.seq among them), past the 16 PostgreSQL 15 locks on its fast
+-- path (the rest go through the shared lock table); PostgreSQL's instructions a group of
+-- 6 requests (callgrind, deterministic replay): 2,707k -> 2,629k (-2.9%). An older
+-- process's schema run makes them again (CREATE INDEX IF NOT EXISTS): it needs neither;
+-- the next opening of this code finds its mark changed and drops them again.
+DROP INDEX IF EXISTS transactions_original;
 CREATE TABLE IF NOT EXISTS refunds (
     refund_key TEXT PRIMARY KEY,
     original_key TEXT NOT NULL,
     amount BIGINT NOT NULL,
     status TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS refunds_original ON refunds (original_key);
+DROP INDEX IF EXISTS refunds_original;
 CREATE TABLE IF NOT EXISTS batches (
     tid TEXT NOT NULL,
     batch TEXT NOT NULL,
