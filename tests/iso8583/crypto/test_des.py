@@ -76,3 +76,26 @@ def test_xor_bytes() -> None:
     assert des.xor_bytes(b"\x0f\xf0", b"\xff\xff") == b"\xf0\x0f"
     with pytest.raises(CryptoError):
         des.xor_bytes(b"\x00", b"\x00\x00")
+
+
+@given(st.sampled_from([8, 16, 24]).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+       st.integers(1, 6).flatmap(lambda n: st.binary(min_size=8 * n, max_size=8 * n)))
+def test_fresh_encryptors_encrypt_as_cipher_encryptor_does(key: bytes, data: bytes) -> None:
+    """The encryptors of keys used once come from cryptography's context constructor
+    (when it checks out): the same ciphertexts as Cipher(...).encryptor()."""
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+    key24 = des.expand_key(key)
+    assert des.fresh_ecb_encryptor(key).update(data) == \
+        Cipher(TripleDES(key24), modes.ECB()).encryptor().update(data)
+    assert des.fresh_cbc_encryptor(key).update(data) == \
+        Cipher(TripleDES(key24), modes.CBC(bytes(8))).encryptor().update(data)
+
+
+def test_fresh_encryptors_take_the_public_road_without_the_constructor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+    monkeypatch.delattr(rust_openssl.ciphers, "create_encryption_ctx")
+    assert des._context_maker() is des._cipher_encryptor
+    monkeypatch.undo()
+    assert des._context_maker() is rust_openssl.ciphers.create_encryption_ctx
