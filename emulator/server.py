@@ -434,7 +434,9 @@ class GroupCommitter(Generic[S]):
             return
         self._queue.append((work, released))
         self._hints.append(hint)
-        if not self._wake.is_set():
+        # with a COMMIT in flight, fewer than AHEAD_AT queued wait for its answer (which
+        # wakes the committer itself): no wake-up, and no committer turn, per request
+        if not self._wake.is_set() and (not self._flights or len(self._queue) >= AHEAD_AT):
             self._wake.set()
 
     async def submit(self, work: Work[S], hint: object = None) -> Any:
