@@ -274,10 +274,9 @@ CREATE TABLE IF NOT EXISTS transactions (
 -- Dropped (made by earlier versions): transactions_original and refunds_original, indexes
 -- no statement reads through (refunds per original come from transactions.original, read
 -- with a whole ledger; the one reader of original, schema 2's migration, runs once). Each
--- cost every booking an index insert, and with them a group locked 17 relations (the
--- sequence of transactions.seq among them), past the 16 PostgreSQL 15 locks on its fast
--- path (the rest go through the shared lock table); PostgreSQL's instructions a group of
--- 6 requests (callgrind, deterministic replay): 2,707k -> 2,629k (-2.9%). An older
+-- cost every booking an index insert, and every write statement on its table the index's
+-- opening; PostgreSQL's instructions a group of 6 requests (callgrind on the backend,
+-- deterministic replay): 2,705k -> 2,625k (-3.0%). An older
 -- process's schema run makes them again (CREATE INDEX IF NOT EXISTS): it needs neither;
 -- the next opening of this code finds its mark changed and drops them again.
 DROP INDEX IF EXISTS transactions_original;
