@@ -207,6 +207,8 @@ class AcquirerHost:
         # payload -> its frame, kind and lock arguments, worked out by prefetch for the
         # handle() that follows (once)
         self._frames: dict[bytes, tuple[Frame, _Known]] = {}
+        # request MTI -> its answer's (Message.response_mti, a pure function of the MTI)
+        self._response_mtis: dict[str, str] = {}
 
     @classmethod
     def from_store(cls, store: LedgerStore, dialect: Dialect | str = "cup", *,
@@ -530,7 +532,12 @@ class AcquirerHost:
         The answer's F13 is the date the host books the transaction on: a terminal
         names this original by it in a later refund's 61.3.
         """
-        resp = self.dialect.message(msg.response_mti)
+        mti = self._response_mtis.get(msg.mti)
+        if mti is None:
+            mti = msg.response_mti  # raises for an MTI that is not 4 digits: never kept
+            if len(self._response_mtis) < _FRAME_CACHE:
+                self._response_mtis[msg.mti] = mti
+        resp = self.dialect.message(mti)
         # copied as stored: a message holds only normalised values (what resp[n] = value
         # would store again), and the answer is of the request's dialect
         ours, theirs = resp.raw_items(), msg.raw_items()
@@ -538,10 +545,12 @@ class AcquirerHost:
             value = theirs.get(number)
             if value is not None:
                 ours[number] = value
+        # the host's time and date: digit strings of fields the dialect has (told once,
+        # _answer_time_fields), stored as resp[n] = value would store them
         if 12 in self._answer_time_fields:
-            resp[12] = _TWO[now.hour] + _TWO[now.minute] + _TWO[now.second]  # not strftime
+            ours[12] = _TWO[now.hour] + _TWO[now.minute] + _TWO[now.second]  # not strftime
         if 13 in self._answer_time_fields:
-            resp[13] = answered_date(now)
+            ours[13] = answered_date(now)
         resp[39] = code
         return resp
 
