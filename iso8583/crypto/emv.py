@@ -220,11 +220,18 @@ def cvn_profile(key: str) -> CvnProfile:
         raise CryptoError(f"unknown CVN profile {key!r}; known: {', '.join(CVNS)}") from None
 
 
+#: Each scheme's profiles (in CVNS order) with where their CVN byte sits and its value:
+#: profile_for_iad runs for every chip request.
+_BY_SCHEME: dict[str, tuple[tuple[int, int, CvnProfile], ...]] = {}
+for _profile in CVNS.values():
+    _BY_SCHEME[_profile.scheme] = (*_BY_SCHEME.get(_profile.scheme, ()),
+                                   (_profile.cvn_offset, _profile.cvn, _profile))
+
+
 def profile_for_iad(scheme: str, iad: bytes) -> CvnProfile | None:
     """The profile of ``scheme`` whose CVN the issuer application data names."""
-    for profile in CVNS.values():
-        off = profile.cvn_offset
-        if profile.scheme == scheme and len(iad) > off and iad[off] == profile.cvn:
+    for offset, cvn, profile in _BY_SCHEME.get(scheme, ()):
+        if len(iad) > offset and iad[offset] == cvn:
             return profile
     return None
 

@@ -184,3 +184,13 @@ def test_one_cryptogram_key_checks_and_answers_as_the_functions_do(key: str) -> 
                                 {k: v for k, v in tags.items() if k != 0x9F36}, arqc) is None
     with pytest.raises(CryptoError):
         checked.issuer_authentication_data(b"short", "00")
+
+
+@given(st.sampled_from(["CUP", "VIS", "MCC", "XXX"]),
+       st.lists(st.sampled_from([0x00, 0x01, 0x06, 0x07, 0x0A, 0x12, 0x14, 0xFF]),
+                max_size=6).map(bytes))
+def test_profile_for_iad_is_the_first_profile_of_the_scheme_naming_its_cvn(
+        scheme: str, iad: bytes) -> None:
+    want = next((p for p in emv.CVNS.values() if p.scheme == scheme
+                 and len(iad) > p.cvn_offset and iad[p.cvn_offset] == p.cvn), None)
+    assert emv.profile_for_iad(scheme, iad) is want
