@@ -159,6 +159,51 @@ def test_array_literals_read_back_as_the_values(stores: tuple[Any, Any],
     assert json.loads(res.get_value(0, 0)) == [None if v is None else str(v) for v in values]
 
 
+@pytest.mark.parametrize("values", [
+    [], ["a"], ['{"mti":"0210","fields":{"39":"00"}}'], ['q"uote', "back\\slash", ""],
+    ["\u4e2d\u6587", "NULL", "{d}", " e ", "a,b"], ["x" * 70_000]])
+def test_binary_text_arrays_read_back_as_the_values(stores: tuple[Any, Any],
+                                                    values: list[str]) -> None:
+    from emulator.host.pgledger import _formats, _text_array
+    a, _ = stores
+    a.terminal("00000000")  # connected
+    param = _text_array(values)
+    assert _formats([b"x", param, None]) == [0, 1, 0]
+    res = a._db.pgconn.exec_params(b"SELECT array_to_json($1::text[])::text", [param],
+                                   param_formats=[1])
+    assert json.loads(res.get_value(0, 0)) == values
+
+
+def test_bookings_store_what_the_json_only_statement_stored(stores: tuple[Any, Any]) -> None:
+    """_TXN_INSERT_MANY with the responses beside the JSON (a binary text array) stores the
+    rows the statement with every column in the JSON stored, value for value."""
+    from emulator.host.ledger import TXN_COLUMNS
+    from emulator.host.pgledger import _TXN_INSERT_MANY, _columns, _param
+
+    a, _ = stores
+    rows = [_row("000002", response='{"a":"q\\"uo\\\\te, {brace} \u4e2d\u6587\n\t"}',
+                 pan_masked=None, amount=2**62, rrn=None, refunded=-(2**62), voided_by="\\N"),
+            _row("000003"), _row("000004", response="", auth_code="")]
+    types = ["bigint" if c in ("amount", "refunded") else "text" for c in TXN_COLUMNS]
+    json_only = (f"INSERT INTO json_only ({', '.join(TXN_COLUMNS)}) SELECT "
+                 + ", ".join(f"(r->>{i})::{t}" for i, t in enumerate(types))
+                 + " FROM jsonb_array_elements(%s::jsonb) AS r")
+    db = a._db
+    db.execute("CREATE TEMP TABLE json_only (LIKE transactions INCLUDING DEFAULTS)")
+    db.execute("CREATE TEMP TABLE beside (LIKE transactions INCLUDING DEFAULTS)")
+    db.execute(json_only, [json.dumps([[getattr(r, c) for c in TXN_COLUMNS] for r in rows])])
+    values = [_param(p) for p in _columns(rows)]
+    res = db.pgconn.exec_params(
+        _TXN_INSERT_MANY.replace("INTO transactions", "INTO beside")
+        .replace("?", "$1", 1).replace("?", "$2", 1).encode(), values, param_formats=[0, 1])
+    assert res.status == 1, res.error_message  # COMMAND_OK
+    select = f"SELECT {', '.join(TXN_COLUMNS)} FROM {{}} ORDER BY stan"
+    stored = db.execute(select.format("beside")).fetchall()
+    assert stored == db.execute(select.format("json_only")).fetchall()
+    assert [tuple(r) for r in stored] == [tuple(getattr(r, c) for c in TXN_COLUMNS)
+                                          for r in rows]
+
+
 _LEDGER_TABLES = "transactions|refunds|balances|tombstones|uploads|batches|terminals"
 
 
