@@ -680,23 +680,26 @@ class AcquirerHost:
         left_out = (2, self._mac_field)
         stored_fields = {k: answered[k] for k in sorted(answered) if k not in left_out}
         card = ctx.card
-        row = TransactionRow(
-            tid=ctx.term.tid, batch=ctx.batch, stan=ctx.stan, mti=ctx.msg.mti, kind=ctx.kind,
-            fingerprint=ctx.fingerprint, status=ctx.status if code == codes.APPROVED
-            else "declined", response_code=code, received_at=ctx.now.isoformat(),
-            response=response_json(resp.mti, stored_fields),
-            pan_masked=mask_pan(ctx.pan) if ctx.pan else None,
-            pan_hash=ctx.pan_hash,
-            scheme=card.scheme if card is not None else (
-                ctx.original.scheme if ctx.original is not None else None),
-            amount=ctx.msg.amount if _digits(ctx.msg.get(4)) else None,
-            rrn=ctx.rrn, auth_code=ctx.auth if code == codes.APPROVED else None,
-            date=answered_date(ctx.now),  # what the answer's F13 says, not the request's
-            original=key_text(ctx.original.key) if ctx.original is not None else None)
+        status = ctx.status if code == codes.APPROVED else "declined"
         if ctx.kind in ("reversal", "settlement", "batch_upload", "batch_upload_icc",
                         "batch_upload_end") \
                 and code == codes.APPROVED:
-            row = replace(row, status="acknowledged")
+            status = "acknowledged"
+        # positional, in TransactionRow's field order (one a request: keywords cost
+        # about as much as building the row itself)
+        row = TransactionRow(
+            ctx.term.tid, ctx.batch, ctx.stan, ctx.msg.mti,  # tid, batch, stan, mti
+            ctx.kind, ctx.fingerprint, status, code,  # kind, fingerprint, status, response_code
+            ctx.now.isoformat(),  # received_at
+            response_json(resp.mti, stored_fields),  # response
+            mask_pan(ctx.pan) if ctx.pan else None,  # pan_masked
+            ctx.pan_hash,  # pan_hash
+            card.scheme if card is not None else (  # scheme
+                ctx.original.scheme if ctx.original is not None else None),
+            ctx.msg.amount if _digits(ctx.msg.get(4)) else None,  # amount
+            ctx.rrn, ctx.auth if code == codes.APPROVED else None,  # rrn, auth_code
+            answered_date(ctx.now),  # date: what the answer's F13 says, not the request's
+            key_text(ctx.original.key) if ctx.original is not None else None)  # original
         stone = tombstone_of(row)
         if stone is not None:  # a reversal of a request not seen (yet): it must not book
             ctx.records.append(stone)
