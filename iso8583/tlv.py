@@ -71,6 +71,22 @@ def format_tag(tag: int) -> str:
 
 def tag_bytes(tag: int) -> bytes:
     """The encoded bytes of ``tag``; :class:`EncodeError` if they are not a well-formed tag."""
+    known = _TAG_BYTES.get(tag)  # the host answers every chip request with tag 91
+    if known is not None:
+        return known
+    raw = _tag_bytes(tag)
+    if len(_TAG_BYTES) >= _TAG_BYTES_MAX:
+        _TAG_BYTES.clear()
+    _TAG_BYTES[tag] = raw
+    return raw
+
+
+#: tag_bytes' results by tag (well-formed ones only; bounded, cleared when full).
+_TAG_BYTES: dict[int, bytes] = {}
+_TAG_BYTES_MAX = 1024
+
+
+def _tag_bytes(tag: int) -> bytes:
     if tag <= 0:
         raise EncodeError(f"tag {tag} is not a BER-TLV tag")
     raw = tag.to_bytes(_tag_len(tag))

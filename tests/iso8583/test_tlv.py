@@ -377,3 +377,21 @@ def test_decode_flat_layouts_are_bounded() -> None:
         data = tlv.encode([(0x9F26, bytes(8)), (0x9F10, bytes(n % 200))])
         assert tlv.decode_flat(data) == {0x9F26: bytes(8), 0x9F10: bytes(n % 200)}
         assert sum(map(len, tlv._LAYOUTS.values())) <= tlv._LAYOUTS_MAX
+
+
+@given(st.one_of(tags(constructed=False), tags(constructed=True),
+                 st.integers(-2, 1 << 40)))
+def test_tag_bytes_kept_are_the_tags_encoding(tag: int) -> None:
+    """tag_bytes keeps what it encoded: again, the same bytes (or the same refusal)."""
+    def outcome() -> bytes | str:
+        try:
+            return tlv.tag_bytes(tag)
+        except EncodeError as exc:
+            return str(exc)
+    first = outcome()
+    assert outcome() == first
+    try:
+        fresh: bytes | str = tlv._tag_bytes(tag)
+    except EncodeError as exc:
+        fresh = str(exc)
+    assert first == fresh
