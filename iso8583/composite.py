@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from iso8583.bounded import keep
 from iso8583.errors import DecodeError, EncodeError
 from iso8583.masking import mask_pan
 from iso8583.quickinit import quick_init
@@ -63,9 +64,7 @@ class F60:
         decoded = cls(value[0:2], value[2:8], value[8:11] if len(value) >= 11 else "000",
                       value[11:12], value[12:13], value[13:])
         if cls is F60:
-            if len(_F60_DECODED) >= _DECODED_MAX:
-                _F60_DECODED.clear()
-            _F60_DECODED[value] = decoded
+            keep(_F60_DECODED, value, decoded, _DECODED_MAX)
         return decoded
 
 

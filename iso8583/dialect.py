@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from iso8583.bounded import keep
 from iso8583.codec import (
     Decoder,
     Encoder,
@@ -217,10 +218,7 @@ class Dialect:
                 raise EncodeError("field is not defined in this dialect", field=number)
         with_mac = sorted({*numbers, self.spec.mac_field}) if placeholder else list(numbers)
         entry = (self._bitmap(with_mac), build_encode_plan(numbers, self.fields, self._enc))
-        if len(self._enc_plans) >= _PLAN_CACHE_MAX:
-            self._enc_plans.clear()
-        self._enc_plans[(numbers, placeholder)] = entry
-        return entry
+        return keep(self._enc_plans, (numbers, placeholder), entry, _PLAN_CACHE_MAX)
 
     def _encode_fields(self, numbers: tuple[int, ...], items: dict[int, FieldValue]
                        ) -> list[bytes]:
@@ -351,10 +349,7 @@ class Dialect:
         plan = None
         if all(number in self._dec for number in numbers):
             plan = build_decode_plan(numbers, self.fields, self._dec)
-        if len(self._dec_plans) >= _PLAN_CACHE_MAX:
-            self._dec_plans.clear()
-        self._dec_plans[bitmap] = (numbers, plan)
-        return numbers, plan
+        return keep(self._dec_plans, bitmap, (numbers, plan), _PLAN_CACHE_MAX)
 
     def _read_bitmap(self, data: bytes, pos: int) -> tuple[bytes, int]:
         if self._bitmap_ascii:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from iso8583.bounded import keep
 from iso8583.errors import EncodeError, TlvError
 from iso8583.masking import mask_pan
 
@@ -74,11 +75,7 @@ def tag_bytes(tag: int) -> bytes:
     known = _TAG_BYTES.get(tag)  # the host answers every chip request with tag 91
     if known is not None:
         return known
-    raw = _tag_bytes(tag)
-    if len(_TAG_BYTES) >= _TAG_BYTES_MAX:
-        _TAG_BYTES.clear()
-    _TAG_BYTES[tag] = raw
-    return raw
+    return keep(_TAG_BYTES, tag, _tag_bytes(tag), _TAG_BYTES_MAX)
 
 
 #: tag_bytes' results by tag (well-formed ones only; bounded, cleared when full).

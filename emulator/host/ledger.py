@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from emulator.host.errors import LedgerBusy, LedgerConflict, LedgerError
 from iso8583 import composite
+from iso8583.bounded import keep
 from iso8583.errors import Iso8583Error
 from iso8583.quickinit import quick_init
 from iso8583.settlement import HalfTotals, SettlementTotals, is_domestic
@@ -1202,10 +1203,7 @@ def _template(shape: tuple[tuple[int, ...], tuple[type, ...]]) -> tuple[str, tup
                          for n, kind in zip(numbers, kinds[1:], strict=True))
         hexed = tuple(at for at, kind in enumerate(kinds) if kind is bytes)
         template = ('{"mti":"%s","fields":{' + items + "}}", hexed)
-    if len(_TEMPLATES) >= _TEMPLATES_MAX:
-        _TEMPLATES.clear()
-    _TEMPLATES[shape] = template
-    return template
+    return keep(_TEMPLATES, shape, template, _TEMPLATES_MAX)
 
 
 class _Keys(dict[int, str]):
