@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from emulator import server
 from emulator.catalogue import card_by_name
 from emulator.host import HostOutcome
-from emulator import server
 from emulator.server import GroupCommitter, ServerStats
 from emulator.simterminal import Approved, SimTerminal
 from tests.emulator.host.harness import NOW, TPDU, Lane, make_lane
