@@ -73,3 +73,19 @@ def tree_cpu(root: int) -> float:
 def tree_rss(root: int) -> int:
     """Resident bytes of ``root`` and its live descendants (shared pages counted per process)."""
     return sum(p.rss_bytes for p in tree(root))
+
+
+def machine_cpu() -> dict[str, float]:
+    """The whole machine's CPU seconds so far, summed over its CPUs (/proc/stat's first
+    line): ``total``, ``idle`` (idle + I/O wait) and ``steal`` (time the hypervisor ran
+    something else while this VM had work: on a shared VM, the CPU a latency figure lost
+    to neighbours). Empty off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            head = stat.readline().split()
+    except OSError:
+        return {}
+    ticks = [int(v) for v in head[1:9]]  # user nice system idle iowait irq softirq steal
+    ticks += [0] * (8 - len(ticks))
+    return {"total": sum(ticks) / _TICK, "idle": (ticks[3] + ticks[4]) / _TICK,
+            "steal": ticks[7] / _TICK}

@@ -126,6 +126,38 @@ def test_rounds_pool_every_request_and_keep_each_round(
     assert "paced p99 400.0 / 2.0 ms" in out
 
 
+def test_the_machines_steal_is_pooled_and_shown_by_round(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [_round(1000, 400.0, 0.5, 100, 80.0), _round(3000, 2.0, 1.5, 300, 20.0)]
+    # round 1's paced window: 2 CPUs x 1 s, 0.5 s stolen, 0.4 s idle; round 2: 0.02 s stolen
+    for (c, _, paced), steal, idle in zip(runs, (0.5, 0.02), (0.4, 1.0), strict=True):
+        paced.cpu.update({"machine_total": 2.0, "machine_steal": steal, "machine_idle": idle})
+        c.paced = host_load.PhaseResult.of(paced, 1.0)
+        c.rounds = [host_load.RoundFigures.of(c)]
+    assert runs[0][0].paced is not None
+    assert runs[0][0].paced.steal_share == pytest.approx(0.25)
+    c = host_load.combine(runs, 1.0)
+    assert c.paced is not None
+    assert c.paced.steal_share == pytest.approx(0.13)  # 0.52 s of 4 CPU-seconds
+    assert c.paced.idle_share == pytest.approx(0.35)
+    assert c.closed_loop is not None
+    assert c.closed_loop.steal_share is None  # not read: unknown, not zero
+    host_load.print_result(host_load.HostLoadResult(100, 1, 1000, [c], 3000, None, None,
+                                                    10_000, 60, 2))
+    out = capsys.readouterr().out
+    assert "13.0% of its CPU time stolen by the hypervisor (steal), 35.0% idle" in out
+    assert "steal 25.0 / 1.0 %" in out
+
+
+def test_machine_cpu_reads_this_machine() -> None:
+    first = _proc.machine_cpu()
+    assert first["total"] > 0
+    assert 0 <= first["steal"] <= first["total"]
+    assert 0 <= first["idle"] <= first["total"]
+    time.sleep(0.05)
+    assert _proc.machine_cpu()["total"] >= first["total"]
+
+
 def test_a_round_that_could_not_start_is_reported() -> None:
     failed = host_load.ConfigResult("pg2", "postgresql", 2, error="ServeError: no answer")
     ok = _round(1000, 2.0, 0.5, 100, 1.0)
