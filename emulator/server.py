@@ -129,6 +129,9 @@ class CommitInFlight(Protocol):
 
     def poll(self) -> bool: ...  # read what arrived, never blocking: outcome known?
 
+    @property
+    def done(self) -> bool: ...  # outcome known (read by poll, or by a wait elsewhere)
+
     def result(self) -> None: ...  # wait for the outcome; raise the commit's error
 
 
@@ -414,6 +417,7 @@ class GroupCommitter(Generic[S]):
         self._landing = asyncio.Event()  # a COMMIT in flight was answered
         self._watching: dict[int, _Flight[S]] = {}  # socket -> the flight watched on it
         self._loop: asyncio.AbstractEventLoop | None = None  # while run() runs ahead
+        self._poke: asyncio.TimerHandle | None = None  # see _run_ahead
 
     def session_seconds(self) -> float:
         """How long the group running now has been running (0.0 when idle)."""
@@ -464,6 +468,9 @@ class GroupCommitter(Generic[S]):
                 for flight in self._flights:
                     self._unwatch(loop, flight)
                 self._flights.clear()
+                if self._poke is not None:
+                    self._poke.cancel()
+                    self._poke = None
                 self._executor.shutdown(wait=False)
             return
         if self._one_trip is not None:
@@ -716,9 +723,10 @@ class GroupCommitter(Generic[S]):
                     return
             queued = len(self._queue)
             if queued and (not flights or (len(flights) <= limit and queued >= AHEAD_AT)):
+                # (no turn of the loop here: what arrives meanwhile is read while the
+                # committer waits below, and AHEAD_AT queued wake it)
                 if not await self._launch(loop, store):
                     return
-                await asyncio.sleep(0)  # let the loop read what arrived meanwhile
                 continue
             if not self._queue and not flights and self._closing:
                 return
@@ -728,14 +736,13 @@ class GroupCommitter(Generic[S]):
                 continue
             # the oldest commit's answer (its reader sets both), or a request that may
             # start a group (no connection free: a request does not wake the committer);
-            # looked at again after a while in any case (a store session may have read it)
+            # looked at again after a while in any case (a store session may have read
+            # it): one timer for every wait of the next 50 ms, not one a wait
             event = wake if len(flights) <= limit else self._landing
             event.clear()
-            timer = loop.call_later(0.05, event.set)
-            try:
-                await event.wait()
-            finally:
-                timer.cancel()
+            if self._poke is None:
+                self._poke = loop.call_later(0.05, self._poked)
+            await event.wait()
 
     async def _launch(self, loop: asyncio.AbstractEventLoop,
                       store: CommitAheadStore[S]) -> bool:
@@ -767,10 +774,16 @@ class GroupCommitter(Generic[S]):
         finally:
             self._group_started = None
         flight.ran = time.perf_counter() - flight.started
-        if flight.commit is not None and not flight.commit.poll():
+        if flight.commit is not None:  # read by its reader once readable (nothing read it yet)
             self._watch(loop, flight)
         self._flights.append(flight)
         return True
+
+    def _poked(self) -> None:
+        """A while passed with COMMITs in flight: the committer looks at them again."""
+        self._poke = None
+        self._landing.set()
+        self._wake.set()
 
     def _flown(self) -> list[tuple[Work[S], Released]]:
         """The submissions of the groups whose COMMIT is in flight (what they booked, if
@@ -840,9 +853,13 @@ class GroupCommitter(Generic[S]):
             flight.fd = -1
 
     def _landed(self, loop: asyncio.AbstractEventLoop, flight: _Flight[S]) -> bool:
-        """Whether ``flight``'s COMMIT outcome is known (read what arrived, if any)."""
-        if flight.commit is None or not flight.commit.poll():
-            return flight.commit is None
+        """Whether ``flight``'s COMMIT outcome is known (read what arrived, if any; a
+        watched flight's reader reads it, when its socket is readable)."""
+        commit = flight.commit
+        if commit is None:
+            return True
+        if not commit.done and (flight.fd >= 0 or not commit.poll()):
+            return False
         self._unwatch(loop, flight)  # at once: its socket may be closed already
         return True
 
