@@ -83,6 +83,31 @@ def test_gc_paused_restores_the_collector_as_it_was() -> None:
         gc.enable()
 
 
+def test_what_a_pause_made_is_not_walked_by_the_next_young_collection() -> None:
+    # the block's objects go to the oldest generation when the collector comes back on:
+    # the first young collection after it does not walk them all
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+    with gc_paused():
+        made = [[n] for n in range(20_000)]
+    assert gc.get_freeze_count() == 0  # moved, not frozen
+    assert gc.get_count()[0] < 1_000
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert all(id(o) in oldest for o in made[::1000])
+
+
+def test_a_pause_leaves_frozen_objects_frozen() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused():
+            made = [[n] for n in range(1_000)]
+        assert gc.get_freeze_count() == frozen  # gc.unfreeze() would have thawed them
+        assert made
+    finally:
+        gc.unfreeze()  # give the test process its collector back
+
+
 def test_freeze_startup_moves_the_heap_to_the_permanent_generation() -> None:
     code = ("import gc\nfrom emulator.startup import freeze_startup\n"
             "freeze_startup()\nassert gc.get_freeze_count() > 1000, gc.get_freeze_count()\n")
