@@ -141,12 +141,31 @@ _BALANCE_TEXT = _as_text(("pan_hash", "spent"), "c", _WIDTH)
 _TERMINAL_TEXT = _as_text(TERMINAL_COLUMNS, "m", _WIDTH)
 _PREPARE_RETURNS = (f"RETURNS TABLE (r_tag TEXT, "
                     f"{', '.join(f'r{i} TEXT' for i in range(1, _WIDTH + 1))})")
-# Planned once per connection (a plan made for each call's arrays cost PostgreSQL 3-5
-# times the statements' own work), and that plan must stay an index lookup per key
-# whatever the tables held when it was made: made on a new, empty ledger it would
-# otherwise scan whole tables for good (the cost of a request growing with the ledger).
-_PLAN_SETTINGS = """SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
-SET enable_bitmapscan = off SET enable_hashjoin = off SET enable_mergejoin = off"""
+# Every connection of the store starts with these settings (libpq's startup options: no
+# round trip). The prepare functions' statements (and pos_move_balances', and the
+# connection's prepared statements) are planned once per connection (a plan made for each
+# call's arrays cost PostgreSQL 3-5 times the statements' own work), and that plan must
+# stay an index lookup per key whatever the tables held when it was made: made on a new,
+# empty ledger it would otherwise scan whole tables for good (the cost of a request
+# growing with the ledger). (memoize: a cache in front of a join's inner side that is one
+# index probe a key anyway.) They used to be the functions' own SET clauses, which
+# PostgreSQL saves, sets and restores on every call: ~80k of its ~1,080k fixed
+# instructions a group (callgrind on the backend, deterministic replay of groups of 2-16:
+# fixed 1,077k -> 996k; a group of 2: 1,503k -> 1,438k). A process of an earlier version
+# (its connections without them) runs these functions planned with its own settings
+# until its next opening, whose schema run puts the SET clauses back (this code's next
+# opening takes them off again): slower for it, never wrong.
+_PLAN_OPTIONS = ("-c plan_cache_mode=force_generic_plan -c enable_seqscan=off "
+                 "-c enable_bitmapscan=off -c enable_hashjoin=off -c enable_mergejoin=off "
+                 "-c enable_memoize=off")
+
+
+def _options(dsn: str) -> str:
+    """libpq's startup options for a connection to ``dsn``: the DSN's own (or PGOPTIONS's,
+    which an explicit value would override), then _PLAN_OPTIONS (last: they win)."""
+    given = psycopg.conninfo.conninfo_to_dict(dsn).get("options") \
+        or os.environ.get("PGOPTIONS")
+    return f"{given} {_PLAN_OPTIONS}" if given else _PLAN_OPTIONS
 # A booking's first step for a whole group (PgSession.lock_requests), or for one request
 # (lock_request): every lock pos_prepare takes, for every request named (the arrays run in
 # parallel), in one fixed order -- batches (shared), request keys, originals by RRN (FOR
@@ -184,9 +203,7 @@ BEGIN
     SELECT 'p', {_BALANCE_TEXT} FROM balances c WHERE c.pan_hash = ANY(p_pan)
     UNION ALL
     SELECT 'm', {_TERMINAL_TEXT} FROM terminals m WHERE m.tid = ANY(p_tid);
-END $$ LANGUAGE plpgsql VOLATILE
--- (memoize: a cache in front of a join's inner side that is one index probe a key anyway)
-{_PLAN_SETTINGS} SET enable_memoize = off;
+END $$ LANGUAGE plpgsql VOLATILE;
 -- pos_prepare_many for one request (a group of one, or a request that reads its rows
 -- again): the same locks, in the same order, and the same rows, from scalars -- plain
 -- index probes, no arrays to unnest, sort or join (PostgreSQL ~25-30% less CPU a call).
@@ -213,8 +230,7 @@ BEGIN
     SELECT 'p', {_BALANCE_TEXT} FROM balances c WHERE c.pan_hash = p_pan
     UNION ALL
     SELECT 'm', {_TERMINAL_TEXT} FROM terminals m WHERE m.tid = p_tid;
-END $$ LANGUAGE plpgsql VOLATILE
-{_PLAN_SETTINGS};
+END $$ LANGUAGE plpgsql VOLATILE;
 -- A terminal by TID, for a request whose terminal no lock read with it (a sign-on, the
 -- second request of a terminal in a group). A plain prepared SELECT got a generic plan
 -- made while terminals held a row or two, which scanned the table whole until an
@@ -223,8 +239,7 @@ CREATE OR REPLACE FUNCTION pos_terminal(p_tid TEXT)
 {_PREPARE_RETURNS} AS $$
 BEGIN
     RETURN QUERY SELECT 'm', {_TERMINAL_TEXT} FROM terminals m WHERE m.tid = p_tid;
-END $$ LANGUAGE plpgsql STABLE
-{_PLAN_SETTINGS};
+END $$ LANGUAGE plpgsql STABLE;
 """  # noqa: S608 -- the module's own column lists, never input
 
 _SCHEMA = """
@@ -281,6 +296,19 @@ CREATE TABLE IF NOT EXISTS transactions (
 -- process's schema run makes them again (CREATE INDEX IF NOT EXISTS): it needs neither;
 -- the next opening of this code finds its mark changed and drops them again.
 DROP INDEX IF EXISTS transactions_original;
+-- No statistics on what no statement selects by (the answer, the fingerprint, the amounts
+-- and states): the host's statements are planned generic, as index probes by key
+-- (_PLAN_SETTINGS), so no plan reads them, and autovacuum's ANALYZE of a growing ledger
+-- spent its CPU on them, next to the bookings: 0.14-0.21 s a run over 15,800 rows, 0.04-0.05
+-- s without them (ANALYZE transactions, backend CPU, after a bench.host_load round).
+ALTER TABLE transactions ALTER COLUMN kind SET STATISTICS 0,
+    ALTER COLUMN fingerprint SET STATISTICS 0, ALTER COLUMN status SET STATISTICS 0,
+    ALTER COLUMN response_code SET STATISTICS 0, ALTER COLUMN received_at SET STATISTICS 0,
+    ALTER COLUMN response SET STATISTICS 0, ALTER COLUMN pan_masked SET STATISTICS 0,
+    ALTER COLUMN scheme SET STATISTICS 0, ALTER COLUMN amount SET STATISTICS 0,
+    ALTER COLUMN auth_code SET STATISTICS 0, ALTER COLUMN date SET STATISTICS 0,
+    ALTER COLUMN original SET STATISTICS 0, ALTER COLUMN refunded SET STATISTICS 0,
+    ALTER COLUMN voided_by SET STATISTICS 0;
 CREATE TABLE IF NOT EXISTS refunds (
     refund_key TEXT PRIMARY KEY,
     original_key TEXT NOT NULL,
@@ -395,10 +423,10 @@ BEGIN
         RAISE EXCEPTION 'a card''s balance moved under this session'
             USING ERRCODE = 'serialization_failure';
     END IF;
-END $$ LANGUAGE plpgsql VOLATILE
--- planned as the prepare functions are: balances grows with every new card, and a plan
--- made while it held a handful kept scanning it whole (found by test_pgledger)
-""" + _PLAN_SETTINGS + ";\n" + _PREPARE_FNS  # noqa: S608
+END $$ LANGUAGE plpgsql VOLATILE;
+-- planned as the prepare functions are (_PLAN_OPTIONS): balances grows with every new
+-- card, and a plan made while it held a handful kept scanning it whole (test_pgledger)
+""" + _PREPARE_FNS  # noqa: S608
 # What a store's opening reads first (one round trip): the mark the last schema run
 # left, the PAN key, and the schema's catalog as it is now: its functions (oid and
 # xmin: CREATE OR REPLACE FUNCTION, by any process of any version, writes a new row)
@@ -1630,7 +1658,7 @@ class PostgresLedgerStore:
         """A new connection on ``link`` (the old one closed, its statements forgotten)."""
         link.close()
         try:
-            db = psycopg.connect(self.dsn, autocommit=True)
+            db = psycopg.connect(self.dsn, autocommit=True, options=_options(self.dsn))
         except psycopg.OperationalError as exc:
             raise LedgerUnavailable(
                 f"cannot reach ledger {safe_ledger_name(self.dsn)}: {exc}") from exc

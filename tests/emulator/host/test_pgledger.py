@@ -287,6 +287,34 @@ def test_plans_made_on_an_empty_ledger_still_probe_indexes_on_a_full_one(pg_dsn:
     assert scans == set()
 
 
+def test_the_plan_settings_live_on_the_connection_not_on_the_functions(pg_dsn: str) -> None:
+    """Every connection of the store starts with the plan settings (libpq's options), after
+    the DSN's own options; the functions carry no SET clauses of their own (PostgreSQL
+    would save, set and restore them on every call)."""
+    import psycopg
+
+    from emulator.host.pgledger import PostgresLedgerStore
+    schema = f"settings{next(_schemas)}"
+    sep = "&" if "?" in pg_dsn else "?"
+    store = PostgresLedgerStore(f"{pg_dsn}{sep}options=-c%20work_mem%3D5MB", schema=schema)
+    db = store._db  # the store's connection: its settings are the point
+    assert db is not None
+    shown = {name: db.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+             for name in ("plan_cache_mode", "enable_seqscan", "enable_bitmapscan",
+                          "enable_hashjoin", "enable_mergejoin", "enable_memoize", "work_mem")}
+    assert shown == {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off",
+                     "enable_bitmapscan": "off", "enable_hashjoin": "off",
+                     "enable_mergejoin": "off", "enable_memoize": "off", "work_mem": "5MB"}
+    store.close()
+    with psycopg.connect(pg_dsn) as other:
+        configs = other.execute(
+            "SELECT p.proname, p.proconfig FROM pg_proc p JOIN pg_namespace n "
+            "ON n.oid = p.pronamespace WHERE n.nspname = %s", (schema,)).fetchall()
+    assert {"pos_prepare_many", "pos_prepare_one", "pos_terminal",
+            "pos_move_balances"} <= {name for name, _ in configs}
+    assert [name for name, config in configs if config is not None] == []
+
+
 def test_a_connection_whose_set_up_fails_is_closed_not_left_open(
         pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import psycopg
