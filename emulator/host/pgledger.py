@@ -388,21 +388,29 @@ LANGUAGE sql VOLATILE;
 -- sale that no longer fits raises serialization_failure (LedgerConflict: run again). A
 -- card's first use inserts its row: two at once clash (unique violation: run again) --
 -- also when the other's row was committed after the UPDATE here (it was skipped then, and
--- this session's move on it lost). One card (a group of one, or of one card's requests):
--- the UPDATE locks its row itself (PostgreSQL ~30% less CPU a call than the general case).
+-- this session's move on it lost). Up to 4 cards (a group of a few cards, the usual): each
+-- card's UPDATE, one after the other in p_pan's order, locks its row itself, and a card
+-- that no longer fits stops there -- the same locks in the same order, each row moved on
+-- its current value. A statement a card costs PostgreSQL less than the general case's
+-- lock, UPDATE and aggregate up to 4 cards (callgrind, a call: 1 card 112k -> 92k
+-- instructions (was its own one-card path), 2 cards 236k -> 155k, 3 cards 267k -> 216k;
+-- beyond, each card costs the loop ~60k and the general case ~30k).
 CREATE OR REPLACE FUNCTION pos_move_balances(p_pan TEXT[], p_total BIGINT[], p_room BIGINT[])
 RETURNS VOID AS $$
 DECLARE
     v_moved TEXT[];
     v_over BOOLEAN;
 BEGIN
-    IF cardinality(p_pan) = 1 THEN
-        UPDATE balances c SET spent = c.spent + p_total[1] WHERE c.pan_hash = p_pan[1]
-            RETURNING c.spent - p_total[1] > p_room[1] INTO v_over;
-        IF NOT FOUND THEN
-            INSERT INTO balances (pan_hash, spent) VALUES (p_pan[1], p_total[1]);
-            v_over := 0 > p_room[1];
-        END IF;
+    IF cardinality(p_pan) <= 4 THEN
+        FOR i IN 1 .. cardinality(p_pan) LOOP
+            UPDATE balances c SET spent = c.spent + p_total[i] WHERE c.pan_hash = p_pan[i]
+                RETURNING c.spent - p_total[i] > p_room[i] INTO v_over;
+            IF NOT FOUND THEN
+                INSERT INTO balances (pan_hash, spent) VALUES (p_pan[i], p_total[i]);
+                v_over := 0 > p_room[i];
+            END IF;
+            EXIT WHEN v_over;
+        END LOOP;
     ELSE
         PERFORM 1 FROM balances c WHERE c.pan_hash = ANY(p_pan) ORDER BY c.pan_hash FOR UPDATE;
         WITH u AS (UPDATE balances c SET spent = c.spent + m.total
@@ -1658,7 +1666,15 @@ class PostgresLedgerStore:
         """A new connection on ``link`` (the old one closed, its statements forgotten)."""
         link.close()
         try:
-            db = psycopg.connect(self.dsn, autocommit=True, options=_options(self.dsn))
+            # startup parameters, not SETs (two round trips fewer an opening: a restart's
+            # first one waits on them): statements sent through libpq carry UTF-8 text
+            # (see PgSession._exec); a lock not granted soon is a conflict (rerun), not a
+            # wait: two processes' groups that lock the same originals in two orders would
+            # otherwise wait for PostgreSQL's deadlock check (deadlock_timeout, 1 s) every
+            # time
+            db = psycopg.connect(
+                self.dsn, autocommit=True, client_encoding="UTF8",
+                options=f"{_options(self.dsn)} -c lock_timeout={LOCK_TIMEOUT_MS}ms")
         except psycopg.OperationalError as exc:
             raise LedgerUnavailable(
                 f"cannot reach ledger {safe_ledger_name(self.dsn)}: {exc}") from exc
@@ -1666,12 +1682,6 @@ class PostgresLedgerStore:
             # our own prepared statements (prepared): psycopg's would make its ROLLBACK send
             # DEALLOCATE ALL, which drops ours too
             db.prepare_threshold = None
-            # statements sent through libpq carry UTF-8 text (see PgSession._exec)
-            db.execute("SET client_encoding TO 'UTF8'")
-            # a lock not granted soon is a conflict (rerun), not a wait: two processes'
-            # groups that lock the same originals in two orders would otherwise wait for
-            # PostgreSQL's deadlock check (deadlock_timeout, 1 s) every time
-            db.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
             if self.schema is not None:
                 db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(self.schema)))

@@ -77,6 +77,32 @@ def test_a_new_cards_first_move_is_checked_too(stores: tuple[Any, Any]) -> None:
     assert spent(a, "p3") == 40
 
 
+@pytest.mark.parametrize("count", [3, 6])  # card by card (up to 4), the general case
+def test_a_card_overtaken_among_several_keeps_none_of_the_sessions_moves(
+        stores: tuple[Any, Any], count: int) -> None:
+    a, b = stores
+    cards = [f"q{i}" for i in range(count)]
+    with a.session() as s:  # first uses: every row inserted
+        s.write([BalanceRow(card, 100, 100, None) for card in cards])
+    assert [spent(a, card) for card in cards] == [100] * count
+
+    def overtaken() -> None:
+        with a.session() as s:
+            for card in cards:
+                s.spent(card)
+            # each fits what this session read (200 <= 200)
+            s.write([BalanceRow(card, 200, 100, 200) for card in cards])
+            with b.session() as t:  # another process spends the second card meanwhile
+                t.write([BalanceRow(cards[1], 150, 50, None)])
+
+    with pytest.raises(LedgerConflict):
+        overtaken()
+    assert [spent(a, card) for card in cards] == [100, 150] + [100] * (count - 2)
+    with a.session() as s:  # run again: fits the new balances
+        s.write([BalanceRow(card, 0, 100, 1_000) for card in cards])
+    assert [spent(b, card) for card in cards] == [200, 250] + [200] * (count - 2)
+
+
 @pytest.mark.parametrize("cards", [["p9"], ["p1", "p9"]])
 def test_a_cards_first_use_by_two_processes_at_once_is_a_conflict_never_a_lost_move(
         stores: tuple[Any, Any], pg_dsn: str, cards: list[str]) -> None:
