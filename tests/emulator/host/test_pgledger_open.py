@@ -142,3 +142,31 @@ def test_only_the_keys_of_the_transactions_keep_statistics(pg_dsn: str, schema: 
     _exec(pg_dsn, schema, "DELETE FROM meta WHERE name = 'schema_mark'")  # as an older run
     _open(pg_dsn, schema).close()
     assert _statistics_targets(pg_dsn, schema)["response"] == 0
+
+
+def test_a_connection_is_set_up_in_its_startup_packet(
+        pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # UTF-8 and the lock timeout ride in libpq's startup parameters (no SET round trips),
+    # over what the DSN itself asks for
+    import psycopg
+    from psycopg import conninfo
+
+    from emulator.host.pgledger import LOCK_TIMEOUT_MS
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def recorded(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", recorded)
+    dsn = conninfo.make_conninfo(pg_dsn, client_encoding="LATIN1",
+                                 options="-c lock_timeout=5s")
+    store = _open(dsn, schema)
+    try:
+        assert not [q for q in sent if q.startswith(("SET client_encoding", "SET lock_timeout"))]
+        db = store._db
+        assert db.execute("SHOW client_encoding").fetchone() == ("UTF8",)
+        assert db.execute("SHOW lock_timeout").fetchone() == (f"{LOCK_TIMEOUT_MS}ms",)
+    finally:
+        store.close()
