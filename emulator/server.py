@@ -286,6 +286,9 @@ MAX_CONFLICTS = 50
 #: in ms: 6: 24.6/48.7/52.1; 12: 35.3/32.3/58.4/31.8/34.4/57.6/38.3/66.9; 20: 30.4/27.6/86.5;
 #: never early: 92.7/61.3; commits ahead off: 36.2-101.9 (8 runs, 2 <= 50).
 AHEAD_AT = 12
+#: Seconds after which the committer looks at the COMMITs in flight again, woken or not (a
+#: store session may have read an answer: CommitInFlight.wait).
+LOOK_AGAIN = 0.05
 #: Seconds between two tries of a group waiting for another process's write lock (at most).
 LOCK_WAIT_STEP = 0.01
 #: A group waiting for the write lock is logged every this many seconds.
@@ -418,6 +421,7 @@ class GroupCommitter(Generic[S]):
         self._watching: dict[int, _Flight[S]] = {}  # socket -> the flight watched on it
         self._loop: asyncio.AbstractEventLoop | None = None  # while run() runs ahead
         self._poke: asyncio.TimerHandle | None = None  # see _run_ahead
+        self._idle = False  # _run_ahead waits for an answer or a request, nothing half done
 
     def session_seconds(self) -> float:
         """How long the group running now has been running (0.0 when idle)."""
@@ -737,12 +741,16 @@ class GroupCommitter(Generic[S]):
             # the oldest commit's answer (its reader sets both), or a request that may
             # start a group (no connection free: a request does not wake the committer);
             # looked at again after a while in any case (a store session may have read
-            # it): one timer for every wait of the next 50 ms, not one a wait
+            # it): one timer for every wait until it fires, not one a wait
             event = wake if len(flights) <= limit else self._landing
             event.clear()
             if self._poke is None:
-                self._poke = loop.call_later(0.05, self._poked)
-            await event.wait()
+                self._poke = loop.call_later(LOOK_AGAIN, self._poked)
+            self._idle = True  # a COMMIT answered meanwhile is released by its reader
+            try:
+                await event.wait()
+            finally:
+                self._idle = False
 
     async def _launch(self, loop: asyncio.AbstractEventLoop,
                       store: CommitAheadStore[S]) -> bool:
@@ -836,7 +844,11 @@ class GroupCommitter(Generic[S]):
         def readable() -> None:
             if commit.poll():
                 self._unwatch(loop, flight)
-                self._landing.set()
+                self._landing.set()  # (a committer waiting for a connection: two in flight)
+                if self._idle:  # the committer waits: the replies leave from here, now
+                    self._release_landed()
+                    if not (self._queue or self._flights or self._closing):
+                        return  # nothing for the committer (a request wakes it)
                 self._wake.set()
 
         # a socket watched for an earlier flight still (its answer was read by a store

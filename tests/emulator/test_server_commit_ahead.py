@@ -195,6 +195,27 @@ async def test_callbacks_are_released_in_group_order(rig: Rig) -> None:
     await rig.until(lambda: rig.released == ["a", "b"])
 
 
+async def test_answers_read_together_release_in_order_and_a_later_request_starts_a_group(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the reader releases what landed while the committer waits, and wakes it only when
+    # there is something for it: nothing may hang on the look-again timer (made endless)
+    monkeypatch.setattr(server, "LOOK_AGAIN", 3600.0)
+    rig.submit("a")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.submit("b")
+    await rig.until(lambda: len(rig.store.in_flight) == 2)
+    first, second = rig.store.in_flight
+    second.answer()
+    first.answer()  # both answered before the loop reads either
+    await rig.until(lambda: rig.released == ["a", "b"])
+    rig.submit("c")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.store.in_flight[0].answer()
+    await rig.until(lambda: rig.released == ["a", "b", "c"])
+    rig.submit("d")
+    await rig.until(lambda: rig.ran == ["a", "b", "c", "d"])
+
+
 async def test_with_every_connection_carrying_a_commit_the_next_group_waits(
         rig: Rig) -> None:
     rig.submit("a")
