@@ -250,7 +250,7 @@ def _demo_terminal(host: AcquirerHost) -> None:
     """Provision the demo terminal in a ledger that has no terminal yet."""
     from emulator.host.terminals import DEMO_MID, DEMO_TID, DEMO_TMK
 
-    if not host.terminals():
+    if not host.any_terminal():  # one row at most, whatever the ledger holds
         host.provision(DEMO_TID, DEMO_MID, DEMO_TMK)
         print(f"{PROG}: new ledger: provisioned the demo terminal TID {DEMO_TID} "
               f"MID {DEMO_MID}", flush=True)

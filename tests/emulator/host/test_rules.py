@@ -769,3 +769,18 @@ def test_stan_spaces_of_terminals_are_independent(lane: Lane) -> None:
     answer = lane.answer(mine)
     assert answer.response_code == "00"
     assert lane.host.available(DEBIT) == DEBIT.opening_balance - 3_000
+
+
+def test_any_terminal_says_whether_one_is_provisioned(ledger_store: LedgerStore) -> None:
+    # serve's start-up asks it (the demo terminal goes into a ledger without one) instead
+    # of reading every terminal: removed ones do not count
+    host = AcquirerHost.from_store(ledger_store, "cup")
+    assert not host.any_terminal()
+    host.provision(TID, MID, TMK)
+    host.provision("22222222", MID, TMK)
+    assert host.any_terminal()
+    host.remove(TID)
+    assert host.any_terminal()
+    host.remove("22222222")
+    assert not host.any_terminal()
+    assert host.terminals() == []
