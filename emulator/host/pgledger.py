@@ -1671,10 +1671,12 @@ class PostgresLedgerStore:
             # (see PgSession._exec); a lock not granted soon is a conflict (rerun), not a
             # wait: two processes' groups that lock the same originals in two orders would
             # otherwise wait for PostgreSQL's deadlock check (deadlock_timeout, 1 s) every
-            # time
+            # time. No JIT: with seq scans off (_PLAN_OPTIONS) a statement that has no index
+            # path is costed past jit_above_cost and JIT-compiled at every execution (~200 ms
+            # for a LIMIT 1 over terminals); the host's statements are short
             db = psycopg.connect(
                 self.dsn, autocommit=True, client_encoding="UTF8",
-                options=f"{_options(self.dsn)} -c lock_timeout={LOCK_TIMEOUT_MS}ms")
+                options=f"{_options(self.dsn)} -c lock_timeout={LOCK_TIMEOUT_MS}ms -c jit=off")
         except psycopg.OperationalError as exc:
             raise LedgerUnavailable(
                 f"cannot reach ledger {safe_ledger_name(self.dsn)}: {exc}") from exc

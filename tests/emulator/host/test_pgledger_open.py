@@ -168,5 +168,6 @@ def test_a_connection_is_set_up_in_its_startup_packet(
         db = store._db
         assert db.execute("SHOW client_encoding").fetchone() == ("UTF8",)
         assert db.execute("SHOW lock_timeout").fetchone() == (f"{LOCK_TIMEOUT_MS}ms",)
+        assert db.execute("SHOW jit").fetchone() == ("off",)
     finally:
         store.close()
