@@ -275,14 +275,20 @@ def test_plans_made_on_an_empty_ledger_still_probe_indexes_on_a_full_one(pg_dsn:
             assert isinstance(result, Approved)
             approved.append(result)
         refund = dialect.payload(term.refund(approved[0], 100), tpdu=TPDU)
-        with store.session() as session:
+        with store.session() as session:  # one request naming an original
             lane.host.prefetch(session, [refund])
             assert lane.host.handle(refund, NOW, session).response_code == "00"
+        refunds = [dialect.payload(term.refund(a, 100), tpdu=TPDU) for a in approved[1:]]
+        with store.session() as session:  # two (the RRNs' lock and branch)
+            lane.host.prefetch(session, refunds)
+            assert [lane.host.handle(r, NOW, session).response_code
+                    for r in refunds] == ["00", "00"]
 
     for _ in range(6):  # planned on an empty ledger (and, after 5 calls, kept: PostgreSQL's
         groups()        # plan cache then keeps a generic plan that costs no more)
     assert any("pos_prepare_one" in p for p in plans)
     assert any("unnest(p_tid" in p for p in plans)  # pos_prepare_many's
+    assert any("ANY(p_rrn)" in p for p in plans)  # ... naming originals
     with psycopg.connect(pg_dsn, autocommit=True) as other:
         other.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         other.execute(
@@ -373,3 +379,13 @@ def test_a_connection_whose_set_up_fails_is_closed_not_left_open(
             admin.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO PUBLIC").format(
                 sql.Identifier(admin.info.dbname)))
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_group_naming_no_original_sends_its_rrns_as_null_not_an_array_of_nulls() -> None:
+    from emulator.host.pgledger import _PREPARE_MANY, _prepare
+    sales = [("t1", "000001", "000001", "p1", None), ("t2", "000001", "000002", "p2", None)]
+    query, params = _prepare(sales)
+    assert (query, list(params)) == (_PREPARE_MANY, [["t1", "t2"], ["000001", "000001"],
+                                                     ["000001", "000002"], ["p1", "p2"], None])
+    _, params = _prepare([*sales, ("t3", "000001", "000003", "p1", "000000000007")])
+    assert list(params)[4] == [None, None, "000000000007"]
