@@ -82,8 +82,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from bench._proc import machine_cpu, tree_cpu
 from emulator.admin import AdminError, admin_request, parse_admin_address
 from emulator.catalogue import card_by_name
-from emulator.client import DEFAULT_TPDU, HostClient, answers, sign_on
-from emulator.host.errors import ResponseError
+from emulator.client import DEFAULT_TPDU, HostClient, sign_on
+from emulator.host.errors import ResponseError, ResponseMacError
 from emulator.host.ledger import LedgerStore, open_store
 from emulator.simterminal import Approved, Declined, SimTerminal
 from iso8583.errors import Iso8583Error
@@ -368,7 +368,7 @@ class _Lane(asyncio.BufferedProtocol):
         card, pin = self.rng.choice(CARDS)
         amount = self.rng.randint(1, 10) * 100  # small: the test cards' balances last the run
         request = self.term.sale(card, amount, pin=pin)
-        return request, self.dialect.pack(request, tpdu=self.tpdu), amount
+        return request, self.term.pack(request, tpdu=self.tpdu), amount
 
     # --- one phase ----------------------------------------------------------------------
     async def run(self, phase: Phase) -> None:
@@ -420,7 +420,7 @@ class _Lane(asyncio.BufferedProtocol):
             original, left = sales[index]
             amount = min(left, self.rng.randint(1, 5) * 100)
             request = self.term.refund(original, amount)
-            frame = self.dialect.pack(request, tpdu=self.tpdu)
+            frame = self.term.pack(request, tpdu=self.tpdu)
         else:
             index = -1
             request, frame, amount = self.queue.pop() if self.queue else self._new_sale()
@@ -463,14 +463,14 @@ class _Lane(asyncio.BufferedProtocol):
             except Iso8583Error:
                 self._fail()
                 return
-            if not answers(request, frame.message):
-                self.stray_answers += 1  # e.g. a second copy of an earlier answer
-                continue
-            try:
+            try:  # checks MTI, STAN and TID first (answers()), then the MAC
                 result = self.term.check_response(request, frame.message, body=frame.body)
-            except ResponseError:
+            except ResponseMacError:
                 self._fail()
                 return
+            except ResponseError:  # not this request's answer
+                self.stray_answers += 1  # e.g. a second copy of an earlier answer
+                continue
             self.request = None
             self._answered(result)
 

@@ -31,10 +31,14 @@ from emulator.catalogue import TestCard
 from emulator.host import security
 from emulator.host.errors import NotSignedOnError
 from iso8583 import tlv
+from iso8583.codec import FieldValue
+from iso8583.crypto.message_mac import apply_mac_encoded
 from iso8583.dialect import Dialect
 from iso8583.dialects import get_dialect
 from iso8583.errors import ResponseError, ResponseMacError
+from iso8583.framing import encode_length
 from iso8583.message import Message
+from iso8583.quickinit import quick_init
 from iso8583.responses import UNMACED_CODES
 from iso8583.settlement import SettlementTotals
 from iso8583.terminal import (
@@ -56,6 +60,7 @@ __all__ = ["STAN_MAX", "UNMACED_CODES", "Approved", "Clock", "Declined", "Respon
            "ResponseMacError", "Result", "SimTerminal"]
 
 
+@quick_init  # one per answer: see iso8583.quickinit
 @dataclass(frozen=True)
 class Approved:
     """An approved answer as the terminal records it (the original of a later void/refund)."""
@@ -81,6 +86,7 @@ class Approved:
                            self.amount or 0, self.scheme)
 
 
+@quick_init  # one per answer: see iso8583.quickinit
 @dataclass(frozen=True)
 class Declined:
     """A refusal (any F39 other than 00)."""
@@ -124,6 +130,8 @@ class SimTerminal:
         self._sent: dict[tuple[str, str], _Sent] = {}
         self._atc: dict[str, int] = {}
         self.currency = self.dialect.settings.currency
+        #: the MACed request built last: (it, its fields then, its encoded body)
+        self._packed: tuple[Message, dict[int, FieldValue], bytes] | None = None
 
     # --- state ---------------------------------------------------------------
     @property
@@ -211,10 +219,21 @@ class SimTerminal:
 
     def _finish(self, msg: Message, info: _Sent) -> Message:
         """MAC (network management stays unMACed) and remember what was sent."""
-        if self.protocol.macs(msg):
-            self.protocol.mac(msg, self._mak())
+        if self.protocol.macs(msg):  # the body the MAC was computed over, kept for pack()
+            body = apply_mac_encoded(self.dialect, self._mak(), msg)
+            self._packed = (msg, dict(msg.raw_items()), body)
         self._sent[(msg.mti, str(msg[11]))] = info
         return msg
+
+    def pack(self, request: Message, *, tpdu: bytes | None = None) -> bytes:
+        """``dialect.pack(request, tpdu=tpdu)``; for the request built last, unchanged since,
+        without encoding it again (its MAC was computed over the same bytes)."""
+        packed = self._packed
+        body = None
+        if packed is not None and packed[0] is request and packed[1] == request.raw_items():
+            body = packed[2]
+        return encode_length(self.dialect.payload(request, tpdu=tpdu, body=body),
+                             self.dialect.spec.length_bytes)
 
     def remac(self, request: Message) -> Message:
         """Re-MAC ``request`` (in place) with the current MAK, e.g. to resend after re-sign-on."""

@@ -33,6 +33,7 @@ from iso8583.dialect import BatchUploadProfile, Dialect, TransactionProfile
 from iso8583.errors import Iso8583Error, ResponseError, ResponseMacError
 from iso8583.masking import mask_pan
 from iso8583.message import Message
+from iso8583.quickinit import quick_init
 from iso8583.responses import UNMACED_CODES, TerminalAction, explain
 from iso8583.settlement import SettlementTotals, SettleResult
 
@@ -48,6 +49,7 @@ _NETWORK_CLASS = "08"  # 08xx network management: never MACed
 _CHIP_ENTRIES = frozenset({"chip", "contactless"})
 
 
+@quick_init  # one or more per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class CardInput:
     """The card as the terminal read it (or the PAN as keyed)."""
@@ -65,6 +67,7 @@ class CardInput:
                 f"scheme={self.scheme!r}, icc={self.icc_data is not None})")
 
 
+@quick_init  # one or more per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class RequestContext:
     """What a request takes from the terminal's state: its STAN, the open batch, the time."""
@@ -74,6 +77,7 @@ class RequestContext:
     now: datetime
 
 
+@quick_init  # one or more per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class OriginalRef:
     """The approved sale a void or refund names (F37, F38, F61, F63)."""
@@ -159,6 +163,7 @@ def upload_icc_data(f55: bytes, cryptogram_type: str | None, cryptogram: str | N
     return tlv.encode(tags)
 
 
+@quick_init  # one or more per request: see iso8583.quickinit
 @dataclass(frozen=True)
 class Answer:
     """A checked answer: its code, what the terminal does next, and what it keeps."""
@@ -252,8 +257,9 @@ class TerminalProtocol:
         if profile.processing_code is not None:
             msg[3] = profile.processing_code
         msg[11] = ctx.stan
-        msg[12] = ctx.now.strftime("%H%M%S")
-        msg[13] = ctx.now.strftime("%m%d")
+        now = ctx.now  # strftime("%H%M%S") / ("%m%d"), as fields: a third of the time
+        msg[12] = f"{now.hour:02d}{now.minute:02d}{now.second:02d}"
+        msg[13] = f"{now.month:02d}{now.day:02d}"
         if profile.condition_code is not None:
             msg[25] = profile.condition_code
         msg[41] = self.tid

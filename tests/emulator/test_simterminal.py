@@ -99,6 +99,22 @@ def test_refund_names_the_original_with_its_date(lane: Lane) -> None:
     assert composite.F60.decode(str(refund[60])).msg_type == "25"
 
 
+def test_pack_is_the_dialects_frame_of_the_request(lane: Lane) -> None:
+    tpdu = bytes.fromhex("6000030000")
+    sale = lane.term.sale(DEBIT, 500, pin="123456")
+    assert lane.term.pack(sale, tpdu=tpdu) == lane.term.dialect.pack(sale, tpdu=tpdu)
+    approved = lane.exchange(sale)
+    assert isinstance(approved, Approved)
+    refund = lane.term.refund(approved, 200)
+    assert lane.term.pack(refund) == lane.term.dialect.pack(refund)
+    # an older request, or the last one changed since it was built: encoded again
+    assert lane.term.pack(sale, tpdu=tpdu) == lane.term.dialect.pack(sale, tpdu=tpdu)
+    refund[4] = 100
+    lane.term.remac(refund)
+    assert lane.term.pack(refund) == lane.term.dialect.pack(refund)
+    assert lane.term.dialect.unpack(lane.term.pack(refund)).message == refund
+
+
 def test_reversal_copies_the_original_and_drops_secrets(lane: Lane) -> None:
     sale = lane.term.sale(DEBIT, 500, pin="123456")
     reversal = lane.term.reversal(sale, "98")
