@@ -89,3 +89,13 @@ def machine_cpu() -> dict[str, float]:
     ticks += [0] * (8 - len(ticks))
     return {"total": sum(ticks) / _TICK, "idle": (ticks[3] + ticks[4]) / _TICK,
             "steal": ticks[7] / _TICK}
+
+
+def sched_times(pid: int) -> tuple[float, float] | None:
+    """Seconds ``pid``'s main thread ran on a CPU and waited, runnable, for one
+    (/proc/PID/schedstat); None when it is gone or the kernel keeps no schedstat."""
+    try:
+        run_ns, wait_ns, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(run_ns) / 1e9, int(wait_ns) / 1e9

@@ -236,3 +236,24 @@ async def test_lanes_time_out_a_dropped_answer(tmp_path: Path,
     closed, _ = await _drive_host(tmp_path, ["drop@mti=0200,once"], rate=0.0)
     assert closed.load.failures == 1
     assert closed.load.approved > 0
+
+
+def test_sched_times_read_this_process() -> None:
+    import os
+
+    times = _proc.sched_times(os.getpid())
+    assert times is not None
+    ran, waited = times
+    assert ran > 0
+    assert waited >= 0
+    assert _proc.sched_times(2**22 + 1) is None  # no such process
+
+
+def test_the_soak_prints_what_serve_waited_for(capsys: pytest.CaptureFixture[str]) -> None:
+    result = host_soak.SoakResult("postgresql", 1_000_000)
+    result.restart = host_soak.Restart(1.044, True, 47 * 2**20, 0.381, 0.612)
+    host_soak.print_result(result)
+    out = capsys.readouterr().out
+    assert "first echo test answered 1044 ms after the process started" in out
+    assert "MISSED" in out
+    assert "381 ms on a CPU, 612 ms runnable but waiting for one" in out
