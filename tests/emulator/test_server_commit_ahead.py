@@ -142,6 +142,15 @@ class Rig:
             assert loop.time() < deadline, "timed out"
             await asyncio.sleep(0.001)
 
+    async def a_and_b_in_flight(self) -> tuple[FakeCommit, FakeCommit]:
+        """Groups "a" and "b" sent, one after the other, both COMMITs in flight."""
+        self.submit("a")
+        await self.until(lambda: len(self.store.in_flight) == 1)
+        self.submit("b")
+        await self.until(lambda: len(self.store.in_flight) == 2)
+        first, second = self.store.in_flight
+        return first, second
+
     async def settle(self) -> None:
         """Give the committer a few turns of the loop."""
         for _ in range(20):
@@ -183,11 +192,7 @@ async def test_no_release_before_its_commit_and_the_next_group_runs_meanwhile(
 
 
 async def test_callbacks_are_released_in_group_order(rig: Rig) -> None:
-    rig.submit("a")
-    await rig.until(lambda: len(rig.store.in_flight) == 1)
-    rig.submit("b")
-    await rig.until(lambda: len(rig.store.in_flight) == 2)
-    first, second = rig.store.in_flight
+    first, second = await rig.a_and_b_in_flight()
     second.answer()  # the later group's answer first
     await rig.settle()
     assert rig.released == []  # b waits for a
@@ -200,11 +205,7 @@ async def test_answers_read_together_release_in_order_and_a_later_request_starts
     # the reader releases what landed while the committer waits, and wakes it only when
     # there is something for it: nothing may hang on the look-again timer (made endless)
     monkeypatch.setattr(server, "LOOK_AGAIN", 3600.0)
-    rig.submit("a")
-    await rig.until(lambda: len(rig.store.in_flight) == 1)
-    rig.submit("b")
-    await rig.until(lambda: len(rig.store.in_flight) == 2)
-    first, second = rig.store.in_flight
+    first, second = await rig.a_and_b_in_flight()
     second.answer()
     first.answer()  # both answered before the loop reads either
     await rig.until(lambda: rig.released == ["a", "b"])
@@ -272,10 +273,7 @@ async def two_commits_in_flight() -> tuple[Rig, asyncio.Task[None]]:
     committer: GroupCommitter[Session] = GroupCommitter(store, stats)
     rig = Rig(committer, store, stats)
     task = asyncio.create_task(committer.run())
-    rig.submit("a")
-    await rig.until(lambda: len(store.in_flight) == 1)
-    rig.submit("b")
-    await rig.until(lambda: len(store.in_flight) == 2)
+    await rig.a_and_b_in_flight()
     return rig, task
 
 
