@@ -130,8 +130,8 @@ class SimTerminal:
         self._sent: dict[tuple[str, str], _Sent] = {}
         self._atc: dict[str, int] = {}
         self.currency = self.dialect.settings.currency
-        #: the MACed request built last: (it, its fields then, its encoded body)
-        self._packed: tuple[Message, dict[int, FieldValue], bytes] | None = None
+        #: the MACed request built last: (it, its MTI and fields then, its encoded body)
+        self._packed: tuple[Message, str, dict[int, FieldValue], bytes] | None = None
 
     # --- state ---------------------------------------------------------------
     @property
@@ -221,7 +221,7 @@ class SimTerminal:
         """MAC (network management stays unMACed) and remember what was sent."""
         if self.protocol.macs(msg):  # the body the MAC was computed over, kept for pack()
             body = apply_mac_encoded(self.dialect, self._mak(), msg)
-            self._packed = (msg, dict(msg.raw_items()), body)
+            self._packed = (msg, msg.mti, dict(msg.raw_items()), body)
         self._sent[(msg.mti, str(msg[11]))] = info
         return msg
 
@@ -230,8 +230,9 @@ class SimTerminal:
         without encoding it again (its MAC was computed over the same bytes)."""
         packed = self._packed
         body = None
-        if packed is not None and packed[0] is request and packed[1] == request.raw_items():
-            body = packed[2]
+        if packed is not None and packed[0] is request and packed[1] == request.mti \
+                and packed[2] == request.raw_items():
+            body = packed[3]
         return encode_length(self.dialect.payload(request, tpdu=tpdu, body=body),
                              self.dialect.spec.length_bytes)
 

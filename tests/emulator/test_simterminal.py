@@ -113,6 +113,8 @@ def test_pack_is_the_dialects_frame_of_the_request(lane: Lane) -> None:
     lane.term.remac(refund)
     assert lane.term.pack(refund) == lane.term.dialect.pack(refund)
     assert lane.term.dialect.unpack(lane.term.pack(refund)).message == refund
+    refund.mti = "0200"
+    assert lane.term.pack(refund) == lane.term.dialect.pack(refund)
 
 
 def test_reversal_copies_the_original_and_drops_secrets(lane: Lane) -> None:
