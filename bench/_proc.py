@@ -99,3 +99,27 @@ def sched_times(pid: int) -> tuple[float, float] | None:
     except (OSError, ValueError):
         return None
     return int(run_ns) / 1e9, int(wait_ns) / 1e9
+
+
+def tree_sched(root: int) -> tuple[float, float] | None:
+    """Seconds every thread of ``root`` and of its live descendants ran on a CPU and
+    waited, runnable, for one (summed over /proc/PID/task/TID/schedstat): the wait is
+    what an oversubscribed machine costs the tree. None when ``root`` is gone or the
+    kernel keeps no schedstat."""
+    run = wait = 0.0
+    found = False
+    for stat in tree(root):
+        try:
+            tids = os.listdir(f"/proc/{stat.pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                text = Path(f"/proc/{stat.pid}/task/{tid}/schedstat").read_text()
+                run_ns, wait_ns, _ = text.split()
+            except (OSError, ValueError):
+                continue
+            run += int(run_ns) / 1e9
+            wait += int(wait_ns) / 1e9
+            found = True
+    return (run, wait) if found else None

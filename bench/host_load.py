@@ -79,7 +79,7 @@ from typing import Any, cast
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._proc import machine_cpu, tree_cpu
+from bench._proc import machine_cpu, tree_cpu, tree_sched
 from emulator.admin import AdminError, admin_request, parse_admin_address
 from emulator.catalogue import card_by_name
 from emulator.client import DEFAULT_TPDU, HostClient, sign_on
@@ -627,6 +627,8 @@ class PhaseResult:
     generator_cpu_s: float
     steal_share: float | None = None  # of the machine's CPU time over the window
     idle_share: float | None = None
+    # seconds the host's threads were runnable but waited for a CPU (None: unknown)
+    host_waited_s: float | None = None
 
     @classmethod
     def of(cls, phase: Phase, seconds: float) -> PhaseResult:
@@ -639,11 +641,21 @@ class PhaseResult:
         return cls(count, load.sales, load.refunds, load.approved, load.failures,
                    count / seconds, p50, p99, p90, lat[-1] * 1000 if lat else 0.0,
                    phase.cpu.get("host", 0.0), phase.cpu.get("pg"),
-                   phase.cpu.get("generator", 0.0), *_shares(phase.cpu))
+                   phase.cpu.get("generator", 0.0), *_shares(phase.cpu),
+                   phase.cpu.get("host_waited"))
 
     @property
     def host_ms_per_txn(self) -> float:
         return self.host_cpu_s / self.transactions * 1000 if self.transactions else 0.0
+
+    @property
+    def host_wait_share(self) -> float | None:
+        """The host's wait for a CPU as a share of its time on one: 0 on a machine with
+        room, high when it is oversubscribed (every wait ends in a switch onto a CPU
+        whose caches the others used)."""
+        if self.host_waited_s is None or self.host_cpu_s <= 0:
+            return None
+        return self.host_waited_s / self.host_cpu_s
 
     @property
     def pg_ms_per_txn(self) -> float | None:
@@ -676,6 +688,7 @@ class RoundFigures:
     paced_host_ms: float | None
     load_average: float  # 1-minute, when the round started
     paced_steal: float | None = None  # share of the machine's CPU the hypervisor took
+    closed_host_wait: float | None = None  # PhaseResult.host_wait_share of the closed loop
 
     @classmethod
     def of(cls, c: ConfigResult) -> RoundFigures:
@@ -684,7 +697,7 @@ class RoundFigures:
         return cls(c.closed_loop.tps, c.closed_loop.host_ms_per_txn,
                    p.p99_ms if p is not None else None,
                    p.host_ms_per_txn if p is not None else None, c.load_average[0],
-                   p.steal_share if p is not None else None)
+                   p.steal_share if p is not None else None, c.closed_loop.host_wait_share)
 
 
 def run_config(name: str, kind: str, workers: int, ledger: str, work: Path, *,
@@ -706,6 +719,9 @@ def run_config(name: str, kind: str, workers: int, ledger: str, work: Path, *,
     def read_cpu() -> dict[str, float]:
         out = {"host": tree_cpu(server_pid), "generator": time.process_time()}
         out.update({f"machine_{k}": v for k, v in machine_cpu().items()})
+        sched = tree_sched(server_pid)
+        if sched is not None:
+            out["host_waited"] = sched[1]
         if postmaster is not None:
             out["pg"] = tree_cpu(postmaster)
         return out
@@ -819,7 +835,8 @@ class HostLoadResult:
                         f"{b.tps:.0f} vs {a.tps:.0f} = {b.tps / a.tps:.2f}x", b.tps >= a.tps))
             out.append((f"host CPU per transaction does not grow with workers (2 <= 1 x "
                         f"{CPU_GROWTH_TOLERANCE:.2f}, closed loop)",
-                        f"{b.host_ms_per_txn:.3f} ms vs {a.host_ms_per_txn:.3f} ms",
+                        f"{b.host_ms_per_txn:.3f} ms vs {a.host_ms_per_txn:.3f} ms"
+                        + _waits(b, a),
                         b.host_ms_per_txn <= a.host_ms_per_txn * CPU_GROWTH_TOLERANCE))
         else:
             out.append(("2 workers not slower than 1", "not measured", None))
@@ -878,6 +895,16 @@ TITLES = {"sqlite": "SQLite, 1 process", "pg1": "PostgreSQL, 1 worker",
           "pg2": "PostgreSQL, 2 workers"}
 
 
+def _waits(*phases: PhaseResult) -> str:
+    """The phases' host waits for a CPU, shown beside a CPU comparison ('' if unknown)."""
+    shares = [p.host_wait_share for p in phases]
+    if any(share is None for share in shares):
+        return ""
+    return (" (host's threads waiting for a CPU: "
+            + " vs ".join(f"{share:.0%}" for share in shares if share is not None)
+            + " of their time on one)")
+
+
 def _title(name: str) -> str:
     return TITLES.get(name, name)
 
@@ -894,6 +921,9 @@ def _print_phase(title: str, r: PhaseResult) -> None:
           if r.pg_cpu_s is not None and r.pg_ms_per_txn is not None else "")
     print(f"      CPU: host {r.host_cpu_s:.1f} s = {r.host_ms_per_txn:.3f} ms/txn{pg}; "
           f"load generator {r.generator_cpu_s:.1f} s")
+    if r.host_waited_s is not None and r.host_wait_share is not None:
+        print(f"      host's threads runnable but waiting for a CPU: {r.host_waited_s:.1f} s "
+              f"({r.host_wait_share:.0%} of their time on one)")
     if r.steal_share is not None and r.idle_share is not None:
         print(f"      machine: {r.steal_share:.1%} of its CPU time stolen by the hypervisor "
               f"(steal), {r.idle_share:.1%} idle")
@@ -927,8 +957,11 @@ def _print_config(c: ConfigResult, rate: float) -> None:
         def each(values: list[float | None], fmt: str) -> str:
             return " / ".join("-" if v is None else format(v, fmt) for v in values)
         steal = [None if r.paced_steal is None else r.paced_steal * 100 for r in c.rounds]
+        wait = [None if r.closed_host_wait is None else r.closed_host_wait * 100
+                for r in c.rounds]
         print(f"    by round: closed-loop TPS {each([r.closed_tps for r in c.rounds], '.0f')}; "
-              f"host ms/txn {each([r.closed_host_ms for r in c.rounds], '.3f')}; paced p99 "
+              f"host ms/txn {each([r.closed_host_ms for r in c.rounds], '.3f')} (waiting for "
+              f"a CPU {each(wait, '.0f')} %); paced p99 "
               f"{each([r.paced_p99_ms for r in c.rounds], '.1f')} ms (host ms/txn "
               f"{each([r.paced_host_ms for r in c.rounds], '.3f')}; steal "
               f"{each(steal, '.1f')} %); 1-min load at start "

@@ -149,6 +149,58 @@ def test_the_machines_steal_is_pooled_and_shown_by_round(
     assert "steal 25.0 / 1.0 %" in out
 
 
+def test_the_hosts_wait_for_a_cpu_is_pooled_and_shown_beside_its_cpu(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [_round(1000, 2.0, 0.5, 100, 1.0), _round(3000, 2.0, 1.5, 300, 1.0)]
+    # round 1's closed loop: 0.5 s on a CPU, 0.1 s waiting for one; round 2: 1.5 s and 0.9 s
+    for (c, closed, _), waited in zip(runs, (0.1, 0.9), strict=True):
+        closed.cpu["host_waited"] = waited
+        c.closed_loop = host_load.PhaseResult.of(closed, 1.0)
+        c.rounds = [host_load.RoundFigures.of(c)]
+    assert runs[0][0].closed_loop is not None
+    assert runs[0][0].closed_loop.host_wait_share == pytest.approx(0.2)
+    c = host_load.combine(runs, 1.0)
+    assert c.closed_loop is not None
+    assert c.paced is not None
+    assert c.closed_loop.host_wait_share == pytest.approx(0.5)  # 1.0 s beside 2.0 s
+    assert c.paced.host_wait_share is None  # not read: unknown, not zero
+    pg2 = host_load.ConfigResult("pg2", "postgresql", 2, _phase(2000, 10, 5), None)
+    pg2.closed_loop = host_load.PhaseResult.of(_raw([1.0] * 2000, 5.0, 2000), 1.0)
+    pg2.closed_loop.host_waited_s = 3.5
+    result = host_load.HostLoadResult(100, 1, 1000, [c, pg2], 3000, None, None, 10_000, 60, 2)
+    host_load.print_result(result)
+    out = capsys.readouterr().out
+    assert "host's threads runnable but waiting for a CPU: 1.0 s (50% of their time on one)" in out
+    assert "(waiting for a CPU 20 / 60 %)" in out
+    assert "(host's threads waiting for a CPU: 70% vs 50% of their time on one)" in out
+
+
+def test_tree_sched_counts_every_thread_of_a_busy_child() -> None:
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import threading, time\n"
+                              "def spin():\n"
+                              "    t = time.thread_time()\n"
+                              "    while time.thread_time() - t < 0.2: pass\n"
+                              "worker = threading.Thread(target=spin)\n"
+                              "worker.start(); spin(); worker.join()\n"
+                              "time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        sched = _proc.tree_sched(child.pid)
+        while time.monotonic() < deadline and (sched is None or sched[0] < 0.35):
+            time.sleep(0.05)
+            sched = _proc.tree_sched(child.pid)
+        if sched is None:
+            pytest.skip("this kernel keeps no schedstat")
+        ran, waited = sched
+        assert ran >= 0.35  # both threads' 0.2 s, not the main thread's alone
+        assert waited >= 0.0
+    finally:
+        child.kill()
+        child.wait()
+    assert _proc.tree_sched(child.pid) is None  # gone
+
+
 def test_machine_cpu_reads_this_machine() -> None:
     first = _proc.machine_cpu()
     assert first["total"] > 0
