@@ -165,6 +165,23 @@ def test_secret_survives_reopen(tmp_path: Path) -> None:
     again.close()
 
 
+def test_opening_drops_the_indexes_no_statement_reads(tmp_path: Path) -> None:
+    """transactions_original and refunds_original (made by earlier versions) cost every
+    booking an index insert and every commit their pages: an opening drops them."""
+    path = tmp_path / "x.db"
+    SqliteLedgerStore(path).close()
+    db = sqlite3.connect(path)  # what an earlier version's ledger also held
+    db.execute("CREATE INDEX transactions_original ON transactions (original)")
+    db.execute("CREATE INDEX refunds_original ON refunds (original_key)")
+    db.commit()
+    db.close()
+    SqliteLedgerStore(path).close()
+    db = sqlite3.connect(path)
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    db.close()
+    assert not indexes & {"transactions_original", "refunds_original"}
+
+
 def test_unopenable_ledger_is_a_ledger_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError):
         SqliteLedgerStore(tmp_path / "missing-dir" / "x.db")
