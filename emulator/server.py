@@ -127,6 +127,9 @@ class CommitInFlight(Protocol):
 
     def fileno(self) -> int: ...  # readable when (part of) the answer arrived
 
+    @property
+    def socket_open(self) -> bool: ...  # fileno() is still this connection's open socket
+
     def poll(self) -> bool: ...  # read what arrived, never blocking: outcome known?
 
     @property
@@ -419,6 +422,10 @@ class GroupCommitter(Generic[S]):
         self._flights: deque[_Flight[S]] = deque()  # groups whose COMMIT is in flight
         self._landing = asyncio.Event()  # a COMMIT in flight was answered
         self._watching: dict[int, _Flight[S]] = {}  # socket -> the flight watched on it
+        # socket -> the commit it was registered for with the loop: a connection's socket
+        # stays registered from flight to flight while it stays open (see _watch)
+        self._kept: dict[int, CommitInFlight] = {}
+        self._keep = True  # False while a group runs on the ledger-commit thread
         self._loop: asyncio.AbstractEventLoop | None = None  # while run() runs ahead
         self._poke: asyncio.TimerHandle | None = None  # see _run_ahead
         self._idle = False  # _run_ahead waits for an answer or a request, nothing half done
@@ -472,6 +479,7 @@ class GroupCommitter(Generic[S]):
                 for flight in self._flights:
                     self._unwatch(loop, flight)
                 self._flights.clear()
+                self._forget(loop)
                 if self._poke is not None:
                     self._poke.cancel()
                     self._poke = None
@@ -774,13 +782,13 @@ class GroupCommitter(Generic[S]):
                 flight.results = self._one_by_one(works, time.monotonic() + UNAVAILABLE_FOR)
             except LedgerUnavailable:  # waited for on the thread, not the loop
                 self._stats.unavailable += 1
-                flight.results = await loop.run_in_executor(self._executor, self._run_group,
-                                                            works, hints)
+                flight.results = await self._on_thread(loop, works, hints)
         except Exception as exc:  # the groups still committing get the error too
             self._fail(exc, self._flown() + flight.batch)
             return False
         finally:
             self._group_started = None
+            self._prune(loop)  # the session may have closed (or replaced) a connection
         flight.ran = time.perf_counter() - flight.started
         if flight.commit is not None:  # read by its reader once readable (nothing read it yet)
             self._watch(loop, flight)
@@ -836,33 +844,92 @@ class GroupCommitter(Generic[S]):
             self._release(flight, 0.0)
 
     def _watch(self, loop: asyncio.AbstractEventLoop, flight: _Flight[S]) -> None:
-        """Read ``flight``'s answer as it arrives, on the loop; wake the committer then."""
+        """Read ``flight``'s answer as it arrives, on the loop (_readable); wake the
+        committer then.
+
+        A connection's socket stays registered with the loop after its flight landed, for
+        the next flight on it (registering and removing a reader cost the loop ~50k
+        instructions and two epoll_ctl calls a group: callgrind, add_reader+remove_reader
+        per event vs a kept reader). A kept socket is let go as soon as it may have been
+        closed (its number could then be another socket's, a terminal's connection
+        accepted by the loop: see _prune, _on_thread), or when it turns readable with no
+        flight on it (the server's message to an idle connection: libpq reads it at the
+        connection's next session; left registered, the loop would be woken for it again
+        and again)."""
         commit = flight.commit
         assert commit is not None
         fd = commit.fileno()
-
-        def readable() -> None:
-            if commit.poll():
-                self._unwatch(loop, flight)
-                self._landing.set()  # (a committer waiting for a connection: two in flight)
-                if self._idle:  # the committer waits: the replies leave from here, now
-                    self._release_landed()
-                    if not (self._queue or self._flights or self._closing):
-                        return  # nothing for the committer (a request wakes it)
-                self._wake.set()
-
         # a socket watched for an earlier flight still (its answer was read by a store
-        # session instead: CommitInFlight.wait), perhaps closed and its number reused
+        # session instead: CommitInFlight.wait)
         self._unwatch(loop, self._watching.get(fd))
-        loop.add_reader(fd, readable)
+        kept = self._kept.get(fd)
+        if kept is not commit and (kept is None or not kept.socket_open):
+            if kept is not None:  # that socket was closed, its number reused: register anew
+                loop.remove_reader(fd)
+            loop.add_reader(fd, self._readable, fd)
+        self._kept[fd] = commit  # (an open kept socket with this number is this one)
         flight.fd = fd
         self._watching[fd] = flight
 
-    def _unwatch(self, loop: asyncio.AbstractEventLoop, flight: _Flight[S] | None) -> None:
+    def _readable(self, fd: int) -> None:
+        """A socket registered by _watch is readable: its flight's answer (part of it)."""
+        flight = self._watching.get(fd)
+        if flight is None:  # no flight on it: not ours to read now
+            self._let_go(self._loop, fd)
+            return
+        commit = flight.commit
+        assert commit is not None
+        if commit.poll():
+            self._unwatch(self._loop, flight)
+            self._landing.set()  # (a committer waiting for a connection: two in flight)
+            if self._idle:  # the committer waits: the replies leave from here, now
+                self._release_landed()
+                if not (self._queue or self._flights or self._closing):
+                    return  # nothing for the committer (a request wakes it)
+            self._wake.set()
+
+    def _unwatch(self, loop: asyncio.AbstractEventLoop | None,
+                 flight: _Flight[S] | None) -> None:
+        """Stop watching ``flight``; its socket stays registered while kept (see _watch)."""
         if flight is not None and flight.fd >= 0:
-            loop.remove_reader(flight.fd)
-            del self._watching[flight.fd]
+            fd = flight.fd
+            del self._watching[fd]
             flight.fd = -1
+            kept = self._kept.get(fd)
+            if not self._keep or kept is None or not kept.socket_open:
+                self._let_go(loop, fd)
+
+    def _let_go(self, loop: asyncio.AbstractEventLoop | None, fd: int) -> None:
+        """Unregister a socket of _watch (one closed meanwhile too: nothing to undo)."""
+        if self._kept.pop(fd, None) is not None and loop is not None:
+            loop.remove_reader(fd)
+
+    def _prune(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let go of every kept socket no flight is watched on that may have been closed
+        (by a session that ran on the loop's thread just now: before the loop runs again,
+        so before it could accept another connection under its number)."""
+        for fd, commit in list(self._kept.items()):
+            if fd not in self._watching and not commit.socket_open:
+                self._let_go(loop, fd)
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let go of every kept socket no flight is watched on."""
+        for fd in list(self._kept):
+            if fd not in self._watching:
+                self._let_go(loop, fd)
+
+    async def _on_thread(self, loop: asyncio.AbstractEventLoop, works: list[Work[S]],
+                         hints: list[object]) -> list[Any]:
+        """_run_group on the ``ledger-commit`` thread (waiting for an unreachable ledger).
+        Its sessions may close connections while the loop runs: no socket is kept
+        meanwhile (those with a flight watched are let go once it lands)."""
+        self._forget(loop)
+        self._keep = False
+        try:
+            return await loop.run_in_executor(self._executor, self._run_group, works, hints)
+        finally:
+            self._keep = True
+            self._prune(loop)
 
     def _landed(self, loop: asyncio.AbstractEventLoop, flight: _Flight[S]) -> bool:
         """Whether ``flight``'s COMMIT outcome is known (read what arrived, if any; a
@@ -895,12 +962,13 @@ class GroupCommitter(Generic[S]):
             except LedgerUnavailable:  # the COMMIT's outcome is unknown: the group again
                 self._stats.unavailable += 1
                 log.warning("ledger unavailable at a commit; running the group again")
-                flight.results = await loop.run_in_executor(
-                    self._executor, self._run_group, [work for work, _ in flight.batch],
-                    flight.hints)
+                flight.results = await self._on_thread(
+                    loop, [work for work, _ in flight.batch], flight.hints)
         except Exception as exc:  # and the groups committing after it
             self._fail(exc, flight.batch + self._flown())
             return False
+        finally:
+            self._prune(loop)  # a rerun may have closed (or replaced) a connection
         self._release(flight, time.perf_counter() - rerun if rerun else 0.0)
         return True
 

@@ -755,6 +755,13 @@ class CommitInFlight:
         return self._fd
 
     @property
+    def socket_open(self) -> bool:
+        """Whether :meth:`fileno` is still this connection's socket: libpq closes it only
+        with the connection failed or finished (its status then no longer OK), and a new
+        connection is a new PGconn."""
+        return bool(self._pgconn.status == pq.ConnStatus.OK)
+
+    @property
     def done(self) -> bool:
         return self._done
 

@@ -44,6 +44,10 @@ class FakeCommit:
     def fileno(self) -> int:
         return self._read.fileno()
 
+    @property
+    def socket_open(self) -> bool:
+        return self._read.fileno() >= 0
+
     def poll(self) -> bool:
         if not self.done:
             try:
@@ -370,3 +374,97 @@ async def test_fewer_than_ahead_at_queued_wait_for_the_commit_in_flight(
     await rig.until(lambda: rig.ran[-1] == "c")
     rig.store.in_flight[0].answer()
     await rig.until(lambda: rig.released == ["a", "b1", "b2", "b3", "c"])
+
+
+class SocketCommit(FakeCommit):
+    """A COMMIT answered on its connection's socket (shared by that connection's commits,
+    as a database connection's are)."""
+
+    def __init__(self, store: AheadStore, records: list[str],
+                 pair: tuple[socket.socket, socket.socket]) -> None:
+        self.store = store
+        self.records = records
+        self._read, self._write = pair
+        self.error = None
+        self.done = False
+
+    def close(self) -> None:
+        pass  # the connection's (closed by the test)
+
+
+class OneSocketStore(AheadStore):
+    """Every COMMIT on one connection's socket, replaced by :meth:`reconnect`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = self._pair()
+
+    @staticmethod
+    def _pair() -> tuple[socket.socket, socket.socket]:
+        read, write = socket.socketpair()
+        read.setblocking(False)
+        return read, write
+
+    def reconnect(self) -> None:
+        for sock in self.pair:
+            sock.close()
+        self.pair = self._pair()
+
+    def session_ahead(self, body: Callable[[Session], Any]) -> tuple[Any, FakeCommit | None]:
+        session = Session()
+        result = body(session)
+        commit = SocketCommit(self, session.records, self.pair)
+        self.in_flight.append(commit)
+        self.commits.append(commit)
+        return result, commit
+
+    def close(self) -> None:
+        for sock in self.pair:
+            sock.close()
+
+
+async def test_a_connections_socket_stays_registered_while_it_is_open(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reader for a connection's commits, not one a commit; registered anew once the
+    socket was replaced (its number perhaps reused), and let go when it turns readable
+    with no commit on it."""
+    loop = asyncio.get_running_loop()
+    registered: list[int] = []
+    add_reader = loop.add_reader
+
+    def spy(fd: int, callback: Callable[..., object], *args: Any) -> None:
+        registered.append(fd)
+        add_reader(fd, callback, *args)
+
+    monkeypatch.setattr(loop, "add_reader", spy)
+    store = OneSocketStore()
+    committer: GroupCommitter[Session] = GroupCommitter(store, ServerStats())
+    task = asyncio.create_task(committer.run())
+    rig = Rig(committer, store, ServerStats())
+    try:
+        for name in ("a", "b", "c"):
+            rig.submit(name)
+            await rig.until(lambda: len(store.in_flight) == 1)
+            store.in_flight[0].answer()
+            await rig.until(lambda n=name: rig.released[-1:] == [n])  # type: ignore[misc]
+        assert registered == [store.pair[0].fileno()]  # once, for three commits
+        store.reconnect()  # the old socket closed: a new one, maybe under the same number
+        rig.submit("d")
+        await rig.until(lambda: len(store.in_flight) == 1)
+        store.in_flight[0].answer()
+        await rig.until(lambda: rig.released[-1:] == ["d"])
+        assert len(registered) == 2
+        fd = store.pair[0].fileno()
+        store.pair[1].send(b"?")  # the server's message to an idle connection
+        await rig.until(lambda: fd not in loop._selector.get_map())  # type: ignore[attr-defined]
+        store.pair[0].recv(1)
+        rig.submit("e")
+        await rig.until(lambda: len(store.in_flight) == 1)
+        store.in_flight[0].answer()
+        await rig.until(lambda: rig.released[-1:] == ["e"])
+        assert registered[2:] == [fd]
+    finally:
+        committer.close()
+        await asyncio.wait_for(task, 5)
+        store.close()
+    assert rig.released == ["a", "b", "c", "d", "e"]
