@@ -891,6 +891,8 @@ SQLITE_BUSY_TIMEOUT = 30.0
 _SQLITE_CACHE = 65_536
 #: Whether a transaction key is booked (SqliteSession.transaction), from the key's index.
 _TXN_PROBE = "SELECT 1 FROM transactions WHERE tid = ? AND batch = ? AND stan = ? AND mti = ?"
+#: Whether a terminal's batch has any tombstone (SqliteSession.tombstone), from the key's index.
+_STONED = "SELECT 1 FROM tombstones WHERE tid = ? AND batch = ? LIMIT 1"
 
 
 @dataclass
@@ -901,12 +903,17 @@ class _SqliteCache:
     terminals: dict[str, TerminalRow | None] = field(default_factory=dict)
     batches: dict[tuple[str, str], BatchRow | None] = field(default_factory=dict)
     spent: dict[str, int] = field(default_factory=dict)
+    # (TID, batch): whether the tombstones table holds a row of that batch
+    stoned: dict[tuple[str, str], bool] = field(default_factory=dict)
+    rrn: int | None = None  # the RRN counter as the file holds it (None: not known)
 
     def clear(self) -> None:
         self.data_version = None
         self.terminals.clear()
         self.batches.clear()
         self.spent.clear()
+        self.stoned.clear()
+        self.rrn = None
 
 
 class SqliteSession(SqlSession):
@@ -917,7 +924,9 @@ class SqliteSession(SqlSession):
     connection committed since this one last looked. Until one does, nothing but
     this connection's own sessions changes the file, so a row they read or wrote is
     still what the file holds: the three rows every booking reads are kept between
-    sessions (a balance as written; a terminal or batch row written is read again).
+    sessions (a balance as written; a terminal or batch row written is read again),
+    and so are the RRN counter every group reads and whether a terminal's batch has
+    any tombstone (every sale, void and refund asks for its own; nearly none exist).
     The store drops them all when another connection commits or a session of this
     one rolls back.
     """
@@ -956,6 +965,28 @@ class SqliteSession(SqlSession):
             known[pan_hash] = value
         return value
 
+    def tombstone(self, tid: str, batch: str, stan: str) -> TombstoneRow | None:
+        known = self._cache.stoned
+        stoned = known.get((tid, batch))
+        if stoned is None:
+            stoned = self.run(_STONED, (tid, batch)).fetchone() is not None
+            if len(known) >= _SQLITE_CACHE:
+                known.clear()
+            known[(tid, batch)] = stoned
+        return super().tombstone(tid, batch, stan) if stoned else None
+
+    def next_rrn(self) -> str:
+        if self._rrn is None and self._cache.rrn is not None:
+            self._rrn = self._rrn_read = self._cache.rrn
+        rrn = super().next_rrn()
+        self._cache.rrn = self._rrn_read  # as read; finish() moves it with the file's
+        return rrn
+
+    def finish(self) -> None:
+        super().finish()
+        if self._rrn is not None:
+            self._cache.rrn = self._rrn  # written back (a failed COMMIT clears the cache)
+
     def transaction(self, key: TxnKey, *, lock: bool = False) -> TransactionRow | None:
         # Most keys a request asks for are new: a one-column probe first, the row only
         # when it exists (the sqlite3 module builds a description of every column of
@@ -974,6 +1005,8 @@ class SqliteSession(SqlSession):
                 cache.terminals.pop(record.tid, None)
             elif isinstance(record, BatchRow):
                 cache.batches.pop((record.tid, record.batch), None)
+            elif isinstance(record, TombstoneRow):
+                cache.stoned[(record.tid, record.batch)] = True
 
 
 class SqliteLedgerStore:

@@ -1,5 +1,6 @@
-"""SQLite sessions serve terminals, batches and balances from memory between sessions:
-only while no other connection committed, and never what a rolled-back session wrote."""
+"""SQLite sessions serve terminals, batches, balances, the RRN counter and whether a batch
+has tombstones from memory between sessions: only while no other connection committed,
+and never what a rolled-back session wrote."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from emulator.host.ledger import (
     BatchRow,
     SqliteLedgerStore,
     TerminalRow,
+    TombstoneRow,
     provisioned,
 )
 
@@ -63,3 +65,44 @@ def test_a_terminal_write_that_does_not_land_is_not_believed(tmp_path: Path) -> 
     assert _read(store)[0] == newer
     store.commit([replace(newer, generation=4, mak="11" * 8)])  # older: the upsert keeps 5
     assert _read(store)[0] == newer
+
+
+STONE = TombstoneRow("10000001", "000001", "000007", "000000", 100)
+
+
+def test_a_tombstone_and_rrns_of_another_connection_are_seen(tmp_path: Path) -> None:
+    a = SqliteLedgerStore(tmp_path / "l.db")
+    b = SqliteLedgerStore(tmp_path / "l.db")
+    with a.session() as s:
+        assert s.tombstone("10000001", "000001", "000007") is None  # now kept: none there
+        assert s.next_rrn() == "000000000001"
+    b.commit([STONE])
+    with b.session() as s:
+        assert s.next_rrn() == "000000000002"
+    with a.session() as s:
+        assert s.tombstone("10000001", "000001", "000007") == STONE
+        assert s.next_rrn() == "000000000003"
+
+
+def test_this_connections_tombstones_and_rrns_are_kept_as_committed(tmp_path: Path) -> None:
+    store = SqliteLedgerStore(tmp_path / "l.db")
+    with store.session() as s:
+        assert s.tombstone("10000001", "000001", "000007") is None
+        s.write([STONE])
+        assert s.tombstone("10000001", "000001", "000007") == STONE  # its own write
+        assert s.tombstone("10000001", "000001", "000008") is None
+    with store.session() as s:
+        assert s.tombstone("10000001", "000001", "000007") == STONE
+        assert s.next_rrn() == "000000000001"
+
+    def failing_group() -> None:
+        with store.session() as s:
+            assert s.next_rrn() == "000000000002"
+            s.write([replace(STONE, batch="000002")])
+            raise RuntimeError("the group fails")
+
+    with pytest.raises(RuntimeError):
+        failing_group()
+    with store.session() as s:
+        assert s.next_rrn() == "000000000002"  # nothing of the rolled-back group was kept
+        assert s.tombstone("10000001", "000002", "000007") is None
