@@ -100,14 +100,44 @@ def _context_maker() -> Callable[[TripleDES, modes.ECB | modes.CBC], CipherConte
 _new_encryptor = _context_maker()
 
 
+def _bare_triple_des(key24: bytes) -> TripleDES:
+    """``TripleDES(key24)`` without the constructor's checks (a Python call of its own and
+    three look-ups: ~5k instructions, a sixth of a context): ``key24`` is always the
+    24-byte bytes expand_key gives, which they pass unchanged."""
+    algorithm = TripleDES.__new__(TripleDES)
+    algorithm.key = key24
+    return algorithm
+
+
+def _algorithm_maker() -> Callable[[bytes], TripleDES]:
+    """What makes the TripleDES of a key used once: :func:`_bare_triple_des` when this
+    cryptography keeps the key as the constructor does and encrypts the same with it
+    (checked here, once), else the constructor."""
+    try:
+        key, data = bytes(range(1, 25)), bytes(range(16))
+        made, bare = TripleDES(key), _bare_triple_des(key)
+        if vars(made) == vars(bare):
+            for mode in (_ECB, _CBC_ZERO_IV):
+                if _new_encryptor(bare, mode).update(data) != \
+                        _cipher_encryptor(made, mode).update(data):
+                    return TripleDES
+            return _bare_triple_des
+    except (AttributeError, TypeError, ValueError):  # another cryptography
+        pass
+    return TripleDES
+
+
+_new_algorithm = _algorithm_maker()
+
+
 def fresh_ecb_encryptor(key: bytes) -> CipherContext:
     """A new, uncached ECB encryptor: for keys used once (EMV session keys)."""
-    return _new_encryptor(TripleDES(expand_key(key)), _ECB)
+    return _new_encryptor(_new_algorithm(expand_key(key)), _ECB)
 
 
 def fresh_cbc_encryptor(key: bytes) -> CipherContext:
     """A new, uncached zero-IV CBC encryptor: for keys used once."""
-    return _new_encryptor(TripleDES(expand_key(key)), _CBC_ZERO_IV)
+    return _new_encryptor(_new_algorithm(expand_key(key)), _CBC_ZERO_IV)
 
 
 def encrypt_ecb(key: bytes, data: bytes) -> bytes:
