@@ -99,3 +99,15 @@ def test_fresh_encryptors_take_the_public_road_without_the_constructor(
     assert des._context_maker() is des._cipher_encryptor
     monkeypatch.undo()
     assert des._context_maker() is rust_openssl.ciphers.create_encryption_ctx
+
+
+@given(st.sampled_from([8, 16, 24]).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+       st.integers(min_value=1, max_value=6).map(lambda n: bytes(range(8 * n))))
+def test_fresh_encryptors_match_the_public_constructor(key: bytes, data: bytes) -> None:
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+    full = des.expand_key(key)
+    ecb = Cipher(TripleDES(full), modes.ECB()).encryptor()
+    cbc = Cipher(TripleDES(full), modes.CBC(bytes(8))).encryptor()
+    assert des.fresh_ecb_encryptor(key).update(data) == ecb.update(data)
+    assert des.fresh_cbc_encryptor(key).update(data) == cbc.update(data)
