@@ -182,6 +182,21 @@ def test_opening_drops_the_indexes_no_statement_reads(tmp_path: Path) -> None:
     assert not indexes & {"transactions_original", "refunds_original"}
 
 
+def test_a_booked_row_reads_back_as_booked(store: SqliteLedgerStore) -> None:
+    """A row naming no original and no void goes in without those columns: NULL, as given."""
+    sale = TransactionRow(TID, "000001", "000001", "0200", "sale", "f", "approved", "00",
+                          "2026-11-23T10:30:00", "{}", amount=500, rrn="000000000001")
+    refund = TransactionRow(TID, "000001", "000002", "0220", "refund", "g", "approved", "00",
+                            "2026-11-23T10:30:00", "{}", amount=200, rrn="000000000002",
+                            original="/".join(sale.key))
+    voided = TransactionRow(TID, "000001", "000003", "0200", "sale", "h", "voided", "00",
+                            "2026-11-23T10:30:00", "{}", voided_by="x/y/z/0200")
+    with store.session() as s:
+        for row in (sale, refund, voided):
+            s.book(row)
+    assert store.load().transactions == (sale, refund, voided)
+
+
 def test_unopenable_ledger_is_a_ledger_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError):
         SqliteLedgerStore(tmp_path / "missing-dir" / "x.db")
