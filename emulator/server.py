@@ -884,6 +884,7 @@ class GroupCommitter(Generic[S]):
             self._landing.set()  # (a committer waiting for a connection: two in flight)
             if self._idle:  # the committer waits: the replies leave from here, now
                 self._release_landed()
+                self._prune(self._loop)  # (a commit it polled may have failed)
                 if not (self._queue or self._flights or self._closing):
                     return  # nothing for the committer (a request wakes it)
             self._wake.set()
@@ -904,12 +905,16 @@ class GroupCommitter(Generic[S]):
         if self._kept.pop(fd, None) is not None and loop is not None:
             loop.remove_reader(fd)
 
-    def _prune(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Let go of every kept socket no flight is watched on that may have been closed
-        (by a session that ran on the loop's thread just now: before the loop runs again,
-        so before it could accept another connection under its number)."""
+    def _prune(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Let go of every kept socket that was closed (by a store call on the loop's thread
+        just now: before the loop runs again, so before it could accept another connection
+        under its number). A flight watched on one is no longer watched: its outcome is
+        known (the failure that closed its connection; else _landed reads it)."""
         for fd, commit in list(self._kept.items()):
-            if fd not in self._watching and not commit.socket_open:
+            if not commit.socket_open:
+                flight = self._watching.pop(fd, None)
+                if flight is not None:
+                    flight.fd = -1
                 self._let_go(loop, fd)
 
     def _forget(self, loop: asyncio.AbstractEventLoop) -> None:

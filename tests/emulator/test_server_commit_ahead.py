@@ -468,3 +468,41 @@ async def test_a_connections_socket_stays_registered_while_it_is_open(
         await asyncio.wait_for(task, 5)
         store.close()
     assert rig.released == ["a", "b", "c", "d", "e"]
+
+
+async def test_a_connection_closed_by_its_failed_commit_is_let_go() -> None:
+    """A COMMIT whose connection failed (closed, the outcome unknown): its group runs again
+    on the thread and is released; the closed socket is no longer registered, and the
+    next commit's (new) socket is read."""
+    loop = asyncio.get_running_loop()
+    store = OneSocketStore()
+    committer: GroupCommitter[Session] = GroupCommitter(store, ServerStats())
+    task = asyncio.create_task(committer.run())
+    rig = Rig(committer, store, ServerStats())
+    try:
+        rig.submit("a")
+        await rig.until(lambda: len(store.in_flight) == 1)
+        commit = store.in_flight[0]
+        old = store.pair[0].fileno()
+        real_poll = commit.poll
+
+        def failing_poll() -> bool:
+            done = real_poll()
+            if done and commit.error is not None:
+                store.reconnect()  # as libpq closes a connection that failed
+            return done
+
+        commit.poll = failing_poll  # type: ignore[method-assign]
+        commit.answer(LedgerUnavailable("gone"))
+        await rig.until(lambda: rig.released == ["a"])
+        assert store.plain_sessions == 1  # run again, whole
+        selected = loop._selector.get_map()  # type: ignore[attr-defined]
+        assert old not in selected or old == store.pair[0].fileno()
+        rig.submit("b")
+        await rig.until(lambda: len(store.in_flight) == 1)
+        store.in_flight[0].answer()
+        await rig.until(lambda: rig.released == ["a", "b"])
+    finally:
+        committer.close()
+        await asyncio.wait_for(task, 5)
+        store.close()
