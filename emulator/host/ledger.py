@@ -889,6 +889,8 @@ CREATE TABLE IF NOT EXISTS tombstones (
 SQLITE_BUSY_TIMEOUT = 30.0
 #: Bound of each SqliteSession cache (entries; cleared when full).
 _SQLITE_CACHE = 65_536
+#: Bound of the SqliteSession cache of transaction rows by RRN (rows; cleared when full).
+_SQLITE_ROWS = 4_096
 #: Whether a transaction key is booked (SqliteSession.transaction), from the key's index.
 _TXN_PROBE = "SELECT 1 FROM transactions WHERE tid = ? AND batch = ? AND stan = ? AND mti = ?"
 #: SqliteSession.book's INSERT of a row naming no original and no void (both NULL).
@@ -911,6 +913,8 @@ class _SqliteCache:
     # (TID, batch): whether the tombstones table holds a row of that batch
     stoned: dict[tuple[str, str], bool] = field(default_factory=dict)
     rrn: int | None = None  # the RRN counter as the file holds it (None: not known)
+    # transaction rows by RRN: approved sales this connection booked, rows it read by RRN
+    by_rrn: dict[str, TransactionRow] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.data_version = None
@@ -919,6 +923,7 @@ class _SqliteCache:
         self.spent.clear()
         self.stoned.clear()
         self.rrn = None
+        self.by_rrn.clear()
 
 
 class SqliteSession(SqlSession):
@@ -930,8 +935,11 @@ class SqliteSession(SqlSession):
     this connection's own sessions changes the file, so a row they read or wrote is
     still what the file holds: the three rows every booking reads are kept between
     sessions (a balance as written; a terminal or batch row written is read again),
-    and so are the RRN counter every group reads and whether a terminal's batch has
-    any tombstone (every sale, void and refund asks for its own; nearly none exist).
+    and so are the RRN counter every group reads, whether a terminal's batch has
+    any tombstone (every sale, void and refund asks for its own; nearly none exist),
+    and transaction rows by RRN: the sales this connection booked and the rows it read
+    by RRN, as written since (a refund or void reads its original by RRN: a whole row,
+    ~3.5x the instructions of the key's probe).
     The store drops them all when another connection commits or a session of this
     one rolls back.
     """
@@ -1000,6 +1008,23 @@ class SqliteSession(SqlSession):
             return None
         return super().transaction(key, lock=lock)
 
+    def original_by_rrn(self, rrn: str) -> TransactionRow | None:
+        row = self._cache.by_rrn.get(rrn)
+        if row is None:
+            row = self._by_rrn(super().original_by_rrn(rrn))
+        return row
+
+    def transaction_by_rrn(self, rrn: str) -> TransactionRow | None:
+        row = self._cache.by_rrn.get(rrn)
+        if row is None:
+            row = self._by_rrn(super().transaction_by_rrn(rrn))
+        return row
+
+    def _by_rrn(self, row: TransactionRow | None) -> TransactionRow | None:
+        if row is not None and row.rrn is not None:
+            keep(self._cache.by_rrn, row.rrn, row, _SQLITE_ROWS)
+        return row
+
     def book(self, row: TransactionRow) -> None:
         # A new sale names no original and no void: its row goes in without the two
         # columns (NULL by default), whose None parameters the sqlite3 module would
@@ -1009,12 +1034,21 @@ class SqliteSession(SqlSession):
         else:
             self.run(TXN_INSERT, txn_values(row))
         self._refund_row(row)
+        if row.kind == "sale" and row.status == "approved":  # what refunds and voids name
+            self._by_rrn(row)
 
     def write(self, records: Sequence[LedgerRecord]) -> None:
         super().write(records)
         cache = self._cache
         for record in records:
-            if isinstance(record, BalanceRow):
+            if isinstance(record, TransactionRow):
+                known, rrn = cache.by_rrn, record.rrn
+                old = known.get(rrn) if rrn is not None else None
+                if rrn is not None and old is not None and old.key == record.key:
+                    known[rrn] = record
+                elif known:  # its key may be kept under another RRN: nothing kept is sure
+                    known.clear()
+            elif isinstance(record, BalanceRow):
                 cache.spent[record.pan_hash] = record.spent  # stored as given
             elif isinstance(record, TerminalRow):  # the upsert may keep a newer generation
                 cache.terminals.pop(record.tid, None)

@@ -1,6 +1,6 @@
-"""SQLite sessions serve terminals, batches, balances, the RRN counter and whether a batch
-has tombstones from memory between sessions: only while no other connection committed,
-and never what a rolled-back session wrote."""
+"""SQLite sessions serve terminals, batches, balances, the RRN counter, whether a batch
+has tombstones and transaction rows by RRN from memory between sessions: only while no
+other connection committed, and never what a rolled-back session wrote."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from emulator.host.ledger import (
     SqliteLedgerStore,
     TerminalRow,
     TombstoneRow,
+    TransactionRow,
     provisioned,
 )
 
@@ -106,3 +107,42 @@ def test_this_connections_tombstones_and_rrns_are_kept_as_committed(tmp_path: Pa
     with store.session() as s:
         assert s.next_rrn() == "000000000002"  # nothing of the rolled-back group was kept
         assert s.tombstone("10000001", "000002", "000007") is None
+
+
+SALE = TransactionRow("10000001", "000001", "000001", "0200", "sale", "f", "approved", "00",
+                      "2026-11-23T10:30:00", "{}", amount=500, rrn="000000000001")
+
+
+def test_a_booked_sale_is_read_by_rrn_as_last_written(tmp_path: Path) -> None:
+    a = SqliteLedgerStore(tmp_path / "l.db")
+    b = SqliteLedgerStore(tmp_path / "l.db")
+    with a.session() as s:
+        s.book(SALE)
+    with a.session() as s:
+        assert s.original_by_rrn(SALE.rrn or "") == SALE  # kept as booked
+        s.write([replace(SALE, refunded=100)])
+    with a.session() as s:
+        assert s.transaction_by_rrn(SALE.rrn or "") == replace(SALE, refunded=100)
+    b.commit([replace(SALE, refunded=300)])  # another connection: a's rows are dropped
+    with a.session() as s:
+        assert s.original_by_rrn(SALE.rrn or "") == replace(SALE, refunded=300)
+
+    def failing_group() -> None:
+        with a.session() as s:
+            s.write([replace(SALE, refunded=500)])
+            assert s.original_by_rrn(SALE.rrn or "") == replace(SALE, refunded=500)
+            raise RuntimeError("the group fails")
+
+    with pytest.raises(RuntimeError):
+        failing_group()
+    with a.session() as s:
+        assert s.original_by_rrn(SALE.rrn or "") == replace(SALE, refunded=300)
+
+
+def test_a_row_written_under_another_rrn_is_not_found_by_the_old_one(tmp_path: Path) -> None:
+    store = SqliteLedgerStore(tmp_path / "l.db")
+    with store.session() as s:
+        s.book(SALE)
+        s.write([replace(SALE, rrn="000000000009")])  # the same key: its RRN moved
+        assert s.original_by_rrn("000000000001") is None
+        assert s.original_by_rrn("000000000009") == replace(SALE, rrn="000000000009")
