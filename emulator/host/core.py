@@ -131,14 +131,16 @@ class HostOutcome:
         return self.response.response_code if self.response is not None else None
 
 
-@dataclass
 class _Terminal:
-    row: TerminalRow
-    keys: security.WorkingKeys | None
+    """A request's terminal: its row (replaced as the rules change it) and working keys."""
 
-    @property
-    def tid(self) -> str:
-        return self.row.tid
+    __slots__ = ("keys", "row", "tid")
+
+    def __init__(self, row: TerminalRow, keys: security.WorkingKeys | None) -> None:
+        self.row = row
+        self.keys = keys
+        # read several times a request; a row is only ever replaced by one of the same TID
+        self.tid = row.tid
 
 
 class _Answer(Exception):  # noqa: N818  -- control flow, not an error
@@ -202,6 +204,7 @@ class AcquirerHost:
         # PAN -> its keyed hash: a function of the PAN and the ledger's secret, which a
         # host keeps for life (a lab's few cards come back all day; an HMAC costs ~1.5 us)
         self._pan_hashes: dict[str, str] = {}
+        self._pan_masks: dict[str, str] = {}  # PAN -> mask_pan(PAN), the same way
         # (tid, generation, pik, mak, tdk) -> keys: derived data, safe across rollbacks
         self._keys: dict[tuple[str, int, str, str, str], security.WorkingKeys] = {}
         # payload -> its frame, kind and lock arguments, worked out by prefetch for the
@@ -265,6 +268,15 @@ class AcquirerHost:
                 self._pan_hashes.clear()
             known = self._pan_hashes[pan] = self._keyed.hexdigest(pan.encode())[:32]
         return known
+
+    def _masked(self, pan: str) -> str:
+        """mask_pan(pan), kept beside the PAN's hash (a lab's few cards come back all day)."""
+        masked = self._pan_masks.get(pan)
+        if masked is None:
+            if len(self._pan_masks) >= _PAN_HASH_CACHE:
+                self._pan_masks.clear()
+            masked = self._pan_masks[pan] = mask_pan(pan)
+        return masked
 
     def provision(self, tid: str, mid: str, tmk: bytes) -> TerminalRow:
         """Add or replace (re-key) a terminal, signed off; written to the store at once.
@@ -697,7 +709,7 @@ class AcquirerHost:
             ctx.kind, ctx.fingerprint, status, code,  # kind, fingerprint, status, response_code
             ctx.now.isoformat(),  # received_at
             response_json(resp.mti, stored_fields),  # response
-            mask_pan(ctx.pan) if ctx.pan else None,  # pan_masked
+            self._masked(ctx.pan) if ctx.pan else None,  # pan_masked
             ctx.pan_hash,  # pan_hash
             card.scheme if card is not None else (  # scheme
                 ctx.original.scheme if ctx.original is not None else None),
@@ -1056,10 +1068,11 @@ def _digits(value: object, width: int | None = None) -> bool:
 
 
 def _pan_of(msg: Message) -> str | None:
-    pan = msg.get(2)
+    fields = msg.raw_items()
+    pan = fields.get(2)
     if isinstance(pan, str) and pan:
         return pan
-    track = msg.get(35)
+    track = fields.get(35)
     if isinstance(track, str):
         head = track.replace("=", "D").split("D", 1)[0]
         return head or None
