@@ -134,11 +134,13 @@ class HostOutcome:
 class _Terminal:
     """A request's terminal: its row (replaced as the rules change it) and working keys."""
 
-    __slots__ = ("keys", "row", "tid")
+    __slots__ = ("keys", "mac_of", "row", "tid")
 
-    def __init__(self, row: TerminalRow, keys: security.WorkingKeys | None) -> None:
+    def __init__(self, row: TerminalRow, keys: security.WorkingKeys | None,
+                 mac_of: Callable[[bytes], bytes] | None) -> None:
         self.row = row
         self.keys = keys
+        self.mac_of = mac_of  # security.mac_function of the dialect and keys.mak
         # read several times a request; a row is only ever replaced by one of the same TID
         self.tid = row.tid
 
@@ -205,8 +207,10 @@ class AcquirerHost:
         # host keeps for life (a lab's few cards come back all day; an HMAC costs ~1.5 us)
         self._pan_hashes: dict[str, str] = {}
         self._pan_masks: dict[str, str] = {}  # PAN -> mask_pan(PAN), the same way
-        # (tid, generation, pik, mak, tdk) -> keys: derived data, safe across rollbacks
-        self._keys: dict[tuple[str, int, str, str, str], security.WorkingKeys] = {}
+        # (tid, generation, pik, mak, tdk) -> keys and their MAC function: derived data,
+        # safe across rollbacks
+        self._keys: dict[tuple[str, int, str, str, str],
+                         tuple[security.WorkingKeys, Callable[[bytes], bytes]]] = {}
         # payload -> its frame, kind and lock arguments, worked out by prefetch for the
         # handle() that follows (once)
         self._frames: dict[bytes, tuple[Frame, _Known]] = {}
@@ -246,18 +250,20 @@ class AcquirerHost:
         row = s.terminal(tid)
         if row is None or row.removed:
             return None
-        return _Terminal(row, self._keys_of(row))
-
-    def _keys_of(self, row: TerminalRow) -> security.WorkingKeys | None:
         if not row.signed_on or not row.mak:
-            return None
+            return _Terminal(row, None, None)
+        return _Terminal(row, *self._keys_of(row))
+
+    def _keys_of(self, row: TerminalRow) -> tuple[security.WorkingKeys, Callable[[bytes], bytes]]:
+        """The signed-on ``row``'s working keys and the dialect's MAC under its MAK."""
         cache_key = (row.tid, row.generation, row.pik, row.mak, row.tdk)
-        keys = self._keys.get(cache_key)
-        if keys is None:
+        known = self._keys.get(cache_key)
+        if known is None:
             if len(self._keys) >= _KEY_CACHE:
                 self._keys.clear()
-            keys = self._keys[cache_key] = _keys_of(row)
-        return keys
+            keys = _keys_of(row)
+            known = self._keys[cache_key] = keys, security.mac_function(self.dialect, keys.mak)
+        return known
 
     # --- reads (each in a session of its own unless one is given) -------------------
     def pan_hash(self, pan: str) -> str:
@@ -445,7 +451,8 @@ class AcquirerHost:
             return _Plain(self._unmaced(msg, codes.FORMAT_ERROR, now), False)
         if term.keys is None:
             return _Plain(self._unmaced(msg, codes.SIGN_ON_AGAIN, now), False)
-        if not security.received_mac_ok(self.dialect, term.keys.mak, body, msg):
+        if not security.received_mac_ok(self.dialect, term.keys.mak, body, msg,
+                                        mac_of=term.mac_of):
             return _Plain(self._unmaced(msg, codes.MAC_ERROR, now), False)
         stan = msg.get(11)
         if not _digits(stan, 6):
@@ -602,7 +609,8 @@ class AcquirerHost:
             resp[number] = value
         body = None
         if term.keys is not None:
-            body = security.apply_mac_encoded(self.dialect, term.keys.mak, resp)
+            body = security.apply_mac_encoded(self.dialect, term.keys.mak, resp,
+                                              mac_of=term.mac_of)
         return resp, body
 
     def _answer(self, term: _Terminal, msg: Message, code: str, now: datetime) -> _Plain:
@@ -620,7 +628,8 @@ class AcquirerHost:
         body = None
         if term.keys is not None and stored.response_code not in (
                 codes.MAC_ERROR, codes.SIGN_ON_AGAIN):
-            body = security.apply_mac_encoded(self.dialect, term.keys.mak, resp)
+            body = security.apply_mac_encoded(self.dialect, term.keys.mak, resp,
+                                              mac_of=term.mac_of)
         return _Plain(resp, False, body=body)
 
     # --- network management ----------------------------------------------------
@@ -644,6 +653,7 @@ class AcquirerHost:
                       tdk=(keys.tdk or b"").hex().upper(), signed_on=True)
         term.row = row
         term.keys = keys
+        term.mac_of = security.mac_function(self.dialect, keys.mak)
         s.write([row])
         resp = self._base_answer(msg, codes.APPROVED, now)
         if 60 in msg:
@@ -656,6 +666,7 @@ class AcquirerHost:
         resp = self._base_answer(msg, codes.APPROVED, now)
         if sign_off:  # the working keys die here
             term.keys = None
+            term.mac_of = None
             term.row = replace(term.row, pik="", mak="", tdk="", signed_on=False)
             s.write([term.row])
             return _Plain(resp, False, (term.row,))

@@ -19,6 +19,7 @@ from iso8583.crypto import emv, pinblock, signon
 from iso8583.crypto.message_mac import (
     apply_mac,
     apply_mac_encoded,
+    mac_function,
     message_mac,
     received_mac_ok,
     uses_x919,
@@ -232,6 +233,7 @@ __all__ = [
     "apply_mac_encoded", "arqc_matches",
     "card_arqc_matches", "card_cryptogram", "card_iad", "card_profile", "check_arqc",
     "compute_arqc", "encrypt_pin",
-    "issuer_answer_f55", "message_mac", "new_working_keys", "pin_matches", "received_mac_ok",
+    "issuer_answer_f55", "mac_function", "message_mac", "new_working_keys", "pin_matches",
+    "received_mac_ok",
     "unwrap_keys", "uses_x919", "wrap_keys",
 ]

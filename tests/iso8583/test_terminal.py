@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 
 from iso8583 import composite
 from iso8583.crypto import signon
-from iso8583.crypto.message_mac import apply_mac, received_mac_ok
+from iso8583.crypto.message_mac import (
+    apply_mac,
+    apply_mac_encoded,
+    mac_function,
+    received_mac_ok,
+)
 from iso8583.dialect import Dialect
 from iso8583.dialects import get_dialect
 from iso8583.errors import DecodeError, KeyCheckError, ResponseError, ResponseMacError
@@ -279,6 +284,13 @@ def test_every_request_round_trips_and_its_mac_verifies(case: tuple[Dialect, Mes
     assert decoded == request
     assert received_mac_ok(dialect, mak, body, decoded)
     assert not received_mac_ok(dialect, bytes(reversed(mak)), body, decoded)
+    # the same through the MAC function a host keeps per terminal
+    other = bytes(reversed(mak))
+    assert received_mac_ok(dialect, mak, body, decoded, mac_of=mac_function(dialect, mak))
+    assert not received_mac_ok(dialect, other, body, decoded, mac_of=mac_function(dialect, other))
+    again = decoded.copy()
+    assert apply_mac_encoded(dialect, mak, again, mac_of=mac_function(dialect, mak)) == body
+    assert again == request
 
 
 # --- answers -------------------------------------------------------------------------
