@@ -342,8 +342,8 @@ def test_the_plan_settings_live_on_the_connection_not_on_the_functions(pg_dsn: s
         configs = other.execute(
             "SELECT p.proname, p.proconfig FROM pg_proc p JOIN pg_namespace n "
             "ON n.oid = p.pronamespace WHERE n.nspname = %s", (schema,)).fetchall()
-    assert {"pos_prepare_many", "pos_prepare_one", "pos_terminal",
-            "pos_move_balances"} <= {name for name, _ in configs}
+    assert {"pos_prepare_many", "pos_prepare_one", "pos_prepare_many_v2", "pos_prepare_one_v2",
+            "pos_terminal", "pos_move_balances"} <= {name for name, _ in configs}
     assert [name for name, config in configs if config is not None] == []
 
 
@@ -389,3 +389,43 @@ def test_a_group_naming_no_original_sends_its_rrns_as_null_not_an_array_of_nulls
                                                      ["000001", "000002"], ["p1", "p2"], None])
     _, params = _prepare([*sales, ("t3", "000001", "000003", "p1", "000000000007")])
     assert list(params)[4] == [None, None, "000000000007"]
+
+
+@pytest.mark.parametrize("together", [False, True])
+def test_a_requests_other_rows_come_with_its_lock_as_read_alone(
+        stores: tuple[Any, Any], together: bool) -> None:
+    """pos_prepare_one_v2 / pos_prepare_many_v2 bring a request's terminal, batch, tombstone
+    and card balance back as one row (x): each reads as its own statement reads it --
+    present, absent, NULL columns too -- for one request and for a group."""
+    import psycopg
+    from psycopg import sql
+    a, b = stores
+    with psycopg.connect(a.dsn, autocommit=True) as db:
+        db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(a.schema)))
+        db.execute("INSERT INTO terminals VALUES ('t1', 'm1', 'k1', 'p', 'm', 'd', '000001', "
+                   "true, 7, false), ('t2', 'm2', 'k2', '', '', '', '000009', false, 0, true)")
+        db.execute("INSERT INTO batches VALUES ('t1', '000001', false, 'h1', 'x1', NULL), "
+                   "('t2', '000002', true, 'h2', 'x2', true)")
+        db.execute("INSERT INTO tombstones VALUES ('t1', '000001', '000005', NULL, NULL), "
+                   "('t2', '000002', '000006', '000000', 100)")
+        db.execute("INSERT INTO balances VALUES ('p1', 500), ('p3', -2)")
+    locks = [("t1", "000001", "000005", "p1", None), ("t2", "000002", "000006", "p2", None),
+             ("t3", "000003", "000007", None, None), ("t1", "000001", "000008", "p3", None)]
+
+    def rows(session: Any, tid: str, batch: str, stan: str, pan: str | None) -> tuple[Any, ...]:
+        return (session.terminal(tid), session.batch(tid, batch),
+                session.tombstone(tid, batch, stan), None if pan is None else session.spent(pan))
+
+    with b.session() as s:
+        alone = [rows(s, *lock[:4]) for lock in locks]
+    got = []
+    for group in [locks] if together else [[lock] for lock in locks]:
+        with a.session() as s:
+            s.lock_requests(group)
+            for lock in group:
+                s.lock_request(*lock)
+                got.append(rows(s, *lock[:4]))
+    assert got == alone
+    assert alone[0][0] is not None
+    assert alone[1][3] == 0
+    assert alone[2] == (None, None, None, None)

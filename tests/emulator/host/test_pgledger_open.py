@@ -197,3 +197,23 @@ def test_a_vacuum_of_the_transactions_does_not_hold_up_an_opening(pg_dsn: str,
     _exec(pg_dsn, schema, "DELETE FROM meta WHERE name = 'schema_mark'")
     _open(pg_dsn, schema).close()
     assert _statistics_targets(pg_dsn, schema)["response"] == 0
+
+
+def test_a_ledger_an_earlier_version_made_gets_the_functions_this_one_calls(
+        pg_dsn: str, schema: str) -> None:
+    # as the version before pos_prepare_*_v2 left it: its functions, its mark
+    _open(pg_dsn, schema).close()
+    _exec(pg_dsn, schema, "DROP FUNCTION pos_prepare_one_v2(TEXT, TEXT, TEXT, TEXT, TEXT); "
+          "DROP FUNCTION pos_prepare_many_v2(TEXT[], TEXT[], TEXT[], TEXT[], TEXT[]); "
+          "UPDATE meta SET value = 'an earlier mark' WHERE name = 'schema_mark'")
+    store = _open(pg_dsn, schema)
+    try:
+        made = _functions(pg_dsn, schema)
+        assert any(name.startswith(f"{schema}.pos_prepare_one_v2(") for name in made)
+        assert any(name.startswith(f"{schema}.pos_prepare_many_v2(") for name in made)
+        with store.session() as session:  # both forms run
+            session.lock_requests([("t1", "000001", "000001", None, None)])
+            session.lock_requests([("t1", "000001", "000002", "p", None),
+                                   ("t2", "000001", "000003", None, "000000000001")])
+    finally:
+        store.close()
