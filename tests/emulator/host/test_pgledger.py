@@ -151,10 +151,11 @@ def _row(stan: str, **changes: Any) -> Any:
     return dataclasses.replace(row, **changes)
 
 
-def test_rows_are_stored_as_written(stores: tuple[Any, Any]) -> None:
-    """A session's bookings and upserts go out as one JSON parameter (_columns): text that
-    needs escaping in JSON or in an array literal, non-ASCII, NULLs and big integers come
-    back unchanged."""
+@pytest.mark.parametrize("others", [0, 5])
+def test_rows_are_stored_as_written(stores: tuple[Any, Any], others: int) -> None:
+    """A session's bookings and upserts go out as plain VALUES (up to _FEW rows) or as one
+    JSON parameter (_columns, more): text that needs escaping in JSON or in an array
+    literal, non-ASCII, NULLs and big integers come back unchanged."""
     a, b = stores
     odd = _row("000002", response='{"a":"q\\"uo\\\\te, {brace} \u4e2d\u6587\n\t"}',
                fingerprint="NULL", pan_masked=None, pan_hash=None, scheme=None,
@@ -164,12 +165,16 @@ def test_rows_are_stored_as_written(stores: tuple[Any, Any]) -> None:
     with a.session() as s:
         s.book(odd)
         s.book(plain)
+        for i in range(others):
+            s.book(_row(f"1{i:05d}"))
     updated = dataclasses.replace(plain, status="voided", voided_by='a"b', refunded=50)
+    more = [dataclasses.replace(_row(f"1{i:05d}"), refunded=i) for i in range(others)]
     with a.session() as s:
-        s.write([updated])
+        s.write([updated, *more])
     with b.session() as s:
         assert s.transaction(odd.key) == odd
         assert s.transaction(plain.key) == updated
+        assert [s.transaction(row.key) for row in more] == more
 
 
 @pytest.mark.parametrize("values", [
