@@ -229,6 +229,33 @@ def _reads(branches: dict[str, str], tags: str) -> str:
     return "\n    UNION ALL\n    ".join(branches[tag] for tag in tags)
 
 
+def _many_fn(name: str, sale_tags: str, refund_tags: str) -> str:
+    """A pos_prepare_many function: the group's batch then request advisory locks, in
+    hash order, then (when an original is named) its row's lock, then its reads by tag:
+    ``sale_tags`` with no RRN, ``refund_tags`` with. One text for every version."""
+    head = f"CREATE OR REPLACE FUNCTION {name}(p_tid TEXT[], p_batch TEXT[], p_stan TEXT[],"
+    return f"""{head}
+{" " * (head.index("(") + 1)}p_pan TEXT[], p_rrn TEXT[])
+{_PREPARE_RETURNS} AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(8584, h) FROM (
+        SELECT DISTINCT hashtext(t || '/' || b) AS h FROM unnest(p_tid, p_batch) AS u(t, b)
+    ) x ORDER BY h;
+    PERFORM pg_advisory_xact_lock(8583, h) FROM (
+        SELECT DISTINCT hashtext(t || '/' || b || '/' || s) AS h
+        FROM unnest(p_tid, p_batch, p_stan) AS u(t, b, s)
+    ) x ORDER BY h;
+    IF p_rrn IS NULL THEN  -- no original named (_prepare): none to lock or read
+        RETURN QUERY
+        {_reads(_MANY_READS, sale_tags)};
+        RETURN;
+    END IF;
+    PERFORM 1 FROM transactions t WHERE t.rrn = ANY(p_rrn) ORDER BY t.rrn FOR UPDATE;
+    RETURN QUERY
+    {_reads(_MANY_READS, refund_tags)};
+END $$ LANGUAGE plpgsql VOLATILE;"""  # noqa: S608 (the module's own constants only)
+
+
 # A booking's first step for a whole group (PgSession.lock_requests), or for one request
 # (lock_request): every lock pos_prepare takes, for every request named (the arrays run in
 # parallel), in one fixed order -- batches (shared), request keys, originals by RRN (FOR
@@ -245,26 +272,7 @@ def _reads(branches: dict[str, str], tags: str) -> str:
 # pos_prepare_many of two sales 686k -> 632k). (Before, an older process's functions
 # found no row for a NULL array either.)
 _PREPARE_FNS = f"""
-CREATE OR REPLACE FUNCTION pos_prepare_many(p_tid TEXT[], p_batch TEXT[], p_stan TEXT[],
-                                            p_pan TEXT[], p_rrn TEXT[])
-{_PREPARE_RETURNS} AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared(8584, h) FROM (
-        SELECT DISTINCT hashtext(t || '/' || b) AS h FROM unnest(p_tid, p_batch) AS u(t, b)
-    ) x ORDER BY h;
-    PERFORM pg_advisory_xact_lock(8583, h) FROM (
-        SELECT DISTINCT hashtext(t || '/' || b || '/' || s) AS h
-        FROM unnest(p_tid, p_batch, p_stan) AS u(t, b, s)
-    ) x ORDER BY h;
-    IF p_rrn IS NULL THEN  -- no original named (_prepare): none to lock or read
-        RETURN QUERY
-        {_reads(_MANY_READS, "ksbpm")};
-        RETURN;
-    END IF;
-    PERFORM 1 FROM transactions t WHERE t.rrn = ANY(p_rrn) ORDER BY t.rrn FOR UPDATE;
-    RETURN QUERY
-    {_reads(_MANY_READS, "kosbpm")};
-END $$ LANGUAGE plpgsql VOLATILE;
+{_many_fn("pos_prepare_many", "ksbpm", "kosbpm")}
 -- pos_prepare_many for one request (a group of one, or a request that reads its rows
 -- again): the same locks, in the same order, and the same rows, from scalars -- plain
 -- index probes, no arrays to unnest, sort or join (PostgreSQL ~25-30% less CPU a call).
@@ -289,26 +297,7 @@ END $$ LANGUAGE plpgsql VOLATILE;
 -- the same order. The one-request form takes both advisory locks in one statement (its
 -- target list, evaluated left to right: the batch's, then the request's): a statement
 -- fewer to set up a call (~6k instructions).
-CREATE OR REPLACE FUNCTION pos_prepare_many_v2(p_tid TEXT[], p_batch TEXT[], p_stan TEXT[],
-                                               p_pan TEXT[], p_rrn TEXT[])
-{_PREPARE_RETURNS} AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared(8584, h) FROM (
-        SELECT DISTINCT hashtext(t || '/' || b) AS h FROM unnest(p_tid, p_batch) AS u(t, b)
-    ) x ORDER BY h;
-    PERFORM pg_advisory_xact_lock(8583, h) FROM (
-        SELECT DISTINCT hashtext(t || '/' || b || '/' || s) AS h
-        FROM unnest(p_tid, p_batch, p_stan) AS u(t, b, s)
-    ) x ORDER BY h;
-    IF p_rrn IS NULL THEN  -- no original named (_prepare): none to lock or read
-        RETURN QUERY
-        {_reads(_MANY_READS, "kxp")};
-        RETURN;
-    END IF;
-    PERFORM 1 FROM transactions t WHERE t.rrn = ANY(p_rrn) ORDER BY t.rrn FOR UPDATE;
-    RETURN QUERY
-    {_reads(_MANY_READS, "koxp")};
-END $$ LANGUAGE plpgsql VOLATILE;
+{_many_fn("pos_prepare_many_v2", "kxp", "koxp")}
 CREATE OR REPLACE FUNCTION pos_prepare_one_v2(p_tid TEXT, p_batch TEXT, p_stan TEXT,
                                               p_pan TEXT, p_rrn TEXT)
 {_PREPARE_RETURNS} AS $$
