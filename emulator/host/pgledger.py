@@ -830,12 +830,13 @@ class CommitInFlight:
     def __init__(self, store: PostgresLedgerStore, session: PgSession, link: _Link,
                  count: int) -> None:
         self._store = store
-        self._session = session
-        self._link = link
+        # the session and its link until the outcome is known (then let go, _advance)
+        self._session: PgSession | None = session
+        self._link: _Link | None = link
         assert link.db is not None
         self._pgconn = link.db.pgconn
         self._fd: int = self._pgconn.socket
-        self._steps = _collect(self._pgconn, count)
+        self._steps: Generator[None, None, list[Any]] | None = _collect(self._pgconn, count)
         self._lock = threading.Lock()
         self._done = False
         self._error: Exception | None = None
@@ -878,12 +879,16 @@ class CommitInFlight:
             raise self._error
 
     def _advance(self, *, consume: bool) -> None:
-        session = self._session
+        session, steps, link = self._session, self._steps, self._link
+        # (called only while the outcome is not known: they are let go with it)
+        assert session is not None
+        assert steps is not None
+        assert link is not None
         try:
             try:
                 if consume:
                     self._pgconn.consume_input()
-                next(self._steps)
+                next(steps)
                 return  # more to read
             except StopIteration as end:
                 session._checked(end.value, begin=False, commit=True)
@@ -894,9 +899,14 @@ class CommitInFlight:
             try:
                 session.rollback()
             except Exception:  # the connection is in an unknown state: a new one next time
-                self._link.close()
+                link.close()
         self._done = True
         self._store._landed(self)
+        # The server keeps a landed commit for its socket (socket_open) until the next one
+        # on the connection: it must hold nothing of its group then. Held, the session's
+        # rows were alive at the server's periodic gc.freeze() and, once dropped, never
+        # collected (host RSS over a soak: 1.12x from 100k to 1M rows, 1.07x without).
+        self._session = self._steps = self._link = None
 
 
 class OpenSession:
@@ -1807,9 +1817,11 @@ class PostgresLedgerStore:
 
     def _landed(self, flight: CommitInFlight) -> None:
         """``flight``'s outcome is known: its connection is free again."""
+        link = flight._link
+        assert link is not None  # (let go by the flight only after this)
         with self._pool:
             self._flights.remove(flight)
-            self._idle.append(flight._link)
+            self._idle.append(link)
 
     def _open(self, link: _Link) -> None:
         """A new connection on ``link`` (the old one closed, its statements forgotten)."""

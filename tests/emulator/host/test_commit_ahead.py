@@ -9,9 +9,11 @@ round trip locks) while the second group runs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import random
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -184,3 +186,29 @@ async def test_a_resend_whose_group_is_still_committing_gets_the_stored_answer(
     stan = str(sale.get(11))
     assert len([t for t in lane.host.transactions() if t.stan == stan]) == 1
     assert lane.host.available(DEBIT) == DEBIT.opening_balance - 3_000
+
+
+def test_a_landed_commit_keeps_nothing_of_its_session(pg_dsn: str) -> None:
+    """The server keeps a landed commit for its socket until the next one on its
+    connection (CommitInFlight.socket_open): the session, with what its group read and
+    wrote, must not live that long (alive at the server's periodic gc.freeze(), it would
+    never be collected once dropped)."""
+    from emulator.host.ledger import provisioned
+    from emulator.host.pgledger import PostgresLedgerStore
+    store = PostgresLedgerStore(pg_dsn, schema=f"ahead{next(_schemas)}", commit_ahead=True)
+    try:
+        sessions: list[weakref.ref[object]] = []
+
+        def body(session: Any) -> None:
+            sessions.append(weakref.ref(session))
+            session.write([provisioned(None, "70000001", "123456789012345", bytes(16))])
+
+        _, commit = store.session_ahead(body)
+        assert commit is not None
+        commit.result()
+        assert commit.socket_open  # kept by the server for its socket
+        gc.collect()
+        assert sessions[0]() is None
+        assert store.terminal("70000001") is not None  # and it committed
+    finally:
+        store.close()
