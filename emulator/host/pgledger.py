@@ -229,6 +229,34 @@ def _reads(branches: dict[str, str], tags: str) -> str:
     return "\n    UNION ALL\n    ".join(branches[tag] for tag in tags)
 
 
+# pos_prepare_one's locks: the batch's (shared), then the request's; the v2 form takes
+# both in one statement (its target list, evaluated left to right)
+_BATCH_LOCK = "pg_advisory_xact_lock_shared(8584, hashtext(p_tid || '/' || p_batch))"
+_REQUEST_LOCK = "pg_advisory_xact_lock(8583, hashtext(p_tid || '/' || p_batch || '/' || p_stan))"
+_ONE_LOCKS = f"    PERFORM {_BATCH_LOCK};\n    PERFORM {_REQUEST_LOCK};"
+_ONE_LOCKS_TOGETHER = f"    PERFORM {_BATCH_LOCK},\n            {_REQUEST_LOCK};"
+
+
+def _one_fn(name: str, locks: str, sale_tags: str, refund_tags: str) -> str:
+    """A pos_prepare_one function (a request's scalars): ``locks``, then (when an original
+    is named) its row's lock, then the reads by tag, as :func:`_many_fn`."""
+    head = f"CREATE OR REPLACE FUNCTION {name}(p_tid TEXT, p_batch TEXT, p_stan TEXT,"
+    return f"""{head}
+{" " * (head.index("(") + 1)}p_pan TEXT, p_rrn TEXT)
+{_PREPARE_RETURNS} AS $$
+BEGIN
+{locks}
+    IF p_rrn IS NULL THEN  -- no original named: none to lock or read
+        RETURN QUERY
+        {_reads(_ONE_READS, sale_tags)};
+        RETURN;
+    END IF;
+    PERFORM 1 FROM transactions t WHERE t.rrn = p_rrn FOR UPDATE;
+    RETURN QUERY
+    {_reads(_ONE_READS, refund_tags)};
+END $$ LANGUAGE plpgsql VOLATILE;"""
+
+
 def _many_fn(name: str, sale_tags: str, refund_tags: str) -> str:
     """A pos_prepare_many function: the group's batch then request advisory locks, in
     hash order, then (when an original is named) its row's lock, then its reads by tag:
@@ -276,21 +304,7 @@ _PREPARE_FNS = f"""
 -- pos_prepare_many for one request (a group of one, or a request that reads its rows
 -- again): the same locks, in the same order, and the same rows, from scalars -- plain
 -- index probes, no arrays to unnest, sort or join (PostgreSQL ~25-30% less CPU a call).
-CREATE OR REPLACE FUNCTION pos_prepare_one(p_tid TEXT, p_batch TEXT, p_stan TEXT,
-                                           p_pan TEXT, p_rrn TEXT)
-{_PREPARE_RETURNS} AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared(8584, hashtext(p_tid || '/' || p_batch));
-    PERFORM pg_advisory_xact_lock(8583, hashtext(p_tid || '/' || p_batch || '/' || p_stan));
-    IF p_rrn IS NULL THEN  -- no original named: none to lock or read
-        RETURN QUERY
-        {_reads(_ONE_READS, "ksbpm")};
-        RETURN;
-    END IF;
-    PERFORM 1 FROM transactions t WHERE t.rrn = p_rrn FOR UPDATE;
-    RETURN QUERY
-    {_reads(_ONE_READS, "kosbpm")};
-END $$ LANGUAGE plpgsql VOLATILE;
+{_one_fn("pos_prepare_one", _ONE_LOCKS, "ksbpm", "kosbpm")}
 -- What this code calls (_prepare): pos_prepare_many and pos_prepare_one with a request's
 -- other rows as one row (x, see _SIDE_TEXT); the two above stay as they were for older
 -- processes running beside this one (their rows, tagged m, b, s, p). The same locks in
@@ -298,21 +312,7 @@ END $$ LANGUAGE plpgsql VOLATILE;
 -- target list, evaluated left to right: the batch's, then the request's): a statement
 -- fewer to set up a call (~6k instructions).
 {_many_fn("pos_prepare_many_v2", "kxp", "koxp")}
-CREATE OR REPLACE FUNCTION pos_prepare_one_v2(p_tid TEXT, p_batch TEXT, p_stan TEXT,
-                                              p_pan TEXT, p_rrn TEXT)
-{_PREPARE_RETURNS} AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared(8584, hashtext(p_tid || '/' || p_batch)),
-            pg_advisory_xact_lock(8583, hashtext(p_tid || '/' || p_batch || '/' || p_stan));
-    IF p_rrn IS NULL THEN  -- no original named: none to lock or read
-        RETURN QUERY
-        {_reads(_ONE_READS, "kx")};
-        RETURN;
-    END IF;
-    PERFORM 1 FROM transactions t WHERE t.rrn = p_rrn FOR UPDATE;
-    RETURN QUERY
-    {_reads(_ONE_READS, "kox")};
-END $$ LANGUAGE plpgsql VOLATILE;
+{_one_fn("pos_prepare_one_v2", _ONE_LOCKS_TOGETHER, "kx", "kox")}
 -- A terminal by TID, for a request whose terminal no lock read with it (a sign-on, the
 -- second request of a terminal in a group). A plain prepared SELECT got a generic plan
 -- made while terminals held a row or two, which scanned the table whole until an
