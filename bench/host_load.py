@@ -21,11 +21,22 @@ financial transactions per second. Two measured phases of ``--seconds`` each:
   to every request it delays.
 
 Each configuration is measured ``--rounds`` times (default 3), interleaved: round r
-runs every configuration once, in an order turned by r, each on fresh ledgers. A
-configuration's figures pool its rounds (the p99 is over every request of its paced
-phases). The load on a shared machine drifts over minutes; interleaving gives each
-configuration its share of good and bad minutes, so the comparisons between them
-measure the code rather than the hour. Each round's own figures are printed too.
+starts every configuration's host on fresh ledgers and signs on every configuration's
+terminals, then measures them all, in an order turned by r, and stops them. Within a
+round the closed loop is measured in ``--slices`` windows per configuration (default 5,
+of ``--seconds``/5 each), alternated: pg1 pg2 sqlite pg1 pg2 sqlite ... Each window
+follows a short unmeasured lead-in (the terminals all fire at once when it begins: that
+ramp is not the host's steady state); at its end the terminals stop sending, and only
+the answers that arrived in it count. The CPU counters are read at each window's start
+and end for that configuration's host; a configuration's windows pool (every latency,
+every CPU second). The other hosts idle meanwhile. Then each configuration's paced
+phase, one window of ``--seconds``. Why so fine a grain: the CPU cost of the same work
+on a shared VM drifts by +-15 % over tens of seconds (the hypervisor's neighbours), so
+two configurations measured half a minute apart compare two machines; windows seconds
+apart give every configuration the same machine, and the ratios between them (2 workers
+vs 1, PostgreSQL vs SQLite) compare the code, not the minute. Rounds on fresh ledgers
+pool too (the p99 is over every request of a configuration's paced phases); each
+round's own figures are printed as well.
 
 CPU per transaction: user+system time of the host's processes (``serve`` and,
 with workers, its supervisor and every worker; from /proc) over a phase, divided
@@ -38,7 +49,7 @@ cluster.
 
     .venv/bin/python -m bench.host_load [--seconds 10] [--connections 100] [--rate 1000]
                                         [--configs sqlite,pg1,pg2] [--terminals 10000]
-                                        [--rounds 3]
+                                        [--rounds 3] [--slices 5]
 
 Targets (issue 10), on a 2-core machine shared by the load generator, the host
 and PostgreSQL: PostgreSQL 1 worker >= 0.5x the SQLite host's closed-loop TPS;
@@ -488,7 +499,7 @@ class _Lane(asyncio.BufferedProtocol):
             elif len(self.sales) < 50:
                 self.sales.append((result, self.amount))
         phase = self.phase
-        if phase.start <= self.scheduled and done <= phase.end:  # not warm-up, not late
+        if phase.start <= self._counted_from(done) and done <= phase.end:
             load = phase.load
             load.latencies.append(done - self.scheduled)
             if refund:
@@ -498,6 +509,15 @@ class _Lane(asyncio.BufferedProtocol):
             if isinstance(result, Approved):
                 load.approved += 1
         self._next(done)
+
+    def _counted_from(self, done: float) -> float:
+        """The time that must fall in the window for an answer to count (and it must
+        arrive by the window's end). Closed loop: its arrival -- the window's answers over
+        its length is the throughput, with nothing lost at its start (counting by send time
+        dropped the ~100 answers in flight there: 2 % of a 2 s slice). The lead-in before
+        the window (several exchanges long) keeps the ramp out. Paced: its scheduled time,
+        so a request due before the window (the lead-in) is never counted."""
+        return done if self.phase.interval <= 0 else self.scheduled
 
     # --- failures ---------------------------------------------------------------------------
     def check_timeout(self, now: float) -> None:
@@ -567,39 +587,132 @@ def lane_tids(connections: int, first: int = 70_000_000) -> list[str]:
     return [f"{first + i:08d}" for i in range(connections)]
 
 
-async def _drive(port: int, connections: int, seconds: float, warmup: float, rate: float,
-                 prebuilt: int, read_cpu: CpuReader, first_tid: int = 70_000_000,
-                 ) -> tuple[Phase, Phase | None]:
+#: unmeasured seconds before each closed-loop slice after a configuration's first (which
+#: has the warm-up): every lane fires at once when a slice begins, and that ramp is not
+#: the host's steady state (at ~2,400 TPS over 100 connections an exchange takes ~40 ms:
+#: the lead-in is several of them)
+SLICE_LEAD_IN = 0.3
+#: unmeasured seconds before a paced window (the lanes' schedules start this much early)
+PACED_LEAD_IN = 0.5
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the load generator measures a round (the same for every configuration)."""
+
+    connections: int
+    seconds: float  # measured seconds of each phase, per configuration
+    warmup: float = 1.0  # unmeasured, before a configuration's first closed-loop slice
+    rate: float = 0.0  # offered TPS of the paced phase (0: no paced phase)
+    prebuilt: int = 0  # sales each lane builds before the clock starts
+    slices: int = 1  # closed-loop windows per configuration, alternated with the others'
+    lead_in: float = SLICE_LEAD_IN
+
+    @property
+    def window(self) -> float:
+        """Measured seconds of one closed-loop slice."""
+        return self.seconds / self.slices
+
+
+@dataclass(frozen=True)
+class Target:
+    """One configuration's running host, as the load generator sees it."""
+
+    name: str
+    port: int
+    read_cpu: CpuReader
+    first_tid: int = 70_000_000
+
+
+@dataclass
+class Windows:
+    """What one configuration's lanes measured in a round."""
+
+    slices: list[Phase] = field(default_factory=list)  # closed loop, in the order run
+    paced: Phase | None = None
+
+    @property
+    def closed(self) -> Phase:
+        """The closed-loop slices as one window (every latency, every CPU second)."""
+        return pooled(self.slices)
+
+
+def slice_order(names: Sequence[str], slices: int) -> list[tuple[str, bool]]:
+    """The closed-loop windows of a round, alternated: (configuration, is its first)."""
+    return [(name, turn == 0) for turn in range(slices) for name in names]
+
+
+async def _window(lanes: Sequence[_Lane], read_cpu: CpuReader, lead_in: float,
+                  seconds: float, interval: float = 0.0) -> Phase:
+    """One measured window of ``lanes`` after ``lead_in`` unmeasured seconds; returns once
+    every lane has its last answer (answers after the window's end are not counted)."""
     loop = asyncio.get_running_loop()
-    lanes = [_Lane(tid, port, prebuilt) for tid in lane_tids(connections, first_tid)]
-    await asyncio.gather(*(lane.prepare() for lane in lanes))
-    for lane in lanes:
+    phase = Phase(interval=interval)
+    phase.start = loop.time() + lead_in
+    phase.end = phase.start + seconds
+    _clock_cpu(loop, phase, read_cpu)
+    await asyncio.gather(*(lane.run(phase) for lane in lanes))
+    return phase
+
+
+async def _open_lanes(targets: Sequence[Target], plan: Plan) -> dict[str, list[_Lane]]:
+    """Every configuration's lanes, signed on, connected and with their sales built."""
+    lanes = {t.name: [_Lane(tid, t.port, plan.prebuilt)
+                      for tid in lane_tids(plan.connections, t.first_tid)] for t in targets}
+    every = [lane for group in lanes.values() for lane in group]
+    await asyncio.gather(*(lane.prepare() for lane in every))
+    for lane in every:
         lane.build()
-    watchdog = loop.create_task(_watch(lanes))
+    return lanes
+
+
+async def _measure(targets: Sequence[Target], lanes: dict[str, list[_Lane]],
+                   plan: Plan) -> dict[str, Windows]:
+    """The round's windows: the closed-loop slices alternated, then each paced phase."""
+    out = {t.name: Windows() for t in targets}
+    by_name = {t.name: t for t in targets}
+    for name, first in slice_order([t.name for t in targets], plan.slices):
+        lead_in = max(plan.warmup, plan.lead_in) if first else plan.lead_in
+        out[name].slices.append(await _window(lanes[name], by_name[name].read_cpu, lead_in,
+                                              plan.window))
+    if plan.rate > 0:
+        for t in targets:
+            out[t.name].paced = await _window(lanes[t.name], t.read_cpu, PACED_LEAD_IN,
+                                              plan.seconds, plan.connections / plan.rate)
+    return out
+
+
+async def drive_round(targets: Sequence[Target], plan: Plan) -> dict[str, Windows]:
+    """Drive every target's lanes through one round, in the order of ``targets``.
+
+    Every host is up and every lane signed on before the first window, so the windows
+    of different configurations can alternate within seconds of each other."""
+    lanes = await _open_lanes(targets, plan)
+    every = [lane for group in lanes.values() for lane in group]
+    watchdog = asyncio.get_running_loop().create_task(_watch(every))
     # the generator's own GC pauses would show up as host latency (a full collection each
     # second still took 4-10 ms here): none while it measures. Its per-request objects
-    # are freed by reference counting; the few cycles wait for the end of the run.
+    # are freed by reference counting; the few cycles wait for the end of the round.
     gc.collect()
     gc.freeze()
     gc.disable()
-    closed = Phase()
-    closed.start = loop.time() + warmup
-    closed.end = closed.start + seconds
-    _clock_cpu(loop, closed, read_cpu)
-    await asyncio.gather(*(lane.run(closed) for lane in lanes))
-    paced: Phase | None = None
-    if rate > 0:
-        paced = Phase(interval=connections / rate)
-        paced.start = loop.time() + 0.5
-        paced.end = paced.start + seconds
-        _clock_cpu(loop, paced, read_cpu)
-        await asyncio.gather(*(lane.run(paced) for lane in lanes))
-    for lane in lanes:
-        lane.close()
-    watchdog.cancel()
-    gc.enable()
-    gc.unfreeze()
-    return closed, paced
+    try:
+        return await _measure(targets, lanes, plan)
+    finally:
+        for lane in every:
+            lane.close()
+        watchdog.cancel()
+        gc.enable()
+        gc.unfreeze()
+
+
+async def _drive(port: int, connections: int, seconds: float, warmup: float, rate: float,
+                 prebuilt: int, read_cpu: CpuReader, first_tid: int = 70_000_000,
+                 ) -> tuple[Phase, Phase | None]:
+    """One host's closed-loop window then (``rate`` > 0) its paced one (bench.host_soak)."""
+    plan = Plan(connections, seconds, warmup, rate, prebuilt)
+    windows = (await drive_round([Target("host", port, read_cpu, first_tid)], plan))["host"]
+    return windows.closed, windows.paced
 
 
 def _shares(cpu: dict[str, float]) -> tuple[float | None, float | None]:
@@ -700,44 +813,93 @@ class RoundFigures:
                    p.steal_share if p is not None else None, c.closed_loop.host_wait_share)
 
 
-def run_config(name: str, kind: str, workers: int, ledger: str, work: Path, *,
-               connections: int, seconds: float, warmup: float, rate: float, prebuilt: int,
-               postmaster: int | None) -> tuple[ConfigResult, Phase | None, Phase | None]:
-    """One round of one configuration: the host started on a fresh ledger, a closed-loop
-    then a paced phase, the host stopped. Returns the result and the raw phases (so rounds
-    can be pooled latency by latency)."""
-    result = ConfigResult(name, kind, workers)
-    try:
-        provision(ledger, lane_tids(connections))
-        serve = Serve(ledger, workers, work / f"admin-{kind}-{workers}.sock")
-    except Exception as exc:  # a configuration that cannot start is reported, not fatal
-        result.error = f"{type(exc).__name__}: {exc}"
-        return result, None, None
-    result.ready_s = serve.ready_s
-    server_pid = serve.proc.pid
+class Host:
+    """One configuration's host in a round: ``pos-emulator serve`` on a fresh ledger with
+    the lanes' terminals provisioned (or why it did not start), and its CPU counters."""
 
-    def read_cpu() -> dict[str, float]:
-        out = {"host": tree_cpu(server_pid), "generator": time.process_time()}
+    def __init__(self, name: str, ledger: str, admin: Path, connections: int,
+                 postmaster: int | None) -> None:
+        workers = 1 if name == "sqlite" else int(name[2:])
+        self.result = ConfigResult(name, "sqlite" if name == "sqlite" else "postgresql",
+                                   workers)
+        self.postmaster = postmaster
+        self.serve: Serve | None = None
+        try:
+            provision(ledger, lane_tids(connections))
+            self.serve = Serve(ledger, workers, admin)
+        except Exception as exc:  # a configuration that cannot start is reported, not fatal
+            self.result.error = f"{type(exc).__name__}: {exc}"
+            return
+        self.result.ready_s = self.serve.ready_s
+
+    def read_cpu(self) -> dict[str, float]:
+        """CPU seconds so far: the host's tree, PostgreSQL's, this generator, the machine."""
+        assert self.serve is not None
+        pid = self.serve.proc.pid
+        out = {"host": tree_cpu(pid), "generator": time.process_time()}
         out.update({f"machine_{k}": v for k, v in machine_cpu().items()})
-        sched = tree_sched(server_pid)
+        sched = tree_sched(pid)
         if sched is not None:
             out["host_waited"] = sched[1]
-        if postmaster is not None:
-            out["pg"] = tree_cpu(postmaster)
+        if self.postmaster is not None:
+            out["pg"] = tree_cpu(self.postmaster)
         return out
 
-    load_before = os.getloadavg()[0]
+    def target(self) -> Target:
+        assert self.serve is not None
+        return Target(self.result.name, self.serve.port, self.read_cpu)
+
+    def stop(self) -> None:
+        if self.serve is not None:
+            self.serve.stop()
+
+    def finish(self, windows: Windows | None, seconds: float, load: tuple[float, float],
+               ) -> tuple[ConfigResult, Phase | None, Phase | None]:
+        """The round's result and its raw windows (so rounds pool latency by latency)."""
+        result = self.result
+        if windows is None:
+            return result, None, None
+        closed, paced = windows.closed, windows.paced
+        result.load_average = load
+        result.closed_loop = PhaseResult.of(closed, seconds)
+        result.paced = PhaseResult.of(paced, seconds) if paced is not None else None
+        result.rounds = [RoundFigures.of(result)]
+        return result, closed, paced
+
+
+def _ledger(name: str, round_no: int, work: Path, dsn: str) -> str:
+    """A fresh ledger for ``name`` in round ``round_no``: a file, or a database of its own."""
+    if name == "sqlite":
+        return str(work / f"ledger-{round_no}.db")
+    return pg_database(dsn, f"host_w{int(name[2:])}_r{round_no}")
+
+
+def run_round(names: Sequence[str], round_no: int, work: Path, plan: Plan, dsn: str,
+              postmaster: int | None,
+              ) -> dict[str, tuple[ConfigResult, Phase | None, Phase | None]]:
+    """One round: every configuration's host started on a fresh ledger, all of them driven
+    together (closed-loop slices alternated, then each paced phase, in the order of
+    ``names``), then all stopped."""
+    hosts: list[Host] = []
+    windows: dict[str, Windows] = {}
     try:
-        closed, paced = asyncio.run(_drive(serve.port, connections, seconds, warmup, rate,
-                                           prebuilt, read_cpu))
-        result.stats = serve.stats()
+        for name in names:
+            hosts.append(Host(name, _ledger(name, round_no, work, dsn),
+                              work / f"admin-{name}.sock", plan.connections,
+                              None if name == "sqlite" else postmaster))
+        up = [host for host in hosts if host.serve is not None]
+        load_before = os.getloadavg()[0]
+        if up:
+            windows = asyncio.run(drive_round([host.target() for host in up], plan))
+        for host in up:
+            assert host.serve is not None
+            host.result.stats = host.serve.stats()
     finally:
-        serve.stop()
-    result.load_average = (load_before, os.getloadavg()[0])
-    result.closed_loop = PhaseResult.of(closed, seconds)
-    result.paced = PhaseResult.of(paced, seconds) if paced is not None else None
-    result.rounds = [RoundFigures.of(result)]
-    return result, closed, paced
+        for host in hosts:
+            host.stop()
+    load = (load_before, os.getloadavg()[0])
+    return {host.result.name: host.finish(windows.get(host.result.name), plan.seconds, load)
+            for host in hosts}
 
 
 def pooled(phases: list[Phase]) -> Phase:
@@ -802,6 +964,7 @@ class HostLoadResult:
     terminals: int
     peak_interval_s: float
     rounds: int = 1
+    slices: int = 1  # closed-loop windows per configuration and round, alternated
 
     def config(self, name: str) -> ConfigResult | None:
         found = [c for c in self.configs if c.name == name and c.closed_loop is not None]
@@ -848,46 +1011,48 @@ class HostLoadResult:
 def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = None,
         warmup: float = 1.0, anchor_seconds: float = 3.0, rate: float = 1000.0,
         prebuilt: int | None = None, configs: tuple[str, ...] = ("sqlite", "pg1", "pg2"),
-        terminals: int = 10_000, peak_interval: float = 60.0, rounds: int = 3) -> HostLoadResult:
+        terminals: int = 10_000, peak_interval: float = 60.0, rounds: int = 3,
+        slices: int = 5) -> HostLoadResult:
     """Measure every configuration ``rounds`` times, interleaved (round r runs them all,
     in an order turned by r), each round on fresh ledgers; the figures of a configuration
-    pool its rounds. On a shared machine the load drifts over minutes: interleaving gives
-    every configuration the same share of good and bad minutes, so comparisons between
-    configurations (2 workers vs 1, PostgreSQL vs SQLite) measure the code, not the hour."""
+    pool its rounds. Within a round every host is up at once and the closed loop is
+    measured in ``slices`` short windows per configuration, alternated between them.
+
+    On a shared machine the CPU cost of the same work drifts (by +-15 % over tens of
+    seconds on this VM: the hypervisor's neighbours): measured minutes or even half a
+    minute apart, two configurations' CPU per transaction compares two machines.
+    Alternating every couple of seconds gives every configuration the same machine, so
+    comparisons between them (2 workers vs 1, PostgreSQL vs SQLite) measure the code,
+    not the minute."""
     if prebuilt is None:  # enough sales for ~3,000 TPS (60% sales) through both phases
-        prebuilt = int((seconds + warmup) * 3000 * 0.6 * (2 if rate > 0 else 1) / connections)
+        closed_s = seconds + warmup + slices * SLICE_LEAD_IN
+        prebuilt = int(closed_s * 3000 * 0.6 * (2 if rate > 0 else 1) / connections)
+    plan = Plan(connections, seconds, warmup, rate, prebuilt, slices)
     base = directory if directory is not None else Path.cwd()
-    common: dict[str, Any] = {"connections": connections, "seconds": seconds,
-                              "warmup": warmup, "rate": rate, "prebuilt": prebuilt}
     runs: dict[str, list[tuple[ConfigResult, Phase | None, Phase | None]]] = {
         name: [] for name in configs}
     pg_anchor: PgAnchor | None = None
     missing = pg_missing() if any(c.startswith("pg") for c in configs) else None
+    runnable = [c for c in configs if c == "sqlite" or missing is None]
     with tempfile.TemporaryDirectory(dir=base, prefix="host-load-") as tmp, \
             contextlib.ExitStack() as stack:
         work = Path(tmp)
         ceiling = sqlite_ceiling(work, anchor_seconds)
         dsn, postmaster = "", None
-        if missing is None and any(c.startswith("pg") for c in configs):
+        if any(c.startswith("pg") for c in runnable):
             dsn, postmaster = stack.enter_context(pg_cluster(work / "pg"))
             pg_anchor = pg_ceiling(pg_database(dsn, "anchor"), anchor_seconds, postmaster)
         for round_no in range(rounds):
-            turn = round_no % len(configs)
-            for name in configs[turn:] + configs[:turn]:
-                if name == "sqlite":
-                    runs[name].append(run_config(
-                        name, "sqlite", 1, str(work / f"ledger-{round_no}.db"), work,
-                        postmaster=None, **common))
-                elif missing is None:
-                    workers = int(name[2:])
-                    ledger = pg_database(dsn, f"host_w{workers}_r{round_no}")
-                    runs[name].append(run_config(name, "postgresql", workers, ledger, work,
-                                                 postmaster=postmaster, **common))
+            turn = round_no % len(runnable) if runnable else 0
+            order = runnable[turn:] + runnable[:turn]
+            for name, outcome in run_round(order, round_no, work, plan, dsn,
+                                           postmaster).items():
+                runs[name].append(outcome)
     results = [combine(runs[name], seconds) if runs[name]
                else ConfigResult(name, "postgresql", int(name[2:]), error=missing)
                for name in configs]
     return HostLoadResult(connections, seconds, rate, results, ceiling, pg_anchor, missing,
-                          terminals, peak_interval, rounds)
+                          terminals, peak_interval, rounds, slices)
 
 
 # --- printing ---------------------------------------------------------------------------------
@@ -986,10 +1151,23 @@ def print_projection(r: HostLoadResult) -> None:
               f"{1000 / phase.host_ms_per_txn * r.peak_interval_s:,.0f} terminals")
 
 
+def _slicing(slices: int, seconds: float) -> str:
+    if slices == 1:
+        return f"one window of {seconds:.1f} s per configuration"
+    return f"{slices} slices of {seconds / slices:.1f} s per configuration, alternated"
+
+
 def print_result(r: HostLoadResult) -> None:
     print(f"host_load: {r.connections} connections on loopback, {r.seconds:.1f} s per phase "
           f"({os.cpu_count()} CPUs shared by the host, PostgreSQL, the load generator and "
-          "anything else running)")
+          f"anything else running); closed loop: {_slicing(r.slices, r.seconds)}")
+    if r.slices > 1:
+        print(f"  every configuration's host is up through the whole round; its closed loop is "
+              f"measured in windows of {r.seconds / r.slices:.1f} s, each after "
+              f"{SLICE_LEAD_IN:.1f} s unmeasured (the lanes' ramp), alternated with the "
+              "other configurations': the machine's speed drifts (+-15 % over tens of "
+              "seconds on a shared VM), so windows seconds apart compare the code, not the "
+              "minute")
     if r.rounds > 1:
         print(f"  {r.rounds} rounds, the configurations interleaved, each round on fresh "
               "ledgers; a configuration's figures pool its rounds (every request's latency, "
@@ -1046,6 +1224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="times each configuration is measured, interleaved with the "
                              "others; the figures pool the rounds (default 3)")
+    parser.add_argument("--slices", type=int, default=5,
+                        help="closed-loop windows per configuration and round, alternated "
+                             "with the other configurations' (default 5; 1: one window)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="directory for the SQLite ledger and anchor (default: current)")
     parser.add_argument("--json", action="store_true")
@@ -1058,13 +1239,13 @@ def main(argv: list[str] | None = None) -> int:
               "pg1, pg2, ...", file=sys.stderr)
         return 2
     if args.seconds <= 0 or args.connections <= 0 or args.rate < 0 or args.terminals <= 0 \
-            or args.peak_interval <= 0 or args.rounds <= 0:
-        print("host_load: --seconds, --connections, --terminals, --peak-interval and --rounds "
-              "must be positive", file=sys.stderr)
+            or args.peak_interval <= 0 or args.rounds <= 0 or args.slices <= 0:
+        print("host_load: --seconds, --connections, --terminals, --peak-interval, --rounds "
+              "and --slices must be positive", file=sys.stderr)
         return 2
     result = run(args.seconds, args.connections, args.dir, args.warmup, args.anchor_seconds,
                  args.rate, args.prebuilt, configs, args.terminals, args.peak_interval,
-                 args.rounds)
+                 args.rounds, args.slices)
     if args.json:
         print(json.dumps({**asdict(result), "targets": result.targets()}, indent=2))
         return 0

@@ -8,10 +8,14 @@ an in-process host for a fraction of a second, with and without faults.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import random
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,8 @@ import pytest
 from bench import _proc, host_load, host_soak
 from emulator.host import AcquirerHost, SqliteLedgerStore
 from emulator.host.faults import FaultPlan
-from emulator.server import ServerConfig, acquirer_server
+from emulator.host.ledger import LedgerSession
+from emulator.server import HostServer, ServerConfig, acquirer_server
 
 
 def test_tree_cpu_counts_a_busy_child() -> None:
@@ -221,12 +226,22 @@ def test_a_round_that_could_not_start_is_reported() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--configs", "oracle"], ["--seconds", "0"],
-                                  ["--peak-interval", "-1"], ["--rounds", "0"]])
+                                  ["--peak-interval", "-1"], ["--rounds", "0"],
+                                  ["--slices", "0"], ["--slices", "-3"]])
 def test_host_load_refuses_bad_options(argv: list[str],
                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert host_load.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("host_load: ")
+    assert "Traceback" not in err
+
+
+def test_host_load_wants_a_whole_number_of_slices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        host_load.main(["--slices", "2.5"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--slices: invalid int value: '2.5'" in err
     assert "Traceback" not in err
 
 
@@ -242,20 +257,31 @@ def test_host_soak_refuses_bad_options(argv: list[str],
 LANES = 4
 
 
-async def _drive_host(path: Path, faults: list[str] | None = None, *, seconds: float = 0.4,
-                      rate: float = 40.0) -> tuple[host_load.Phase, host_load.Phase | None]:
+@contextlib.asynccontextmanager
+async def _host(path: Path, faults: list[str] | None = None,
+                ) -> AsyncIterator[HostServer[LedgerSession]]:
+    """An in-process host on a fresh SQLite ledger with the lanes' terminals provisioned."""
+    path.mkdir(exist_ok=True)
     store = SqliteLedgerStore(path / "ledger.db")
     host = AcquirerHost.from_store(store, "cup")
     store.commit([host.provision(tid, host_load.MID, host_load.TMK)
                   for tid in host_load.lane_tids(LANES)])
     server = acquirer_server(host, store, faults=FaultPlan.from_specs(faults or []),
                              rng=random.Random(3), config=ServerConfig(port=0))
-    _, port = await server.start()
+    await server.start()
     try:
-        return await host_load._drive(port, LANES, seconds, 0.1, rate, 5, lambda: {})
+        yield server
     finally:
         await server.stop()
         store.close()
+
+
+async def _drive_host(path: Path, faults: list[str] | None = None, *, seconds: float = 0.4,
+                      rate: float = 40.0) -> tuple[host_load.Phase, host_load.Phase | None]:
+    async with _host(path, faults) as server:
+        assert server.address is not None
+        return await host_load._drive(server.address[1], LANES, seconds, 0.1, rate, 5,
+                                      lambda: {})
 
 
 async def test_lanes_count_every_checked_answer(tmp_path: Path) -> None:
@@ -309,3 +335,95 @@ def test_the_soak_prints_what_serve_waited_for(capsys: pytest.CaptureFixture[str
     assert "first echo test answered 1044 ms after the process started" in out
     assert "MISSED" in out
     assert "381 ms on a CPU, 612 ms runnable but waiting for one" in out
+
+
+# --- the closed loop in slices, alternated between configurations -----------------------------
+def test_slices_alternate_the_configurations_in_the_rounds_order() -> None:
+    assert host_load.slice_order(["pg1", "pg2", "sqlite"], 2) == [
+        ("pg1", True), ("pg2", True), ("sqlite", True),
+        ("pg1", False), ("pg2", False), ("sqlite", False)]
+    assert host_load.slice_order(["sqlite"], 3) == [("sqlite", True), ("sqlite", False),
+                                                    ("sqlite", False)]
+    plan = host_load.Plan(100, 10.0, slices=4)
+    assert plan.window == 2.5
+
+
+class _Clock:
+    """A configuration's fake CPU counters: ``rate`` CPU seconds per second of the loop's
+    clock (so a window's delta says how long it was read over, and whose it was); every
+    reading is logged with its configuration's name."""
+
+    def __init__(self, name: str, rate: float, log: list[tuple[str, float]]) -> None:
+        self.name, self.rate, self.log = name, rate, log
+
+    def __call__(self) -> dict[str, float]:
+        now = asyncio.get_running_loop().time()
+        self.log.append((self.name, now))
+        return {"host": now * self.rate, "generator": 1.0}
+
+
+async def _two_hosts(tmp_path: Path, plan: host_load.Plan,
+                     ) -> tuple[dict[str, host_load.Windows], list[tuple[str, float]], int]:
+    """Two in-process hosts, "a" (1 CPU s/s) and "b" (1,000), driven as one round; their
+    windows, the CPU readings in order, and how many requests the hosts answered in all."""
+    log: list[tuple[str, float]] = []
+    async with _host(tmp_path / "a") as a, _host(tmp_path / "b") as b:
+        assert a.address is not None
+        assert b.address is not None
+        targets = [host_load.Target("a", a.address[1], _Clock("a", 1.0, log)),
+                   host_load.Target("b", b.address[1], _Clock("b", 1000.0, log))]
+        windows = await host_load.drive_round(targets, plan)
+        return windows, log, a.stats.requests + b.stats.requests
+
+
+async def test_slices_alternate_and_each_configurations_cpu_is_its_own(tmp_path: Path) -> None:
+    plan = host_load.Plan(LANES, 0.3, warmup=0.1, prebuilt=5, slices=3, lead_in=0.1)
+    windows, log, _ = await _two_hosts(tmp_path, plan)
+    # read at each window's start and end, for that window's configuration only: the
+    # closed-loop slices alternate a b a b a b
+    assert [name for name, _ in log] == ["a", "a", "b", "b"] * 3
+    for name, rate in (("a", 1.0), ("b", 1000.0)):
+        slices = windows[name].slices
+        assert len(slices) == 3
+        for phase in slices:
+            # a's counter is 1 s/s, b's 1,000 s/s: a delta read from the other's counter
+            # or over more than the window would show here
+            assert phase.cpu["host"] / rate == pytest.approx(plan.window, abs=0.05)
+            assert phase.load.approved > 0
+        closed = windows[name].closed  # pooled: the sum of the slices
+        assert closed.cpu["host"] == pytest.approx(sum(p.cpu["host"] for p in slices))
+        assert closed.cpu["host"] / rate == pytest.approx(plan.seconds, abs=0.1)
+        assert closed.load.approved == sum(p.load.approved for p in slices)
+        assert len(closed.load.latencies) == sum(len(p.load.latencies) for p in slices)
+        assert windows[name].paced is None  # rate 0: no paced phase
+    a_ends = [t for name, t in log if name == "a"][1::2]
+    b_starts = [t for name, t in log if name == "b"][::2]
+    # b's window starts after a's ended and a lead-in passed (and the other way round)
+    assert all(b - a >= plan.lead_in - 0.01 for a, b in zip(a_ends, b_starts, strict=True))
+
+
+async def test_the_lead_in_is_not_measured(tmp_path: Path) -> None:
+    # windows of 0.05 s, each after 0.25 s of lead-in: most answers arrive in the lead-ins
+    plan = host_load.Plan(LANES, 0.1, warmup=0.25, prebuilt=5, slices=2, lead_in=0.25)
+    windows, log, answered = await _two_hosts(tmp_path, plan)
+    counted = sum(len(w.closed.load.latencies) for w in windows.values())
+    assert answered > 4 * LANES  # sign-ons and many exchanges in the lead-ins
+    assert 0 < counted < answered / 3  # ~1/6 of them are in the windows
+    for name, rate in (("a", 1.0), ("b", 1000.0)):
+        for phase in windows[name].slices:  # the CPU is read over the window alone
+            assert phase.cpu["host"] / rate == pytest.approx(0.05, abs=0.04)
+    # a window's counters are read at its start, a lead-in after the one before ended
+    starts = [t for _, t in log[::2]]
+    assert all(later - earlier >= 0.25 for earlier, later in itertools.pairwise(starts))
+
+
+def test_the_header_says_how_the_closed_loop_was_measured(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sq = host_load.ConfigResult("sqlite", "sqlite", 1, _phase(1000, 10, 10), None)
+    for slices, said in ((5, "closed loop: 5 slices of 2.0 s per configuration, alternated"),
+                         (1, "closed loop: one window of 10.0 s per configuration")):
+        host_load.print_result(host_load.HostLoadResult(100, 10, 0, [sq], 3000, None, None,
+                                                        10_000, 60, 3, slices))
+        out = capsys.readouterr().out
+        assert said in out.splitlines()[0]
+        assert ("compare the code, not the minute" in out) == (slices > 1)
