@@ -970,6 +970,15 @@ class HostLoadResult:
         found = [c for c in self.configs if c.name == name and c.closed_loop is not None]
         return found[0] if found else None
 
+    def _cpu_by_round(self, c: ConfigResult, base: ConfigResult) -> str:
+        """``c``'s closed-loop host CPU per transaction over ``base``'s round by round (''
+        unless both ran every round): how far the rounds agree."""
+        if self.rounds <= 1 or not len(c.rounds) == len(base.rounds) == self.rounds:
+            return ""
+        return " (by round " + " / ".join(
+            _ratio(mine.closed_host_ms, theirs.closed_host_ms)
+            for mine, theirs in zip(c.rounds, base.rounds, strict=True)) + ")"
+
     def targets(self) -> list[tuple[str, str, bool | None]]:
         """(target, figures, met) -- met None when it could not be measured."""
         out: list[tuple[str, str, bool | None]] = []
@@ -999,7 +1008,8 @@ class HostLoadResult:
             out.append((f"host CPU per transaction does not grow with workers (2 <= 1 x "
                         f"{CPU_GROWTH_TOLERANCE:.2f}, closed loop)",
                         f"{b.host_ms_per_txn:.3f} ms vs {a.host_ms_per_txn:.3f} ms"
-                        + _waits(b, a),
+                        f" = {_ratio(b.host_ms_per_txn, a.host_ms_per_txn)}x"
+                        + self._cpu_by_round(pg2, pg1) + _waits(b, a),
                         b.host_ms_per_txn <= a.host_ms_per_txn * CPU_GROWTH_TOLERANCE))
         else:
             out.append(("2 workers not slower than 1", "not measured", None))
@@ -1068,6 +1078,10 @@ def _waits(*phases: PhaseResult) -> str:
     return (" (host's threads waiting for a CPU: "
             + " vs ".join(f"{share:.0%}" for share in shares if share is not None)
             + " of their time on one)")
+
+
+def _ratio(mine: float, theirs: float) -> str:
+    return f"{mine / theirs:.2f}" if theirs else "-"
 
 
 def _title(name: str) -> str:

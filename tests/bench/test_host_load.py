@@ -427,3 +427,21 @@ def test_the_header_says_how_the_closed_loop_was_measured(
         out = capsys.readouterr().out
         assert said in out.splitlines()[0]
         assert ("compare the code, not the minute" in out) == (slices > 1)
+
+
+def test_the_cpu_comparison_shows_each_rounds_ratio() -> None:
+    def config(name: str, host_ms: list[float]) -> host_load.ConfigResult:
+        c = host_load.ConfigResult(name, "postgresql", int(name[2:]), _phase(1000, 10, 10),
+                                   None)
+        c.rounds = [host_load.RoundFigures(1000, ms, None, None, 0.0) for ms in host_ms]
+        return c
+
+    pg1, pg2 = config("pg1", [0.4, 0.5]), config("pg2", [0.44, 0.5])
+    result = host_load.HostLoadResult(100, 10, 0, [pg1, pg2], 3000, None, None, 10_000, 60, 2)
+    figures = {label: text for label, text, _ in result.targets()}
+    cpu = next(text for label, text in figures.items() if label.startswith("host CPU"))
+    assert cpu.startswith("1.000 ms vs 1.000 ms = 1.00x (by round 1.10 / 1.00)")
+    pg2.rounds.pop()  # a round that did not run: no round-by-round pairs to show
+    figures = {label: text for label, text, _ in result.targets()}
+    cpu = next(text for label, text in figures.items() if label.startswith("host CPU"))
+    assert cpu == "1.000 ms vs 1.000 ms = 1.00x"
