@@ -8,6 +8,7 @@ sub-commands' modules.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import subprocess
@@ -115,23 +116,28 @@ def test_freeze_startup_moves_the_heap_to_the_permanent_generation() -> None:
     assert callable(freeze_startup)
 
 
-async def test_workers_load_while_the_supervisor_checks_the_ledger(tmp_path: Path) -> None:
+def test_workers_load_while_the_supervisor_checks_the_ledger(tmp_path: Path) -> None:
     # serve --workers N: the worker processes start before the supervisor's own look at
     # the ledger (prepare), and none is told its configuration (so none opens the ledger
     # or listens) before that returned
-    supervisor = Supervisor(WorkerSpec(str(tmp_path / "ledger.db")), 2)
     seen: list[tuple[bool, bool]] = []
 
-    def prepare() -> None:
-        for slot in supervisor.slots:
-            running = slot.proc is not None and slot.proc.returncode is None
-            seen.append((running, slot.listening is not None and not slot.listening.done()))
+    async def start() -> tuple[str, int]:
+        supervisor = Supervisor(WorkerSpec(str(tmp_path / "ledger.db")), 2)
 
-    try:
-        address = await supervisor.start(prepare)
-    finally:
-        supervisor.request_stop()
-        await supervisor.wait()
+        def prepare() -> None:
+            for slot in supervisor.slots:
+                running = slot.proc is not None and slot.proc.returncode is None
+                seen.append((running, slot.listening is not None and not slot.listening.done()))
+
+        try:
+            return await supervisor.start(prepare)
+        finally:
+            supervisor.request_stop()
+            await supervisor.wait()
+
+    # on asyncio's loop, as serve runs the supervisor (emulator.loop: not the host's loop)
+    address = asyncio.run(start())
     assert seen == [(True, True), (True, True)]
     assert address[1] > 0
 
