@@ -47,6 +47,8 @@ with gc_paused():  # start-up: see emulator.startup
     from emulator.host import AcquirerHost, HostError, LedgerStore, open_store, safe_ledger_name
     from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
     from emulator.host.ledger import MEMORY_LEDGERS, is_postgres_url
+    from emulator.loop import choose, loop_name
+    from emulator.loop import run as run_host
     from emulator.server import DEFAULT_PORT, ServerConfig, acquirer_server
 
 PROG = "pos-emulator"
@@ -212,6 +214,10 @@ def _serve(args: argparse.Namespace) -> int:
             return _fail(f"--{name.replace('_', '-')} must be positive")
     plan = FaultPlan.from_specs(args.faults)
     ledger = _ledger_path(args.ledger)
+    try:
+        choose()  # $POS_EMULATOR_LOOP: refused here, before anything starts
+    except HostError as exc:
+        return _fail(str(exc))
     if args.workers != 1:
         from emulator.workers import workers_refusal
 
@@ -238,8 +244,8 @@ def _serve(args: argparse.Namespace) -> int:
         _demo_terminal(host)
         rng = random.Random(args.fault_seed)
         freeze_startup()  # this process only serves
-        return asyncio.run(_run(host, store, config, plan, rng, admin, ledger, args.dialect,
-                                args.trace))
+        return run_host(_run(host, store, config, plan, rng, admin, ledger, args.dialect,
+                             args.trace))
     except HostError as exc:
         return _fail(str(exc))
     finally:
@@ -288,7 +294,7 @@ async def _run(host: AcquirerHost, store: LedgerStore, config: ServerConfig,
     server.install_signal_handlers()
     where = f"admin {admin}" if admin is not None else "no admin channel"
     print(f"{PROG}: listening on {bound[0]}:{bound[1]} (dialect {dialect}, ledger "
-          f"{safe_ledger_name(ledger)}, "
+          f"{safe_ledger_name(ledger)}, loop {loop_name()}, "
           f"{where}, faults: {'; '.join(r.spec for r in plan.rules) or 'none'})", flush=True)
     await server.serve_until_stopped()
     if admin_server is not None:
@@ -309,14 +315,16 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminA
                       args.verbose,
                       None if args.trace is None else str(args.trace.resolve()))
 
-    def announce(bound: tuple[str, int], admin: AdminAddress | None) -> None:
+    def announce(bound: tuple[str, int], admin: AdminAddress | None, loop: str) -> None:
         where = f"admin {admin}" if admin is not None else "no admin channel"
         print(f"{PROG}: listening on {bound[0]}:{bound[1]} (dialect {args.dialect}, ledger "
-              f"{safe_ledger_name(ledger)}, workers {args.workers}, {where}, faults: "
-              f"{'; '.join(args.faults) or 'none'})", flush=True)
+              f"{safe_ledger_name(ledger)}, workers {args.workers}, loop {loop}, {where}, "
+              f"faults: {'; '.join(args.faults) or 'none'})", flush=True)
 
     try:
-        # the workers load their modules while the supervisor checks the ledger
+        # the workers load their modules while the supervisor checks the ledger. The
+        # supervisor serves no terminal: asyncio's loop (see emulator.loop), its workers
+        # the host's
         code, stats = asyncio.run(supervise(
             spec, args.workers, admin, announce,
             worker_timeout=WORKER_TIMEOUT if args.worker_timeout is None else args.worker_timeout,

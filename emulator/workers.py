@@ -45,7 +45,8 @@ configuration as its first line (so no database URL shows in ``ps``). Lines::
                                                        replace the faults
                            {"id": 10, "cmd": "disarm", "rule": i, "spec": rule}
                                                        a ``once`` rule fired elsewhere
-    worker -> supervisor   {"event": "listening", "address": [host, port], "pid": P}
+    worker -> supervisor   {"event": "listening", "address": [host, port], "pid": P,
+                            "loop": "uvloop"|"asyncio"}    (emulator.loop)
                            {"event": "failed", "error": "..."}    could not start
                            {"event": "stopped", "stats": {...}}   last counters
                            {"event": "fired", "rule": i, "spec": rule}  a ``once`` rule
@@ -87,6 +88,8 @@ with gc_paused():  # a worker's start-up: see emulator.startup
     from emulator.host.errors import HostError
     from emulator.host.faults import FaultPlan, FaultSpecError, parse_spec
     from emulator.host.ledger import MEMORY_LEDGERS, SqliteLedgerStore, is_postgres_url, open_store
+    from emulator.loop import LoopChoiceError, loop_name
+    from emulator.loop import run as run_host
     from emulator.server import UNAVAILABLE_FOR, ServerConfig
 
 if TYPE_CHECKING:  # imported where used: only with --trace
@@ -220,6 +223,7 @@ class _Slot:
     next_id: int = 0
     answers: dict[int, asyncio.Future[dict[str, object]]] = field(default_factory=dict)
     listening: asyncio.Future[tuple[str, int]] | None = None
+    loop: str = ""  # the event loop the process serves on, as it said when listening
 
 
 class Supervisor:
@@ -292,6 +296,10 @@ class Supervisor:
                            for slot in self.slots]
         assert self.address is not None
         return self.address
+
+    def loops(self) -> str:
+        """The event loop the workers serve on (``uvloop``; names joined if they differ)."""
+        return ", ".join(sorted({slot.loop for slot in self.slots})) or "unknown"
 
     def stopping(self) -> bool:
         """Whether the host is shutting down (a dead worker is then not restarted)."""
@@ -429,6 +437,7 @@ class Supervisor:
                 event = message.get("event")
                 if event == "listening" and not listening.done():
                     host, port = message["address"]
+                    slot.loop = str(message.get("loop", ""))
                     listening.set_result((str(host), int(port)))
                 elif event == "failed" and not listening.done():
                     listening.set_exception(WorkerError(str(message.get("error"))))
@@ -647,14 +656,15 @@ def _exit_text(code: int) -> str:
 
 
 async def supervise(spec: WorkerSpec, workers: int, admin: AdminAddress | None,
-                    announce: Callable[[tuple[str, int], AdminAddress | None], None],
+                    announce: Callable[[tuple[str, int], AdminAddress | None, str], None],
                     *, worker_timeout: float = WORKER_TIMEOUT,
                     prepare: Callable[[], None] | None = None,
                     ) -> tuple[int, dict[str, object]]:
     """Run the workers until SIGINT/SIGTERM; returns (exit code, the workers' last counters).
 
     ``admin`` is where the supervisor's admin channel listens (None: none);
-    ``announce`` is called with the bound address and admin address once all listen;
+    ``announce`` is called with the bound address, the admin address and the event
+    loop the workers serve on (:mod:`emulator.loop`) once all listen;
     ``prepare`` runs while the worker processes start (see :meth:`Supervisor.start`).
     """
     supervisor = Supervisor(spec, workers, worker_timeout=worker_timeout)
@@ -670,7 +680,7 @@ async def supervise(spec: WorkerSpec, workers: int, admin: AdminAddress | None,
             raise
     supervisor.install_signal_handlers()
     assert supervisor.address is not None
-    announce(supervisor.address, admin)
+    announce(supervisor.address, admin, supervisor.loops())
     code = await supervisor.wait()
     if admin_server is not None:
         await admin_server.stop()
@@ -686,7 +696,10 @@ def worker_main(argv: Sequence[str]) -> int:
         return 2
     control = socket.socket(fileno=int(argv[0]))
     try:
-        return asyncio.run(_worker(control))
+        return run_host(_worker(control))
+    except LoopChoiceError as exc:  # (serve refused it first: same environment)
+        print(f"emulator.workers: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # pragma: no cover - the supervisor sends SIGTERM
         return 0
 
@@ -747,7 +760,8 @@ async def _worker(control: socket.socket) -> int:
         claims = config.get("claims")
         if isinstance(claims, str):
             plan.claim_once = lambda index, rule: claim_once(Path(claims), index, rule.spec)
-        send({"event": "listening", "address": list(bound), "pid": os.getpid()})
+        send({"event": "listening", "address": list(bound), "pid": os.getpid(),
+              "loop": loop_name()})
         control_task = asyncio.get_running_loop().create_task(
             _obey(reader, send, plan, server.stats.as_dict, server.request_stop,
                   server.session_seconds))
