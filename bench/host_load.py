@@ -23,20 +23,23 @@ financial transactions per second. Two measured phases of ``--seconds`` each:
 Each configuration is measured ``--rounds`` times (default 3), interleaved: round r
 starts every configuration's host on fresh ledgers and signs on every configuration's
 terminals, then measures them all, in an order turned by r, and stops them. Within a
-round the closed loop is measured in ``--slices`` windows per configuration (default 5,
-of ``--seconds``/5 each), alternated: pg1 pg2 sqlite pg1 pg2 sqlite ... Each window
-follows a short unmeasured lead-in (the terminals all fire at once when it begins: that
-ramp is not the host's steady state); at its end the terminals stop sending, and only
-the answers that arrived in it count. The CPU counters are read at each window's start
-and end for that configuration's host; a configuration's windows pool (every latency,
-every CPU second). The other hosts idle meanwhile. Then each configuration's paced
-phase, one window of ``--seconds``. Why so fine a grain: the CPU cost of the same work
-on a shared VM drifts by +-15 % over tens of seconds (the hypervisor's neighbours), so
-two configurations measured half a minute apart compare two machines; windows seconds
-apart give every configuration the same machine, and the ratios between them (2 workers
-vs 1, PostgreSQL vs SQLite) compare the code, not the minute. Rounds on fresh ledgers
-pool too (the p99 is over every request of a configuration's paced phases); each
-round's own figures are printed as well.
+round the closed loop is measured in ``--slices`` windows per configuration (default
+5, of ``--seconds``/5 each), alternated: pg1 pg2 sqlite pg1 pg2 sqlite ... Each window
+follows a short unmeasured lead-in (the terminals all fire at once when it begins:
+that ramp is not the host's steady state); at its end the terminals stop sending, and
+only the answers that arrived in it count. The CPU counters are read at each window's
+start and end for that configuration's host; a configuration's windows pool (every
+latency, every CPU second). The other hosts idle meanwhile (measured: an idle host, 2
+workers included, used under 2 ms of CPU a second, PostgreSQL's processes 1 ms). Every
+configuration's terminals have the same TIDs (each host has its own ledger), so a
+terminal sends every host the same sequence of requests. Then each configuration's
+paced phase, one window of ``--seconds``. Why so fine a grain: the CPU cost of the
+same work on a shared VM drifts by +-15 % over tens of seconds (the hypervisor's
+neighbours), so two configurations measured half a minute apart compare two machines;
+windows seconds apart give every configuration the same machine, and the ratios
+between them (2 workers vs 1, PostgreSQL vs SQLite) compare the code, not the minute.
+Rounds on fresh ledgers pool too (the p99 is over every request of a configuration's
+paced phases); each round's own figures are printed as well.
 
 CPU per transaction: user+system time of the host's processes (``serve`` and,
 with workers, its supervisor and every worker; from /proc) over a phase, divided
@@ -392,7 +395,7 @@ class _Lane(asyncio.BufferedProtocol):
         else:
             # paced: requests at fixed times from a random phase; latency counts from the
             # scheduled time, so a lane that falls behind is charged for its queueing
-            self.due = phase.start - 0.5 + self.rng.random() * phase.interval
+            self.due = phase.start - PACED_LEAD_IN + self.rng.random() * phase.interval
             self._at(self.due, now)
         await self.finished
 
