@@ -247,8 +247,10 @@ class Serve:
     """``python -m emulator serve --ledger LEDGER [--workers N]`` on a free loopback port."""
 
     def __init__(self, ledger: str, workers: int, admin: Path) -> None:
+        # a configuration's terminals stay connected and silent while the others are
+        # measured (their paced phases: 2 x --seconds and more): no idle timeout in a run
         argv = [sys.executable, "-m", "emulator", "serve", "--ledger", ledger, "--port", "0",
-                "--admin", f"unix:{admin}", "--idle-timeout", "600", "--read-timeout", "30"]
+                "--admin", f"unix:{admin}", "--idle-timeout", "86400", "--read-timeout", "30"]
         if workers > 1:
             argv += ["--workers", str(workers)]
         self.admin = parse_admin_address(f"unix:{admin}")
