@@ -6,10 +6,11 @@ uvloop (libuv) runs the same asyncio code for less CPU: its event loop, handles 
 transports are C, where asyncio's are Python. Callgrind, the host's instructions a
 group (the bench mix replayed against the real server in-process; answers and ledger
 rows identical on both loops), asyncio -> uvloop: PostgreSQL, a group of 1 request
-1,146k -> 1,080k (-5.8 %), of 2 2,066k -> 1,991k, of 4 3,761k -> 3,688k; SQLite, 1
-931k -> 880k (-5.5 %), 2 1,642k -> 1,600k, 16 11,852k -> 11,799k. The saving is the
-loop's own work a wake-up (~50-70k instructions), so it counts most where the host
-pays most a request: small groups, the paced load.
+1,158k -> 1,078k (-6.9 %), of 2 2,042k -> 1,951k (-4.5 %), of 4 3,637k -> 3,544k, of
+16 12,849k -> 12,721k; SQLite, 1 931k -> 880k (-5.5 %), 2 1,642k -> 1,600k, 16
+11,852k -> 11,799k. The saving is mostly the loop's own work a wake-up (~40-130k
+instructions a group), so it counts most where the host pays most a request: small
+groups, the paced load.
 
 What the host needs from a loop works the same on both (the tests run on either):
 TCP transports with a buffered protocol and SO_REUSEPORT, ``add_reader`` on a
