@@ -29,6 +29,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from emulator.host.errors import HostError
 from emulator.host.faults import FaultPlan, FaultSpecError
@@ -36,6 +37,8 @@ from emulator.host.faults import FaultPlan, FaultSpecError
 log = logging.getLogger(__name__)
 
 MAX_LINE = 16_384
+#: seconds stop() gives the handlers of the clients it closed to end
+STOP_WAIT = 2.0
 #: sun_path is 108 bytes on Linux, NUL included
 UNIX_PATH_MAX = 107
 
@@ -127,6 +130,8 @@ class AdminServer:
         self._handle: AdminHandler = dispatch
         self._server: asyncio.Server | None = None
         self.address: AdminAddress | None = None
+        # the clients connected now (closed by stop) and their handlers' tasks
+        self._clients: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
 
     @classmethod
     def relay(cls, handler: AdminHandler) -> AdminServer:
@@ -168,12 +173,22 @@ class AdminServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            # a client still connected is closed and its handler ends (reads the end)
+            # before the loop does: a handler cancelled at the loop's end is logged with a
+            # traceback (Python 3.11's streams ask a cancelled task for its exception)
+            for writer in list(self._clients):
+                writer.close()
+            if self._clients:
+                await asyncio.wait(list(self._clients.values()), timeout=STOP_WAIT)
             await self._server.wait_closed()
         if self.address is not None and self.address.path is not None:
             with contextlib.suppress(OSError):
                 self.address.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients[writer] = task
         try:
             while True:
                 try:
@@ -193,6 +208,7 @@ class AdminServer:
         except ConnectionError:
             pass
         finally:
+            self._clients.pop(writer, None)
             writer.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,21 @@ async def test_serve_provisions_the_demo_terminal_answers_and_stops_on_sigterm(
     assert [t.tid for t in snapshot.terminals] == [DEMO_TID]
     assert [(t.kind, t.status) for t in snapshot.transactions] == [("sale", "approved")]
     assert not Path(served.admin.removeprefix("unix:")).exists()
+
+
+def test_sigterm_with_an_admin_client_connected_stops_cleanly(served: Served) -> None:
+    """A client of the admin channel still connected when the host stops is closed, and
+    nothing is logged (its handler cancelled at the loop's end logged a traceback)."""
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(15)
+        client.connect(served.admin.removeprefix("unix:"))
+        client.sendall(b'{"cmd": "list"}\n')
+        assert b'"ok": true' in client.recv(4096)
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(15) == 0
+        assert client.recv(4096) == b""  # the host closed it
+    assert served.proc.stderr is not None
+    assert served.proc.stderr.read() == ""
 
 
 def test_sigint_also_stops_cleanly(served: Served) -> None:
