@@ -27,6 +27,8 @@ from emulator.client import HostClient
 from emulator.server import UNAVAILABLE_FOR
 from emulator.simterminal import Approved
 from emulator.workers import (
+    Supervisor,
+    WorkerSpec,
     claim_once,
     hung_reason,
     merge_faults,
@@ -98,6 +100,27 @@ def test_fault_lists_sum_fired_and_stay_armed_while_any_worker_is() -> None:
         {"spec": "drop@once", "fired": 1, "armed": True},
         {"spec": "delay=5", "fired": 5, "armed": True}]
     assert merge_faults([None, "x"]) == []
+
+
+async def test_stats_name_a_worker_that_got_ready_while_the_others_answered(
+        tmp_path: Path) -> None:
+    # worker 1 is restarting when the stats are asked for, and ready by the time worker 0
+    # answered: it was not asked, so the answer has one per_worker entry and says why
+    # (it had neither: the relay test read a second entry that was not there)
+    supervisor = Supervisor(WorkerSpec(str(tmp_path / "ledger.db")), 2)
+    supervisor.slots[0].ready = True
+
+    async def ask(slot: Any, request: Any, **_: Any) -> dict[str, object]:
+        supervisor.slots[1].ready = True  # the restarted worker said it listens meanwhile
+        return {"ok": True, "stats": {"requests": 1}, "faults": []}
+
+    supervisor._ask = ask  # type: ignore[method-assign]
+    answer = await supervisor.handle_admin({"cmd": "stats"})
+    assert [w["worker"] for w in answer["per_worker"]] == [0]  # type: ignore[attr-defined]
+    assert answer["unanswered"] == ["worker 1: restarting"]
+    again = await supervisor.handle_admin({"cmd": "stats"})  # both ready now: both asked
+    assert len(again["per_worker"]) == 2  # type: ignore[arg-type]
+    assert "unanswered" not in again
 
 
 # --- a real supervisor --------------------------------------------------------------------
