@@ -20,7 +20,8 @@ request goes through the same FIFO queue, the stored answer to a duplicate can
 never overtake the commit of the original it repeats. When the store reports a
 conflict with another process (``LedgerConflict``: a lock not granted in time,
 a deadlock, a concurrent duplicate) the whole group is rolled back and run again,
-one request per session (no reply has left yet); when the database is unreachable
+one request per session (no reply has left yet); a card's balance that moved under
+the group (``BalanceMoved``) runs it again whole first; when the database is unreachable
 (``LedgerUnavailable``) the group is retried for a while. Any other failure stops
 the server at once (fatal): a host that cannot book must not approve.
 
@@ -59,7 +60,13 @@ from functools import partial
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 from emulator.host import AcquirerHost, LedgerSession, LedgerStore
-from emulator.host.errors import HostError, LedgerBusy, LedgerConflict, LedgerUnavailable
+from emulator.host.errors import (
+    BalanceMoved,
+    HostError,
+    LedgerBusy,
+    LedgerConflict,
+    LedgerUnavailable,
+)
 from emulator.host.faults import (
     NO_FAULT,
     FaultAction,
@@ -336,7 +343,7 @@ class GroupCommitter(Generic[S]):
     Nothing queued: the COMMIT goes alone. A COMMIT that fails takes the next group's start
     with it (same connection: rolled back); the next group has not run, so it goes back to
     the head of the queue with its hints, and this group runs again as any group whose
-    commit failed (a conflict: one request per session; an unknown outcome: whole, on the
+    commit failed (a conflict: see _again; an unknown outcome: whole, on the
     ``ledger-commit`` thread, where idempotency finds what was booked). A next group whose
     start failed (a lock not granted in time) runs one request per session.
 
@@ -374,12 +381,13 @@ class GroupCommitter(Generic[S]):
     earlier, still committing group closed is skipped by the later groups too.
 
     A commit in flight that fails: LedgerConflict (nothing of the group was kept) -> the
-    group's works run again, one request per session (as after a conflict of a group run
-    whole), before its callbacks; LedgerUnavailable (the connection failed: the COMMIT's
-    outcome is unknown, as when a group's own commit fails so) -> the whole group runs
-    again on the ``ledger-commit`` thread, waiting for the ledger; a request it had booked
-    is then found with its stored answer (idempotency), so nothing is booked twice and
-    nothing approved is lost. Both only after the groups ahead of it were released.
+    group's works run again as after a conflict of a group run whole (_again: whole once
+    when a card's balance moved, else one request per session), before its callbacks;
+    LedgerUnavailable (the connection failed: the COMMIT's outcome is unknown, as when a
+    group's own commit fails so) -> the whole group runs again on the ``ledger-commit``
+    thread, waiting for the ledger; a request it had booked is then found with its stored
+    answer (idempotency), so nothing is booked twice and nothing approved is lost. Both
+    only after the groups ahead of it were released.
 
     A submission may carry a hint (the server's: the request's payload, None for one the
     host core will not see); before a group of two or more runs, ``prefetch(session,
@@ -560,8 +568,29 @@ class GroupCommitter(Generic[S]):
             return self._in_session(works, set(), deadline, wait=wait, hints=hints)
         except LedgerBusy:
             raise  # nothing ran: run() waits for the lock
-        except LedgerConflict:
-            self._stats.conflicts += 1
+        except LedgerConflict as conflict:
+            return self._again(works, hints, deadline, conflict)
+
+    def _again(self, works: list[Work[S]], hints: list[object] | None, deadline: float,
+               conflict: LedgerConflict) -> list[Any]:
+        """``works``, whose session ended in ``conflict`` (nothing kept), run again.
+
+        A card's balance that moved under the group (BalanceMoved: another session spent
+        on the card first, no lock cycle) runs the group again whole, once: its fresh
+        read of the balance decides. One request per session costs a round trip and a
+        commit each: with commits ahead on a card at its limit (every approved sale
+        needs the room a refund freed), where the group started while the one before
+        was committing saw the card before that one's sales, up to a third of the
+        host's CPU went to such reruns (bench.host_load, a 100-request group rerun as
+        100 sessions). Any other conflict, or a second one, runs it one request per
+        session (see _run_group).
+        """
+        self._stats.conflicts += 1
+        if isinstance(conflict, BalanceMoved):
+            try:
+                return self._in_session(works, set(), deadline, hints=hints)
+            except LedgerConflict:
+                self._stats.conflicts += 1
         return self._one_by_one(works, deadline)
 
     async def _lock_wait(self, batch: list[tuple[Work[S], Released]],
@@ -668,7 +697,7 @@ class GroupCommitter(Generic[S]):
         it ran, its session started in the COMMIT's round trip (or None: nothing queued).
 
         Failures as in :meth:`_run_group`: a conflict (in the group's start, its works or
-        its COMMIT) runs the group again one request per session; an unreachable ledger
+        its COMMIT) runs the group again (_again); an unreachable ledger
         (a COMMIT's outcome unknown) runs it again on the ``ledger-commit`` thread. The
         next group has not run then (its start, if sent, is rolled back with the failed
         COMMIT's transaction): it goes back to the head of the queue, its hints with it.
@@ -680,9 +709,8 @@ class GroupCommitter(Generic[S]):
             if opened is None:
                 opened = store.session_open(self._prefetcher(hints, len(works) > 1))
             results = opened.run(partial(self._works, works, stopped))
-        except LedgerConflict:
-            self._stats.conflicts += 1
-            return self._one_by_one(works, deadline), None
+        except LedgerConflict as conflict:
+            return self._again(works, hints, deadline, conflict), None
         except LedgerUnavailable:  # waited for on the thread, not the loop
             self._stats.unavailable += 1
             return await loop.run_in_executor(self._executor, self._run_group,
@@ -700,9 +728,8 @@ class GroupCommitter(Generic[S]):
                 self._queue = queued + self._queue
                 self._hints = queued_hints + self._hints
                 raise
-        except LedgerConflict:
-            self._stats.conflicts += 1
-            return self._one_by_one(works, deadline), None
+        except LedgerConflict as conflict:
+            return self._again(works, hints, deadline, conflict), None
         except LedgerUnavailable:  # the COMMIT's outcome is unknown: the group again
             self._stats.unavailable += 1
             log.warning("ledger unavailable at a commit; running the group again")
@@ -777,9 +804,9 @@ class GroupCommitter(Generic[S]):
                 flight.results, flight.commit = store.session_ahead(
                     partial(self._ahead_body, works, hints, trial))
                 flight.stopped = trial
-            except LedgerConflict:
-                self._stats.conflicts += 1
-                flight.results = self._one_by_one(works, time.monotonic() + UNAVAILABLE_FOR)
+            except LedgerConflict as conflict:
+                flight.results = self._again(works, hints, time.monotonic() + UNAVAILABLE_FOR,
+                                             conflict)
             except LedgerUnavailable:  # waited for on the thread, not the loop
                 self._stats.unavailable += 1
                 flight.results = await self._on_thread(loop, works, hints)
@@ -956,12 +983,12 @@ class GroupCommitter(Generic[S]):
                 if flight.commit is not None:
                     flight.commit.result()
                 rerun = 0.0
-            except LedgerConflict:  # nothing of the group was kept
-                self._stats.conflicts += 1
+            except LedgerConflict as conflict:  # nothing of the group was kept
                 self._group_started = flight.since
                 try:
-                    flight.results = self._one_by_one([work for work, _ in flight.batch],
-                                                      time.monotonic() + UNAVAILABLE_FOR)
+                    flight.results = self._again([work for work, _ in flight.batch],
+                                                 flight.hints,
+                                                 time.monotonic() + UNAVAILABLE_FOR, conflict)
                 finally:
                     self._group_started = None
             except LedgerUnavailable:  # the COMMIT's outcome is unknown: the group again

@@ -32,6 +32,13 @@ class LedgerConflict(LedgerError):  # noqa: N818  -- a condition the caller retr
     a concurrent duplicate): roll the whole session back and run it again."""
 
 
+class BalanceMoved(LedgerConflict):
+    """A card's balance the session read without a lock moved under it (another session
+    spent or refunded on the card before this one's commit) and a sale it approved no
+    longer fits: nothing of the session was kept. No lock cycle is involved, so the
+    session runs again whole; its fresh read of the balance decides."""
+
+
 class LedgerBusy(LedgerConflict):
     """Another process holds the ledger's write lock, and this session was not to wait for
     it (SqliteLedgerStore.yield_on_busy): nothing ran; open the session again later."""
@@ -46,5 +53,6 @@ class NotSignedOnError(HostError):
     """The simulated terminal has no working keys yet: sign on first."""
 
 
-__all__ = ["HostError", "LedgerBusy", "LedgerConflict", "LedgerError", "LedgerUnavailable",
-           "NotSignedOnError", "ProvisioningError", "ResponseError", "ResponseMacError"]
+__all__ = ["BalanceMoved", "HostError", "LedgerBusy", "LedgerConflict", "LedgerError",
+           "LedgerUnavailable", "NotSignedOnError", "ProvisioningError", "ResponseError",
+           "ResponseMacError"]

@@ -12,8 +12,8 @@ processes, each with its own connection, share one ledger:
 * card balances are hot rows every worker touches (a test catalogue has a handful
   of cards): a session reads them without a lock and, at commit, locks the ones it
   moved in a fixed order, replays its moves on the current values and checks
-  every sale still fits (else LedgerConflict: the session runs again and declines
-  it). Held for the commit only, and never in two orders: no deadlocks on them;
+  every sale still fits (else BalanceMoved, a LedgerConflict: the session runs again
+  whole and declines it). Held for the commit only, and never in two orders: no deadlocks on them;
 * a new transaction row is a plain INSERT: a concurrent duplicate of the same
   request in another process fails with a unique violation, which (like a
   deadlock or a serialization failure) raises
@@ -81,7 +81,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from emulator.host.errors import LedgerConflict, LedgerError, LedgerUnavailable
+from emulator.host.errors import BalanceMoved, LedgerConflict, LedgerError, LedgerUnavailable
 from emulator.host.ledger import (
     BALANCES_FROM_TRANSACTIONS,
     BATCH_SELECT,
@@ -482,7 +482,7 @@ LANGUAGE sql VOLATILE;
 -- each card's net move and room (the most its balance may have been spent before the
 -- session's moves for every sale among them to still fit; NULL: no limit). The rows are
 -- locked in PAN-hash order, then (a fresh snapshot: after the locks) checked and moved; a
--- sale that no longer fits raises serialization_failure (LedgerConflict: run again). A
+-- sale that no longer fits raises serialization_failure (BalanceMoved: run again). A
 -- card's first use inserts its row: two at once clash (unique violation: run again) --
 -- also when the other's row was committed after the UPDATE here (it was skipped then, and
 -- this session's move on it lost). Up to 4 cards (a group of a few cards, the usual): each
@@ -1954,6 +1954,9 @@ class PostgresLedgerStore:
         """The LedgerError for ``exc``, raised on ``db`` (default: the connection the next
         session takes)."""
         name = safe_ledger_name(self.dsn)
+        if isinstance(exc, pg_errors.SerializationFailure):
+            # at READ COMMITTED only pos_move_balances raises it: a card's balance moved
+            return BalanceMoved(f"ledger {name}: a card's balance moved under the session")
         if isinstance(exc, _CONFLICTS):
             return LedgerConflict(f"ledger {name}: {type(exc).__name__}")
         if db is None:

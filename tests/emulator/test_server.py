@@ -496,6 +496,54 @@ async def test_committer_runs_a_conflicting_group_again_one_request_at_a_time() 
     await runner
 
 
+async def test_committer_runs_a_group_whose_card_balance_moved_again_whole() -> None:
+    """BalanceMoved (a card's balance moved under the group, no lock cycle): the group runs
+    again whole, in one session, not one request per session."""
+    from emulator.host.errors import BalanceMoved
+    store = ListStore()
+    stats = ServerStats()
+    committer: GroupCommitter[ListSession] = GroupCommitter(store, stats)
+    runner = asyncio.create_task(committer.run())
+    attempts: list[int] = []
+
+    def moved(session: ListSession, stopped: set[object]) -> Outcome:
+        attempts.append(len(attempts))
+        if len(attempts) < 2:
+            raise BalanceMoved("a card's balance moved under the session")
+        session.write(["after the move"])
+        return Outcome(None, False, ("after the move",))
+
+    first, second = await asyncio.gather(committer.submit(booking("before")),
+                                         committer.submit(moved))
+    assert store.batches == [["before", "after the move"]]
+    assert (first.records, second.records) == (("before",), ("after the move",))
+    assert stats.conflicts == 1
+    committer.close()
+    await runner
+
+
+async def test_committer_runs_a_group_one_by_one_when_its_balance_moves_again() -> None:
+    from emulator.host.errors import BalanceMoved
+    store = ListStore()
+    stats = ServerStats()
+    committer: GroupCommitter[ListSession] = GroupCommitter(store, stats)
+    runner = asyncio.create_task(committer.run())
+    attempts: list[int] = []
+
+    def moved(session: ListSession, stopped: set[object]) -> Outcome:
+        attempts.append(len(attempts))
+        if len(attempts) < 3:
+            raise BalanceMoved("a card's balance moved under the session")
+        session.write(["after two moves"])
+        return Outcome(None, False, ("after two moves",))
+
+    await asyncio.gather(committer.submit(booking("before")), committer.submit(moved))
+    assert store.batches == [["before"], ["after two moves"]]
+    assert stats.conflicts == 2
+    committer.close()
+    await runner
+
+
 async def test_gc_freeze_rounds_when_asked() -> None:
     import gc
     host, store = StandInHost(), ListStore()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from emulator import server
-from emulator.host.errors import LedgerConflict, LedgerUnavailable
+from emulator.host.errors import BalanceMoved, LedgerConflict, LedgerUnavailable
 from emulator.server import CommitAheadStore, GroupCommitter, ServerStats
 
 
@@ -102,6 +102,7 @@ class AheadStore:
         self.committed: list[list[str]] = []
         self.most_in_flight = 0  # COMMITs in flight when a session started, at most
         self.plain_sessions = 0
+        self.plain_errors: list[BaseException] = []  # the next plain sessions' commits fail
 
     def session_ahead(self, body: Callable[[Session], Any]) -> tuple[Any, FakeCommit | None]:
         self.most_in_flight = max(self.most_in_flight, len(self.in_flight))
@@ -125,6 +126,8 @@ class AheadStore:
         self.plain_sessions += 1
         session = Session()
         yield session
+        if self.plain_errors:  # its commit failed: nothing kept
+            raise self.plain_errors.pop(0)
         self.committed.append(session.records)
 
     def close(self) -> None:
@@ -278,6 +281,38 @@ async def test_a_conflict_in_a_commit_in_flight_reruns_its_group_in_order(rig: R
     assert rig.store.plain_sessions == 2
     assert rig.store.committed == [["b"], ["a1"], ["a2"]]
     assert rig.stats.conflicts == 1
+
+
+async def test_a_balance_moved_under_a_commit_in_flight_reruns_its_group_whole(
+        rig: Rig) -> None:
+    rig.submit("a1")
+    rig.submit("a2")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.submit("b")
+    await rig.until(lambda: len(rig.store.in_flight) == 2)
+    first, second = rig.store.in_flight
+    second.answer()
+    first.answer(BalanceMoved("a card's balance moved"))
+    await rig.until(lambda: len(rig.released) == 3)
+    assert rig.released == ["a1", "a2", "b"]
+    assert rig.ran == ["a1", "a2", "b", "a1", "a2"]
+    assert rig.store.plain_sessions == 1  # a's works again in one session, not one each
+    assert rig.store.committed == [["b"], ["a1", "a2"]]
+    assert rig.stats.conflicts == 1
+
+
+async def test_a_balance_moved_again_under_the_whole_rerun_goes_one_by_one(rig: Rig) -> None:
+    rig.store.plain_errors.append(BalanceMoved("moved again"))
+    rig.submit("a1")
+    rig.submit("a2")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.store.in_flight[0].answer(BalanceMoved("a card's balance moved"))
+    await rig.until(lambda: len(rig.released) == 2)
+    assert rig.released == ["a1", "a2"]
+    assert rig.ran == ["a1", "a2"] * 3  # in flight, whole again, then one per session
+    assert rig.store.plain_sessions == 3
+    assert rig.store.committed == [["a1"], ["a2"]]
+    assert rig.stats.conflicts == 2
 
 
 async def test_an_unreachable_ledger_at_a_commit_reruns_the_group_on_the_thread(

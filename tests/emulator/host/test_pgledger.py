@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from emulator.catalogue import card_by_name
-from emulator.host.errors import LedgerConflict, LedgerError
+from emulator.host.errors import BalanceMoved, LedgerConflict, LedgerError
 from emulator.host.ledger import BalanceRow
 from emulator.simterminal import Approved
 
@@ -52,7 +52,7 @@ def test_moves_are_checked_against_the_balance_locked_at_commit(
             with b.session() as t:  # another process spends the card meanwhile
                 t.write([BalanceRow("p1", 700, 200, 1_000)])
 
-    with pytest.raises(LedgerConflict):
+    with pytest.raises(BalanceMoved):  # a LedgerConflict that the server runs again whole
         overtaken()
     assert spent(a, "p1") == 700  # the first session booked nothing
     with a.session() as s:  # fits: 700 + 300 <= 1,000 before the refund
@@ -95,7 +95,7 @@ def test_a_card_overtaken_among_several_keeps_none_of_the_sessions_moves(
             with b.session() as t:  # another process spends the second card meanwhile
                 t.write([BalanceRow(cards[1], 150, 50, None)])
 
-    with pytest.raises(LedgerConflict):
+    with pytest.raises(BalanceMoved):
         overtaken()
     assert [spent(a, card) for card in cards] == [100, 150] + [100] * (count - 2)
     with a.session() as s:  # run again: fits the new balances
@@ -120,8 +120,9 @@ def test_a_cards_first_use_by_two_processes_at_once_is_a_conflict_never_a_lost_m
     with psycopg.connect(pg_dsn) as other:  # a transaction, open until the block ends
         other.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         other.execute("INSERT INTO balances (pan_hash, spent) VALUES ('p9', 500)")
-        with pytest.raises(LedgerConflict), a.session() as s:
+        with pytest.raises(LedgerConflict) as clash, a.session() as s:
             s.write([BalanceRow(card, 30, 30, 1_000) for card in cards])
+        assert not isinstance(clash.value, BalanceMoved)  # a unique violation
     with a.session() as s:  # run again, after the other committed
         s.write([BalanceRow(card, 30, 30, 1_000) for card in cards])
     assert spent(a, "p9") == 530
