@@ -292,10 +292,35 @@ async def test_lanes_count_every_checked_answer(tmp_path: Path) -> None:
         assert load.failures == 0
         assert load.sales > 0
         assert len(load.latencies) == load.sales + load.refunds == load.approved
+        assert not load.declined  # the cards' balances last: nothing declined
         assert all(latency >= 0 for latency in load.latencies)
     assert closed.load.refunds > 0  # refunds of the lanes' own approved sales
     # paced: 4 lanes offer 40 TPS, one request each 0.1 s, over 0.4 s
     assert 8 <= len(paced.load.latencies) <= 20
+
+
+def test_the_lanes_amounts_are_processed_normally() -> None:
+    from emulator.host.codes import forced_code
+    assert host_load.SALE_FEN
+    assert host_load.REFUND_FEN
+    assert all(forced_code(a) is None for a in host_load.SALE_FEN + host_load.REFUND_FEN)
+    assert max(host_load.SALE_FEN) <= 10  # fen: the test cards' balances last a run
+
+
+async def test_lanes_count_declines_by_response_code(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(host_load, "SALE_FEN", (51,))  # .51: the host answers 51
+    closed, _ = await _drive_host(tmp_path, rate=0.0)
+    load = closed.load
+    assert load.sales > 0
+    assert load.failures == 0
+    assert load.approved == load.refunds == 0  # no approved sale: nothing to refund
+    assert load.declined == {"51": load.sales}
+    result = host_load.PhaseResult.of(closed, 0.4)
+    assert result.declined == {"51": load.sales}
+    host_load._print_phase("closed loop", result)
+    assert f"declined, by response code: 51 x {load.sales}" in capsys.readouterr().out
 
 
 async def test_lanes_fail_bad_answers_and_go_on(tmp_path: Path) -> None:
