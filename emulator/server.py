@@ -587,11 +587,25 @@ class GroupCommitter(Generic[S]):
         """
         self._stats.conflicts += 1
         if isinstance(conflict, BalanceMoved):
+            self._outcomes_known()
             try:
                 return self._in_session(works, set(), deadline, hints=hints)
             except LedgerConflict:
                 self._stats.conflicts += 1
         return self._one_by_one(works, deadline)
+
+    def _outcomes_known(self) -> None:
+        """Wait until every COMMIT in flight has its outcome (kept for its own landing).
+
+        Another group of this process committing meanwhile has locked the cards it moved
+        and its COMMIT is on its way: a rerun started now would read a card's balance
+        before that COMMIT, wait for the card's lock at its own commit and find it moved
+        again (measured, 1 worker, cards at their limit: the reruns conflicted again about
+        as often as not). Waiting costs a round trip, once."""
+        for flight in self._flights:
+            if flight.commit is not None:
+                with contextlib.suppress(Exception):  # raised again when it lands
+                    flight.commit.result()
 
     async def _lock_wait(self, batch: list[tuple[Work[S], Released]],
                          hints: list[object]) -> None:

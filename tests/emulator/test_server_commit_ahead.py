@@ -103,6 +103,7 @@ class AheadStore:
         self.most_in_flight = 0  # COMMITs in flight when a session started, at most
         self.plain_sessions = 0
         self.plain_errors: list[BaseException] = []  # the next plain sessions' commits fail
+        self.in_flight_at_plain: list[int] = []  # COMMITs in flight as each plain one began
 
     def session_ahead(self, body: Callable[[Session], Any]) -> tuple[Any, FakeCommit | None]:
         self.most_in_flight = max(self.most_in_flight, len(self.in_flight))
@@ -124,6 +125,7 @@ class AheadStore:
     @contextmanager
     def session(self) -> Iterator[Session]:
         self.plain_sessions += 1
+        self.in_flight_at_plain.append(len(self.in_flight))
         session = Session()
         yield session
         if self.plain_errors:  # its commit failed: nothing kept
@@ -298,6 +300,28 @@ async def test_a_balance_moved_under_a_commit_in_flight_reruns_its_group_whole(
     assert rig.ran == ["a1", "a2", "b", "a1", "a2"]
     assert rig.store.plain_sessions == 1  # a's works again in one session, not one each
     assert rig.store.committed == [["b"], ["a1", "a2"]]
+    assert rig.stats.conflicts == 1
+
+
+async def test_a_balance_moved_reruns_once_the_later_commits_outcome_is_known(
+        rig: Rig) -> None:
+    """b committing while a's balance conflict comes back: a's rerun waits for b's outcome
+    (b holds the card's lock: a rerun reading the balance before b's COMMIT would clash
+    again), and b is still released after a."""
+    import threading
+    rig.submit("a")
+    await rig.until(lambda: len(rig.store.in_flight) == 1)
+    rig.submit("b")
+    await rig.until(lambda: len(rig.store.in_flight) == 2)
+    first, second = rig.store.in_flight
+    later = threading.Timer(0.1, second.answer)  # the loop waits for it meanwhile
+    later.start()
+    first.answer(BalanceMoved("a card's balance moved"))
+    await rig.until(lambda: len(rig.released) == 2)
+    later.join()
+    assert rig.released == ["a", "b"]
+    assert rig.store.in_flight_at_plain == [0]  # b's outcome known before a ran again
+    assert rig.store.committed == [["b"], ["a"]]
     assert rig.stats.conflicts == 1
 
 
