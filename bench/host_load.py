@@ -941,7 +941,8 @@ def pooled(phases: list[Phase]) -> Phase:
 
 
 #: the server's counters that add up over rounds; the others are the largest of the rounds
-_ADDED_STATS = ("commits", "records_committed", "commit_seconds", "conflicts", "requests")
+_ADDED_STATS = ("commits", "records_committed", "commit_seconds", "conflicts", "reruns_whole",
+                "reruns_one_by_one", "requests")
 
 
 def combine(runs: Sequence[tuple[ConfigResult, Phase | None, Phase | None]],
@@ -1154,8 +1155,12 @@ def _print_config(c: ConfigResult, rate: float) -> None:
         conflicts = c.stats.get("conflicts")
         # a lock not granted, a concurrent duplicate, or a card's balance moved under a
         # group (another worker, or this one's group committing ahead of it)
-        reruns = (f"; {conflicts} sessions run again after a conflict"
-                  if isinstance(conflicts, int) else "")
+        whole, one_by_one = c.stats.get("reruns_whole"), c.stats.get("reruns_one_by_one")
+        reruns = (f"; {conflicts} sessions rolled back on a conflict" if isinstance(conflicts, int)
+                  else "")
+        if isinstance(whole, int) and isinstance(one_by_one, int):
+            reruns += (f" (groups run again: {whole} whole, {one_by_one} one request per "
+                       "session)")
         print(f"    ledger commits: {commits} (avg {records / commits:.1f} records, largest "
               f"{c.stats.get('largest_batch')}; {mean}slowest {slowest_text} ms{reruns}) "
               "over the whole run")

@@ -248,7 +248,9 @@ class ServerStats:
     largest_batch: int = 0  # most records one commit wrote
     commit_seconds: float = 0.0  # time spent in group sessions (rules + commit), all groups
     slowest_commit_ms: float = 0.0
-    conflicts: int = 0  # groups rolled back and run again (another process clashed)
+    conflicts: int = 0  # group sessions rolled back on a conflict (LedgerConflict)
+    reruns_whole: int = 0  # groups run again whole after a card's balance moved
+    reruns_one_by_one: int = 0  # groups run again one request per session
     unavailable: int = 0  # groups retried because the ledger could not be reached
     faults: dict[str, int] = field(default_factory=dict)
 
@@ -588,10 +590,12 @@ class GroupCommitter(Generic[S]):
         self._stats.conflicts += 1
         if isinstance(conflict, BalanceMoved):
             self._outcomes_known()
+            self._stats.reruns_whole += 1
             try:
                 return self._in_session(works, set(), deadline, hints=hints)
             except LedgerConflict:
                 self._stats.conflicts += 1
+        self._stats.reruns_one_by_one += 1
         return self._one_by_one(works, deadline)
 
     def _outcomes_known(self) -> None:

@@ -492,6 +492,7 @@ async def test_committer_runs_a_conflicting_group_again_one_request_at_a_time() 
     assert store.batches == [["before"], ["after two clashes"]]
     assert (first.records, second.records) == (("before",), ("after two clashes",))
     assert stats.conflicts == 2
+    assert (stats.reruns_whole, stats.reruns_one_by_one) == (0, 1)  # not a balance: one by one
     committer.close()
     await runner
 
@@ -518,6 +519,7 @@ async def test_committer_runs_a_group_whose_card_balance_moved_again_whole() -> 
     assert store.batches == [["before", "after the move"]]
     assert (first.records, second.records) == (("before",), ("after the move",))
     assert stats.conflicts == 1
+    assert (stats.reruns_whole, stats.reruns_one_by_one) == (1, 0)
     committer.close()
     await runner
 
@@ -540,6 +542,7 @@ async def test_committer_runs_a_group_one_by_one_when_its_balance_moves_again() 
     await asyncio.gather(committer.submit(booking("before")), committer.submit(moved))
     assert store.batches == [["before"], ["after two moves"]]
     assert stats.conflicts == 2
+    assert (stats.reruns_whole, stats.reruns_one_by_one) == (1, 1)
     committer.close()
     await runner
 

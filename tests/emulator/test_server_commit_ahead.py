@@ -301,6 +301,7 @@ async def test_a_balance_moved_under_a_commit_in_flight_reruns_its_group_whole(
     assert rig.store.plain_sessions == 1  # a's works again in one session, not one each
     assert rig.store.committed == [["b"], ["a1", "a2"]]
     assert rig.stats.conflicts == 1
+    assert (rig.stats.reruns_whole, rig.stats.reruns_one_by_one) == (1, 0)
 
 
 async def test_a_balance_moved_reruns_once_the_later_commits_outcome_is_known(
@@ -337,6 +338,7 @@ async def test_a_balance_moved_again_under_the_whole_rerun_goes_one_by_one(rig: 
     assert rig.store.plain_sessions == 3
     assert rig.store.committed == [["a1"], ["a2"]]
     assert rig.stats.conflicts == 2
+    assert (rig.stats.reruns_whole, rig.stats.reruns_one_by_one) == (1, 1)
 
 
 async def test_an_unreachable_ledger_at_a_commit_reruns_the_group_on_the_thread(
