@@ -172,12 +172,15 @@ def test_the_hosts_wait_for_a_cpu_is_pooled_and_shown_beside_its_cpu(
     pg2 = host_load.ConfigResult("pg2", "postgresql", 2, _phase(2000, 10, 5), None)
     pg2.closed_loop = host_load.PhaseResult.of(_raw([1.0] * 2000, 5.0, 2000), 1.0)
     pg2.closed_loop.host_waited_s = 3.5
+    pg2.closed_loop.generator_cpu_s = 1.1  # the same lanes' work, on a busier machine
     result = host_load.HostLoadResult(100, 1, 1000, [c, pg2], 3000, None, None, 10_000, 60, 2)
     host_load.print_result(result)
     out = capsys.readouterr().out
     assert "host's threads runnable but waiting for a CPU: 1.0 s (50% of their time on one)" in out
     assert "(waiting for a CPU 20 / 60 %)" in out
     assert "(host's threads waiting for a CPU: 70% vs 50% of their time on one)" in out
+    # the load generator's work is the same in both: the machine's own slowdown
+    assert "(the load generator, the same work in both: 0.550 vs 0.500 ms = 1.10x)" in out
 
 
 def test_tree_sched_counts_every_thread_of_a_busy_child() -> None:
