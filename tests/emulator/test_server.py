@@ -471,8 +471,18 @@ async def test_committer_runs_a_group_in_one_session_in_order() -> None:
     await runner
 
 
-async def test_committer_runs_a_conflicting_group_again_one_request_at_a_time() -> None:
-    from emulator.host.errors import LedgerConflict
+@pytest.mark.parametrize(("clash", "clashes", "batches", "reruns"), [
+    # another process booked it first: rolled back whole, then run again one request per
+    # session (each retried alone)
+    ("conflict", 2, [["before"], ["after"]], (0, 1)),
+    # a card's balance moved under the group (no lock cycle): run again whole, one session
+    ("balance", 1, [["before", "after"]], (1, 0)),
+    # and moved again under that rerun: one request per session then
+    ("balance", 2, [["before"], ["after"]], (1, 1)),
+])
+async def test_committer_runs_a_conflicting_group_again(
+        clash: str, clashes: int, batches: list[list[str]], reruns: tuple[int, int]) -> None:
+    from emulator.host.errors import BalanceMoved, LedgerConflict
     store = ListStore()
     stats = ServerStats()
     committer: GroupCommitter[ListSession] = GroupCommitter(store, stats)
@@ -481,68 +491,18 @@ async def test_committer_runs_a_conflicting_group_again_one_request_at_a_time() 
 
     def clashing(session: ListSession, stopped: set[object]) -> Outcome:
         attempts.append(len(attempts))
-        if len(attempts) < 3:
-            raise LedgerConflict("another process booked it first")
-        session.write(["after two clashes"])
-        return Outcome(None, False, ("after two clashes",))
+        if len(attempts) <= clashes:
+            raise (BalanceMoved("a card's balance moved under the session") if clash == "balance"
+                   else LedgerConflict("another process booked it first"))
+        session.write(["after"])
+        return Outcome(None, False, ("after",))
 
     first, second = await asyncio.gather(committer.submit(booking("before")),
                                          committer.submit(clashing))
-    # rolled back whole, then run again one request per session (each retried alone)
-    assert store.batches == [["before"], ["after two clashes"]]
-    assert (first.records, second.records) == (("before",), ("after two clashes",))
-    assert stats.conflicts == 2
-    assert (stats.reruns_whole, stats.reruns_one_by_one) == (0, 1)  # not a balance: one by one
-    committer.close()
-    await runner
-
-
-async def test_committer_runs_a_group_whose_card_balance_moved_again_whole() -> None:
-    """BalanceMoved (a card's balance moved under the group, no lock cycle): the group runs
-    again whole, in one session, not one request per session."""
-    from emulator.host.errors import BalanceMoved
-    store = ListStore()
-    stats = ServerStats()
-    committer: GroupCommitter[ListSession] = GroupCommitter(store, stats)
-    runner = asyncio.create_task(committer.run())
-    attempts: list[int] = []
-
-    def moved(session: ListSession, stopped: set[object]) -> Outcome:
-        attempts.append(len(attempts))
-        if len(attempts) < 2:
-            raise BalanceMoved("a card's balance moved under the session")
-        session.write(["after the move"])
-        return Outcome(None, False, ("after the move",))
-
-    first, second = await asyncio.gather(committer.submit(booking("before")),
-                                         committer.submit(moved))
-    assert store.batches == [["before", "after the move"]]
-    assert (first.records, second.records) == (("before",), ("after the move",))
-    assert stats.conflicts == 1
-    assert (stats.reruns_whole, stats.reruns_one_by_one) == (1, 0)
-    committer.close()
-    await runner
-
-
-async def test_committer_runs_a_group_one_by_one_when_its_balance_moves_again() -> None:
-    from emulator.host.errors import BalanceMoved
-    store = ListStore()
-    stats = ServerStats()
-    committer: GroupCommitter[ListSession] = GroupCommitter(store, stats)
-    runner = asyncio.create_task(committer.run())
-    attempts: list[int] = []
-
-    def moved(session: ListSession, stopped: set[object]) -> Outcome:
-        attempts.append(len(attempts))
-        if len(attempts) < 3:
-            raise BalanceMoved("a card's balance moved under the session")
-        session.write(["after two moves"])
-        return Outcome(None, False, ("after two moves",))
-
-    await asyncio.gather(committer.submit(booking("before")), committer.submit(moved))
-    assert store.batches == [["before"], ["after two moves"]]
-    assert stats.conflicts == 2
-    assert (stats.reruns_whole, stats.reruns_one_by_one) == (1, 1)
+    assert store.batches == batches
+    assert (first.records, second.records) == (("before",), ("after",))
+    assert stats.conflicts == clashes
+    assert (stats.reruns_whole, stats.reruns_one_by_one) == reruns
     committer.close()
     await runner
 

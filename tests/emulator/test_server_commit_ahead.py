@@ -267,7 +267,15 @@ async def test_with_every_connection_carrying_a_commit_the_next_group_waits(
     await rig.until(lambda: rig.released == ["a", "b", "c"])
 
 
-async def test_a_conflict_in_a_commit_in_flight_reruns_its_group_in_order(rig: Rig) -> None:
+@pytest.mark.parametrize(("clash", "sessions", "committed", "reruns"), [
+    # a lock or a duplicate: a's works again one per session, after b had run
+    (LedgerConflict("a lock not granted"), 2, [["b"], ["a1"], ["a2"]], (0, 1)),
+    # a card's balance moved: a's works again in one session, not one each
+    (BalanceMoved("a card's balance moved"), 1, [["b"], ["a1", "a2"]], (1, 0)),
+])
+async def test_a_conflict_in_a_commit_in_flight_reruns_its_group_in_order(
+        rig: Rig, clash: LedgerConflict, sessions: int, committed: list[list[str]],
+        reruns: tuple[int, int]) -> None:
     rig.submit("a1")
     rig.submit("a2")
     await rig.until(lambda: len(rig.store.in_flight) == 1)
@@ -275,33 +283,14 @@ async def test_a_conflict_in_a_commit_in_flight_reruns_its_group_in_order(rig: R
     await rig.until(lambda: len(rig.store.in_flight) == 2)
     first, second = rig.store.in_flight
     second.answer()
-    first.answer(LedgerConflict("a balance moved"))
-    await rig.until(lambda: len(rig.released) == 3)
-    assert rig.released == ["a1", "a2", "b"]
-    # a's works ran again, one per session, after b had run
-    assert rig.ran == ["a1", "a2", "b", "a1", "a2"]
-    assert rig.store.plain_sessions == 2
-    assert rig.store.committed == [["b"], ["a1"], ["a2"]]
-    assert rig.stats.conflicts == 1
-
-
-async def test_a_balance_moved_under_a_commit_in_flight_reruns_its_group_whole(
-        rig: Rig) -> None:
-    rig.submit("a1")
-    rig.submit("a2")
-    await rig.until(lambda: len(rig.store.in_flight) == 1)
-    rig.submit("b")
-    await rig.until(lambda: len(rig.store.in_flight) == 2)
-    first, second = rig.store.in_flight
-    second.answer()
-    first.answer(BalanceMoved("a card's balance moved"))
+    first.answer(clash)
     await rig.until(lambda: len(rig.released) == 3)
     assert rig.released == ["a1", "a2", "b"]
     assert rig.ran == ["a1", "a2", "b", "a1", "a2"]
-    assert rig.store.plain_sessions == 1  # a's works again in one session, not one each
-    assert rig.store.committed == [["b"], ["a1", "a2"]]
+    assert rig.store.plain_sessions == sessions
+    assert rig.store.committed == committed
     assert rig.stats.conflicts == 1
-    assert (rig.stats.reruns_whole, rig.stats.reruns_one_by_one) == (1, 0)
+    assert (rig.stats.reruns_whole, rig.stats.reruns_one_by_one) == reruns
 
 
 async def test_a_balance_moved_reruns_once_the_later_commits_outcome_is_known(
