@@ -191,7 +191,9 @@ class SimTerminal:
 
     def _icc_data(self, card: TestCard, amount: int, txn_type: int) -> bytes:
         """F55 as a chip answers GENERATE AC: ARQC over the AC input tags, plus the context."""
-        atc = self._atc.get(card.pan, 0) + 1
+        # F55's ATC (9F36) is two bytes: after 65,535 chip sales on one card the simulated
+        # card counts from 1 again (a real one would refuse to go on)
+        atc = self._atc.get(card.pan, 0) % 0xFFFF + 1
         self._atc[card.pan] = atc
         now = self._clock()
         values: dict[int, bytes] = {

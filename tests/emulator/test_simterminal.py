@@ -61,6 +61,14 @@ def test_chip_sale_carries_a_verifiable_arqc_and_counts_the_atc(lane: Lane) -> N
     assert first[0x9F26] != second[0x9F26]
 
 
+def test_the_atc_counts_from_1_again_after_65535(lane: Lane) -> None:
+    lane.term._atc[DEBIT.pan] = 0xFFFE  # 65,534 chip sales on this card so far
+    sales = [lane.term.sale(DEBIT, 500, pin="123456") for _ in range(2)]
+    atcs = [int.from_bytes(tlv.decode_flat(bytes(s[55]))[0x9F36])  # type: ignore[arg-type]
+            for s in sales]
+    assert atcs == [0xFFFF, 1]  # two bytes (9F36): no OverflowError in the terminal
+
+
 def test_pin_block_is_format0_under_the_pik(lane: Lane) -> None:
     sale = lane.term.sale(DEBIT, 500, pin="123456")
     assert lane.term.keys is not None
