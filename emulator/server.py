@@ -606,7 +606,7 @@ class GroupCommitter(Generic[S]):
         before that COMMIT, wait for the card's lock at its own commit and find it moved
         again (1 worker, cards at their limit: ~1 rerun in 6 did, and went one request
         per session; none since). Waiting costs a round trip, once."""
-        for flight in self._flights:
+        for flight in tuple(self._flights):  # (a group rerun on the ledger thread, too)
             if flight.commit is not None:
                 with contextlib.suppress(Exception):  # raised again when it lands
                     flight.commit.result()
