@@ -237,3 +237,30 @@ def test_a_stored_answer_of_plain_text_is_the_json_text_json_dumps_writes(
     # mostly ASCII that JSON quotes as it is (the template's road: a few shapes, each
     # seen many times), with a control character, a quote, a backslash or DEL at times
     _assert_written_as_json_dumps_writes(mti, fields)
+
+
+def test_opening_a_new_ledger_waits_for_another_process_creating_it(tmp_path: Path) -> None:
+    """Another connection holds the new file's write lock (as a second worker of ``serve
+    --workers 2`` opening the same fresh ledger): turning the file to WAL waits for it
+    instead of failing with "database is locked" (SQLite does not call the busy handler
+    there)."""
+    import threading
+    import time
+
+    from emulator.host import SqliteLedgerStore
+
+    path = tmp_path / "ledger.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the other opener, mid-way through its set-up
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    began = time.monotonic()
+    try:
+        store = SqliteLedgerStore(path)
+    finally:
+        release.join()
+        other.close()
+    assert time.monotonic() - began >= 0.25  # it waited for the lock
+    with store.session() as session:
+        assert session.terminal("99999999") is None  # the schema is there
+    store.close()
