@@ -288,6 +288,9 @@ class Supervisor:
                 if slot.listening is not None and slot.listening.done() \
                         and not slot.listening.cancelled():
                     slot.listening.exception()
+            # every worker is stopped: wait() returns (request_stop finds nothing to stop;
+            # a caller's request_stop() and wait() after a failed start hung for good)
+            self._stopped.set()
             raise
         loop = asyncio.get_running_loop()
         self._watchers = [loop.create_task(self._watch(slot), name=f"worker-{slot.index}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from emulator import cli
+from emulator.host.errors import HostError
 from emulator.startup import freeze_startup, gc_paused
 from emulator.workers import WORKER_TIMEOUT, Supervisor, WorkerSpec
 
@@ -140,6 +141,24 @@ def test_workers_load_while_the_supervisor_checks_the_ledger(tmp_path: Path) -> 
     address = asyncio.run(start())
     assert seen == [(True, True), (True, True)]
     assert address[1] > 0
+
+
+def test_wait_returns_after_a_start_that_failed(tmp_path: Path) -> None:
+    # a caller that stops the supervisor whatever start() did (the test above): request_stop
+    # then finds nothing to stop, and wait() must not wait for a stop that never comes
+    async def start_then_stop() -> tuple[str, int]:
+        supervisor = Supervisor(WorkerSpec(str(tmp_path / "no" / "such" / "ledger.db")), 2)
+        try:
+            await supervisor.start()
+        except HostError as exc:
+            error = str(exc)
+        else:
+            raise AssertionError("started over a ledger that cannot be opened")
+        supervisor.request_stop()
+        return error, await asyncio.wait_for(supervisor.wait(), 10)
+
+    error, _ = asyncio.run(start_then_stop())
+    assert "cannot open ledger" in error
 
 
 def test_workers_over_a_ledger_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
