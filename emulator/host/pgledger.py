@@ -13,7 +13,8 @@ processes, each with its own connection, share one ledger:
   of cards): a session reads them without a lock and, at commit, locks the ones it
   moved in a fixed order, replays its moves on the current values and checks
   every sale still fits (else BalanceMoved, a LedgerConflict: the session runs again
-  whole and declines it). Held for the commit only, and never in two orders: no deadlocks on them;
+  whole and declines it). Held for the commit only, and never in two orders: no
+  deadlocks on them;
 * a new transaction row is a plain INSERT: a concurrent duplicate of the same
   request in another process fails with a unique violation, which (like a
   deadlock or a serialization failure) raises
@@ -564,8 +565,9 @@ DELETE FROM counters WHERE name = 'terminals_version';
 """
 
 _R = TypeVar("_R")
-_CONFLICTS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
-              pg_errors.UniqueViolation, pg_errors.LockNotAvailable)
+# (a SerializationFailure is a BalanceMoved, translated before these: see translate)
+_CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.UniqueViolation,
+              pg_errors.LockNotAvailable)
 
 
 #: The environment variable that turns commits ahead off ("0") for stores that do not say
