@@ -294,7 +294,7 @@ async def _run(host: AcquirerHost, store: LedgerStore, config: ServerConfig,
     server.install_signal_handlers()
     where = f"admin {admin}" if admin is not None else "no admin channel"
     print(f"{PROG}: listening on {bound[0]}:{bound[1]} (dialect {dialect}, ledger "
-          f"{safe_ledger_name(ledger)}, loop {loop_name()}, "
+          f"{safe_ledger_name(ledger)} ({server.commit_mode}), loop {loop_name()}, "
           f"{where}, faults: {'; '.join(r.spec for r in plan.rules) or 'none'})", flush=True)
     await server.serve_until_stopped()
     if admin_server is not None:
@@ -315,10 +315,12 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, admin: AdminA
                       args.verbose,
                       None if args.trace is None else str(args.trace.resolve()))
 
-    def announce(bound: tuple[str, int], admin: AdminAddress | None, loop: str) -> None:
+    def announce(bound: tuple[str, int], admin: AdminAddress | None, loop: str,
+                 commits: str) -> None:
         where = f"admin {admin}" if admin is not None else "no admin channel"
         print(f"{PROG}: listening on {bound[0]}:{bound[1]} (dialect {args.dialect}, ledger "
-              f"{safe_ledger_name(ledger)}, workers {args.workers}, loop {loop}, {where}, "
+              f"{safe_ledger_name(ledger)} ({commits}), workers {args.workers}, loop {loop}, "
+              f"{where}, "
               f"faults: {'; '.join(args.faults) or 'none'})", flush=True)
 
     try:

@@ -331,8 +331,9 @@ class GroupCommitter(Generic[S]):
     A LedgerConflict rolls the group back and runs it again; after a failure every
     pending and later callback gets the error instead.
 
-    One round trip a group (a store with the OneTripStore capability: PostgreSQL with
-    POS_PG_ONE_TRIP=1 and commits ahead off -- see PostgresLedgerStore for why). A group
+    One round trip a group (a store with the OneTripStore capability: PostgreSQL in each
+    worker of ``serve --workers N`` with N > 1, or with POS_PG_ONE_TRIP=1 and commits ahead
+    off -- see pgledger.commit_modes and PostgresLedgerStore for why). A group
     whose store costs two round trips (its start: BEGIN and the prefetch's locks and rows;
     its end: writes and COMMIT) runs in a session opened in steps (``session_open``): its
     works run, the loop gets two turns (the requests that arrived while the works blocked it
@@ -350,7 +351,8 @@ class GroupCommitter(Generic[S]):
     start failed (a lock not granted in time) runs one request per session.
 
     Commits ahead (a store with the CommitAheadStore capability: PostgreSQL, when its
-    commit_ahead is on -- on by default, see PostgresLedgerStore for why). A group
+    commit_ahead is on -- by default in a host that is one process, see
+    pgledger.commit_modes and PostgresLedgerStore for why). A group
     there costs two round trips, the second carrying COMMIT and its WAL flush; run on the
     loop's thread, the loop would read nothing and answer nothing while they are in
     flight, and the next group could not start (paced at 1,000 TPS one worker was inside
@@ -439,6 +441,17 @@ class GroupCommitter(Generic[S]):
         self._loop: asyncio.AbstractEventLoop | None = None  # while run() runs ahead
         self._poke: asyncio.TimerHandle | None = None  # see _run_ahead
         self._idle = False  # _run_ahead waits for an answer or a request, nothing half done
+
+    @property
+    def commit_mode(self) -> str:
+        """How groups commit, as ``serve`` announces it: "commits ahead", "one round trip a
+        group", "group commit" (two round trips on a PostgreSQL store; one session on the
+        loop's thread) or "group commit on a thread" (a store with threaded_sessions)."""
+        if self._ahead is not None:
+            return "commits ahead"
+        if self._one_trip is not None:
+            return "one round trip a group"
+        return "group commit on a thread" if self._threaded else "group commit"
 
     def session_seconds(self) -> float:
         """How long the group running now has been running (0.0 when idle)."""
@@ -1339,6 +1352,11 @@ class HostServer(Generic[S]):
     def fatal(self) -> BaseException | None:
         """The commit failure that stopped the server, if any."""
         return self._committer.failed
+
+    @property
+    def commit_mode(self) -> str:
+        """How the ledger's groups commit (GroupCommitter.commit_mode)."""
+        return self._committer.commit_mode
 
     def session_seconds(self) -> float:
         """How long the ledger session running now has been running (0.0: idle)."""

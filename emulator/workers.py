@@ -46,7 +46,8 @@ configuration as its first line (so no database URL shows in ``ps``). Lines::
                            {"id": 10, "cmd": "disarm", "rule": i, "spec": rule}
                                                        a ``once`` rule fired elsewhere
     worker -> supervisor   {"event": "listening", "address": [host, port], "pid": P,
-                            "loop": "uvloop"|"asyncio"}    (emulator.loop)
+                            "loop": "uvloop"|"asyncio",    (emulator.loop)
+                            "commits": "commits ahead"|...}  (GroupCommitter.commit_mode)
                            {"event": "failed", "error": "..."}    could not start
                            {"event": "stopped", "stats": {...}}   last counters
                            {"event": "fired", "rule": i, "spec": rule}  a ``once`` rule
@@ -224,6 +225,7 @@ class _Slot:
     answers: dict[int, asyncio.Future[dict[str, object]]] = field(default_factory=dict)
     listening: asyncio.Future[tuple[str, int]] | None = None
     loop: str = ""  # the event loop the process serves on, as it said when listening
+    commits: str = ""  # how its groups commit, as it said when listening
 
 
 class Supervisor:
@@ -303,6 +305,12 @@ class Supervisor:
     def loops(self) -> str:
         """The event loop the workers serve on (``uvloop``; names joined if they differ)."""
         return ", ".join(sorted({slot.loop for slot in self.slots})) or "unknown"
+
+    def commit_modes(self) -> str:
+        """How the workers' groups commit (GroupCommitter.commit_mode; joined if they
+        differ)."""
+        return ", ".join(sorted({slot.commits for slot in self.slots if slot.commits})) \
+            or "unknown"
 
     def stopping(self) -> bool:
         """Whether the host is shutting down (a dead worker is then not restarted)."""
@@ -406,6 +414,7 @@ class Supervisor:
         """Send the worker in ``slot`` its configuration (the relay's first line)."""
         assert slot.writer is not None
         config = {**self.spec.to_json(), "faults": list(self.specs), "index": slot.index,
+                  "workers": len(self.slots),
                   "spent": sorted(self.spent.items()),
                   "claims": None if self.claims is None else str(self.claims)}
         slot.specs_sent = tuple(self.specs)
@@ -441,6 +450,7 @@ class Supervisor:
                 if event == "listening" and not listening.done():
                     host, port = message["address"]
                     slot.loop = str(message.get("loop", ""))
+                    slot.commits = str(message.get("commits", ""))
                     listening.set_result((str(host), int(port)))
                 elif event == "failed" and not listening.done():
                     listening.set_exception(WorkerError(str(message.get("error"))))
@@ -662,15 +672,16 @@ def _exit_text(code: int) -> str:
 
 
 async def supervise(spec: WorkerSpec, workers: int, admin: AdminAddress | None,
-                    announce: Callable[[tuple[str, int], AdminAddress | None, str], None],
+                    announce: Callable[[tuple[str, int], AdminAddress | None, str, str],
+                                       None],
                     *, worker_timeout: float = WORKER_TIMEOUT,
                     prepare: Callable[[], None] | None = None,
                     ) -> tuple[int, dict[str, object]]:
     """Run the workers until SIGINT/SIGTERM; returns (exit code, the workers' last counters).
 
     ``admin`` is where the supervisor's admin channel listens (None: none);
-    ``announce`` is called with the bound address, the admin address and the event
-    loop the workers serve on (:mod:`emulator.loop`) once all listen;
+    ``announce`` is called with the bound address, the admin address, the event loop the
+    workers serve on (:mod:`emulator.loop`) and how their groups commit once all listen;
     ``prepare`` runs while the worker processes start (see :meth:`Supervisor.start`).
     """
     supervisor = Supervisor(spec, workers, worker_timeout=worker_timeout)
@@ -686,7 +697,7 @@ async def supervise(spec: WorkerSpec, workers: int, admin: AdminAddress | None,
             raise
     supervisor.install_signal_handlers()
     assert supervisor.address is not None
-    announce(supervisor.address, admin, supervisor.loops())
+    announce(supervisor.address, admin, supervisor.loops(), supervisor.commit_modes())
     code = await supervisor.wait()
     if admin_server is not None:
         await admin_server.stop()
@@ -733,7 +744,7 @@ async def _worker(control: socket.socket) -> int:
     seed = None if spec.fault_seed is None else spec.fault_seed + index
     try:
         with gc_paused():  # loads the store's modules (psycopg for postgresql://)
-            store = open_store(spec.ledger)
+            store = open_store(spec.ledger, processes=int(config.get("workers", 1)))
     except HostError as exc:
         send({"event": "failed", "error": str(exc)})
         await writer.drain()
@@ -767,7 +778,7 @@ async def _worker(control: socket.socket) -> int:
         if isinstance(claims, str):
             plan.claim_once = lambda index, rule: claim_once(Path(claims), index, rule.spec)
         send({"event": "listening", "address": list(bound), "pid": os.getpid(),
-              "loop": loop_name()})
+              "loop": loop_name(), "commits": server.commit_mode})
         control_task = asyncio.get_running_loop().create_task(
             _obey(reader, send, plan, server.stats.as_dict, server.request_stop,
                   server.session_seconds))

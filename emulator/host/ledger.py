@@ -348,19 +348,21 @@ def safe_ledger_name(spec: str | Path) -> str:
     return text
 
 
-def open_store(spec: str | Path) -> LedgerStore:
+def open_store(spec: str | Path, *, processes: int = 1) -> LedgerStore:
     """The ledger a ``--ledger`` value names: ``postgresql://...``, ``:memory:``, or a SQLite file.
 
     Every entry point (``serve``, each ``--workers`` process, ``pos-emulator terminal``
     and ``ledger``, the benchmarks) opens its ledger here. Raises LedgerError with a
-    clear message (never the password) when it cannot be opened.
+    clear message (never the password) when it cannot be opened. ``processes``: how many
+    host processes serve from it at once (``serve --workers N``: N); PostgreSQL commits
+    by it (pgledger.commit_modes).
     """
     text = str(spec)
     if text.strip().lower() in MEMORY_LEDGERS:
         return MemoryLedgerStore()
     if is_postgres_url(text):
         from emulator.host.pgledger import PostgresLedgerStore
-        return PostgresLedgerStore(text)
+        return PostgresLedgerStore(text, processes=processes)
     return SqliteLedgerStore(text)
 
 

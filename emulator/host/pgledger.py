@@ -570,12 +570,13 @@ _CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.UniqueViolation,
               pg_errors.LockNotAvailable)
 
 
-#: The environment variable that turns commits ahead off ("0") for stores that do not say
-#: (PostgresLedgerStore's commit_ahead, on by default; every process of ``serve --workers``
-#: inherits it).
+#: The environment variable that turns commits ahead off ("0") or on (any other value) for
+#: stores that do not say (PostgresLedgerStore's commit_ahead; unset: on in a host that is
+#: one process, off in each of several; every process of ``serve --workers`` inherits it).
 COMMIT_AHEAD_ENV = "POS_PG_COMMIT_AHEAD"
-#: The environment variable that turns one round trip a group on ("1") for stores that do
-#: not say (PostgresLedgerStore's one_trip, session_open; off by default).
+#: The environment variable that turns one round trip a group on ("1") or off (any other
+#: value) for stores that do not say (PostgresLedgerStore's one_trip, session_open; unset:
+#: on in each process of a host of several, off in a host that is one process).
 ONE_TRIP_ENV = "POS_PG_ONE_TRIP"
 #: How long a session waits for a row or advisory lock before it gives up (LedgerConflict).
 LOCK_TIMEOUT_MS = 100
@@ -814,6 +815,27 @@ class _Link:
             self.db.close()
             self.db = None
         self.prepared = {}
+
+
+def commit_modes(commit_ahead: bool | None, one_trip: bool | None,
+                 processes: int) -> tuple[bool, bool]:
+    """How a store of a host of ``processes`` processes commits its groups: (commit_ahead,
+    one_trip). What the caller says wins, then the environment (COMMIT_AHEAD_ENV,
+    ONE_TRIP_ENV), then the process count.
+
+    A host that is one process sends its COMMITs ahead: its one event loop must not wait
+    out a round trip (it would read and answer nothing meanwhile). Each worker of several
+    runs one round trip a group instead, and waits for it: while one worker waits, the
+    kernel runs the others, and a group then costs one round trip and one wake-up, not two
+    (see PostgresLedgerStore). The two exclude each other; commits ahead win when both are
+    asked for."""
+    if commit_ahead is None:
+        ahead_env = os.environ.get(COMMIT_AHEAD_ENV)
+        commit_ahead = processes <= 1 if ahead_env is None else ahead_env != "0"
+    if one_trip is None:
+        one_trip_env = os.environ.get(ONE_TRIP_ENV)
+        one_trip = processes > 1 if one_trip_env is None else one_trip_env == "1"
+    return commit_ahead, one_trip
 
 
 class CommitInFlight:
@@ -1675,7 +1697,22 @@ class PostgresLedgerStore:
     (``session_ahead``, for the server's GroupCommitter). A connection is opened when
     first needed, and one found dead is replaced.
 
-    ``commit_ahead`` None: the environment says (COMMIT_AHEAD_ENV=0: off; else on). On by
+    ``commit_ahead`` and ``one_trip`` None: see commit_modes (the environment, else by
+    ``processes``, the processes of the host this store serves: commits ahead in a host of
+    one process, one round trip a group in each worker of several).
+
+    Why each worker of several runs one round trip a group. Measured on the 2-core KVM
+    machine (bench.host_load --configs pg1,pg2 --rate 0, alternated, 1 worker with commits
+    ahead in both), 2 workers with commits ahead vs with one round trip a group: host CPU
+    a transaction 1.15-1.19x 1 worker's in 4 runs vs 1.09-1.10x in 4; TPS 0.95-1.02x vs
+    1.00-1.03x (2 workers' absolute CPU a transaction 7-10 % lower). Two workers on two
+    cores with PostgreSQL and the load generator oversubscribe them: a worker that waits
+    for its group's first round trip sleeps and wakes on a CPU whose caches the others
+    used (voluntary context switches a transaction: 0.12-0.17 with commits ahead, 0.07
+    with one round trip; 1 worker 0.02); a worker that waits on its one round trip
+    leaves its CPU to the others meanwhile.
+
+    Commits ahead in a host of one process: on by
     default since the server starts a group early only when enough requests queued
     (server.AHEAD_AT, 12): paced at 1,000 TPS on the 2-core VM (paced2 pg W 10 1000,
     off/on alternating, load 0.6-2.1, nothing else running), p99 was lower with it on in
@@ -1689,10 +1726,10 @@ class PostgresLedgerStore:
     request 7-20 % higher (paced2, load 1.0-2.3: p99 1 worker 39.5/61.5/112.2 off vs
     70.7/93.6/46.0 ms on; 2 workers 23.6/25.5/30.9 vs 53.4/107.5/49.1 ms).
 
-    ``one_trip`` None: the environment says (ONE_TRIP_ENV=1: on; else off): whether the
-    server runs its groups with :meth:`session_open` (a group's COMMIT carries the next
-    group's start: one round trip a group in steady state; see OpenSession); only with
-    commits ahead off (they exclude each other). Off by default: a group that takes one
+    ``one_trip``: whether the server runs its groups with :meth:`session_open` (a group's
+    COMMIT carries the next group's start: one round trip a group in steady state; see
+    OpenSession); only with commits ahead off (they exclude each other). In a host of one
+    process, measured before commits ahead were on by default: a group that takes one
     round trip less takes fewer requests, and its fixed cost (host and PostgreSQL) is
     then spread over fewer. Measured on the 2-core VM with the other helpers' work
     running (load 4-12, so every run at 1,000 TPS was saturated: 433-927 TPS served),
@@ -1717,11 +1754,9 @@ class PostgresLedgerStore:
     multi_process = True
 
     def __init__(self, dsn: str, *, schema: str | None = None,
-                 commit_ahead: bool | None = None, one_trip: bool | None = None) -> None:
-        if commit_ahead is None:
-            commit_ahead = os.environ.get(COMMIT_AHEAD_ENV, "1") != "0"
-        if one_trip is None:
-            one_trip = os.environ.get(ONE_TRIP_ENV, "") == "1"
+                 commit_ahead: bool | None = None, one_trip: bool | None = None,
+                 processes: int = 1) -> None:
+        commit_ahead, one_trip = commit_modes(commit_ahead, one_trip, processes)
         #: whether the server should run groups with session_open (see OpenSession)
         self.one_trip = one_trip
         self._away: OpenSession | None = None  # a session_open session, its owner away

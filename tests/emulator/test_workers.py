@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -146,6 +147,7 @@ def _wait(predicate: Any, timeout: float = 20.0) -> Any:
 def test_admin_relay_restart_and_clean_stop(two_workers: WorkerHost) -> None:
     host = two_workers
     assert "workers 2" in host.banner
+    assert "(group commit), workers 2" in host.banner
     assert "faults: code=05@amount=4321" in host.banner
     added = host.admin({"cmd": "add", "spec": "drop@card=cup-credit"})
     assert added["added"] == ["drop@card=cup-credit"]
@@ -243,6 +245,24 @@ def test_a_ledger_that_cannot_be_opened_is_exit_2(pg_dsn: str, tmp_path: Path) -
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert base in proc.stderr
+
+
+@pytest.mark.parametrize(("workers", "env", "commits"), [
+    (1, {}, "commits ahead"),
+    (2, {}, "one round trip a group"),
+    (2, {"POS_PG_COMMIT_AHEAD": "1"}, "commits ahead"),
+])
+def test_serve_says_how_postgresql_commits_one_process_ahead_several_one_trip(
+        pg_dsn: str, monkeypatch: pytest.MonkeyPatch, workers: int, env: dict[str, str],
+        commits: str) -> None:
+    for name in ("POS_PG_COMMIT_AHEAD", "POS_PG_ONE_TRIP"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with WorkerHost(fresh_database(pg_dsn, "modes"), workers) as host:
+        assert re.search(rf"ledger postgresql://\S+ \({commits}\), "
+                         rf"{'workers 2, ' if workers > 1 else ''}loop ", host.banner), \
+            host.banner
 
 
 def test_port_in_use_is_exit_2(two_workers: WorkerHost) -> None:

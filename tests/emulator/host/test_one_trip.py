@@ -277,3 +277,48 @@ def test_one_trip_is_off_by_default_and_on_with_the_environment_unless_commits_a
             assert (committer._ahead is not None) == ahead
         finally:
             store.close()
+
+
+@pytest.mark.parametrize(("ahead", "one_trip", "processes", "env", "expected"), [
+    # nothing said: by the host's processes
+    (None, None, 1, {}, (True, False)),
+    (None, None, 2, {}, (False, True)),
+    (None, None, 4, {}, (False, True)),
+    # the environment, over the process count
+    (None, None, 1, {"POS_PG_COMMIT_AHEAD": "0"}, (False, False)),
+    (None, None, 1, {"POS_PG_COMMIT_AHEAD": "0", "POS_PG_ONE_TRIP": "1"}, (False, True)),
+    (None, None, 2, {"POS_PG_COMMIT_AHEAD": "1"}, (True, True)),  # ahead wins: see below
+    (None, None, 2, {"POS_PG_ONE_TRIP": "0"}, (False, False)),
+    # the caller, over both
+    (True, None, 2, {"POS_PG_COMMIT_AHEAD": "0"}, (True, True)),
+    (False, False, 1, {"POS_PG_ONE_TRIP": "1"}, (False, False)),
+])
+def test_commit_modes_follow_the_caller_then_the_environment_then_the_processes(
+        monkeypatch: pytest.MonkeyPatch, ahead: bool | None, one_trip: bool | None,
+        processes: int, env: dict[str, str], expected: tuple[bool, bool]) -> None:
+    from emulator.host.pgledger import COMMIT_AHEAD_ENV, ONE_TRIP_ENV, commit_modes
+    monkeypatch.delenv(COMMIT_AHEAD_ENV, raising=False)
+    monkeypatch.delenv(ONE_TRIP_ENV, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert commit_modes(ahead, one_trip, processes) == expected
+
+
+def test_a_store_of_several_processes_runs_one_round_trip_a_group(
+        pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emulator.host.ledger import open_store
+    from emulator.host.pgledger import COMMIT_AHEAD_ENV, ONE_TRIP_ENV
+    monkeypatch.delenv(COMMIT_AHEAD_ENV, raising=False)
+    monkeypatch.delenv(ONE_TRIP_ENV, raising=False)
+    for processes, mode in ((1, "commits ahead"), (2, "one round trip a group")):
+        store = open_store(pg_dsn, processes=processes)
+        try:
+            assert GroupCommitter(store, ServerStats()).commit_mode == mode
+        finally:
+            store.close()
+    monkeypatch.setenv(COMMIT_AHEAD_ENV, "1")  # both asked for: commits ahead
+    store = PostgresLedgerStore(pg_dsn, processes=2)
+    try:
+        assert GroupCommitter(store, ServerStats()).commit_mode == "commits ahead"
+    finally:
+        store.close()
