@@ -257,13 +257,16 @@ class ServeError(Exception):
 
 
 class Serve:
-    """``python -m emulator serve --ledger LEDGER [--workers N]`` on a free loopback port."""
+    """``python -m emulator serve --ledger LEDGER [--workers N]`` on a free loopback port
+    (run by ``wrapper`` when given: valgrind, for bench.host_instructions)."""
 
-    def __init__(self, ledger: str, workers: int, admin: Path) -> None:
+    def __init__(self, ledger: str, workers: int, admin: Path, wrapper: Sequence[str] = (),
+                 start_timeout: float = 60.0) -> None:
         # a configuration's terminals stay connected and silent while the others are
         # measured (their paced phases: 2 x --seconds and more): no idle timeout in a run
-        argv = [sys.executable, "-m", "emulator", "serve", "--ledger", ledger, "--port", "0",
-                "--admin", f"unix:{admin}", "--idle-timeout", "86400", "--read-timeout", "30"]
+        argv = [*wrapper, sys.executable, "-m", "emulator", "serve", "--ledger", ledger,
+                "--port", "0", "--admin", f"unix:{admin}", "--idle-timeout", "86400",
+                "--read-timeout", "30"]
         if workers > 1:
             argv += ["--workers", str(workers)]
         self.admin = parse_admin_address(f"unix:{admin}")
@@ -271,7 +274,7 @@ class Serve:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
-        self.port = self._listening(60.0)
+        self.port = self._listening(start_timeout)
         self.ready_s = time.perf_counter() - self.started
 
     def _listening(self, timeout: float) -> int:
@@ -844,7 +847,8 @@ class Host:
     the lanes' terminals provisioned (or why it did not start), and its CPU counters."""
 
     def __init__(self, name: str, ledger: str, admin: Path, connections: int,
-                 postmaster: int | None) -> None:
+                 postmaster: int | None, wrapper: Sequence[str] = (),
+                 start_timeout: float = 60.0) -> None:
         workers = 1 if name == "sqlite" else int(name[2:])
         self.result = ConfigResult(name, "sqlite" if name == "sqlite" else "postgresql",
                                    workers)
@@ -852,7 +856,7 @@ class Host:
         self.serve: Serve | None = None
         try:
             provision(ledger, lane_tids(connections))
-            self.serve = Serve(ledger, workers, admin)
+            self.serve = Serve(ledger, workers, admin, wrapper, start_timeout)
         except Exception as exc:  # a configuration that cannot start is reported, not fatal
             self.result.error = f"{type(exc).__name__}: {exc}"
             return
