@@ -1704,13 +1704,14 @@ class PostgresLedgerStore:
     Why each worker of several runs one round trip a group. Measured on the 2-core KVM
     machine (bench.host_load --configs pg1,pg2 --rate 0, alternated, 1 worker with commits
     ahead in both), 2 workers with commits ahead vs with one round trip a group: host CPU
-    a transaction 1.15-1.19x 1 worker's in 4 runs vs 1.09-1.10x in 4; TPS 0.95-1.02x vs
-    1.00-1.03x (2 workers' absolute CPU a transaction 7-10 % lower). Two workers on two
-    cores with PostgreSQL and the load generator oversubscribe them: a worker that waits
-    for its group's first round trip sleeps and wakes on a CPU whose caches the others
-    used (voluntary context switches a transaction: 0.12-0.17 with commits ahead, 0.07
-    with one round trip; 1 worker 0.02); a worker that waits on its one round trip
-    leaves its CPU to the others meanwhile.
+    a transaction 1.15-1.19x 1 worker's in 4 runs vs 1.09-1.11x in 5; TPS 0.95-1.02x vs
+    0.98-1.03x. Two workers on two cores with PostgreSQL and the load generator
+    oversubscribe them: a worker that waits for its group's first round trip sleeps and
+    wakes on a CPU whose caches the others used (voluntary context switches a
+    transaction: 0.12 with commits ahead, 0.07 with one round trip; 1 worker 0.02); a
+    worker that waits on its one round trip leaves its CPU to the others meanwhile.
+    Instructions a transaction (bench.host_instructions), 2 workers vs 1: 1.025x with
+    commits ahead, 1.005x with one round trip a group.
 
     Commits ahead in a host of one process: on by
     default since the server starts a group early only when enough requests queued
