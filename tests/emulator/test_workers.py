@@ -255,7 +255,8 @@ def test_a_ledger_that_cannot_be_opened_is_exit_2(pg_dsn: str, tmp_path: Path) -
 def test_serve_says_how_postgresql_commits_one_process_ahead_several_one_trip(
         pg_dsn: str, monkeypatch: pytest.MonkeyPatch, workers: int, env: dict[str, str],
         commits: str) -> None:
-    for name in ("POS_PG_COMMIT_AHEAD", "POS_PG_ONE_TRIP"):
+    from emulator.host.pgledger import COMMIT_AHEAD_ENV, ONE_TRIP_ENV
+    for name in (COMMIT_AHEAD_ENV, ONE_TRIP_ENV):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
