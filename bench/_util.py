@@ -1,10 +1,25 @@
-"""Shared benchmark helpers: a result record and a wall-clock ops/s measurement."""
+"""Shared benchmark helpers: a result record, a wall-clock ops/s measurement and the
+``--dir`` argument of the host benchmarks."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+
+def work_dir(text: str) -> Path:
+    """``--dir DIR`` (an argparse type): the directory a benchmark works in, made when
+    missing; a path that cannot be one is a usage error, not a traceback an hour in."""
+    path = Path(text)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"cannot use {text!r} as the work directory: {exc.strerror}") from None
+    return path
 
 
 @dataclass(frozen=True)

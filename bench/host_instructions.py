@@ -51,6 +51,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._proc import tree
+from bench._util import work_dir
 from bench.host_load import (
     CPU_GROWTH_TOLERANCE,
     Host,
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the measured closed-loop window of each configuration")
     parser.add_argument("--fit-connections", type=int, default=10,
                         help="1 worker again at this many connections (0: not)")
-    parser.add_argument("--dir", type=Path, default=None,
+    parser.add_argument("--dir", type=work_dir, default=None,
                         help="where the cluster and the dumps live (default: here)")
     args = parser.parse_args(argv)
     windows, missing = run(args.connections, args.seconds, args.fit_connections or None,

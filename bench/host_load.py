@@ -95,6 +95,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._proc import machine_cpu, tree_cpu, tree_sched
+from bench._util import work_dir
 from emulator.admin import AdminError, admin_request, parse_admin_address
 from emulator.catalogue import card_by_name
 from emulator.client import DEFAULT_TPDU, HostClient, sign_on
@@ -1293,7 +1294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=5,
                         help="closed-loop windows per configuration and round, alternated "
                              "with the other configurations' (default 5; 1: one window)")
-    parser.add_argument("--dir", type=Path, default=None,
+    parser.add_argument("--dir", type=work_dir, default=None,
                         help="directory for the SQLite ledger and anchor (default: current)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

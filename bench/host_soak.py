@@ -47,6 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._proc import sched_times, tree_cpu, tree_rss
+from bench._util import work_dir
 from bench.host_load import (
     CARDS,
     MID,
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="real traffic at each mark (default 10 s)")
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--chunk", type=int, default=10_000, help="bulk rows per commit")
-    parser.add_argument("--dir", type=Path, default=None,
+    parser.add_argument("--dir", type=work_dir, default=None,
                         help="directory for the SQLite ledger (default: current)")
     args = parser.parse_args(argv)
     if not 0 < args.first < args.rows or args.rows > BULK_TIDS * 999_999 \
