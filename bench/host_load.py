@@ -8,6 +8,10 @@ separate process (as an operator starts it), it measures
   the run as ``nobody`` on a Unix socket, tests/pgcluster.py: fsync=on,
   synchronous_commit=on; each configuration in a database of its own),
 
+and, as the control of the CPU comparison, PostgreSQL ``--workers 1`` beside a busy
+neighbour (``pg1+busy``: a process spinning on a CPU that shares nothing with the
+host but the cores, running only in that configuration's windows),
+
 each driven from this process by N concurrent connections (default 100), each a
 simulated terminal with its own provisioned TID doing sales (MACed, PIN block,
 ARQC in F55) and partial refunds against its own approved sales. Every answer
@@ -51,13 +55,17 @@ transaction in autocommit (each its own commit, synchronous_commit=on), on the s
 cluster.
 
     .venv/bin/python -m bench.host_load [--seconds 10] [--connections 100] [--rate 1000]
-                                        [--configs sqlite,pg1,pg2] [--terminals 10000]
+                                        [--configs sqlite,pg1,pg2,pg1+busy]
+                                        [--terminals 10000]
                                         [--rounds 3] [--slices 5]
 
 Targets (issue 10), on a 2-core machine shared by the load generator, the host
 and PostgreSQL: PostgreSQL 1 worker >= 0.5x the SQLite host's closed-loop TPS;
 p99 <= 50 ms paced at 1,000 TPS; 2 workers not slower than 1; the host's CPU per
-transaction does not grow with workers. Without PostgreSQL installed the
+transaction does not grow with workers. Beside that last verdict the control says
+how much a second busy process costs 1 worker when it shares nothing with it but the
+two cores: the part of 2 workers' growth that is the machine's, not theirs (measured
+here: about half of it). Without PostgreSQL installed the
 PostgreSQL lines say so (``scripts/test.sh`` installs it; or apt-get install
 postgresql) and only SQLite runs. The figures move with whatever else runs; the
 load averages say how busy the machine was, and each phase's *steal* (/proc/stat:
@@ -647,6 +655,7 @@ class Target:
     port: int
     read_cpu: CpuReader
     first_tid: int = 70_000_000
+    busy: Callable[[bool], None] | None = None  # its neighbour on / off (a +busy control)
 
 
 @dataclass
@@ -698,10 +707,19 @@ async def _measure(targets: Sequence[Target], lanes: dict[str, list[_Lane]],
     by_name = {t.name: t for t in targets}
     for name, first in slice_order([t.name for t in targets], plan.slices):
         lead_in = max(plan.warmup, plan.lead_in) if first else plan.lead_in
-        out[name].slices.append(await _window(lanes[name], by_name[name].read_cpu, lead_in,
-                                              plan.window))
+        busy = by_name[name].busy
+        if busy is not None:
+            busy(True)
+        try:
+            out[name].slices.append(await _window(lanes[name], by_name[name].read_cpu,
+                                                  lead_in, plan.window))
+        finally:
+            if busy is not None:
+                busy(False)
     if plan.rate > 0:
         for t in targets:
+            if t.busy is not None:  # a control of the closed loop's CPU, not a host to pace
+                continue
             out[t.name].paced = await _window(lanes[t.name], t.read_cpu, PACED_LEAD_IN,
                                               plan.seconds, plan.connections / plan.rate)
     return out
@@ -843,6 +861,44 @@ class RoundFigures:
                    p.steal_share if p is not None else None, c.closed_loop.host_wait_share)
 
 
+BUSY_SUFFIX = "+busy"
+#: what a run measures unless told: the three the targets compare, then the control
+DEFAULT_CONFIGS = ("sqlite", "pg1", "pg2", "pg1" + BUSY_SUFFIX)
+
+
+def parse_config(name: str) -> tuple[str, int, bool] | None:
+    """``sqlite``, ``pgN`` (PostgreSQL, N workers), either + ``+busy`` (beside a busy
+    neighbour): (ledger kind, workers, busy), or None when ``name`` is none of these."""
+    base, busy = (name[:-len(BUSY_SUFFIX)], True) if name.endswith(BUSY_SUFFIX) \
+        else (name, False)
+    if base == "sqlite":
+        return "sqlite", 1, busy
+    if base.startswith("pg") and base[2:].isdigit() and int(base[2:]) >= 1:
+        return "postgresql", int(base[2:]), busy
+    return None
+
+
+class Neighbour:
+    """A busy process that shares nothing with the host: a CPU-bound loop, as busy as a
+    process can be, with no socket, no ledger and almost no memory. It runs only while
+    its configuration is measured (SIGCONT at the window's lead-in, SIGSTOP at its end):
+    1 worker beside it is the control for 2 workers, whose second process shares the
+    cores but might also contend with the first."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                     stdin=subprocess.DEVNULL)
+        self.busy(False)
+
+    def busy(self, on: bool) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT if on else signal.SIGSTOP)
+
+    def stop(self) -> None:
+        self.proc.kill()  # (SIGKILL ends a stopped process too)
+        self.proc.wait()
+
+
 class Host:
     """One configuration's host in a round: ``pos-emulator serve`` on a fresh ledger with
     the lanes' terminals provisioned (or why it did not start), and its CPU counters."""
@@ -850,14 +906,18 @@ class Host:
     def __init__(self, name: str, ledger: str, admin: Path, connections: int,
                  postmaster: int | None, wrapper: Sequence[str] = (),
                  start_timeout: float = 60.0) -> None:
-        workers = 1 if name == "sqlite" else int(name[2:])
-        self.result = ConfigResult(name, "sqlite" if name == "sqlite" else "postgresql",
-                                   workers)
+        parsed = parse_config(name)
+        assert parsed is not None, name
+        kind, workers, busy = parsed
+        self.result = ConfigResult(name, kind, workers)
         self.postmaster = postmaster
         self.serve: Serve | None = None
+        self.neighbour: Neighbour | None = None
         try:
             provision(ledger, lane_tids(connections))
             self.serve = Serve(ledger, workers, admin, wrapper, start_timeout)
+            if busy:
+                self.neighbour = Neighbour()
         except Exception as exc:  # a configuration that cannot start is reported, not fatal
             self.result.error = f"{type(exc).__name__}: {exc}"
             return
@@ -878,9 +938,12 @@ class Host:
 
     def target(self) -> Target:
         assert self.serve is not None
-        return Target(self.result.name, self.serve.port, self.read_cpu)
+        return Target(self.result.name, self.serve.port, self.read_cpu,
+                      busy=self.neighbour.busy if self.neighbour is not None else None)
 
     def stop(self) -> None:
+        if self.neighbour is not None:
+            self.neighbour.stop()
         if self.serve is not None:
             self.serve.stop()
 
@@ -900,9 +963,13 @@ class Host:
 
 def _ledger(name: str, round_no: int, work: Path, dsn: str) -> str:
     """A fresh ledger for ``name`` in round ``round_no``: a file, or a database of its own."""
-    if name == "sqlite":
-        return str(work / f"ledger-{round_no}.db")
-    return pg_database(dsn, f"host_w{int(name[2:])}_r{round_no}")
+    parsed = parse_config(name)
+    assert parsed is not None, name
+    kind, workers, busy = parsed
+    tag = "_busy" if busy else ""
+    if kind == "sqlite":
+        return str(work / f"ledger{tag}-{round_no}.db")
+    return pg_database(dsn, f"host_w{workers}{tag}_r{round_no}")
 
 
 def run_round(names: Sequence[str], round_no: int, work: Path, plan: Plan, dsn: str,
@@ -931,6 +998,18 @@ def run_round(names: Sequence[str], round_no: int, work: Path, plan: Plan, dsn: 
     load = (load_before, os.getloadavg()[0])
     return {host.result.name: host.finish(windows.get(host.result.name), plan.seconds, load)
             for host in hosts}
+
+
+def _kind(name: str) -> str:
+    parsed = parse_config(name)
+    assert parsed is not None, name
+    return parsed[0]
+
+
+def _workers(name: str) -> int:
+    parsed = parse_config(name)
+    assert parsed is not None, name
+    return parsed[1]
 
 
 def pooled(phases: list[Phase]) -> Phase:
@@ -1012,6 +1091,19 @@ class HostLoadResult:
             _ratio(mine.closed_host_ms, theirs.closed_host_ms)
             for mine, theirs in zip(c.rounds, base.rounds, strict=True)) + ")"
 
+    def _beside_a_neighbour(self, pg1: ConfigResult) -> str:
+        """1 worker beside a busy neighbour over 1 worker alone ('' unless measured): what
+        sharing the cores with a second busy process costs a worker when nothing is
+        shared but the cores, the control for 2 workers' growth."""
+        control = self.config("pg1" + BUSY_SUFFIX)
+        if control is None or control.closed_loop is None or pg1.closed_loop is None:
+            return ""
+        mine, base = control.closed_loop, pg1.closed_loop
+        return (f" (the control, 1 worker beside a busy neighbour that shares nothing with "
+                f"it but the cores: {mine.host_ms_per_txn:.3f} ms = "
+                f"{_ratio(mine.host_ms_per_txn, base.host_ms_per_txn)}x 1 worker alone"
+                + self._cpu_by_round(control, pg1) + ")")
+
     def targets(self) -> list[tuple[str, str, bool | None]]:
         """(target, figures, met) -- met None when it could not be measured."""
         out: list[tuple[str, str, bool | None]] = []
@@ -1025,6 +1117,8 @@ class HostLoadResult:
             out.append((f"PostgreSQL 1 worker >= {PG_VS_SQLITE_TARGET}x the SQLite host's TPS",
                         "not measured", None))
         for c in self.configs:
+            if c.name.endswith(BUSY_SUFFIX):  # a control: no paced phase
+                continue
             label = f"p99 <= {P99_TARGET_MS:.0f} ms paced at {self.rate:.0f} TPS, {c.name}"
             if c.paced is None:
                 out.append((label, "not measured", None))
@@ -1042,7 +1136,8 @@ class HostLoadResult:
                         f"{CPU_GROWTH_TOLERANCE:.2f}, closed loop)",
                         f"{b.host_ms_per_txn:.3f} ms vs {a.host_ms_per_txn:.3f} ms"
                         f" = {_ratio(b.host_ms_per_txn, a.host_ms_per_txn)}x"
-                        + self._cpu_by_round(pg2, pg1) + _waits(b, a) + _control(b, a),
+                        + self._cpu_by_round(pg2, pg1) + _waits(b, a) + _control(b, a)
+                        + self._beside_a_neighbour(pg1),
                         b.host_ms_per_txn <= a.host_ms_per_txn * CPU_GROWTH_TOLERANCE))
         else:
             out.append(("2 workers not slower than 1", "not measured", None))
@@ -1053,7 +1148,7 @@ class HostLoadResult:
 
 def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = None,
         warmup: float = 1.0, anchor_seconds: float = 3.0, rate: float = 1000.0,
-        prebuilt: int | None = None, configs: tuple[str, ...] = ("sqlite", "pg1", "pg2"),
+        prebuilt: int | None = None, configs: tuple[str, ...] = DEFAULT_CONFIGS,
         terminals: int = 10_000, peak_interval: float = 60.0, rounds: int = 3,
         slices: int = 5) -> HostLoadResult:
     """Measure every configuration ``rounds`` times, interleaved (round r runs them all,
@@ -1075,14 +1170,15 @@ def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = 
     runs: dict[str, list[tuple[ConfigResult, Phase | None, Phase | None]]] = {
         name: [] for name in configs}
     pg_anchor: PgAnchor | None = None
-    missing = pg_missing() if any(c.startswith("pg") for c in configs) else None
-    runnable = [c for c in configs if c == "sqlite" or missing is None]
+    kinds = {name: _kind(name) for name in configs}
+    missing = pg_missing() if "postgresql" in kinds.values() else None
+    runnable = [c for c in configs if kinds[c] == "sqlite" or missing is None]
     with tempfile.TemporaryDirectory(dir=base, prefix="host-load-") as tmp, \
             contextlib.ExitStack() as stack:
         work = Path(tmp)
         ceiling = sqlite_ceiling(work, anchor_seconds)
         dsn, postmaster = "", None
-        if any(c.startswith("pg") for c in runnable):
+        if any(kinds[c] == "postgresql" for c in runnable):
             dsn, postmaster = stack.enter_context(pg_cluster(work / "pg"))
             pg_anchor = pg_ceiling(pg_database(dsn, "anchor"), anchor_seconds, postmaster)
         for round_no in range(rounds):
@@ -1092,7 +1188,7 @@ def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = 
                                            postmaster).items():
                 runs[name].append(outcome)
     results = [combine(runs[name], seconds) if runs[name]
-               else ConfigResult(name, "postgresql", int(name[2:]), error=missing)
+               else ConfigResult(name, kinds[name], _workers(name), error=missing)
                for name in configs]
     return HostLoadResult(connections, seconds, rate, results, ceiling, pg_anchor, missing,
                           terminals, peak_interval, rounds, slices)
@@ -1129,6 +1225,10 @@ def _ratio(mine: float, theirs: float) -> str:
 
 
 def _title(name: str) -> str:
+    if name.endswith(BUSY_SUFFIX):
+        return (f"{_title(name[:-len(BUSY_SUFFIX)])}, beside a busy neighbour (a process "
+                "spinning on a CPU, sharing nothing with the host but the cores; its control "
+                "of the closed loop's CPU: no paced phase)")
     return TITLES.get(name, name)
 
 
@@ -1208,7 +1308,7 @@ def print_projection(r: HostLoadResult) -> None:
           f"{r.peak_interval_s:.0f} s; CPU per transaction of the paced phase, no headroom):")
     for c in r.configs:
         phase = c.paced or c.closed_loop
-        if phase is None or not phase.transactions:
+        if phase is None or not phase.transactions or c.name.endswith(BUSY_SUFFIX):
             continue
         host = tps * phase.host_ms_per_txn / 1000
         pg_ms = phase.pg_ms_per_txn
@@ -1280,9 +1380,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: enough for ~3,000 TPS)")
     parser.add_argument("--anchor-seconds", type=float, default=3.0,
                         help="how long to run each bare insert+commit anchor")
-    parser.add_argument("--configs", default="sqlite,pg1,pg2",
-                        help="what to measure: sqlite, pgN (PostgreSQL, N workers); "
-                             "default sqlite,pg1,pg2")
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                        help="what to measure: sqlite, pgN (PostgreSQL, N workers), any of "
+                             "them + '+busy' (beside a busy neighbour, the control of the "
+                             f"closed loop's CPU); default {','.join(DEFAULT_CONFIGS)}")
     parser.add_argument("--terminals", type=int, default=10_000,
                         help="terminals for the cores projection (default 10,000)")
     parser.add_argument("--peak-interval", type=float, default=60.0,
@@ -1299,11 +1400,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     configs = tuple(c.strip() for c in args.configs.split(",") if c.strip())
-    bad = [c for c in configs if c != "sqlite" and not (c.startswith("pg") and c[2:].isdigit()
-                                                        and int(c[2:]) >= 1)]
+    bad = [c for c in configs if parse_config(c) is None]
     if bad or not configs:
         print(f"host_load: unknown configuration {', '.join(bad) or '(none)'}: use sqlite, "
-              "pg1, pg2, ...", file=sys.stderr)
+              "pg1, pg2, ..., any of them + '+busy'", file=sys.stderr)
         return 2
     if args.seconds <= 0 or args.connections <= 0 or args.rate < 0 or args.terminals <= 0 \
             or args.peak_interval <= 0 or args.rounds <= 0 or args.slices <= 0:

@@ -473,3 +473,100 @@ def test_the_cpu_comparison_shows_each_rounds_ratio() -> None:
     figures = {label: text for label, text, _ in result.targets()}
     cpu = next(text for label, text in figures.items() if label.startswith("host CPU"))
     assert cpu == "1.000 ms vs 1.000 ms = 1.00x"
+
+
+@pytest.mark.parametrize(("name", "parsed"), [
+    ("sqlite", ("sqlite", 1, False)), ("pg1", ("postgresql", 1, False)),
+    ("pg12", ("postgresql", 12, False)), ("pg1+busy", ("postgresql", 1, True)),
+    ("sqlite+busy", ("sqlite", 1, True)), ("pg0", None), ("pg", None), ("pg1+idle", None),
+    ("pg+busy", None), ("+busy", None), ("pg1+busy+busy", None), ("oracle", None)])
+def test_configuration_names(name: str, parsed: tuple[str, int, bool] | None) -> None:
+    assert host_load.parse_config(name) == parsed
+
+
+def test_host_load_refuses_an_unknown_control(capsys: pytest.CaptureFixture[str]) -> None:
+    assert host_load.main(["--configs", "pg1,pg1+idle"]) == 2
+    assert "unknown configuration pg1+idle" in capsys.readouterr().err
+
+
+def _state(pid: int) -> str:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2]
+
+
+def test_the_neighbour_is_busy_only_when_asked() -> None:
+    neighbour = host_load.Neighbour()
+    pid = neighbour.proc.pid
+    try:
+        assert _state(pid) == "T"  # made stopped: it runs in its windows only
+        time.sleep(0.2)
+        before = _proc.tree_cpu(pid)
+        time.sleep(0.3)
+        assert _proc.tree_cpu(pid) - before < 0.05
+        neighbour.busy(True)
+        assert _state(pid) in "RS"
+        deadline = time.monotonic() + 20
+        while _proc.tree_cpu(pid) - before < 0.2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _proc.tree_cpu(pid) - before >= 0.2  # it spins
+        neighbour.busy(False)
+        assert _state(pid) == "T"
+    finally:
+        neighbour.stop()
+    assert neighbour.proc.returncode is not None  # reaped, stopped or not
+    neighbour.busy(True)  # a neighbour that is gone: nothing to signal, no error
+
+
+async def test_a_control_is_busy_in_its_own_windows_and_not_paced(tmp_path: Path) -> None:
+    plan = host_load.Plan(LANES, 0.2, warmup=0.05, rate=LANES / 0.05, prebuilt=8, slices=2,
+                          lead_in=0.05)
+    log: list[tuple[str, float]] = []
+    switched: list[tuple[bool, int]] = []
+
+    def busy(on: bool) -> None:  # what the neighbour is told, and how many CPU reads before
+        switched.append((on, len(log)))
+
+    async with _host(tmp_path / "a") as a, _host(tmp_path / "b") as b:
+        assert a.address is not None
+        assert b.address is not None
+        targets = [host_load.Target("pg1", a.address[1], _Clock("pg1", 1.0, log)),
+                   host_load.Target("pg1+busy", b.address[1], _Clock("pg1+busy", 1.0, log),
+                                    busy=busy)]
+        windows = await host_load.drive_round(targets, plan)
+    # the control's slices alternate with pg1's; its neighbour is on from before each of
+    # its windows' first CPU reading to after its last, and off in pg1's
+    names = [name for name, _ in log]
+    assert names[:8] == ["pg1", "pg1", "pg1+busy", "pg1+busy"] * 2
+    assert switched == [(True, 2), (False, 4), (True, 6), (False, 8)]
+    assert windows["pg1"].paced is not None  # pg1 is paced; the control is not
+    assert windows["pg1+busy"].paced is None
+    assert len(windows["pg1+busy"].slices) == 2
+
+
+def test_the_control_is_shown_beside_the_cpu_verdict_and_nowhere_else(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def config(name: str, host_s: float, paced: bool) -> host_load.ConfigResult:
+        kind, workers, _ = host_load.parse_config(name) or ("", 0, False)
+        return host_load.ConfigResult(name, kind, workers, _phase(1000, 10, host_s),
+                                      _phase(1000, 10, host_s) if paced else None)
+
+    pg1, pg2 = config("pg1", 10, True), config("pg2", 11.5, True)
+    control = config("pg1+busy", 10.5, False)
+    result = host_load.HostLoadResult(100, 10, 1000, [pg1, pg2, control], 3000, None, None,
+                                      10_000, 60)
+    targets = result.targets()
+    cpu = next((text, met) for label, text, met in targets if label.startswith("host CPU"))
+    assert cpu == ("1.150 ms vs 1.000 ms = 1.15x (the control, 1 worker beside a busy "
+                   "neighbour that shares nothing with it but the cores: 1.050 ms = 1.05x "
+                   "1 worker alone)", False)  # the verdict stays 2 workers vs 1 alone
+    assert not [label for label, _, _ in targets if "pg1+busy" in label]  # no p99 target
+    host_load.print_result(result)
+    out = capsys.readouterr().out
+    assert "PostgreSQL, 1 worker, beside a busy neighbour" in out
+    projection = out.split("projection", 1)[1]
+    assert "PostgreSQL, 1 worker:" in projection
+    assert "neighbour" not in projection  # a control: no cores projected from it
+    result.configs.remove(control)
+    cpu = next((text, met) for label, text, met in result.targets()
+               if label.startswith("host CPU"))
+    assert cpu == ("1.150 ms vs 1.000 ms = 1.15x", False)
