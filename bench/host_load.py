@@ -64,8 +64,8 @@ and PostgreSQL: PostgreSQL 1 worker >= 0.5x the SQLite host's closed-loop TPS;
 p99 <= 50 ms paced at 1,000 TPS; 2 workers not slower than 1; the host's CPU per
 transaction does not grow with workers. Beside that last verdict the control says
 how much a second busy process costs 1 worker when it shares nothing with it but the
-two cores: the part of 2 workers' growth that is the machine's, not theirs (measured
-here: about half of it). Without PostgreSQL installed the
+two cores: the part of 2 workers' growth that is the machine's, not theirs. Without
+PostgreSQL installed the
 PostgreSQL lines say so (``scripts/test.sh`` installs it; or apt-get install
 postgresql) and only SQLite runs. The figures move with whatever else runs; the
 load averages say how busy the machine was, and each phase's *steal* (/proc/stat:
