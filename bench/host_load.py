@@ -878,6 +878,14 @@ def parse_config(name: str) -> tuple[str, int, bool] | None:
     return None
 
 
+def _config(name: str) -> tuple[str, int, bool]:
+    """``parse_config`` of a name known to be one (``main`` refuses the others)."""
+    parsed = parse_config(name)
+    if parsed is None:
+        raise ValueError(f"unknown configuration {name!r}")
+    return parsed
+
+
 class Neighbour:
     """A busy process that shares nothing with the host: a CPU-bound loop, as busy as a
     process can be, with no socket, no ledger and almost no memory. It runs only while
@@ -906,9 +914,7 @@ class Host:
     def __init__(self, name: str, ledger: str, admin: Path, connections: int,
                  postmaster: int | None, wrapper: Sequence[str] = (),
                  start_timeout: float = 60.0) -> None:
-        parsed = parse_config(name)
-        assert parsed is not None, name
-        kind, workers, busy = parsed
+        kind, workers, busy = _config(name)
         self.result = ConfigResult(name, kind, workers)
         self.postmaster = postmaster
         self.serve: Serve | None = None
@@ -963,9 +969,7 @@ class Host:
 
 def _ledger(name: str, round_no: int, work: Path, dsn: str) -> str:
     """A fresh ledger for ``name`` in round ``round_no``: a file, or a database of its own."""
-    parsed = parse_config(name)
-    assert parsed is not None, name
-    kind, workers, busy = parsed
+    kind, workers, busy = _config(name)
     tag = "_busy" if busy else ""
     if kind == "sqlite":
         return str(work / f"ledger{tag}-{round_no}.db")
@@ -998,18 +1002,6 @@ def run_round(names: Sequence[str], round_no: int, work: Path, plan: Plan, dsn: 
     load = (load_before, os.getloadavg()[0])
     return {host.result.name: host.finish(windows.get(host.result.name), plan.seconds, load)
             for host in hosts}
-
-
-def _kind(name: str) -> str:
-    parsed = parse_config(name)
-    assert parsed is not None, name
-    return parsed[0]
-
-
-def _workers(name: str) -> int:
-    parsed = parse_config(name)
-    assert parsed is not None, name
-    return parsed[1]
 
 
 def pooled(phases: list[Phase]) -> Phase:
@@ -1170,7 +1162,7 @@ def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = 
     runs: dict[str, list[tuple[ConfigResult, Phase | None, Phase | None]]] = {
         name: [] for name in configs}
     pg_anchor: PgAnchor | None = None
-    kinds = {name: _kind(name) for name in configs}
+    kinds = {name: _config(name)[0] for name in configs}
     missing = pg_missing() if "postgresql" in kinds.values() else None
     runnable = [c for c in configs if kinds[c] == "sqlite" or missing is None]
     with tempfile.TemporaryDirectory(dir=base, prefix="host-load-") as tmp, \
@@ -1188,7 +1180,7 @@ def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = 
                                            postmaster).items():
                 runs[name].append(outcome)
     results = [combine(runs[name], seconds) if runs[name]
-               else ConfigResult(name, kinds[name], _workers(name), error=missing)
+               else ConfigResult(name, kinds[name], _config(name)[1], error=missing)
                for name in configs]
     return HostLoadResult(connections, seconds, rate, results, ceiling, pg_anchor, missing,
                           terminals, peak_interval, rounds, slices)
