@@ -8,9 +8,10 @@ separate process (as an operator starts it), it measures
   the run as ``nobody`` on a Unix socket, tests/pgcluster.py: fsync=on,
   synchronous_commit=on; each configuration in a database of its own),
 
-and, as the control of the CPU comparison, PostgreSQL ``--workers 1`` beside a busy
+and, as the controls of the CPU comparison, PostgreSQL ``--workers 1`` beside a busy
 neighbour (``pg1+busy``: a process spinning on a CPU that shares nothing with the
-host but the cores, running only in that configuration's windows),
+host but the cores, running only in that configuration's windows) and with half the
+terminals (``pg1@50``: what each of 2 workers gets),
 
 each driven from this process by N concurrent connections (default 100), each a
 simulated terminal with its own provisioned TID doing sales (MACed, PIN block,
@@ -55,17 +56,17 @@ transaction in autocommit (each its own commit, synchronous_commit=on), on the s
 cluster.
 
     .venv/bin/python -m bench.host_load [--seconds 10] [--connections 100] [--rate 1000]
-                                        [--configs sqlite,pg1,pg2,pg1+busy]
+                                        [--configs sqlite,pg1,pg2,pg1+busy,pg1@50]
                                         [--terminals 10000]
                                         [--rounds 3] [--slices 5]
 
 Targets (issue 10), on a 2-core machine shared by the load generator, the host
 and PostgreSQL: PostgreSQL 1 worker >= 0.5x the SQLite host's closed-loop TPS;
 p99 <= 50 ms paced at 1,000 TPS; 2 workers not slower than 1; the host's CPU per
-transaction does not grow with workers. Beside that last verdict the control says
-how much a second busy process costs 1 worker when it shares nothing with it but the
-two cores: the part of 2 workers' growth that is the machine's, not theirs. Without
-PostgreSQL installed the
+transaction does not grow with workers. Beside that last verdict the controls say
+what 1 worker pays, with no second worker, for each of the two things a second one
+brings: a busy process sharing the two cores, and half the terminals (so smaller
+groups). Without PostgreSQL installed the
 PostgreSQL lines say so (``scripts/test.sh`` installs it; or apt-get install
 postgresql) and only SQLite runs. The figures move with whatever else runs; the
 load averages say how busy the machine was, and each phase's *steal* (/proc/stat:
@@ -656,6 +657,7 @@ class Target:
     read_cpu: CpuReader
     first_tid: int = 70_000_000
     busy: Callable[[bool], None] | None = None  # its neighbour on / off (a +busy control)
+    connections: int | None = None  # its own number of terminals (an @N control)
 
 
 @dataclass
@@ -691,8 +693,12 @@ async def _window(lanes: Sequence[_Lane], read_cpu: CpuReader, lead_in: float,
 
 async def _open_lanes(targets: Sequence[Target], plan: Plan) -> dict[str, list[_Lane]]:
     """Every configuration's lanes, signed on, connected and with their sales built."""
-    lanes = {t.name: [_Lane(tid, t.port, plan.prebuilt)
-                      for tid in lane_tids(plan.connections, t.first_tid)] for t in targets}
+    lanes: dict[str, list[_Lane]] = {}
+    for t in targets:
+        n = t.connections or plan.connections
+        # the same sales built in all, however many terminals share them
+        prebuilt = plan.prebuilt * plan.connections // n
+        lanes[t.name] = [_Lane(tid, t.port, prebuilt) for tid in lane_tids(n, t.first_tid)]
     every = [lane for group in lanes.values() for lane in group]
     await asyncio.gather(*(lane.prepare() for lane in every))
     for lane in every:
@@ -718,7 +724,7 @@ async def _measure(targets: Sequence[Target], lanes: dict[str, list[_Lane]],
                 busy(False)
     if plan.rate > 0:
         for t in targets:
-            if t.busy is not None:  # a control of the closed loop's CPU, not a host to pace
+            if t.busy is not None or t.connections is not None:  # a control: not paced
                 continue
             out[t.name].paced = await _window(lanes[t.name], t.read_cpu, PACED_LEAD_IN,
                                               plan.seconds, plan.connections / plan.rate)
@@ -862,28 +868,57 @@ class RoundFigures:
 
 
 BUSY_SUFFIX = "+busy"
-#: what a run measures unless told: the three the targets compare, then the control
-DEFAULT_CONFIGS = ("sqlite", "pg1", "pg2", "pg1" + BUSY_SUFFIX)
 
 
-def parse_config(name: str) -> tuple[str, int, bool] | None:
-    """``sqlite``, ``pgN`` (PostgreSQL, N workers), either + ``+busy`` (beside a busy
-    neighbour): (ledger kind, workers, busy), or None when ``name`` is none of these."""
-    base, busy = (name[:-len(BUSY_SUFFIX)], True) if name.endswith(BUSY_SUFFIX) \
-        else (name, False)
+@dataclass(frozen=True)
+class ConfigSpec:
+    """What a configuration's name says: ``sqlite`` or ``pgN`` (PostgreSQL, N workers),
+    then ``+busy`` (beside a busy neighbour) and/or ``@T`` (T terminals of its own instead
+    of ``--connections``). Either makes it a control of the closed loop's CPU: no paced
+    phase, no target, no cores projected from it."""
+
+    kind: str  # sqlite | postgresql
+    workers: int
+    busy: bool = False
+    terminals: int | None = None
+
+    @property
+    def control(self) -> bool:
+        return self.busy or self.terminals is not None
+
+
+def parse_config(name: str) -> ConfigSpec | None:
+    """The configuration ``name`` names, or None when it names none."""
+    base, at, terminals = name.partition("@")
+    if at and not (terminals.isdigit() and int(terminals) >= 1):
+        return None
+    busy = base.endswith(BUSY_SUFFIX)
+    base = base.removesuffix(BUSY_SUFFIX)
+    count = int(terminals) if terminals else None
     if base == "sqlite":
-        return "sqlite", 1, busy
+        return ConfigSpec("sqlite", 1, busy, count)
     if base.startswith("pg") and base[2:].isdigit() and int(base[2:]) >= 1:
-        return "postgresql", int(base[2:]), busy
+        return ConfigSpec("postgresql", int(base[2:]), busy, count)
     return None
 
 
-def _config(name: str) -> tuple[str, int, bool]:
+def _config(name: str) -> ConfigSpec:
     """``parse_config`` of a name known to be one (``main`` refuses the others)."""
-    parsed = parse_config(name)
-    if parsed is None:
+    spec = parse_config(name)
+    if spec is None:
         raise ValueError(f"unknown configuration {name!r}")
-    return parsed
+    return spec
+
+
+def share_control(connections: int) -> str:
+    """The control of 1 worker with the terminals each of 2 workers gets."""
+    return f"pg1@{max(1, connections // 2)}"
+
+
+def default_configs(connections: int) -> tuple[str, ...]:
+    """What a run measures unless told: the three the targets compare, then the two
+    controls of the CPU comparison."""
+    return ("sqlite", "pg1", "pg2", "pg1" + BUSY_SUFFIX, share_control(connections))
 
 
 class Neighbour:
@@ -914,15 +949,15 @@ class Host:
     def __init__(self, name: str, ledger: str, admin: Path, connections: int,
                  postmaster: int | None, wrapper: Sequence[str] = (),
                  start_timeout: float = 60.0) -> None:
-        kind, workers, busy = _config(name)
-        self.result = ConfigResult(name, kind, workers)
+        self.spec = spec = _config(name)
+        self.result = ConfigResult(name, spec.kind, spec.workers)
         self.postmaster = postmaster
         self.serve: Serve | None = None
         self.neighbour: Neighbour | None = None
         try:
-            provision(ledger, lane_tids(connections))
-            self.serve = Serve(ledger, workers, admin, wrapper, start_timeout)
-            if busy:
+            provision(ledger, lane_tids(spec.terminals or connections))
+            self.serve = Serve(ledger, spec.workers, admin, wrapper, start_timeout)
+            if spec.busy:
                 self.neighbour = Neighbour()
         except Exception as exc:  # a configuration that cannot start is reported, not fatal
             self.result.error = f"{type(exc).__name__}: {exc}"
@@ -945,7 +980,8 @@ class Host:
     def target(self) -> Target:
         assert self.serve is not None
         return Target(self.result.name, self.serve.port, self.read_cpu,
-                      busy=self.neighbour.busy if self.neighbour is not None else None)
+                      busy=self.neighbour.busy if self.neighbour is not None else None,
+                      connections=self.spec.terminals)
 
     def stop(self) -> None:
         if self.neighbour is not None:
@@ -969,11 +1005,11 @@ class Host:
 
 def _ledger(name: str, round_no: int, work: Path, dsn: str) -> str:
     """A fresh ledger for ``name`` in round ``round_no``: a file, or a database of its own."""
-    kind, workers, busy = _config(name)
-    tag = "_busy" if busy else ""
-    if kind == "sqlite":
+    spec = _config(name)
+    tag = ("_busy" if spec.busy else "") + (f"_t{spec.terminals}" if spec.terminals else "")
+    if spec.kind == "sqlite":
         return str(work / f"ledger{tag}-{round_no}.db")
-    return pg_database(dsn, f"host_w{workers}{tag}_r{round_no}")
+    return pg_database(dsn, f"host_w{spec.workers}{tag}_r{round_no}")
 
 
 def run_round(names: Sequence[str], round_no: int, work: Path, plan: Plan, dsn: str,
@@ -1083,18 +1119,24 @@ class HostLoadResult:
             _ratio(mine.closed_host_ms, theirs.closed_host_ms)
             for mine, theirs in zip(c.rounds, base.rounds, strict=True)) + ")"
 
-    def _beside_a_neighbour(self, pg1: ConfigResult) -> str:
-        """1 worker beside a busy neighbour over 1 worker alone ('' unless measured): what
-        sharing the cores with a second busy process costs a worker when nothing is
-        shared but the cores, the control for 2 workers' growth."""
-        control = self.config("pg1" + BUSY_SUFFIX)
-        if control is None or control.closed_loop is None or pg1.closed_loop is None:
-            return ""
-        mine, base = control.closed_loop, pg1.closed_loop
-        return (f" (the control, 1 worker beside a busy neighbour that shares nothing with "
-                f"it but the cores: {mine.host_ms_per_txn:.3f} ms = "
-                f"{_ratio(mine.host_ms_per_txn, base.host_ms_per_txn)}x 1 worker alone"
-                + self._cpu_by_round(control, pg1) + ")")
+    def _controls(self, pg1: ConfigResult) -> str:
+        """The controls' CPU a transaction over 1 worker's ('' for those not measured): 1
+        worker beside a busy neighbour (what a second busy process costs a worker when it
+        shares nothing with it but the cores), and 1 worker with the terminals each of 2
+        workers gets (what its smaller groups cost it alone)."""
+        out = ""
+        for name, what in (("pg1" + BUSY_SUFFIX, "1 worker beside a busy neighbour that "
+                            "shares nothing with it but the cores"),
+                           (share_control(self.connections), "1 worker with each of 2 "
+                            f"workers' share of the terminals, {self.connections // 2}")):
+            control = self.config(name)
+            if control is None or control.closed_loop is None or pg1.closed_loop is None:
+                continue
+            mine, base = control.closed_loop, pg1.closed_loop
+            out += (f" (the control, {what}: {mine.host_ms_per_txn:.3f} ms = "
+                    f"{_ratio(mine.host_ms_per_txn, base.host_ms_per_txn)}x 1 worker"
+                    + self._cpu_by_round(control, pg1) + ")")
+        return out
 
     def targets(self) -> list[tuple[str, str, bool | None]]:
         """(target, figures, met) -- met None when it could not be measured."""
@@ -1109,7 +1151,7 @@ class HostLoadResult:
             out.append((f"PostgreSQL 1 worker >= {PG_VS_SQLITE_TARGET}x the SQLite host's TPS",
                         "not measured", None))
         for c in self.configs:
-            if c.name.endswith(BUSY_SUFFIX):  # a control: no paced phase
+            if _config(c.name).control:  # no paced phase
                 continue
             label = f"p99 <= {P99_TARGET_MS:.0f} ms paced at {self.rate:.0f} TPS, {c.name}"
             if c.paced is None:
@@ -1129,7 +1171,7 @@ class HostLoadResult:
                         f"{b.host_ms_per_txn:.3f} ms vs {a.host_ms_per_txn:.3f} ms"
                         f" = {_ratio(b.host_ms_per_txn, a.host_ms_per_txn)}x"
                         + self._cpu_by_round(pg2, pg1) + _waits(b, a) + _control(b, a)
-                        + self._beside_a_neighbour(pg1),
+                        + self._controls(pg1),
                         b.host_ms_per_txn <= a.host_ms_per_txn * CPU_GROWTH_TOLERANCE))
         else:
             out.append(("2 workers not slower than 1", "not measured", None))
@@ -1140,7 +1182,7 @@ class HostLoadResult:
 
 def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = None,
         warmup: float = 1.0, anchor_seconds: float = 3.0, rate: float = 1000.0,
-        prebuilt: int | None = None, configs: tuple[str, ...] = DEFAULT_CONFIGS,
+        prebuilt: int | None = None, configs: tuple[str, ...] | None = None,
         terminals: int = 10_000, peak_interval: float = 60.0, rounds: int = 3,
         slices: int = 5) -> HostLoadResult:
     """Measure every configuration ``rounds`` times, interleaved (round r runs them all,
@@ -1159,10 +1201,12 @@ def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = 
         prebuilt = int(closed_s * 3000 * 0.6 * (2 if rate > 0 else 1) / connections)
     plan = Plan(connections, seconds, warmup, rate, prebuilt, slices)
     base = directory if directory is not None else Path.cwd()
+    if configs is None:
+        configs = default_configs(connections)
     runs: dict[str, list[tuple[ConfigResult, Phase | None, Phase | None]]] = {
         name: [] for name in configs}
     pg_anchor: PgAnchor | None = None
-    kinds = {name: _config(name)[0] for name in configs}
+    kinds = {name: _config(name).kind for name in configs}
     missing = pg_missing() if "postgresql" in kinds.values() else None
     runnable = [c for c in configs if kinds[c] == "sqlite" or missing is None]
     with tempfile.TemporaryDirectory(dir=base, prefix="host-load-") as tmp, \
@@ -1180,7 +1224,7 @@ def run(seconds: float = 10.0, connections: int = 100, directory: Path | None = 
                                            postmaster).items():
                 runs[name].append(outcome)
     results = [combine(runs[name], seconds) if runs[name]
-               else ConfigResult(name, kinds[name], _config(name)[1], error=missing)
+               else ConfigResult(name, kinds[name], _config(name).workers, error=missing)
                for name in configs]
     return HostLoadResult(connections, seconds, rate, results, ceiling, pg_anchor, missing,
                           terminals, peak_interval, rounds, slices)
@@ -1217,11 +1261,18 @@ def _ratio(mine: float, theirs: float) -> str:
 
 
 def _title(name: str) -> str:
-    if name.endswith(BUSY_SUFFIX):
-        return (f"{_title(name[:-len(BUSY_SUFFIX)])}, beside a busy neighbour (a process "
-                "spinning on a CPU, sharing nothing with the host but the cores; its control "
-                "of the closed loop's CPU: no paced phase)")
-    return TITLES.get(name, name)
+    spec = parse_config(name)
+    if spec is None or not spec.control:
+        return TITLES.get(name, name)
+    base = TITLES.get(name.partition("@")[0].removesuffix(BUSY_SUFFIX), name)
+    what = []
+    if spec.terminals is not None:
+        what.append(f"{spec.terminals} terminals")
+    if spec.busy:
+        what.append("beside a busy neighbour (a process spinning on a CPU, sharing nothing "
+                    "with the host but the cores)")
+    return (f"{base}, {', '.join(what)}; a control of the closed loop's CPU (no paced "
+            "phase)")
 
 
 def _print_phase(title: str, r: PhaseResult) -> None:
@@ -1300,7 +1351,7 @@ def print_projection(r: HostLoadResult) -> None:
           f"{r.peak_interval_s:.0f} s; CPU per transaction of the paced phase, no headroom):")
     for c in r.configs:
         phase = c.paced or c.closed_loop
-        if phase is None or not phase.transactions or c.name.endswith(BUSY_SUFFIX):
+        if phase is None or not phase.transactions or _config(c.name).control:
             continue
         host = tps * phase.host_ms_per_txn / 1000
         pg_ms = phase.pg_ms_per_txn
@@ -1372,10 +1423,11 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: enough for ~3,000 TPS)")
     parser.add_argument("--anchor-seconds", type=float, default=3.0,
                         help="how long to run each bare insert+commit anchor")
-    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+    parser.add_argument("--configs", default=None,
                         help="what to measure: sqlite, pgN (PostgreSQL, N workers), any of "
-                             "them + '+busy' (beside a busy neighbour, the control of the "
-                             f"closed loop's CPU); default {','.join(DEFAULT_CONFIGS)}")
+                             "them + '+busy' (beside a busy neighbour) and/or '@T' (with T "
+                             "terminals), the controls of the closed loop's CPU; default "
+                             "sqlite,pg1,pg2,pg1+busy,pg1@C (C: half --connections)")
     parser.add_argument("--terminals", type=int, default=10_000,
                         help="terminals for the cores projection (default 10,000)")
     parser.add_argument("--peak-interval", type=float, default=60.0,
@@ -1391,11 +1443,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="directory for the SQLite ledger and anchor (default: current)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip())
+    configs = (default_configs(args.connections) if args.configs is None
+               else tuple(c.strip() for c in args.configs.split(",") if c.strip()))
     bad = [c for c in configs if parse_config(c) is None]
     if bad or not configs:
         print(f"host_load: unknown configuration {', '.join(bad) or '(none)'}: use sqlite, "
-              "pg1, pg2, ..., any of them + '+busy'", file=sys.stderr)
+              "pg1, pg2, ..., any of them + '+busy' and/or '@T'", file=sys.stderr)
         return 2
     if args.seconds <= 0 or args.connections <= 0 or args.rate < 0 or args.terminals <= 0 \
             or args.peak_interval <= 0 or args.rounds <= 0 or args.slices <= 0:

@@ -475,42 +475,64 @@ def test_the_cpu_comparison_shows_each_rounds_ratio() -> None:
     assert cpu == "1.000 ms vs 1.000 ms = 1.00x"
 
 
+_Spec = host_load.ConfigSpec
+
+
 @pytest.mark.parametrize(("name", "parsed"), [
-    ("sqlite", ("sqlite", 1, False)), ("pg1", ("postgresql", 1, False)),
-    ("pg12", ("postgresql", 12, False)), ("pg1+busy", ("postgresql", 1, True)),
-    ("sqlite+busy", ("sqlite", 1, True)), ("pg0", None), ("pg", None), ("pg1+idle", None),
-    ("pg+busy", None), ("+busy", None), ("pg1+busy+busy", None), ("oracle", None)])
-def test_configuration_names(name: str, parsed: tuple[str, int, bool] | None) -> None:
+    ("sqlite", _Spec("sqlite", 1)), ("pg1", _Spec("postgresql", 1)),
+    ("pg12", _Spec("postgresql", 12)), ("pg1+busy", _Spec("postgresql", 1, busy=True)),
+    ("sqlite+busy", _Spec("sqlite", 1, busy=True)),
+    ("pg1@50", _Spec("postgresql", 1, terminals=50)),
+    ("pg2+busy@7", _Spec("postgresql", 2, busy=True, terminals=7)),
+    ("pg0", None), ("pg", None), ("pg1+idle", None), ("pg+busy", None), ("+busy", None),
+    ("pg1+busy+busy", None), ("oracle", None), ("pg1@", None), ("pg1@0", None),
+    ("pg1@x", None), ("pg1@5@5", None), ("pg1@50+busy", None), ("@50", None)])
+def test_configuration_names(name: str, parsed: host_load.ConfigSpec | None) -> None:
     assert host_load.parse_config(name) == parsed
+    if parsed is not None:
+        assert parsed.control == (parsed.busy or parsed.terminals is not None)
+
+
+def test_the_default_run_has_both_controls() -> None:
+    assert host_load.default_configs(100) == ("sqlite", "pg1", "pg2", "pg1+busy", "pg1@50")
+    assert host_load.default_configs(7)[-1] == "pg1@3"
+    assert host_load.default_configs(1)[-1] == "pg1@1"
 
 
 def test_host_load_refuses_an_unknown_control(capsys: pytest.CaptureFixture[str]) -> None:
-    assert host_load.main(["--configs", "pg1,pg1+idle"]) == 2
-    assert "unknown configuration pg1+idle" in capsys.readouterr().err
+    assert host_load.main(["--configs", "pg1,pg1+idle,pg1@0"]) == 2
+    assert "unknown configuration pg1+idle, pg1@0" in capsys.readouterr().err
 
 
-def _state(pid: int) -> str:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2]
+def _state(pid: int, wanted: str) -> str:
+    """``pid``'s state letter, once it is one of ``wanted`` (a signal is delivered
+    asynchronously) or after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        state = text[text.rindex(")") + 2]
+        if state in wanted or time.monotonic() > deadline:
+            return state
+        time.sleep(0.01)
 
 
 def test_the_neighbour_is_busy_only_when_asked() -> None:
     neighbour = host_load.Neighbour()
     pid = neighbour.proc.pid
     try:
-        assert _state(pid) == "T"  # made stopped: it runs in its windows only
+        assert _state(pid, "T") == "T"  # made stopped: it runs in its windows only
         time.sleep(0.2)
         before = _proc.tree_cpu(pid)
         time.sleep(0.3)
         assert _proc.tree_cpu(pid) - before < 0.05
         neighbour.busy(True)
-        assert _state(pid) in "RS"
+        assert _state(pid, "RS") in "RS"
         deadline = time.monotonic() + 20
         while _proc.tree_cpu(pid) - before < 0.2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _proc.tree_cpu(pid) - before >= 0.2  # it spins
         neighbour.busy(False)
-        assert _state(pid) == "T"
+        assert _state(pid, "T") == "T"
     finally:
         neighbour.stop()
     assert neighbour.proc.returncode is not None  # reaped, stopped or not
@@ -546,27 +568,62 @@ async def test_a_control_is_busy_in_its_own_windows_and_not_paced(tmp_path: Path
 def test_the_control_is_shown_beside_the_cpu_verdict_and_nowhere_else(
         capsys: pytest.CaptureFixture[str]) -> None:
     def config(name: str, host_s: float, paced: bool) -> host_load.ConfigResult:
-        kind, workers, _ = host_load.parse_config(name) or ("", 0, False)
-        return host_load.ConfigResult(name, kind, workers, _phase(1000, 10, host_s),
+        spec = host_load.parse_config(name)
+        assert spec is not None
+        return host_load.ConfigResult(name, spec.kind, spec.workers, _phase(1000, 10, host_s),
                                       _phase(1000, 10, host_s) if paced else None)
 
     pg1, pg2 = config("pg1", 10, True), config("pg2", 11.5, True)
-    control = config("pg1+busy", 10.5, False)
-    result = host_load.HostLoadResult(100, 10, 1000, [pg1, pg2, control], 3000, None, None,
-                                      10_000, 60)
+    busy, share = config("pg1+busy", 10.5, False), config("pg1@50", 10.8, False)
+    result = host_load.HostLoadResult(100, 10, 1000, [pg1, pg2, busy, share], 3000, None,
+                                      None, 10_000, 60)
     targets = result.targets()
     cpu = next((text, met) for label, text, met in targets if label.startswith("host CPU"))
     assert cpu == ("1.150 ms vs 1.000 ms = 1.15x (the control, 1 worker beside a busy "
                    "neighbour that shares nothing with it but the cores: 1.050 ms = 1.05x "
-                   "1 worker alone)", False)  # the verdict stays 2 workers vs 1 alone
-    assert not [label for label, _, _ in targets if "pg1+busy" in label]  # no p99 target
+                   "1 worker) (the control, 1 worker with each of 2 workers' share of the "
+                   "terminals, 50: 1.080 ms = 1.08x 1 worker)", False)  # still 2 vs 1
+    assert not [label for label, _, _ in targets if "pg1+busy" in label or "@" in label]
     host_load.print_result(result)
     out = capsys.readouterr().out
-    assert "PostgreSQL, 1 worker, beside a busy neighbour" in out
+    assert ("PostgreSQL, 1 worker, beside a busy neighbour (a process spinning on a CPU, "
+            "sharing nothing with the host but the cores); a control") in out
+    assert "PostgreSQL, 1 worker, 50 terminals; a control of the closed loop's CPU" in out
     projection = out.split("projection", 1)[1]
     assert "PostgreSQL, 1 worker:" in projection
-    assert "neighbour" not in projection  # a control: no cores projected from it
-    result.configs.remove(control)
+    assert "control" not in projection  # no cores projected from a control
+    result.configs.remove(busy)
+    cpu = next((text, met) for label, text, met in result.targets()
+               if label.startswith("host CPU"))
+    assert cpu == ("1.150 ms vs 1.000 ms = 1.15x (the control, 1 worker with each of 2 "
+                   "workers' share of the terminals, 50: 1.080 ms = 1.08x 1 worker)", False)
+    result.configs.remove(share)
     cpu = next((text, met) for label, text, met in result.targets()
                if label.startswith("host CPU"))
     assert cpu == ("1.150 ms vs 1.000 ms = 1.15x", False)
+
+
+async def test_a_control_with_its_own_terminals_has_them_and_the_same_sales(
+        tmp_path: Path) -> None:
+    plan = host_load.Plan(LANES, 0.1, warmup=0.05, rate=LANES / 0.05, prebuilt=6, slices=1,
+                          lead_in=0.05)
+    async with _host(tmp_path / "a") as a, _host(tmp_path / "b") as b:
+        assert a.address is not None
+        assert b.address is not None
+        targets = [host_load.Target("pg1", a.address[1], lambda: {"host": 0.0}),
+                   host_load.Target("pg1@2", b.address[1], lambda: {"host": 0.0},
+                                    connections=LANES // 2)]
+        lanes = await host_load._open_lanes(targets, plan)
+        try:
+            assert len(lanes["pg1"]) == LANES
+            assert len(lanes["pg1@2"]) == LANES // 2
+            # the same sales built for each configuration, however many lanes share them
+            assert [len(lane.queue) for lane in lanes["pg1"]] == [6] * LANES
+            assert [len(lane.queue) for lane in lanes["pg1@2"]] == [12] * (LANES // 2)
+            windows = await host_load._measure(targets, lanes, plan)
+        finally:
+            for lane in lanes["pg1"] + lanes["pg1@2"]:
+                lane.close()
+    assert windows["pg1"].paced is not None
+    assert windows["pg1@2"].paced is None  # a control: closed loop only
+    assert windows["pg1@2"].closed.load.approved > 0
