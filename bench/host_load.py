@@ -659,6 +659,11 @@ class Target:
     busy: Callable[[bool], None] | None = None  # its neighbour on / off (a +busy control)
     connections: int | None = None  # its own number of terminals (an @N control)
 
+    @property
+    def control(self) -> bool:
+        """A control of the closed loop's CPU (ConfigSpec.control): no paced phase."""
+        return self.busy is not None or self.connections is not None
+
 
 @dataclass
 class Windows:
@@ -724,7 +729,7 @@ async def _measure(targets: Sequence[Target], lanes: dict[str, list[_Lane]],
                 busy(False)
     if plan.rate > 0:
         for t in targets:
-            if t.busy is not None or t.connections is not None:  # a control: not paced
+            if t.control:
                 continue
             out[t.name].paced = await _window(lanes[t.name], t.read_cpu, PACED_LEAD_IN,
                                               plan.seconds, plan.connections / plan.rate)
@@ -885,6 +890,11 @@ class ConfigSpec:
     @property
     def control(self) -> bool:
         return self.busy or self.terminals is not None
+
+    @property
+    def base(self) -> str:
+        """The configuration it controls for: ``sqlite`` or ``pgN``."""
+        return "sqlite" if self.kind == "sqlite" else f"pg{self.workers}"
 
 
 def parse_config(name: str) -> ConfigSpec | None:
@@ -1125,10 +1135,11 @@ class HostLoadResult:
         shares nothing with it but the cores), and 1 worker with the terminals each of 2
         workers gets (what its smaller groups cost it alone)."""
         out = ""
+        share = share_control(self.connections)
         for name, what in (("pg1" + BUSY_SUFFIX, "1 worker beside a busy neighbour that "
                             "shares nothing with it but the cores"),
-                           (share_control(self.connections), "1 worker with each of 2 "
-                            f"workers' share of the terminals, {self.connections // 2}")):
+                           (share, "1 worker with each of 2 workers' share of the "
+                            f"terminals, {_config(share).terminals}")):
             control = self.config(name)
             if control is None or control.closed_loop is None or pg1.closed_loop is None:
                 continue
@@ -1264,7 +1275,7 @@ def _title(name: str) -> str:
     spec = parse_config(name)
     if spec is None or not spec.control:
         return TITLES.get(name, name)
-    base = TITLES.get(name.partition("@")[0].removesuffix(BUSY_SUFFIX), name)
+    base = TITLES.get(spec.base, spec.base)
     what = []
     if spec.terminals is not None:
         what.append(f"{spec.terminals} terminals")
